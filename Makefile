@@ -1,0 +1,30 @@
+# Set-up and the two everyday commands: `make demo` and `make test` (see README.md).
+# Lava needs Python 3.10: found on PATH, through pyenv, or given as `make PYTHON=/path/to/python3.10`.
+
+VENV := .venv
+PY := $(VENV)/bin/python
+SPIKEPORT := $(VENV)/bin/spikeport
+PYTHON ?= $(shell for c in python3.10 "$$(pyenv root 2>/dev/null)"/versions/3.10*/bin/python3.10; do \
+	"$$c" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
+
+.PHONY: demo test bench env
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "No Python 3.10 found (Lava needs it): install one, e.g. 'pyenv install 3.10.13', or run 'make PYTHON=/path/to/python3.10'." >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+test: env
+	$(PY) -m pytest -q
+
+demo: env
+	$(SPIKEPORT) train configs/digits-cnn.yaml --out runs/demo $$(test -f runs/demo/checkpoint.pt && echo --resume)
+	@echo
+	@echo "Trained: runs/demo (config.yaml, checkpoint.pt, metrics.jsonl)."
+	@echo "Not built yet, so not run: export (issue 3), simulate (issue 4), report (issue 5)."
+
+bench: env
+	$(PY) benchmarks/train_step.py

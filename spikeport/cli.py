@@ -1,0 +1,128 @@
+"""The `spikeport` command line: one command per pipeline stage.
+
+Exit codes: 0 success; 2 a user error (one line on stderr naming the file, field or value and
+what is wrong; `--verbose` adds the traceback); 1 a bug in spikeport (with its traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from spikeport.config import config_from_dict, load_config
+from spikeport.console import console
+from spikeport.errors import UserError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Train spiking networks, export them to neuromorphic formats, simulate them and report per chip.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="The built-in datasets (generated locally, no download).")
+app.add_typer(data_app, name="data")
+
+_options = {"verbose": False}
+
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(False, "--verbose", help="Show tracebacks for user errors too."),
+) -> None:
+    _options["verbose"] = verbose
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="Config YAML (see configs/)."),
+    out: Path = typer.Option(..., "--out", help="Run folder to create (or continue with --resume)."),
+    epochs: Optional[int] = typer.Option(None, help="Override train.epochs."),
+    seed: Optional[int] = typer.Option(None, help="Override train.seed."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+) -> None:
+    """Train a model; writes config.yaml, checkpoint.pt and metrics.jsonl into the run folder."""
+    from spikeport.train.loop import train as run_training
+
+    resolved = load_config(config).to_dict()
+    if epochs is not None:
+        resolved["train"]["epochs"] = epochs
+    if seed is not None:
+        resolved["train"]["seed"] = seed
+    history = run_training(config_from_dict(resolved, source=str(config)), out, device=device, resume=resume)
+    final = history[-1]
+    console.print(f"[bold]{out}[/bold]: {final['epoch']} epochs, test accuracy {final['test_acc']:.4f}")
+
+
+@app.command()
+def inspect(
+    config: Path = typer.Argument(..., help="Config YAML."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+) -> None:
+    """Parameter counts per module and in total, input shape and timesteps of a config's model."""
+    from spikeport.train import datasets
+    from spikeport.train.loop import model_for
+    from spikeport.train.models import parameter_counts
+
+    cfg = load_config(config)
+    model = model_for(cfg)
+    counts = parameter_counts(model)
+    summary = {
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "modules": counts,
+        "input_shape": list(datasets.spec(cfg.data.name).input_shape),
+        "timesteps": cfg.data.timesteps,
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"{config}: {cfg.model['name']} on {cfg.data.name}")
+    table.add_column("module")
+    table.add_column("parameters", justify="right")
+    for name, n in counts.items():
+        table.add_row(name, f"{n:,}")
+    table.add_row("[bold]total", f"[bold]{summary['total_params']:,}")
+    console.print(table)
+    console.print(f"input {tuple(summary['input_shape'])} per timestep, T = {summary['timesteps']}")
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """The built-in datasets."""
+    from spikeport.train import datasets
+
+    table = Table()
+    for column in ("name", "input shape", "classes", "description"):
+        table.add_column(column)
+    for name in datasets.dataset_names():
+        spec = datasets.spec(name)
+        table.add_row(name, str(spec.input_shape), str(spec.num_classes), spec.description)
+    console.print(table)
+
+
+@data_app.command("build")
+def data_build(
+    name: str = typer.Argument(..., help="Dataset name (see `spikeport data list`)."),
+    out: Path = typer.Option(Path("data"), "--out", help="Dataset root folder (data.root in configs)."),
+) -> None:
+    """Generate a built-in dataset into the dataset root (cached: a second build is instant)."""
+    from spikeport.train import datasets
+
+    path = datasets.build(name, out)
+    console.print(f"{name}: {path}")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        if _options["verbose"]:
+            traceback.print_exc()
+        print(f"spikeport: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,134 @@
+"""Run configuration: a YAML file read into plain dataclasses.
+
+A config has three sections. `data` and `train` are fixed dataclasses below; `model` is a plain
+dict whose `name` picks a builder in train/models.py and whose other keys are that builder's
+keyword arguments (checked there). The resolved config — every default filled in — is saved as
+`config.yaml` in the run folder and in the checkpoint, so a run can always be rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from spikeport.errors import UserError
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: str = "data"  # where datasets are built or found
+    timesteps: int = 4
+    batch_size: int = 64
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    optimizer: str = "adamw"  # sgd | adamw; cosine learning-rate schedule over all epochs
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    seed: int = 0
+    amp: bool = True  # mixed precision, used on CUDA only
+
+
+@dataclass
+class Config:
+    model: dict = field(default_factory=lambda: {"name": "spiking-cnn"})
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_type(source: str, key: str, value, annotation: str):
+    if annotation == "float" and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    expected = {"int": int, "float": (int, float), "str": str, "bool": bool}[annotation]
+    if isinstance(value, bool) and annotation != "bool" or not isinstance(value, expected):
+        raise UserError(f"{source}: {key} must be {annotation}, got {value!r}")
+    return float(value) if annotation == "float" else value
+
+
+def _section(source: str, name: str, cls, values) -> object:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise UserError(f"{source}: section '{name}' must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in values:
+        if key not in fields:
+            raise UserError(f"{source}: unknown key '{name}.{key}' (allowed: {', '.join(fields)})")
+    return cls(**{k: _check_type(source, f"{name}.{k}", v, hints[k].__name__) for k, v in values.items()})
+
+
+def _validate(source: str, config: Config) -> None:
+    positive = {
+        "data.timesteps": config.data.timesteps,
+        "data.batch_size": config.data.batch_size,
+        "train.epochs": config.train.epochs,
+        "train.lr": config.train.lr,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"{source}: {key} must be positive, got {value}")
+    if config.train.weight_decay < 0:
+        raise UserError(f"{source}: train.weight_decay must be >= 0, got {config.train.weight_decay}")
+    if config.train.optimizer not in OPTIMIZERS:
+        raise UserError(f"{source}: train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.train.optimizer!r}")
+    if not isinstance(config.model.get("name"), str):
+        raise UserError(f"{source}: model.name is required (a string)")
+
+
+def config_from_dict(data: dict, source: str = "config") -> Config:
+    """Check a parsed config mapping and fill in the defaults."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping with sections model, data, train")
+    known = ("model", "data", "train")
+    for key in data:
+        if key not in known:
+            raise UserError(f"{source}: unknown key '{key}' (allowed: {', '.join(known)})")
+    model = data.get("model") or {}
+    if not isinstance(model, dict):
+        raise UserError(f"{source}: section 'model' must be a mapping")
+    config = Config(
+        model=dict(model),
+        data=_section(source, "data", DataConfig, data.get("data")),
+        train=_section(source, "train", TrainConfig, data.get("train")),
+    )
+    _validate(source, config)
+    return config
+
+
+def read_yaml(path: str | Path) -> object:
+    """Parse a YAML file, turning a missing file or a syntax error into a one-line UserError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise UserError(f"{path}: invalid YAML{where}: {problem}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    return config_from_dict(read_yaml(path), source=str(path))

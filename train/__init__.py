@@ -1,0 +1,1 @@
+"""Training: the neuron, multi-step layers, models, datasets and the training loop."""

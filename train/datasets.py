@@ -1,0 +1,251 @@
+"""Built-in datasets that need no download: small enough to build in seconds, real enough to train on.
+
+Each dataset is generated once from data bundled with scikit-learn and cached as one `.npz` under
+`root/<name>/`, so every run trains on identical bytes and a fresh machine needs no network.
+The cache holds the raw samples (images or events); turning them into `[timesteps, *input_shape]`
+frames happens on access, so one cache serves any number of timesteps.
+
+* `digits`: the 8x8 handwritten digits, shown as a static image at every timestep (direct encoding).
+* `event-digits`: the same digits recorded by a simulated event camera, the way N-MNIST was made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from tonic.io import make_structured_array
+from tonic.transforms import ToFrame
+
+from spikeport.errors import UserError
+from spikeport.io import atomic_open
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a model needs to know about a dataset before seeing any of it."""
+
+    name: str
+    description: str  # one line, shown by `spikeport data list`
+    input_shape: tuple[int, ...]  # per-timestep shape, without batch and time
+    num_classes: int
+
+
+SPECS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(
+        "digits",
+        "8x8 handwritten digits (scikit-learn), static image repeated every timestep",
+        (1, 8, 8),
+        10,
+    ),
+    "event-digits": DatasetSpec(
+        "event-digits",
+        "the same digits as DVS events from simulated N-MNIST-style saccades, 32x32 sensor",
+        (2, 32, 32),
+        10,
+    ),
+}
+
+SPLITS = ("train", "test")
+# Part of every cache file name: bump it when a generator changes, so old caches are not reused.
+CACHE_VERSION = 1
+
+
+def dataset_names() -> list[str]:
+    return list(SPECS)
+
+
+def spec(name: str) -> DatasetSpec:
+    if name not in SPECS:
+        raise UserError(f"unknown dataset {name!r}; known datasets: {', '.join(SPECS)}")
+    return SPECS[name]
+
+
+def build(name: str, root: str | Path) -> Path:
+    """Generate `name` and cache it under `root/<name>/`, unless that cache already exists.
+
+    Generation is deterministic, so an existing cache of this CACHE_VERSION is the right one; it is
+    written atomically, so an existing cache is always complete.
+    """
+    spec(name)
+    path = Path(root) / name / f"{name}-v{CACHE_VERSION}.npz"
+    if not path.exists():
+        arrays = _BUILDERS[name]()
+        with atomic_open(path, "wb") as f:
+            np.savez(f, **arrays)
+    return path
+
+
+def load(name: str, root: str | Path, split: str, timesteps: int) -> torch.utils.data.Dataset:
+    """One split of `name` (building the cache if needed); item i is (x [timesteps, *shape], label)."""
+    spec(name)
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r} for dataset {name!r}; use one of: {', '.join(SPLITS)}")
+    if not isinstance(timesteps, int) or timesteps < 1:
+        raise UserError(f"timesteps must be a positive integer, got {timesteps!r}")
+    with np.load(build(name, root)) as archive:
+        arrays = dict(archive)
+    return _Split(arrays, arrays[split], partial(_FRAMERS[name], timesteps=timesteps))
+
+
+class _Split(torch.utils.data.Dataset):
+    """The samples of one split, kept raw (images or events) and framed when an item is read."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], indices: np.ndarray, frame: Callable):
+        self.arrays = arrays
+        self.indices = indices
+        self.frame = frame
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        j = int(self.indices[i])
+        return self.frame(self.arrays, j), int(self.arrays["labels"][j])
+
+
+def _digits_and_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The 1797 digits (uint8, 0..16) with labels and a fixed stratified 75/25 train/test split.
+
+    Both datasets share this split (random_state=0), so results on `digits` and `event-digits`
+    are comparable sample for sample.
+    """
+    bunch = load_digits()
+    images = bunch.images.astype(np.uint8)
+    labels = bunch.target.astype(np.int64)
+    train, test = train_test_split(
+        np.arange(len(labels)), test_size=0.25, stratify=labels, random_state=0
+    )
+    return images, labels, np.sort(train), np.sort(test)
+
+
+def _build_digits() -> dict[str, np.ndarray]:
+    images, labels, train, test = _digits_and_split()
+    return {"images": images, "labels": labels, "train": train, "test": test}
+
+
+def _frame_digits(arrays: dict[str, np.ndarray], j: int, timesteps: int) -> torch.Tensor:
+    """Direct encoding: the image scaled to [0, 1], repeated at every timestep."""
+    image = torch.from_numpy(arrays["images"][j].astype(np.float32) / 16.0)
+    return image.repeat(timesteps, 1, 1, 1)
+
+
+# --- event-digits: a simulated DVS camera doing N-MNIST's three saccades over each digit ---------
+
+_SENSOR = 32  # sensor is _SENSOR x _SENSOR pixels
+_UPSAMPLE = 3  # each 8x8 digit is drawn 24x24, centred with a 4-pixel margin for the motion
+_MARGIN = (_SENSOR - 8 * _UPSAMPLE) / 2
+# Saccade triangle (pixel offsets of the digit from centre, x right, y down): three 100 ms moves,
+# down-right, left, up-right, back to the start. Diagonal legs make edges of every orientation fire.
+_SACCADE_CORNERS = np.array([(0.0, -3.5), (3.5, 3.5), (-3.5, 3.5), (0.0, -3.5)])
+_SACCADE_US = 100_000
+_STEP_US = 1_000  # intensity is sampled every millisecond; events are placed between samples
+_LOG_OFFSET = 0.5  # log(I + offset): a dim but nonzero background, as on N-MNIST's monitor
+_THRESHOLD = 0.25  # mean contrast threshold in log-intensity units (real DVS: about 0.15 to 0.3)
+_THRESHOLD_MISMATCH = 0.03  # std of the fixed per-pixel threshold, relative to the mean
+_JITTER_US = 100.0  # std of the timestamp jitter
+_EVENT_SEED = 0
+
+
+def _saccade_offsets() -> np.ndarray:
+    """(steps, 2) digit offsets along the triangle, eased so each saccade starts and stops smoothly."""
+    steps_per_saccade = _SACCADE_US // _STEP_US
+    s = np.arange(steps_per_saccade) / steps_per_saccade
+    ease = ((1 - np.cos(np.pi * s)) / 2)[:, None]
+    legs = [a + (b - a) * ease for a, b in zip(_SACCADE_CORNERS[:-1], _SACCADE_CORNERS[1:])]
+    return np.concatenate(legs + [_SACCADE_CORNERS[-1:]])
+
+
+def _interpolation_weights(shift: float) -> np.ndarray:
+    """(_SENSOR, 8) linear-interpolation weights from one image axis to one sensor axis.
+
+    Sensor pixel centres are mapped back into the 8x8 image (scaled by _UPSAMPLE, shifted by
+    `shift`); outside the image counts as background. Rendering with these weights equals
+    bilinearly upsampling the digit to 24x24 and moving it with sub-pixel precision.
+    """
+    position = (np.arange(_SENSOR) + 0.5 - _MARGIN - shift) / _UPSAMPLE - 0.5
+    left = np.floor(position).astype(int)
+    frac = position - left
+    weights = np.zeros((_SENSOR, 8))
+    for column, weight in ((left, 1 - frac), (left + 1, frac)):
+        inside = (column >= 0) & (column < 8)
+        weights[np.nonzero(inside)[0], column[inside]] = weight[inside]
+    return weights
+
+
+def _simulate_dvs(images: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Events (sample, x, y, t_us, polarity) for `images` (N, 8, 8) in [0, 1], all pixels at once.
+
+    The DVS pixel model: each pixel keeps a reference log intensity and emits an event each time
+    its log intensity moves one contrast threshold away from it, moving the reference by that
+    threshold (so a large change gives several events). Event times are interpolated linearly
+    between the millisecond samples, then jittered.
+    """
+    rng = np.random.default_rng(_EVENT_SEED)
+    # One simulated sensor records every digit, so the threshold mismatch is fixed per pixel.
+    mismatch = _THRESHOLD_MISMATCH * rng.standard_normal(_SENSOR * _SENSOR)
+    threshold = (_THRESHOLD * (1 + mismatch)).astype(np.float32)
+    flat = images.reshape(len(images), 64).astype(np.float32)
+
+    def log_intensity(offset: np.ndarray) -> np.ndarray:
+        render = np.kron(_interpolation_weights(offset[1]), _interpolation_weights(offset[0]))
+        return np.log(flat @ render.T.astype(np.float32) + np.float32(_LOG_OFFSET))  # (N, pixels)
+
+    offsets = _saccade_offsets()
+    previous = log_intensity(offsets[0])
+    # Each pixel was last reset at some arbitrary moment before the recording, so its reference
+    # starts anywhere within half a threshold of the current level.
+    reference = previous + threshold * rng.uniform(-0.5, 0.5, previous.shape).astype(np.float32)
+    events = []
+    for step, offset in enumerate(offsets[1:], start=1):
+        current = log_intensity(offset)
+        change = current - reference
+        sample, pixel = np.nonzero(np.abs(change) >= threshold)
+        n = (np.abs(change[sample, pixel]) // threshold[pixel]).astype(np.int64)
+        sign = np.sign(change[sample, pixel])
+        reference[sample, pixel] += sign * n * threshold[pixel]
+        # k-th crossing (1..n) of this step: where the line previous -> current hits that level
+        k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + 1
+        sample, pixel, sign = np.repeat(sample, n), np.repeat(pixel, n), np.repeat(sign, n)
+        start = previous[sample, pixel]
+        level = reference[sample, pixel] - sign * (np.repeat(n, n) - k) * threshold[pixel]
+        fraction = (level - start) / (current[sample, pixel] - start)
+        t = (step - 1 + fraction) * _STEP_US
+        events.append((sample, pixel % _SENSOR, pixel // _SENSOR, t, sign > 0))
+        previous = current
+    sample, x, y, t, on = (np.concatenate(column) for column in zip(*events))
+    t = np.rint(t + _JITTER_US * rng.standard_normal(len(t)))
+    return sample, x, y, np.clip(t, 0, (len(offsets) - 1) * _STEP_US).astype(np.int64), on
+
+
+def _build_event_digits() -> dict[str, np.ndarray]:
+    """All samples' events in one tonic-style array, sorted by (sample, t), with per-sample offsets."""
+    images, labels, train, test = _digits_and_split()
+    sample, x, y, t, on = _simulate_dvs(images / 16.0)
+    order = np.lexsort((t, sample))
+    events = make_structured_array(x[order], y[order], t[order], on[order])
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(sample, minlength=len(labels)))])
+    return {"events": events, "offsets": bounds, "labels": labels, "train": train, "test": test}
+
+
+def _frame_events(arrays: dict[str, np.ndarray], j: int, timesteps: int) -> torch.Tensor:
+    """Event counts per polarity and pixel in `timesteps` equal time bins: [T, 2, 32, 32]."""
+    events = arrays["events"][arrays["offsets"][j] : arrays["offsets"][j + 1]]
+    frames = ToFrame(sensor_size=(_SENSOR, _SENSOR, 2), n_time_bins=timesteps)(events)
+    return torch.from_numpy(frames.astype(np.float32))
+
+
+_BUILDERS: dict[str, Callable[[], dict[str, np.ndarray]]] = {
+    "digits": _build_digits,
+    "event-digits": _build_event_digits,
+}
+_FRAMERS: dict[str, Callable[[dict[str, np.ndarray], int, int], torch.Tensor]] = {
+    "digits": _frame_digits,
+    "event-digits": _frame_events,
+}

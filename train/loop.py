@@ -1,0 +1,180 @@
+"""The training loop: config in, run folder out (ARCHITECTURE.md, "The run folder").
+
+    runs/NAME/config.yaml      the resolved config
+    runs/NAME/checkpoint.pt    written after every epoch (see checkpoint.py)
+    runs/NAME/metrics.jsonl    one line per epoch
+
+Training is deterministic for a seed on the CPU: the weights are initialised from the seed and
+each epoch shuffles with its own generator seeded from (seed, epoch), so an interrupted run
+resumed from its last checkpoint ends with exactly the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader
+
+from spikeport.config import Config, config_from_dict, read_yaml
+from spikeport.console import console, progress
+from spikeport.errors import UserError
+from spikeport.io import write_text
+from spikeport.train import datasets
+from spikeport.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from spikeport.train.models import build_model
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"--device: must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def model_for(config: Config) -> nn.Module:
+    spec = datasets.spec(config.data.name)
+    return build_model(config.model, spec.input_shape, spec.num_classes)
+
+
+def time_major(x: torch.Tensor) -> torch.Tensor:
+    """Loader batches are [B, T, ...]; the models take [T, B, ...]."""
+    return x.transpose(0, 1)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of the time-averaged logits."""
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = time_major(x.to(device)), y.to(device)
+            logits = model(x).float().mean(0)
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+    return loss_sum / seen, correct / seen
+
+
+def _make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+    t = config.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+
+def _check_run_folder(out: Path, config: Config, resume: bool) -> dict | None:
+    """Refuse to touch a folder holding something else; return the checkpoint to resume from."""
+    config_file, checkpoint_file = out / "config.yaml", out / "checkpoint.pt"
+    if resume:
+        if not checkpoint_file.is_file():
+            raise UserError(f"--resume: {out} holds no checkpoint.pt to resume from")
+        state = load_checkpoint(checkpoint_file)
+        if state["config"] != config.to_dict():
+            raise UserError(f"{out}: the checkpoint was trained with another config; resume with the config in {config_file}")
+        return state
+    if config_file.exists():
+        saved = config_from_dict(read_yaml(config_file), source=str(config_file)).to_dict()
+        if saved != config.to_dict():
+            raise UserError(f"{out}: holds a different run (its config.yaml differs); choose another --out")
+        raise UserError(f"{out}: already holds this run; pass --resume to continue it or choose another --out")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: exists, is not empty and is not a spikeport run folder; choose another --out")
+    return None
+
+
+def _write_metrics(out: Path, history: list[dict]) -> None:
+    write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
+
+
+def train(config: Config, out: str | Path, device: str = "auto", resume: bool = False) -> list[dict]:
+    """Train the model of `config` into run folder `out`; return the metrics, one dict per epoch."""
+    out = Path(out)
+    resumed = _check_run_folder(out, config, resume)
+    device_ = resolve_device(device)
+    t = config.train
+
+    train_set = datasets.load(config.data.name, config.data.root, "train", config.data.timesteps)
+    test_set = datasets.load(config.data.name, config.data.root, "test", config.data.timesteps)
+    test_loader = DataLoader(test_set, batch_size=config.data.batch_size)
+
+    torch.manual_seed(t.seed)
+    model = model_for(config).to(device_)
+    optimizer = _make_optimizer(config, model)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
+    use_amp = t.amp and device_.type == "cuda"
+    scaler = torch.cuda.amp.GradScaler(enabled=use_amp)
+
+    history: list[dict] = []
+    if resumed:
+        load_weights(model, resumed, out / "checkpoint.pt")
+        optimizer.load_state_dict(resumed["optimizer"])
+        schedule.load_state_dict(resumed["schedule"])
+        scaler.load_state_dict(resumed["scaler"])
+        history = list(resumed["metrics"])
+        _write_metrics(out, history)  # drop lines of an epoch that was interrupted after its checkpoint
+        if len(history) >= t.epochs:
+            console.print(f"{out}: all {t.epochs} epochs are done already")
+            return history
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    with progress() as bar:
+        for epoch in range(len(history), t.epochs):
+            started = time.perf_counter()
+            shuffle = torch.Generator().manual_seed(t.seed * 100_003 + epoch)
+            loader = DataLoader(train_set, batch_size=config.data.batch_size, shuffle=True, generator=shuffle)
+            task = bar.add_task(f"epoch {epoch + 1}/{t.epochs}", total=len(loader), info="")
+            model.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            for x, y in loader:
+                x, y = time_major(x.to(device_)), y.to(device_)
+                with torch.autocast(device_.type, enabled=use_amp):
+                    logits = model(x).float().mean(0)
+                    loss = nn.functional.cross_entropy(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += loss.item() * len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+                seen += len(y)
+                bar.update(task, advance=1, info=f"loss {loss_sum / seen:.4f}  acc {correct / seen:.3f}")
+            bar.remove_task(task)
+            _, test_acc = evaluate(model, test_loader, device_)
+            metrics = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / seen,
+                "train_acc": correct / seen,
+                "test_acc": test_acc,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            schedule.step()
+            history.append(metrics)
+            save_checkpoint(
+                out / "checkpoint.pt",
+                {
+                    "config": config.to_dict(),
+                    "epochs_done": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "metrics": history,
+                },
+            )
+            _write_metrics(out, history)
+            console.print(
+                f"epoch {epoch + 1}/{t.epochs}  loss {metrics['train_loss']:.4f}  "
+                f"train acc {metrics['train_acc']:.3f}  test acc {test_acc:.3f}  ({metrics['seconds']:.1f} s)"
+            )
+    return history

@@ -1,0 +1,73 @@
+"""The models spikeport trains, built from plain config data.
+
+A model maps input [T, B, *input_shape] to logits [T, B, num_classes], one read-out per timestep;
+the training loss uses their mean over T. Each builder is a function whose keyword arguments are
+the `model:` section of a config file (besides `name`), so the signature is the schema: an unknown
+key or a missing required one is reported with the allowed names.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from typing import Callable
+
+from torch import nn
+
+from spikeport.errors import UserError
+from spikeport.train import layers
+from spikeport.train.neuron import LIF
+
+
+def spiking_cnn(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    channels: list[int] = (16, 32),
+    kernel_size: int = 3,
+    pool: int = 2,
+    beta: float = 0.5,
+    threshold: float = 1.0,
+) -> nn.Module:
+    """Stages of conv -> batch norm -> LIF -> average pool, then a linear read-out per timestep.
+
+    The read-out is not spiking: its output is the logits, as in the DTA code's classifier head.
+    """
+    in_channels, height, width = input_shape
+    stages: list[tuple[str, nn.Module]] = []
+    for i, out_channels in enumerate(channels, start=1):
+        stages += [
+            (f"conv{i}", layers.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)),
+            (f"bn{i}", layers.BatchNorm2d(out_channels)),
+            (f"lif{i}", LIF(beta, threshold)),
+            (f"pool{i}", layers.AvgPool2d(pool)),
+        ]
+        in_channels, height, width = out_channels, height // pool, width // pool
+    if height < 1 or width < 1:
+        raise UserError(f"model: {len(channels)} pooling stages of {pool} leave nothing of a {input_shape[1:]} input")
+    stages += [("flatten", layers.Flatten()), ("fc", nn.Linear(in_channels * height * width, num_classes))]
+    return nn.Sequential(OrderedDict(stages))
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "spiking-cnn": spiking_cnn,
+}
+
+
+def build_model(model_config: dict, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build the model named by `model_config["name"]` with the rest of the section as arguments."""
+    options = dict(model_config)
+    name = options.pop("name", None)
+    if name not in MODELS:
+        raise UserError(f"model.name: unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
+    builder = MODELS[name]
+    allowed = [p for p in inspect.signature(builder).parameters if p not in ("input_shape", "num_classes")]
+    for key in options:
+        if key not in allowed:
+            raise UserError(f"model.{key}: unknown option for model {name!r} (allowed: {', '.join(allowed)})")
+    return builder(tuple(input_shape), num_classes, **options)
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Trainable parameters per top-level module (modules without parameters are left out)."""
+    counts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    return {name: n for name, n in counts.items() if n}

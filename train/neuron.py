@@ -1,0 +1,107 @@
+"""The spiking neuron, as a pure multi-step function plus a thin nn.Module.
+
+One neuron model is used for training and deployment alike (ARCHITECTURE.md, "Semantics"; the
+DTA code's LIFSpike):
+
+    u[t] = beta * u[t-1] + x[t]          leaky integration, u[-1] = 0
+    s[t] = H(u[t] - threshold)           spike when the membrane is strictly above threshold
+    u[t] = u[t] * (1 - s[t])             hard reset to zero, immediately, and not detached
+
+The spike's derivative is replaced by a triangle surrogate of width gamma = 1:
+
+    dS/du = max(0, gamma - |u - threshold|) / gamma**2
+
+`lif_multistep` runs the whole [T, ...] sequence in one autograd node: the forward keeps only
+the pre-reset membrane, and the backward runs the recurrence in reverse by hand. Compared with
+letting autograd record every timestep (what stepping snnTorch's `Leaky` does) this saves the
+per-step graph bookkeeping, and it lets every layer without state run on all T*B samples at once.
+`tests/test_neuron.py` proves spikes, membranes and gradients equal snnTorch's `Leaky` stepped
+in a loop.
+
+`beta` and `threshold` are plain floats, one per layer: the deployment targets have one decay
+per core, so a learnable or per-neuron value could not be exported.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+SURROGATE_WIDTH = 1.0
+
+
+def heaviside(v: Tensor) -> Tensor:
+    """Spike where `v` (membrane minus threshold) is strictly positive."""
+    return (v > 0).to(v.dtype)
+
+
+def triangle_surrogate(v: Tensor, width: float = SURROGATE_WIDTH) -> Tensor:
+    """d spike / d v of the triangle surrogate, at `v` = membrane minus threshold."""
+    return v.abs().neg_().add_(width).clamp_(min=0.0).div_(width**2)
+
+
+class _LIFMultiStep(torch.autograd.Function):
+    """The LIF recurrence over the leading time axis, with a hand-written backward pass.
+
+    Both passes work one timestep at a time on [B, ...] slices, with a handful of whole-slice
+    operations each, written into preallocated outputs: a slice stays in the processor's cache
+    between operations, where computing an intermediate for all T at once would stream T times
+    more data through memory.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, beta: float, threshold: float):
+        pre_reset = torch.empty_like(x)  # h[t] = beta * u[t-1] + x[t]; empty_like keeps x's layout
+        spikes = torch.empty_like(x)
+        mem = torch.empty_like(x)  # u[t], after the reset
+        u = torch.zeros_like(x[0])
+        for t in range(x.shape[0]):
+            # beta * u, then + x[t]: two roundings, as snnTorch, ONNX and Lava's float model do
+            # (torch.add(..., alpha=beta) may fuse them into one and round differently).
+            h = torch.mul(u, beta, out=pre_reset[t]).add_(x[t])
+            s = torch.gt(h, threshold, out=spikes[t])
+            u = torch.addcmul(h, h, s, value=-1.0, out=mem[t])  # h - h * s: exactly 0 or h
+        ctx.save_for_backward(pre_reset, spikes)
+        ctx.beta, ctx.threshold = beta, threshold
+        ctx.set_materialize_grads(False)
+        return spikes, mem
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor | None, grad_mem: Tensor | None):
+        pre_reset, spikes = ctx.saved_tensors
+        grad_x = torch.empty_like(pre_reset)
+        grad_u = torch.zeros_like(pre_reset[0])  # dL/du[t]: from mem[t] and from h[t+1] = beta u[t] + ...
+        for t in reversed(range(pre_reset.shape[0])):
+            h, s = pre_reset[t], spikes[t]
+            if grad_mem is not None:
+                grad_u = grad_u + grad_mem[t]
+            # s = H(h - threshold), u = h (1 - s), so with the surrogate sg = ds/dh:
+            # dL/dh = dL/ds sg + dL/du ((1 - s) - h sg) = sg (dL/ds - dL/du h) + dL/du - dL/du s.
+            sg = triangle_surrogate(h - ctx.threshold)
+            through_spike = torch.mul(grad_u, h).neg_()
+            if grad_spikes is not None:
+                through_spike.add_(grad_spikes[t])
+            g = torch.addcmul(grad_u, through_spike, sg, out=grad_x[t])
+            g.addcmul_(grad_u, s, value=-1.0)
+            grad_u = g * ctx.beta
+        return grad_x, None, None
+
+
+def lif_multistep(x: Tensor, beta: float, threshold: float) -> tuple[Tensor, Tensor]:
+    """Run the LIF neuron over x of shape [T, ...]; return (spikes, membrane after reset)."""
+    return _LIFMultiStep.apply(x, float(beta), float(threshold))
+
+
+class LIF(nn.Module):
+    """A layer of LIF neurons over [T, B, ...] input; returns the spikes."""
+
+    def __init__(self, beta: float = 0.5, threshold: float = 1.0):
+        super().__init__()
+        self.beta = float(beta)
+        self.threshold = float(threshold)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return lif_multistep(x, self.beta, self.threshold)[0]
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
