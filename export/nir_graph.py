@@ -88,13 +88,13 @@ def to_nir(model: nn.Module, input_shapes: dict[str, tuple] | tuple, dt: float =
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
         raise UserError(f"dt: must be a positive number of seconds, got {dt!r}")
     traced = trace(model)
-    shapes = _named_shapes(traced, input_shapes)
-    _propagate_shapes(traced, shapes)
+    shapes = named_shapes(traced, input_shapes)
+    propagate_shapes(traced, shapes)
     refused = [(node, why) for node, why in classify(traced).items() if why]
     if refused:
         node, why = refused[0]
-        more = f" (also refused: {', '.join(_where(traced, n) for n, _ in refused[1:])})" if refused[1:] else ""
-        raise UserError(f"{_where(traced, node)}: {why}; to_nir maps only {MAPPED}{more}")
+        more = f" (also refused: {', '.join(describe(traced, n) for n, _ in refused[1:])})" if refused[1:] else ""
+        raise UserError(f"{describe(traced, node)}: {why}; to_nir maps only {MAPPED}{more}")
 
     nodes: dict[str, nir.NIRNode] = {}
     edges: list[tuple[str, str]] = []
@@ -161,7 +161,7 @@ def _refusal(traced: fx.GraphModule, node: fx.Node) -> str | None:
         return None if isinstance(node.args[0], fx.Node) else "the model returns several values; NIR export needs one tensor"
     if node.op == "call_module":
         return _module_refusal(traced, node)
-    if _is_add(node):
+    if is_sum(node):
         shapes = {arg.meta.get("sample_shape") if isinstance(arg, fx.Node) else None for arg in node.args}
         if len(shapes) != 1 or None in shapes:  # a constant, a broadcast or no tensor at all
             return "only a sum of two tensors of one shape maps to NIR (as the edges into one node)"
@@ -266,14 +266,14 @@ def _batch_norm_after(traced: fx.GraphModule, node: fx.Node) -> nn.BatchNorm2d |
 def _sources(traced: fx.GraphModule, node: fx.Node) -> list[str]:
     """The NIR nodes whose outputs sum to `node`'s value: sums dissolve into edges, and a batch
     norm stands for the convolution it is folded into."""
-    if _is_add(node):
+    if is_sum(node):
         return [source for arg in node.args for source in _sources(traced, arg)]
     if node.op == "call_module" and isinstance(_module(traced, node), nn.BatchNorm2d):
         return _sources(traced, node.args[0])
     return [node.target if node.op == "placeholder" else node.name]
 
 
-def _is_add(node: fx.Node) -> bool:
+def is_sum(node: fx.Node) -> bool:
     if node.kwargs:  # torch.add(a, b, alpha=...) is no plain sum
         return False
     return (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or (node.op == "call_method" and node.target == "add")
@@ -285,7 +285,7 @@ def _flatten_dims(m: nn.Flatten, node: fx.Node) -> tuple[int, int]:
     return m.start_dim % ndim - 2, m.end_dim % ndim - 2
 
 
-def _named_shapes(traced: fx.GraphModule, input_shapes: dict[str, tuple] | tuple) -> dict[str, tuple[int, ...]]:
+def named_shapes(traced: fx.GraphModule, input_shapes: dict[str, tuple] | tuple) -> dict[str, tuple[int, ...]]:
     names = [node.target for node in traced.graph.nodes if node.op == "placeholder"]
     if not isinstance(input_shapes, dict):
         if len(names) != 1:
@@ -309,7 +309,7 @@ class _ShapeRecorder(fx.Interpreter):
         return result
 
 
-def _propagate_shapes(traced: fx.GraphModule, shapes: dict[str, tuple[int, ...]]) -> None:
+def propagate_shapes(traced: fx.GraphModule, shapes: dict[str, tuple[int, ...]]) -> None:
     """Record every node's per-sample shape, from one run on [T=1, B=1, *shape] zeros."""
     parameter = next(traced.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
@@ -348,7 +348,7 @@ def _module(traced: fx.GraphModule, node: fx.Node) -> nn.Module:
     return traced.get_submodule(node.target)
 
 
-def _where(traced: fx.GraphModule, node: fx.Node) -> str:
+def describe(traced: fx.GraphModule, node: fx.Node) -> str:
     """'model.gate (Sigmoid)' for a module; for an operation, the module whose forward holds it."""
     if node.op == "call_module":
         return f"model.{node.target} ({type(_module(traced, node)).__name__})"

@@ -100,7 +100,7 @@ def _export_bytes(module: nn.Module, args: tuple, **options) -> bytes:
     return buffer.getvalue()
 
 
-def _unexportable(model: nn.Module, example_input: Tensor, error: Exception) -> UserError:
+def _unexportable(model: nn.Module, args: tuple, error: Exception) -> UserError:
     """Name the innermost module that fails to export by itself, else the model as a whole.
 
     A forward pass records each module's inputs; each module is then exported alone, children
@@ -115,7 +115,7 @@ def _unexportable(model: nn.Module, example_input: Tensor, error: Exception) -> 
     hooks = [m.register_forward_pre_hook(record) for m in model.modules()]
     try:
         with torch.no_grad():
-            model(example_input)
+            model(*args)
     finally:
         for hook in hooks:
             hook.remove()
@@ -137,23 +137,27 @@ def export_onnx(model: nn.Module, example_input: Tensor, path: str | Path) -> No
     """Write `model` as one ONNX file at `path`, in inference mode, with T unrolled.
 
     `example_input` is [T, B, *input_shape]; its T is baked into the file and its B is not.
+    The file's input is named `input` and its output `logits`.
+    """
+    export_onnx_graph(model, {INPUT_NAME: example_input}, [OUTPUT_NAME], path)
+
+
+def export_onnx_graph(model: nn.Module, example_inputs: dict[str, Tensor], output_names: list[str], path: str | Path) -> None:
+    """Write a module with named [T, B, ...] inputs and outputs (a host partition, say) as ONNX.
+
     The model is deep-copied first, so the caller's model (its modules, device and train/eval
     mode) is untouched. Batch norm exports with its running statistics, as in evaluation.
     """
-    if example_input.dim() < 3:
-        raise UserError(f"example input must be [T, B, *input_shape], got shape {tuple(example_input.shape)}")
+    for name, x in example_inputs.items():
+        if x.dim() < 3:
+            raise UserError(f"example input {name!r} must be [T, B, *shape], got shape {tuple(x.shape)}")
     exportable = _unroll_neurons(copy.deepcopy(model)).cpu().eval()
-    example_input = example_input.detach().cpu()
+    args = tuple(x.detach().cpu() for x in example_inputs.values())
+    batch_axis = {name: {1: "batch"} for name in [*example_inputs, *output_names]}
     try:
-        data = _export_bytes(
-            exportable,
-            (example_input,),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {1: "batch"}, OUTPUT_NAME: {1: "batch"}},
-        )
+        data = _export_bytes(exportable, args, input_names=list(example_inputs), output_names=output_names, dynamic_axes=batch_axis)
     except _EXPORT_ERRORS as e:
-        raise _unexportable(exportable, example_input, e) from None
+        raise _unexportable(exportable, args, e) from None
     onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
     with atomic_open(path, "wb") as f:
         f.write(data)

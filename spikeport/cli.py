@@ -92,6 +92,18 @@ def inspect(
     console.print(f"input {tuple(summary['input_shape'])} per timestep, T = {summary['timesteps']}")
 
 
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `spikeport train`."),
+    formats: str = typer.Option("nir,onnx", help="Comma-separated: nir, onnx."),
+) -> None:
+    """Export a trained run to RUN_DIR/export: manifest.json, NIR, ONNX (see docs/export.md)."""
+    from spikeport.export.exporter import export as run_export
+
+    out = run_export(run_dir, tuple(f.strip() for f in formats.split(",") if f.strip()))
+    console.print(f"[bold]{out}[/bold]: " + ", ".join(sorted(p.name for p in out.iterdir())))
+
+
 @data_app.command("list")
 def data_list() -> None:
     """The built-in datasets."""

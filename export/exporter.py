@@ -1,0 +1,125 @@
+"""`spikeport export RUN_DIR`: a trained run folder -> RUN_DIR/export/ (docs/export.md).
+
+    manifest.json   partitions, their files and boundary tensors, T, dt, inputs and outputs
+    model.nir       the neuromorphic partition (or <partition>.nir each, when there are several)
+    host.onnx       the host partition, when there is one (or <partition>.onnx each)
+    model.onnx      the whole model with T unrolled, the reference for ONNX Runtime
+
+ONNX inputs and outputs carry the manifest's tensor names.
+
+The folder is built under a temporary name inside RUN_DIR and renamed into place when complete,
+so a failed or killed export leaves the previous export as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from spikeport.errors import UserError
+from spikeport.export import manifest as mf
+from spikeport.export.nir_graph import DEFAULT_DT, to_nir, write_nir
+from spikeport.export.onnx import export_onnx_graph
+from spikeport.export.partition import HOST, NEUROMORPHIC, Boundary, Partitioned, buffered_timesteps, partition
+from spikeport.train import datasets
+from spikeport.train.checkpoint import checkpoint_config, load_checkpoint, load_weights
+from spikeport.train.models import build_model
+
+FORMATS = ("nir", "onnx")
+
+
+def _tensor(b: Boundary) -> mf.Tensor:
+    return mf.Tensor(name=b.name, shape=list(b.shape), kind=b.kind)
+
+
+def _example(b: Boundary, timesteps: int) -> torch.Tensor:
+    """An input for tracing a partition: random spikes or random graded values, batch 2."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(timesteps, 2, *b.shape, generator=generator)
+    return (x < 0.3).float() if b.kind == "spike" else x * 2
+
+
+def _file_names(parts: Partitioned, kind: str, single: str, extension: str) -> dict[str, str]:
+    """One partition of a kind -> the fixed name (model.nir, host.onnx); several -> one file each."""
+    names = [p.name for p in parts.partitions if p.kind == kind]
+    return {names[0]: single} if len(names) == 1 else {n: f"{n}{extension}" for n in names}
+
+
+def export(run_dir: str | Path, formats: tuple[str, ...] = FORMATS, dt: float = DEFAULT_DT) -> Path:
+    """Export the run in `run_dir` to `run_dir/export`; return that folder."""
+    run_dir = Path(run_dir)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise UserError(f"--formats: unknown format {', '.join(unknown) or '(none given)'} (known: {', '.join(FORMATS)})")
+    checkpoint_path = run_dir / "checkpoint.pt"
+    state = load_checkpoint(checkpoint_path)
+    config = checkpoint_config(state, checkpoint_path)
+    spec = datasets.spec(config.data.name)
+    model = build_model(config.model, spec.input_shape, spec.num_classes)
+    load_weights(model, state, checkpoint_path)
+    model.eval()
+    timesteps = config.data.timesteps
+    parts = partition(model, spec.input_shape)
+
+    build = Path(tempfile.mkdtemp(prefix=".export.", dir=run_dir))
+    try:
+        files = {}
+        nir_files = _file_names(parts, NEUROMORPHIC, "model.nir", ".nir") if "nir" in formats else {}
+        onnx_files = _file_names(parts, HOST, "host.onnx", ".onnx") if "onnx" in formats else {}
+        entries = []
+        for p in parts.partitions:
+            entry = mf.PartitionEntry(
+                name=p.name,
+                kind=p.kind,
+                file=(nir_files if p.kind == NEUROMORPHIC else onnx_files).get(p.name),
+                inputs=[_tensor(b) for b in p.inputs],
+                outputs=[_tensor(b) for b in p.outputs],
+                host_ops=p.host_ops,
+            )
+            if p.kind == NEUROMORPHIC and entry.file:
+                shapes = {arg: b.shape for arg, b in zip(p.args, p.inputs)}
+                write_nir(to_nir(p.module, shapes, dt=dt), build / entry.file)
+            if p.kind == HOST:
+                examples = {b.name: _example(b, timesteps) for b in p.inputs}
+                entry.buffer_timesteps = buffered_timesteps(p.module, list(examples.values()))
+                entry.causal = entry.buffer_timesteps == 0
+                if entry.file:
+                    export_onnx_graph(p.module, examples, [b.name for b in p.outputs], build / entry.file)
+            entries.append(entry)
+        if "onnx" in formats:
+            examples = {b.name: _example(b, timesteps) for b in parts.inputs}
+            export_onnx_graph(model, examples, [b.name for b in parts.outputs], build / "model.onnx")
+            files["onnx"] = "model.onnx"
+        mf.Manifest(
+            timesteps=timesteps,
+            dt=dt,
+            inputs=[_tensor(b) for b in parts.inputs],
+            outputs=[_tensor(b) for b in parts.outputs],
+            partitions=entries,
+            files=files,
+            source={
+                "run": str(run_dir),
+                "model": config.model,
+                "data": asdict(config.data),
+                "epochs_done": int(state["epochs_done"]),
+            },
+        ).write(build / "manifest.json")
+        return _replace_folder(build, run_dir / "export")
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+
+
+def _replace_folder(new: Path, final: Path) -> Path:
+    """Move the finished folder into place; the old one is removed only once the new one is there."""
+    old = final.with_name(f".export.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final

@@ -1,0 +1,119 @@
+"""Lowering passes on a NIR graph, for chips whose cores cannot pool graded values.
+
+Loihi (and Lava's netx blocks) have no averaging layer: a neuron sends spikes, and the only thing
+between two neuron layers is a synapse matrix. An average pool between a LIF and the next synaptic
+layer is linear, so it is folded into that layer's weights, exactly:
+
+- AvgPool2d(k, stride k) -> Conv2d(kernel K, stride S, padding P) is one Conv2d with kernel K*k,
+  stride S*k, padding P*k and weights W'[o, i, k*a + da, k*b + db] = W[o, i, a, b] / k^2.
+  Pooled pixel j averages input pixels k*j .. k*j + k-1, so the convolution's tap a at output Y,
+  which reads pooled pixel Y*S + a - P, reads input pixels k*(Y*S + a - P) + da: a convolution of
+  the unpooled map with stride S*k, tap k*a + da and padding P*k (a padded pooled pixel is k
+  padded input pixels). This holds only when the pool covers the whole map: when H or W is not a
+  multiple of k, pooling drops the last rows/columns but the folded convolution would read them
+  where the original read its zero padding, so such a pool is refused rather than folded wrong.
+- AvgPool2d(k, stride k) -> Flatten -> Affine is Flatten -> Affine over the unpooled map, with each
+  affine weight spread over the k x k pixels it averaged, divided by k^2. Rows and columns that
+  pooling drops get weight zero, so here odd sizes fold exactly.
+
+Anything else (overlapping or padded pools, a pool feeding several layers, a dilated convolution
+after it) is refused with a UserError naming the node.
+"""
+
+from __future__ import annotations
+
+import nir
+import numpy as np
+
+from spikeport.errors import UserError
+
+
+def fold_avgpool(graph: nir.NIRGraph) -> nir.NIRGraph:
+    """`graph` with every nir.AvgPool2d folded into the synaptic layer after it (see the module)."""
+    nodes = dict(graph.nodes)
+    edges = list(graph.edges)
+    for name, pool in graph.nodes.items():
+        if not isinstance(pool, nir.AvgPool2d):
+            continue
+        kernel = _pair(pool.kernel_size)
+        if _pair(pool.stride) != kernel or any(_pair(pool.padding)):
+            raise UserError(
+                f"{name} (AvgPool2d): kernel {kernel}, stride {_pair(pool.stride)}, padding {_pair(pool.padding)}; "
+                "only non-overlapping unpadded pools (stride == kernel, padding 0) fold into the next layer"
+            )
+        consumers = [b for a, b in edges if a == name]
+        if len(consumers) != 1 or _sources(edges, consumers[0]) != [name]:
+            raise UserError(f"{name} (AvgPool2d): feeds {consumers or 'nothing'}; it folds only into one layer that reads nothing else")
+        shape = tuple(int(n) for n in pool.input_type["input"])  # (C, H, W)
+        consumer = nodes[consumers[0]]
+        if isinstance(consumer, nir.Conv2d):
+            nodes[consumers[0]] = _fold_into_conv(name, kernel, shape, consumers[0], consumer)
+            folded_into = consumers[0]
+        elif isinstance(consumer, nir.Flatten) and _single_affine_after(edges, nodes, consumers[0]):
+            affine_name = [b for a, b in edges if a == consumers[0]][0]
+            nodes[consumers[0]], nodes[affine_name] = _fold_into_flatten_affine(shape, kernel, consumer, nodes[affine_name])
+            folded_into = consumers[0]
+        else:
+            raise UserError(
+                f"{name} (AvgPool2d): feeds {consumers[0]} ({type(consumer).__name__}); "
+                "it folds only into a Conv2d or a Flatten -> Affine"
+            )
+        edges = [(a, folded_into if b == name else b) for a, b in edges if a != name]
+        del nodes[name]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata), type_check=True)
+
+
+def _fold_into_conv(pool_name: str, kernel: tuple[int, int], shape: tuple[int, ...], name: str, conv: nir.Conv2d) -> nir.Conv2d:
+    _, height, width = shape
+    if height % kernel[0] or width % kernel[1]:
+        raise UserError(
+            f"{pool_name} (AvgPool2d): its {height}x{width} input is not a multiple of the kernel {kernel[0]}x{kernel[1]}; "
+            f"pooling drops the last rows/columns, which the strided convolution {name} would read: make the map a multiple of the kernel"
+        )
+    if _pair(conv.dilation) != (1, 1):
+        raise UserError(f"{name} (Conv2d): dilation {_pair(conv.dilation)} after pool {pool_name}; only dilation 1 folds a pool")
+    if isinstance(conv.padding, str):
+        raise UserError(f"{name} (Conv2d): padding {conv.padding!r} after pool {pool_name}; only numeric padding folds a pool")
+    weight = np.repeat(np.repeat(conv.weight, kernel[0], axis=2), kernel[1], axis=3) / (kernel[0] * kernel[1])
+    stride, padding = _pair(conv.stride), _pair(conv.padding)
+    return nir.Conv2d(
+        input_shape=(height, width),
+        weight=weight.astype(conv.weight.dtype),
+        stride=(stride[0] * kernel[0], stride[1] * kernel[1]),
+        padding=(padding[0] * kernel[0], padding[1] * kernel[1]),
+        dilation=(1, 1),
+        groups=conv.groups,
+        bias=conv.bias,
+        metadata=dict(conv.metadata),
+    )
+
+
+def _fold_into_flatten_affine(
+    shape: tuple[int, ...], kernel: tuple[int, int], flatten: nir.Flatten, affine: nir.Affine
+) -> tuple[nir.Flatten, nir.Affine]:
+    channels, height, width = shape
+    pooled_h, pooled_w = height // kernel[0], width // kernel[1]
+    pooled = affine.weight.reshape(affine.weight.shape[0], channels, pooled_h, pooled_w)
+    spread = np.zeros((affine.weight.shape[0], channels, height, width), dtype=affine.weight.dtype)
+    spread[:, :, : pooled_h * kernel[0], : pooled_w * kernel[1]] = np.repeat(np.repeat(pooled, kernel[0], axis=2), kernel[1], axis=3)
+    spread /= kernel[0] * kernel[1]
+    new_flatten = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=2, metadata=dict(flatten.metadata))
+    return new_flatten, nir.Affine(weight=spread.reshape(spread.shape[0], -1), bias=affine.bias, metadata=dict(affine.metadata))
+
+
+def _single_affine_after(edges: list[tuple[str, str]], nodes: dict[str, nir.NIRNode], flatten_name: str) -> bool:
+    """True when the Flatten flattens the whole (C, H, W) map into one Affine that reads nothing else."""
+    flatten = nodes[flatten_name]
+    consumers = [b for a, b in edges if a == flatten_name]
+    ndim = len(flatten.input_type["input"])
+    whole = flatten.start_dim % ndim == 0 and flatten.end_dim % ndim == ndim - 1
+    return whole and len(consumers) == 1 and isinstance(nodes[consumers[0]], nir.Affine) and _sources(edges, consumers[0]) == [flatten_name]
+
+
+def _sources(edges: list[tuple[str, str]], name: str) -> list[str]:
+    return [a for a, b in edges if b == name]
+
+
+def _pair(value) -> tuple[int, int]:
+    flat = np.atleast_1d(np.asarray(value)).astype(int)
+    return (int(flat[0]), int(flat[-1]))

@@ -1,0 +1,166 @@
+"""`spikeport export`: partitions, manifest, and every file read back by its reference consumer."""
+
+import os
+
+import nir
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from torch import nn
+
+from spikeport.config import config_from_dict
+from spikeport.export import exporter
+from spikeport.export.manifest import read_manifest
+from spikeport.export.onnx import export_onnx_graph
+from spikeport.export.partition import buffered_timesteps, partition
+from spikeport.train import datasets, layers, loop
+from spikeport.train.neuron import LIF
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    config = config_from_dict(
+        {
+            "model": {"name": "spiking-cnn", "channels": [8, 16]},
+            "data": {"name": "digits", "root": str(root / "data"), "timesteps": 4, "batch_size": 64},
+            "train": {"epochs": 2, "lr": 0.01, "seed": 1},
+        }
+    )
+    loop.train(config, root / "run", device="cpu")
+    return root / "run"
+
+
+def test_export_digits_cnn(run_dir, cli):
+    code, _, err = cli("export", run_dir)
+    assert code == 0, err
+    out = run_dir / "export"
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.nir", "model.onnx"]
+    manifest = read_manifest(out / "manifest.json")
+    assert manifest.timesteps == 4 and manifest.dt == 1e-3
+    assert [p.kind for p in manifest.partitions] == ["neuromorphic"]
+    assert manifest.inputs[0].shape == [1, 8, 8] and manifest.outputs[0].shape == [10]
+
+    graph = nir.read(out / "model.nir")  # type checking on
+    assert graph.metadata["dt"] == 1e-3
+    assert sum(isinstance(n, nir.LIF) for n in graph.nodes.values()) == 2
+
+    # ONNX Runtime on the whole model equals the trained torch model on real test samples.
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    config = config_from_dict(state["config"])
+    model = loop.model_for(config)
+    model.load_state_dict(state["model"])
+    model.eval()
+    test = datasets.load("digits", config.data.root, "test", 4)
+    x = torch.stack([test[i][0] for i in range(64)]).transpose(0, 1)
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run([manifest.outputs[0].name], {manifest.inputs[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert np.abs(got - want).max() <= 1e-4
+    assert (got.mean(0).argmax(1) == want.mean(0).argmax(1)).all()
+
+
+def test_failed_export_keeps_the_previous_one(run_dir, cli, monkeypatch):
+    assert cli("export", run_dir)[0] == 0
+    before = {p.name: p.read_bytes() for p in (run_dir / "export").iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(exporter, "export_onnx_graph", broken)
+    with pytest.raises(RuntimeError):
+        exporter.export(run_dir)
+    assert {p.name: p.read_bytes() for p in (run_dir / "export").iterdir()} == before
+    assert not [p for p in os.listdir(run_dir) if p.startswith(".export")], "temporary folder left behind"
+
+
+def test_export_bad_input(cli, run_dir, tmp_path):
+    code, _, err = cli("export", tmp_path)
+    assert code == 2 and "checkpoint.pt: no checkpoint there" in err
+    code, _, err = cli("export", run_dir, "--formats", "nir,tflite")
+    assert code == 2 and "unknown format tflite" in err
+
+
+class Gated(nn.Module):
+    """Spikes gated by a sigmoid of a second conv: the stand-in for attention."""
+
+    def __init__(self, over_time: bool = False):
+        super().__init__()
+        self.over_time = over_time
+        self.conv = layers.Conv2d(1, 4, 3, padding=1)
+        self.lif = LIF(0.5, 0.5)
+        self.gate_conv = layers.Conv2d(1, 4, 3, padding=1)
+        self.flat = layers.Flatten()
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        s = self.lif(self.conv(x))
+        g = self.gate_conv(x)
+        if self.over_time:  # attention-like: every timestep sees the mean over all T
+            g = g.mean(0, keepdim=True) + g * 0
+        return self.fc(self.flat(s * torch.sigmoid(g)))
+
+
+@pytest.mark.parametrize("over_time, buffer", [(False, 0), (True, 4)])
+def test_gated_model_partitions(over_time, buffer, tmp_path):
+    torch.manual_seed(0)
+    model = Gated(over_time).eval()
+    parts = partition(model, (1, 8, 8))
+    assert [p.kind for p in parts.partitions] == ["neuromorphic", "host", "neuromorphic"]
+    first, host, last = parts.partitions
+    assert {b.kind for b in first.outputs} == {"spike", "graded"}
+    assert [b.name for b in host.outputs] == [b.name for b in last.inputs]
+    assert any("sigmoid" in op for op in host.host_ops)
+
+    # Running the partitions in order gives the model's output.
+    x = torch.rand(4, 3, 1, 8, 8) * 2
+    values = {"x": x}
+    for p in parts.partitions:
+        out = p.module(*[values[b.name] for b in p.inputs])
+        out = out if isinstance(out, tuple) else (out,)
+        values.update({b.name: o for b, o in zip(p.outputs, out)})
+    with torch.no_grad():
+        assert torch.equal(values[parts.outputs[0].name], model(x))
+        host_inputs = [values[b.name] for b in host.inputs]
+    assert buffered_timesteps(host.module, host_inputs) == buffer
+
+    # The host partition as ONNX equals torch.
+    path = tmp_path / "host.onnx"
+    export_onnx_graph(host.module, {b.name: values[b.name] for b in host.inputs}, [b.name for b in host.outputs], path)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {b.name: values[b.name].detach().numpy() for b in host.inputs})[0]
+    assert np.abs(got - values[host.outputs[0].name].detach().numpy()).max() < 1e-6
+
+
+def test_two_input_and_residual_partition():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = layers.Conv2d(1, 4, 3, padding=1)
+            self.b = layers.Conv2d(1, 4, 1)
+            self.lif = LIF()
+            self.flat = layers.Flatten()
+            self.fc = nn.Linear(256, 10)
+
+        def forward(self, x):
+            return self.fc(self.flat(self.lif(self.a(x) + self.b(x))))
+
+    parts = partition(Residual(), (1, 8, 8))
+    assert [p.kind for p in parts.partitions] == ["neuromorphic"]
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.audio = nn.Linear(6, 8)
+            self.visual = nn.Linear(5, 8)
+            self.lif = LIF()
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, audio, visual):
+            return self.fc(self.lif(self.audio(audio) + self.visual(visual)))
+
+    parts = partition(Two(), {"audio": (6,), "visual": (5,)})
+    assert [b.name for b in parts.inputs] == ["audio", "visual"]
+    assert len(parts.partitions) == 1 and [b.name for b in parts.partitions[0].inputs] == ["audio", "visual"]

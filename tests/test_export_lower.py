@@ -1,0 +1,132 @@
+"""fold_avgpool: the folded graph computes what the model computes.
+
+Meaning is checked twice: one folded convolution against pool-then-convolution on random maps
+for many kernel/stride/padding/pool combinations, and the whole digits CNN (float64) against its
+folded NIR graph run by a small NIR evaluator over T timesteps.
+"""
+
+import nir
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spikeport.errors import UserError
+from spikeport.export.lower import fold_avgpool
+from spikeport.export.nir_graph import to_nir
+from spikeport.train.models import spiking_cnn
+
+
+def run_nir(graph: nir.NIRGraph, x: torch.Tensor) -> torch.Tensor:
+    """Run a chain NIR graph on x [T, B, *shape] (float64) with spikeport's neuron semantics."""
+    order, node = [], next(n for n, v in graph.nodes.items() if isinstance(v, nir.Input))
+    while True:
+        order.append(node)
+        nxt = [b for a, b in graph.edges if a == node]
+        if not nxt:
+            break
+        node = nxt[0]
+    outputs = []
+    state: dict[str, torch.Tensor] = {}
+    dt = graph.metadata["dt"]
+    for t in range(x.shape[0]):
+        h = x[t]
+        for name in order:
+            n = graph.nodes[name]
+            if isinstance(n, nir.Conv2d):
+                h = F.conv2d(h, torch.from_numpy(n.weight).double(), torch.from_numpy(n.bias).double(),
+                             stride=tuple(n.stride), padding=tuple(n.padding), dilation=tuple(n.dilation), groups=n.groups)
+            elif isinstance(n, nir.LIF):
+                beta = torch.from_numpy(1 - dt / n.tau)
+                u = beta * state.get(name, torch.zeros_like(h)) + h
+                s = (u > torch.from_numpy(n.v_threshold)).double()
+                state[name], h = u * (1 - s), s
+            elif isinstance(n, nir.AvgPool2d):
+                h = F.avg_pool2d(h, tuple(n.kernel_size), tuple(n.stride), tuple(n.padding))
+            elif isinstance(n, nir.Flatten):
+                h = h.flatten(1)
+            elif isinstance(n, nir.Affine):
+                h = h @ torch.from_numpy(n.weight).double().T + torch.from_numpy(n.bias).double()
+        outputs.append(h)
+    return torch.stack(outputs)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,pool", [(3, 1, 1, 2), (3, 2, 0, 2), (1, 1, 0, 3), (5, 1, 2, 2), (2, 3, 1, 2)])
+def test_folded_conv_equals_pool_then_conv(kernel, stride, padding, pool):
+    torch.manual_seed(0)
+    size = 4 * pool * 3
+    x = torch.rand(2, 3, size, size, dtype=torch.float64)
+    w = torch.randn(5, 3, kernel, kernel, dtype=torch.float64)
+    conv = nir.Conv2d(input_shape=(size // pool, size // pool), weight=w.numpy(), stride=stride, padding=padding,
+                      dilation=1, groups=1, bias=np.zeros(5))
+    graph = nir.NIRGraph(
+        nodes={"input": nir.Input(np.array([3, size, size])), "pool": nir.AvgPool2d(np.array([pool, pool]), np.array([pool, pool]), np.array([0, 0])),
+               "conv": conv, "output": nir.Output(np.array(conv.output_type["output"]))},
+        edges=[("input", "pool"), ("pool", "conv"), ("conv", "output")],
+    )
+    folded = fold_avgpool(graph)
+    assert set(folded.nodes) == {"input", "conv", "output"} and folded.edges == [("input", "conv"), ("conv", "output")]
+    c = folded.nodes["conv"]
+    expected = F.conv2d(F.avg_pool2d(x, pool), w, stride=stride, padding=padding)
+    got = F.conv2d(x, torch.from_numpy(c.weight), stride=tuple(c.stride), padding=tuple(c.padding))
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-12)
+
+
+def test_digits_cnn_folded_graph_equals_model():
+    torch.manual_seed(0)
+    model = spiking_cnn((1, 8, 8), 10, channels=[4, 8], beta=0.5, threshold=0.5).eval()
+    with torch.no_grad():
+        for bn in (model.bn1, model.bn2):
+            bn.running_mean.uniform_(-0.3, 0.3)
+            bn.weight.uniform_(1.0, 2.0)
+    graph = to_nir(model, (1, 8, 8))
+    folded = fold_avgpool(graph)
+    assert not any(isinstance(n, nir.AvgPool2d) for n in folded.nodes.values())
+    assert tuple(folded.nodes["conv2"].stride) == (2, 2) and folded.nodes["conv2"].weight.shape[2:] == (6, 6)
+    assert folded.nodes["fc"].weight.shape == (10, 8 * 4 * 4)
+    x = torch.rand(6, 16, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        expected = model.double()(x)
+    spikes = run_nir(graph, x)
+    assert torch.allclose(spikes, expected, atol=1e-9)  # the evaluator is the model
+    assert torch.allclose(run_nir(folded, x), expected, atol=1e-6)
+    assert expected.abs().max() > 0.1  # the network is not silent
+
+
+def test_odd_map_before_affine_folds_with_zero_weights_for_dropped_pixels():
+    torch.manual_seed(1)
+    model = spiking_cnn((1, 7, 7), 3, channels=[4], threshold=0.3).eval()
+    graph = to_nir(model, (1, 7, 7))
+    folded = fold_avgpool(graph)
+    weight = folded.nodes["fc"].weight.reshape(3, 4, 7, 7)
+    assert (weight[:, :, 6, :] == 0).all() and (weight[:, :, :, 6] == 0).all()
+    x = torch.rand(4, 8, 1, 7, 7, dtype=torch.float64)
+    with torch.no_grad():
+        expected = model.double()(x)
+    assert torch.allclose(run_nir(folded, x), expected, atol=1e-6)
+
+
+def test_refuses_what_it_cannot_fold():
+    with pytest.raises(UserError, match=r"pool1 \(AvgPool2d\): its 6x6 input is not a multiple of the kernel 4x4"):
+        fold_avgpool(_odd_conv_graph())
+    with pytest.raises(UserError, match=r"pool1 \(AvgPool2d\): kernel \(4, 4\), stride \(1, 1\)"):
+        fold_avgpool(_odd_conv_graph(size=8, stride=1))
+    graph = to_nir(spiking_cnn((1, 8, 8), 3, channels=[4]), (1, 8, 8))
+    lif = nir.LIF(**{k: np.ones(4 * 4 * 4).reshape(4, 4, 4) * v for k, v in dict(tau=2.0, r=1.0, v_leak=0.0, v_threshold=1.0).items()})
+    nodes = {k: v for k, v in graph.nodes.items() if k not in ("flatten", "fc", "output")}
+    nodes.update(lif2=lif, output=nir.Output(np.array([4, 4, 4])))
+    edges = [e for e in graph.edges if e[0] not in ("pool1", "flatten", "fc")] + [("pool1", "lif2"), ("lif2", "output")]
+    with pytest.raises(UserError, match=r"pool1 \(AvgPool2d\): feeds lif2 \(LIF\)"):
+        fold_avgpool(nir.NIRGraph(nodes=nodes, edges=edges, metadata=graph.metadata))
+
+
+def _odd_conv_graph(size: int = 6, stride: int = 4) -> nir.NIRGraph:
+    pool = nir.AvgPool2d(np.array([4, 4]), np.array([stride, stride]), np.array([0, 0]))
+    pooled = (size - 4) // stride + 1
+    conv = nir.Conv2d(input_shape=(pooled, pooled), weight=np.ones((2, 1, 1, 1)), stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(2))
+    return nir.NIRGraph(
+        nodes={"input": nir.Input(np.array([1, size, size])), "pool1": pool, "conv": conv,
+               "output": nir.Output(np.array(conv.output_type["output"]))},
+        edges=[("input", "pool1"), ("pool1", "conv"), ("conv", "output")],
+    )
