@@ -22,9 +22,10 @@ test: env
 
 demo: env
 	$(SPIKEPORT) train configs/digits-cnn.yaml --out runs/demo $$(test -f runs/demo/checkpoint.pt && echo --resume)
+	$(SPIKEPORT) export runs/demo
 	@echo
-	@echo "Trained: runs/demo (config.yaml, checkpoint.pt, metrics.jsonl)."
-	@echo "Not built yet, so not run: export (issue 3), simulate (issue 4), report (issue 5)."
+	@echo "Trained: runs/demo (config.yaml, checkpoint.pt, metrics.jsonl); exported: runs/demo/export (manifest.json, model.nir, model.onnx)."
+	@echo "Not built yet, so not run: the Loihi / Lava export (issue 3), simulate (issue 4), report (issue 5)."
 
 bench: env
 	$(PY) benchmarks/train_step.py
