@@ -1,7 +1,9 @@
 """`spikeport export RUN_DIR`: a trained run folder -> RUN_DIR/export/ (docs/export.md).
 
     manifest.json   partitions, their files and boundary tensors, T, dt, inputs and outputs
-    model.nir       the neuromorphic partition (or <partition>.nir each, when there are several)
+    model.nir       the neuromorphic partition (or <partition>.nir each, when there are several);
+                    its Input nodes are named after the manifest tensors they receive, its Output
+                    nodes `output` (one output) or `output_<tensor>` (several)
     host.onnx       the host partition, when there is one (or <partition>.onnx each)
     model.onnx      the whole model with T unrolled, the reference for ONNX Runtime
 
@@ -19,7 +21,9 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+import nir
 import torch
+from torch import nn
 
 from spikeport.errors import UserError
 from spikeport.export import manifest as mf
@@ -53,20 +57,38 @@ def _file_names(parts: Partitioned, kind: str, single: str, extension: str) -> d
 def export(run_dir: str | Path, formats: tuple[str, ...] = FORMATS, dt: float = DEFAULT_DT) -> Path:
     """Export the run in `run_dir` to `run_dir/export`; return that folder."""
     run_dir = Path(run_dir)
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise UserError(f"--formats: unknown format {', '.join(unknown) or '(none given)'} (known: {', '.join(FORMATS)})")
+    _check_formats(formats)
     checkpoint_path = run_dir / "checkpoint.pt"
     state = load_checkpoint(checkpoint_path)
     config = checkpoint_config(state, checkpoint_path)
     spec = datasets.spec(config.data.name)
     model = build_model(config.model, spec.input_shape, spec.num_classes)
     load_weights(model, state, checkpoint_path)
-    model.eval()
-    timesteps = config.data.timesteps
-    parts = partition(model, spec.input_shape)
+    source = {"run": str(run_dir), "model": config.model, "data": asdict(config.data), "epochs_done": int(state["epochs_done"])}
+    return export_model(model, spec.input_shape, config.data.timesteps, run_dir / "export", formats, dt, source)
 
-    build = Path(tempfile.mkdtemp(prefix=".export.", dir=run_dir))
+
+def _check_formats(formats: tuple[str, ...]) -> None:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise UserError(f"--formats: unknown format {', '.join(unknown) or '(none given)'} (known: {', '.join(FORMATS)})")
+
+
+def export_model(
+    model: nn.Module,
+    input_shapes: dict[str, tuple] | tuple,
+    timesteps: int,
+    out: Path,
+    formats: tuple[str, ...] = FORMATS,
+    dt: float = DEFAULT_DT,
+    source: dict | None = None,
+) -> Path:
+    """Export any model over [T, B, ...] inputs to the folder `out` (replaced only when complete)."""
+    _check_formats(formats)
+    model.eval()
+    parts = partition(model, input_shapes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=".export.", dir=out.parent))
     try:
         files = {}
         nir_files = _file_names(parts, NEUROMORPHIC, "model.nir", ".nir") if "nir" in formats else {}
@@ -82,8 +104,8 @@ def export(run_dir: str | Path, formats: tuple[str, ...] = FORMATS, dt: float = 
                 host_ops=p.host_ops,
             )
             if p.kind == NEUROMORPHIC and entry.file:
-                shapes = {arg: b.shape for arg, b in zip(p.args, p.inputs)}
-                write_nir(to_nir(p.module, shapes, dt=dt), build / entry.file)
+                graph = to_nir(p.module, {arg: b.shape for arg, b in zip(p.args, p.inputs)}, dt=dt)
+                write_nir(_rename(graph, {arg: b.name for arg, b in zip(p.args, p.inputs)}), build / entry.file)
             if p.kind == HOST:
                 examples = {b.name: _example(b, timesteps) for b in p.inputs}
                 entry.buffer_timesteps = buffered_timesteps(p.module, list(examples.values()))
@@ -102,22 +124,29 @@ def export(run_dir: str | Path, formats: tuple[str, ...] = FORMATS, dt: float = 
             outputs=[_tensor(b) for b in parts.outputs],
             partitions=entries,
             files=files,
-            source={
-                "run": str(run_dir),
-                "model": config.model,
-                "data": asdict(config.data),
-                "epochs_done": int(state["epochs_done"]),
-            },
+            source=source or {},
         ).write(build / "manifest.json")
-        return _replace_folder(build, run_dir / "export")
+        return _replace_folder(build, out)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
 
 
+def _rename(graph: nir.NIRGraph, names: dict[str, str]) -> nir.NIRGraph:
+    """The graph with its Input nodes named after the manifest tensors they receive (the traced
+    submodule names them after its arguments, and fx renames an argument called `input`)."""
+    rename = lambda n: names.get(n, n)  # noqa: E731
+    return nir.NIRGraph(
+        nodes={rename(n): node for n, node in graph.nodes.items()},
+        edges=[(rename(a), rename(b)) for a, b in graph.edges],
+        metadata=graph.metadata,
+        type_check=True,
+    )
+
+
 def _replace_folder(new: Path, final: Path) -> Path:
     """Move the finished folder into place; the old one is removed only once the new one is there."""
-    old = final.with_name(f".export.old-{os.getpid()}")
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
     if final.exists():
         os.replace(final, old)
     os.replace(new, final)

@@ -102,8 +102,10 @@ def to_nir(model: nn.Module, input_shapes: dict[str, tuple] | tuple, dt: float =
         if node.op == "placeholder":
             nodes[node.target] = nir.Input(np.array(shapes[node.target]))
         elif node.op == "output":
-            nodes[node.name] = nir.Output(np.array(_shape(node.args[0])))
-            edges += [(source, node.name) for source in _sources(traced, node.args[0])]
+            returned = node.args[0]
+            for name, value in output_names(returned).items():
+                nodes[name] = nir.Output(np.array(_shape(value)))
+                edges += [(source, name) for source in _sources(traced, value)]
         elif node.op == "call_module" and not isinstance(_module(traced, node), nn.BatchNorm2d):
             nodes[node.name] = _nir_node(traced, node, dt)
             edges += [(source, node.name) for source in _sources(traced, node.args[0])]
@@ -115,6 +117,14 @@ def to_nir(model: nn.Module, input_shapes: dict[str, tuple] | tuple, dt: float =
         "source": f"spikeport {spikeport.__version__}",
     }
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=True)
+
+
+def output_names(returned) -> dict[str, fx.Node]:
+    """The nir.Output node for each returned tensor: `output` for a single one, else
+    `output_<name of the fx node that computes it>` (a partition with several boundary outputs)."""
+    if isinstance(returned, fx.Node):
+        return {"output": returned}
+    return {f"output_{value.name}": value for value in returned}
 
 
 def write_nir(graph: nir.NIRGraph, path: str | os.PathLike) -> None:
@@ -158,7 +168,9 @@ def _refusal(traced: fx.GraphModule, node: fx.Node) -> str | None:
     if node.op == "placeholder":
         return None
     if node.op == "output":
-        return None if isinstance(node.args[0], fx.Node) else "the model returns several values; NIR export needs one tensor"
+        returned = node.args[0]
+        values = returned if isinstance(returned, (tuple, list)) else [returned]
+        return None if all(isinstance(v, fx.Node) for v in values) else "the model returns something other than tensors"
     if node.op == "call_module":
         return _module_refusal(traced, node)
     if is_sum(node):

@@ -104,6 +104,38 @@ def export(
     console.print(f"[bold]{out}[/bold]: " + ", ".join(sorted(p.name for p in out.iterdir())))
 
 
+@app.command()
+def simulate(
+    target: Path = typer.Argument(..., help="A run folder (after export), a manifest.json or a .nir file."),
+    backend: str = typer.Option("reference", help="reference | onnx"),
+    mode: str = typer.Option("float", help="float"),
+    samples: Optional[int] = typer.Option(None, help="How many test samples (default: the whole test set)."),
+    input: Optional[Path] = typer.Option(None, "--input", help="npz with key `input` [N, T, *input_shape]."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    out: Optional[Path] = typer.Option(None, help="Folder for sim/ (default: the target's folder)."),
+    dt: Optional[float] = typer.Option(None, help="Seconds per timestep, for a .nir file that does not say."),
+    compare: Optional[str] = typer.Option(None, help="BACKEND-MODE,BACKEND-MODE: run both and write sim/parity.json."),
+) -> None:
+    """Simulate an exported network; writes DIR/sim/<backend>-<mode>.npz (and parity.json)."""
+    from spikeport.runtime.simulate import parity, simulate as run_simulation
+
+    runs = [(backend, mode)]
+    if compare:
+        pairs = [c.strip().rsplit("-", 1) for c in compare.split(",")]
+        if len(pairs) != 2 or any(len(p) != 2 for p in pairs):
+            raise UserError(f"--compare: expected BACKEND-MODE,BACKEND-MODE, got {compare!r}")
+        runs = [tuple(p) for p in pairs]
+    paths = [run_simulation(target, b, m, samples, input, device, out, dt) for b, m in runs]
+    for path in paths:
+        console.print(f"[bold]{path}[/bold]")
+    if compare:
+        report = parity(paths[0], paths[1], paths[0].parent / "parity.json")
+        console.print(
+            f"{report['a']} vs {report['b']}: outputs differ by at most {report['output_max_abs_diff']:.3g}, "
+            f"predictions agree on {report['prediction_agreement']:.1%}"
+        )
+
+
 @data_app.command("list")
 def data_list() -> None:
     """The built-in datasets."""

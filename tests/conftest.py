@@ -58,3 +58,34 @@ def cli(monkeypatch, capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A digits-cnn (8/16 channels, T=4) trained for 2 epochs and exported: RUN/export exists."""
+    from spikeport.config import config_from_dict
+    from spikeport.export.exporter import export
+    from spikeport.train import loop
+
+    root = tmp_path_factory.mktemp("trained")
+    config = config_from_dict(
+        {
+            "model": {"name": "spiking-cnn", "channels": [8, 16]},
+            "data": {"name": "digits", "root": str(root / "data"), "timesteps": 4, "batch_size": 64},
+            "train": {"epochs": 2, "lr": 0.01, "seed": 1},
+        }
+    )
+    loop.train(config, root / "run", device="cpu")
+    export(root / "run")
+    return root / "run"
+
+
+def load_trained_model(run: Path):
+    """The torch model of a run folder, in eval mode."""
+    from spikeport.train.checkpoint import checkpoint_config, load_checkpoint, load_weights
+    from spikeport.train.loop import model_for
+
+    state = load_checkpoint(run / "checkpoint.pt")
+    model = model_for(checkpoint_config(state, run))
+    load_weights(model, state, run)
+    return model.eval()

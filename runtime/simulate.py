@@ -1,0 +1,218 @@
+"""`spikeport simulate TARGET`: run an exported network on a backend, write DIR/sim/<backend>-<mode>.npz.
+
+TARGET is a run folder (its export/manifest.json), a manifest.json, or a single `.nir` file.
+Inputs come from `--input FILE.npz` (key `input`, or `input.<name>` for each of several inputs,
+shape [N, T, *input_shape]) or, for a run, from the first N samples of the run's test set.
+
+The npz holds `output` [N, T, *output_shape] aligned to the input timesteps, `delay` (pipeline
+steps removed), `labels` when known, and `spikes.<layer>` spike counts [N, T] per neuron layer.
+`--compare A,B` also writes parity.json: how far two backends' outputs and spikes agree.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import nir
+import numpy as np
+import onnxruntime
+import torch
+
+from spikeport.errors import UserError
+from spikeport.export.manifest import Manifest, read_manifest
+from spikeport.io import atomic_open, write_json
+from spikeport.runtime.reference import NIRExecutor
+from spikeport.train import datasets
+from spikeport.train.loop import resolve_device
+
+BACKENDS = {"reference": ("float",), "onnx": ("float",)}
+
+
+@dataclass
+class Target:
+    folder: Path  # where sim/ goes by default
+    manifest: Manifest | None  # None for a bare .nir file
+    export_dir: Path | None
+    nir_graph: nir.NIRGraph | None  # for a bare .nir file
+    dt: float | None = None  # for a bare .nir file without dt in its metadata
+
+
+@dataclass
+class SimResult:
+    output: np.ndarray  # [N, T, *output_shape]
+    spikes: dict[str, np.ndarray]  # layer -> [N, T]
+    delay: int = 0
+
+
+def read_nir(path: Path) -> nir.NIRGraph:
+    try:
+        return nir.read(path)
+    except Exception as e:  # noqa: BLE001 - h5py and nir raise many types on a bad file; all mean "unreadable"
+        raise UserError(f"{path}: not a readable NIR file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def resolve_target(target: str | Path) -> Target:
+    target = Path(target)
+    if target.is_dir():
+        manifest_path = target / "export" / "manifest.json"
+        if not manifest_path.is_file():
+            raise UserError(f"{target}: no export/manifest.json; run `spikeport export {target}` first")
+        return Target(target, read_manifest(manifest_path), manifest_path.parent, None)
+    if target.suffix == ".json":
+        return Target(target.parent, read_manifest(target), target.parent, None)
+    if target.suffix == ".nir":
+        return Target(target.parent, None, None, read_nir(target))
+    if not target.exists():
+        raise UserError(f"{target}: no such file or folder")
+    raise UserError(f"{target}: expected a run folder, a manifest.json or a .nir file")
+
+
+def load_inputs(target: Target, input_file: Path | None, samples: int | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Inputs [N, T, *shape] by name, and labels when they come from a test set."""
+    names = [t.name for t in target.manifest.inputs] if target.manifest else [n for n, v in target.nir_graph.nodes.items() if isinstance(v, nir.Input)]
+    if input_file is not None:
+        try:
+            data = np.load(input_file, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{input_file}: not a readable npz file ({e})") from None
+        keys = ["input"] if len(names) == 1 else [f"input.{n}" for n in names]
+        missing = [k for k in keys if k not in data]
+        if missing:
+            raise UserError(f"{input_file}: missing key {missing[0]!r} (has: {', '.join(data.files) or 'nothing'})")
+        inputs = {n: data[k] for n, k in zip(names, keys)}
+        labels = data["labels"] if "labels" in data else None
+    else:
+        if target.manifest is None or "data" not in target.manifest.source:
+            raise UserError("no --input given, and the target names no dataset to take samples from")
+        data_config = target.manifest.source["data"]
+        test = datasets.load(data_config["name"], data_config["root"], "test", target.manifest.timesteps)
+        n = len(test) if samples is None else min(samples, len(test))
+        items = [test[i] for i in range(n)]
+        inputs = {names[0]: torch.stack([x for x, _ in items]).numpy()}
+        labels = np.array([int(y) for _, y in items])
+    for name, x in inputs.items():
+        _check_input(name, x, target, input_file)
+    return inputs, labels
+
+
+def _check_input(name: str, x: np.ndarray, target: Target, source) -> None:
+    where = source or "inputs"
+    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer) and x.dtype != bool:
+        raise UserError(f"{where}: input {name!r} has dtype {x.dtype}; expected numbers")
+    if target.manifest:
+        shape = next(t.shape for t in target.manifest.inputs if t.name == name)
+        expected = [target.manifest.timesteps, *shape]
+        if x.ndim != len(expected) + 1 or list(x.shape[1:]) != expected:
+            raise UserError(f"{where}: input {name!r} has shape {list(x.shape)}; expected [N, {', '.join(map(str, expected))}]")
+    if not np.all(np.isfinite(x)):
+        raise UserError(f"{where}: input {name!r} holds NaN or infinite values")
+
+
+def _time_major(inputs: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {n: torch.as_tensor(x, dtype=torch.float32, device=device).transpose(0, 1) for n, x in inputs.items()}
+
+
+def run_reference(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:
+    """The manifest's partitions in order: NIR partitions in torch, host partitions in ONNX Runtime."""
+    if target.manifest is None:
+        executor = NIRExecutor(target.nir_graph, dt=target.dt).to(device)
+        with torch.no_grad():
+            result = executor(_time_major(inputs, device))
+        (output,) = result.outputs.values()
+        return SimResult(output.transpose(0, 1).cpu().numpy(), {k: v.cpu().numpy() for k, v in result.spikes.items()})
+    values = _time_major(inputs, device)
+    spikes: dict[str, np.ndarray] = {}
+    for p in target.manifest.partitions:
+        if p.file is None:
+            raise UserError(f"partition {p.name}: the export has no file for it; export with --formats nir,onnx")
+        path = target.export_dir / p.file
+        if p.kind == "neuromorphic":
+            executor = NIRExecutor(read_nir(path), dt=target.manifest.dt).to(device)
+            with torch.no_grad():
+                result = executor({t.name: values[t.name] for t in p.inputs})
+            for t in p.outputs:  # Output node names: see export/exporter.py
+                values[t.name] = result.outputs["output" if len(p.outputs) == 1 else f"output_{t.name}"]
+            spikes.update({f"{p.name}.{k}": v.cpu().numpy() for k, v in result.spikes.items()})
+        else:
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            outs = session.run([t.name for t in p.outputs], {t.name: values[t.name].cpu().numpy() for t in p.inputs})
+            values.update({t.name: torch.as_tensor(o, device=device) for t, o in zip(p.outputs, outs)})
+    output = values[target.manifest.outputs[0].name]
+    return SimResult(output.transpose(0, 1).cpu().numpy(), spikes)
+
+
+def run_onnx_model(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:
+    if target.manifest is None or "onnx" not in target.manifest.files:
+        raise UserError("--backend onnx needs an export with model.onnx (spikeport export RUN --formats nir,onnx)")
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    session = onnxruntime.InferenceSession(str(target.export_dir / target.manifest.files["onnx"]), providers=providers)
+    feeds = {n: np.ascontiguousarray(np.swapaxes(x, 0, 1), dtype=np.float32) for n, x in inputs.items()}
+    (output,) = session.run([target.manifest.outputs[0].name], feeds)
+    return SimResult(np.swapaxes(output, 0, 1), {})
+
+
+RUNNERS = {"reference": run_reference, "onnx": run_onnx_model}
+
+
+def simulate(
+    target: str | Path,
+    backend: str = "reference",
+    mode: str = "float",
+    samples: int | None = None,
+    input_file: str | Path | None = None,
+    device: str = "auto",
+    out: str | Path | None = None,
+    dt: float | None = None,
+) -> Path:
+    """Run `target` on `backend` in `mode`; write and return DIR/sim/<backend>-<mode>.npz.
+
+    `dt` (seconds per step) is needed only for a .nir file whose metadata does not give it.
+    """
+    if backend not in BACKENDS:
+        raise UserError(f"--backend: unknown backend {backend!r} (built: {', '.join(BACKENDS)})")
+    if mode not in BACKENDS[backend]:
+        raise UserError(f"--mode {mode}: backend {backend} runs {', '.join(BACKENDS[backend])} only")
+    if samples is not None and samples < 1:
+        raise UserError(f"--samples: must be at least 1, got {samples}")
+    resolved = resolve_target(target)
+    resolved.dt = dt
+    inputs, labels = load_inputs(resolved, Path(input_file) if input_file else None, samples)
+    result = RUNNERS[backend](resolved, inputs, resolve_device(device))
+    arrays = {"output": result.output, "delay": np.array(result.delay)}
+    if labels is not None:
+        arrays["labels"] = labels
+    arrays.update({f"spikes.{k}": v for k, v in result.spikes.items()})
+    path = Path(out or resolved.folder) / "sim" / f"{backend}-{mode}.npz"
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with atomic_open(path, "wb") as f:
+        f.write(buffer.getvalue())
+    return path
+
+
+def parity(a: Path, b: Path, out: Path) -> dict:
+    """How far two simulation results agree: outputs, predictions, and spikes of common layers."""
+    x, y = np.load(a), np.load(b)
+    if x["output"].shape != y["output"].shape:
+        raise UserError(f"{a.name} and {b.name}: outputs have shapes {x['output'].shape} and {y['output'].shape}")
+    layers = sorted(k for k in x.files if k.startswith("spikes.") and k in y.files)
+    report = {
+        "a": a.name,
+        "b": b.name,
+        "output_max_abs_diff": float(np.abs(x["output"] - y["output"]).max()),
+        "prediction_agreement": float((x["output"].mean(1).argmax(-1) == y["output"].mean(1).argmax(-1)).mean()),
+        "layers": {
+            k.removeprefix("spikes."): {
+                "spike_count_mismatches": int((x[k] != y[k]).sum()),
+                "spikes_a": int(x[k].sum()),
+                "spikes_b": int(y[k].sum()),
+            }
+            for k in layers
+        },
+    }
+    write_json(out, report)
+    return report

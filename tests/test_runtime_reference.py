@@ -1,0 +1,103 @@
+"""The reference runtime and `spikeport simulate`: equal to the trained model, to ONNX Runtime, to NIR's ground truth."""
+
+import numpy as np
+import nir
+import pytest
+import torch
+
+from conftest import load_trained_model, needs_shared
+from spikeport.export.exporter import export_model
+from spikeport.runtime.reference import NIRExecutor
+from spikeport.runtime.simulate import simulate
+from spikeport.train import datasets
+from test_export import Gated
+
+
+def test_reference_float_equals_the_trained_model(trained_run, cli):
+    model = load_trained_model(trained_run)
+    recorded = {}
+    for name in ("lif1", "lif2"):
+        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: recorded.__setitem__(name, o))
+    code, _, err = cli("simulate", trained_run, "--compare", "reference-float,onnx-float")
+    assert code == 0, err
+    sim = np.load(trained_run / "sim" / "reference-float.npz")
+    test = datasets.load("digits", trained_run.parent / "data", "test", 4)
+    assert sim["output"].shape == (len(test), 4, 10) and sim["delay"] == 0
+    x = torch.stack([test[i][0] for i in range(len(test))]).transpose(0, 1)
+    with torch.no_grad():
+        want = model(x).transpose(0, 1).numpy()
+    assert np.abs(sim["output"] - want).max() <= 1e-5
+    for name in ("lif1", "lif2"):
+        counts = recorded[name].flatten(2).sum(2).transpose(0, 1).numpy()
+        assert 0 < counts.mean() and np.array_equal(sim[f"spikes.neuromorphic0.{name}"], counts), name
+    assert np.array_equal(sim["labels"], [test[i][1] for i in range(len(test))])
+
+    parity = (trained_run / "sim" / "parity.json").read_text()
+    assert '"prediction_agreement": 1.0' in parity
+
+
+def test_manifest_with_a_host_partition(tmp_path):
+    """Partitions run in order, the host one from its ONNX file: the result is the model's."""
+    torch.manual_seed(0)
+    model = Gated(over_time=True).eval()
+    export_model(model, (1, 8, 8), 4, tmp_path / "export")
+    x = torch.rand(5, 4, 1, 8, 8) * 2
+    np.savez(tmp_path / "in.npz", input=x.numpy())
+    path = simulate(tmp_path / "export" / "manifest.json", input_file=tmp_path / "in.npz", out=tmp_path)
+    with torch.no_grad():
+        want = model(x.transpose(0, 1)).transpose(0, 1).numpy()
+    got = np.load(path)["output"]
+    assert np.abs(got - want).max() < 1e-5
+
+
+def test_nir_paper_lif_ground_truth():
+    """NIR paper 01_lif: the exact solution spikes at steps 460, 510, 710, 760; Lava's CSVs one step later."""
+    folder = needs_shared("peer-tests/nir/01_lif")
+    graph = nir.read(folder / "lif_norse.nir")
+    data = np.loadtxt(folder / "lif_exact.csv", delimiter=",")
+    executor = NIRExecutor(graph, dt=1e-4)  # the paper's dt; the file does not record it
+    result = executor({"input": torch.tensor(data[:, 0], dtype=torch.float32).reshape(-1, 1, 1)})
+    spikes = np.flatnonzero(result.outputs["output"].flatten().numpy())
+    assert spikes.tolist() == [460, 510, 710, 760] == np.flatnonzero(data[:, 2]).tolist()
+    # Lava's Dense -> LIF takes one step to deliver the input: its spikes come one step later.
+    lava = np.loadtxt(folder / "lif_lava_cpu_float.csv", delimiter=",")
+    assert np.flatnonzero(lava[:, 2]).tolist() == (spikes + 1).tolist()
+
+
+def test_simulate_a_foreign_nir_file(tmp_path, cli):
+    path = needs_shared("peer-tests/nir/02_cnn/cnn_sinabs.nir")
+    x = (np.random.default_rng(0).random((3, 5, 2, 34, 34)) < 0.1).astype(np.float32)
+    np.savez(tmp_path / "in.npz", input=x)
+    code, _, err = cli("simulate", path, "--input", tmp_path / "in.npz", "--dt", "1", "--out", tmp_path)
+    assert code == 0, err
+    sim = np.load(tmp_path / "sim" / "reference-float.npz")
+    assert sim["output"].shape == (3, 5, 10)
+    assert sorted(k for k in sim.files if k.startswith("spikes.")) == [f"spikes.{n}" for n in ("1", "10", "12", "3", "6")]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--backend", "loihi2"], "unknown backend 'loihi2'"),
+        (["--samples", "0"], "--samples: must be at least 1"),
+        (["--mode", "loihi"], "--mode loihi: backend reference runs float only"),
+    ],
+)
+def test_simulate_bad_options(trained_run, cli, args, fragment):
+    code, _, err = cli("simulate", trained_run, *args)
+    assert code == 2 and fragment in err, err
+
+
+def test_simulate_bad_inputs(trained_run, cli, tmp_path):
+    np.savez(tmp_path / "shape.npz", input=np.zeros((2, 4, 1, 9, 9), np.float32))
+    code, _, err = cli("simulate", trained_run, "--input", tmp_path / "shape.npz", "--out", tmp_path)
+    assert code == 2 and "shape.npz: input 'input' has shape [2, 4, 1, 9, 9]; expected [N, 4, 1, 8, 8]" in err
+    np.savez(tmp_path / "key.npz", data=np.zeros((2, 4, 1, 8, 8), np.float32))
+    code, _, err = cli("simulate", trained_run, "--input", tmp_path / "key.npz", "--out", tmp_path)
+    assert code == 2 and "missing key 'input'" in err
+    (tmp_path / "junk.nir").write_bytes(b"not hdf5 at all")
+    code, _, err = cli("simulate", tmp_path / "junk.nir")
+    assert code == 2 and "junk.nir: not a readable NIR file" in err
+    assert not (tmp_path / "sim").exists()
+    code, _, err = cli("simulate", tmp_path)
+    assert code == 2 and "no export/manifest.json" in err
