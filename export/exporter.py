@@ -24,6 +24,7 @@ from pathlib import Path
 import nir
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from spikeport.errors import UserError
 from spikeport.export import manifest as mf
@@ -110,6 +111,7 @@ def export_model(
                 examples = {b.name: _example(b, timesteps) for b in p.inputs}
                 entry.buffer_timesteps = buffered_timesteps(p.module, list(examples.values()))
                 entry.causal = entry.buffer_timesteps == 0
+                entry.macs_per_sample = _macs_per_sample(p.module, examples)
                 if entry.file:
                     export_onnx_graph(p.module, examples, [b.name for b in p.outputs], build / entry.file)
             entries.append(entry)
@@ -130,6 +132,14 @@ def export_model(
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
+
+
+def _macs_per_sample(module: nn.Module, examples: dict[str, torch.Tensor]) -> float:
+    """Multiply-accumulates of one sample through a host partition, from torch's FLOP counter."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(*examples.values())
+    batch = next(iter(examples.values())).shape[1]
+    return counter.get_total_flops() / 2 / batch
 
 
 def _rename(graph: nir.NIRGraph, names: dict[str, str]) -> nir.NIRGraph:

@@ -34,6 +34,7 @@ class PartitionEntry:
     causal: bool = True  # host: every output at t depends only on inputs at t' <= t
     buffer_timesteps: int = 0  # host: timesteps to collect before the first output
     host_ops: list[str] = field(default_factory=list)  # host: each op and why it cannot run on a core
+    macs_per_sample: float = 0.0  # host: multiply-accumulates per sample over all T (torch's FLOP counter / 2)
 
 
 @dataclass
@@ -80,6 +81,7 @@ def read_manifest(path: str | Path) -> Manifest:
                 causal=bool(p.get("causal", True)),
                 buffer_timesteps=int(p.get("buffer_timesteps", 0)),
                 host_ops=list(p.get("host_ops", [])),
+                macs_per_sample=float(p.get("macs_per_sample", 0.0)),
             )
             for p in data["partitions"]
         ]

@@ -19,6 +19,7 @@ operations are the training engine's: beta * v, then + input.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import nir
 import numpy as np
@@ -174,7 +175,9 @@ class NIRExecutor(nn.Module):
         )
         self.neurons = [n for n in self.order if isinstance(graph.nodes[n], NEURONS)]
 
-    def forward(self, inputs: dict[str, Tensor]) -> Result:
+    def forward(self, inputs: dict[str, Tensor], observe: Callable[[str, Tensor, Tensor], None] | None = None) -> Result:
+        """Run the graph; `observe(node, input, output)`, if given, sees every node's summed input
+        and its output (how the reports count synaptic operations)."""
         values: dict[str, Tensor] = {}
         spikes: dict[str, Tensor] = {}
         for name in self.order:
@@ -187,6 +190,8 @@ class NIRExecutor(nn.Module):
                 values[name] = total
                 continue
             values[name] = self.layers[name.replace(".", "_")](total)
+            if observe is not None:
+                observe(name, total, values[name])
             if name in self.neurons:
                 spikes[name] = values[name].flatten(2).sum(2).transpose(0, 1)
         return Result({n: values[n] for n in self.outputs}, spikes)

@@ -114,12 +114,16 @@ def _time_major(inputs: dict[str, np.ndarray], device: torch.device) -> dict[str
     return {n: torch.as_tensor(x, dtype=torch.float32, device=device).transpose(0, 1) for n, x in inputs.items()}
 
 
-def run_reference(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:
-    """The manifest's partitions in order: NIR partitions in torch, host partitions in ONNX Runtime."""
+def run_reference(target: Target, inputs: dict[str, np.ndarray], device: torch.device, observe=None) -> SimResult:
+    """The manifest's partitions in order: NIR partitions in torch, host partitions in ONNX Runtime.
+
+    `observe(layer, input, output)` sees every NIR node's input and output (NIRExecutor.forward);
+    layers of a manifest are named `<partition>.<node>`.
+    """
     if target.manifest is None:
         executor = NIRExecutor(target.nir_graph, dt=target.dt).to(device)
         with torch.no_grad():
-            result = executor(_time_major(inputs, device))
+            result = executor(_time_major(inputs, device), observe)
         (output,) = result.outputs.values()
         return SimResult(output.transpose(0, 1).cpu().numpy(), {k: v.cpu().numpy() for k, v in result.spikes.items()})
     values = _time_major(inputs, device)
@@ -130,8 +134,9 @@ def run_reference(target: Target, inputs: dict[str, np.ndarray], device: torch.d
         path = target.export_dir / p.file
         if p.kind == "neuromorphic":
             executor = NIRExecutor(read_nir(path), dt=target.manifest.dt).to(device)
+            named = None if observe is None else (lambda node, x, y, p=p: observe(f"{p.name}.{node}", x, y))
             with torch.no_grad():
-                result = executor({t.name: values[t.name] for t in p.inputs})
+                result = executor({t.name: values[t.name] for t in p.inputs}, named)
             for t in p.outputs:  # Output node names: see export/exporter.py
                 values[t.name] = result.outputs["output" if len(p.outputs) == 1 else f"output_{t.name}"]
             spikes.update({f"{p.name}.{k}": v.cpu().numpy() for k, v in result.spikes.items()})

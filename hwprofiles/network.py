@@ -1,0 +1,61 @@
+"""The activity summary of one network over a data set: the input every report is built from.
+
+hwprofiles/activity.py fills these from a simulation; reports only read them, so the hardware
+side never depends on how the activity was measured. All counts are per sample, averaged over
+`samples`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Layer:
+    """One synaptic layer together with the neurons it feeds."""
+
+    name: str  # NIR node name
+    kind: str  # "conv" | "dense"
+    neuron_model: str | None  # "LIF" | "IF" | None for a non-spiking read-out
+    leak: bool  # the neuron leaks (LIF with beta < 1)
+    neurons: int  # output neurons
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    kernel_size: tuple[int, int] | None
+    stride: tuple[int, int] | None
+    in_channels: int | None
+    out_channels: int | None
+    weights: int
+    nonzero_weights: int
+    weight_bits: int  # bits needed for the weights as exported (8 after Loihi quantization; 32 for float)
+    fan_in: int  # most nonzero synapses into one neuron
+    fan_out: int  # most nonzero synapses out of one input
+    input_kind: str  # "spike" | "graded"
+    spikes: float  # output spikes per sample (0 for a read-out)
+    spikes_per_step: list[float]  # per timestep, per sample
+    sops_dense: float  # per sample, NeuroBench definitions
+    sops_effective_ac: float
+    sops_effective_mac: float
+    flops: float  # dense MAC count per timestep x T (for the paper convention)
+    neuron_updates: float  # neurons x T
+
+
+@dataclass
+class HostPartition:
+    """Work that runs on the host, outside the spiking fabric."""
+
+    name: str
+    macs: float
+    buffer_timesteps: int
+    causal: bool
+
+
+@dataclass
+class Network:
+    name: str
+    layers: list[Layer]
+    host: list[HostPartition]
+    timesteps: int
+    dt: float
+    samples: int
+    pipeline_delay: int  # synaptic stages (Lava/Loihi adds one step each)
