@@ -6,6 +6,8 @@
                     nodes `output` (one output) or `output_<tensor>` (several)
     host.onnx       the host partition, when there is one (or <partition>.onnx each)
     model.onnx      the whole model with T unrolled, the reference for ONNX Runtime
+    loihi.json      Loihi fixed-point parameters per layer and their quantization error (--quantize loihi)
+    model.net       the lava-dl netx HDF5 network (format lava; plain chains only)
 
 ONNX inputs and outputs carry the manifest's tensor names.
 
@@ -28,6 +30,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from spikeport.errors import UserError
 from spikeport.export import manifest as mf
+from spikeport.export.loihi import quantize as quantize_loihi
+from spikeport.export.loihi import write_loihi_json
+from spikeport.export.lower import fold_avgpool
+from spikeport.export.netx import write_netx
 from spikeport.export.nir_graph import DEFAULT_DT, to_nir, write_nir
 from spikeport.export.onnx import export_onnx_graph
 from spikeport.export.partition import HOST, NEUROMORPHIC, Boundary, Partitioned, buffered_timesteps, partition
@@ -35,7 +41,8 @@ from spikeport.train import datasets
 from spikeport.train.checkpoint import checkpoint_config, load_checkpoint, load_weights
 from spikeport.train.models import build_model
 
-FORMATS = ("nir", "onnx")
+FORMATS = ("nir", "onnx", "lava")
+QUANTIZATIONS = ("loihi", "none")
 
 
 def _tensor(b: Boundary) -> mf.Tensor:
@@ -55,8 +62,11 @@ def _file_names(parts: Partitioned, kind: str, single: str, extension: str) -> d
     return {names[0]: single} if len(names) == 1 else {n: f"{n}{extension}" for n in names}
 
 
-def export(run_dir: str | Path, formats: tuple[str, ...] = FORMATS, dt: float = DEFAULT_DT) -> Path:
-    """Export the run in `run_dir` to `run_dir/export`; return that folder."""
+def export(run_dir: str | Path, formats: tuple[str, ...] = FORMATS, quantize: str | None = None, dt: float = DEFAULT_DT) -> Path:
+    """Export the run in `run_dir` to `run_dir/export`; return that folder.
+
+    `quantize` is "loihi" or "none"; by default "loihi" when "lava" is among the formats.
+    """
     run_dir = Path(run_dir)
     _check_formats(formats)
     checkpoint_path = run_dir / "checkpoint.pt"
@@ -66,7 +76,9 @@ def export(run_dir: str | Path, formats: tuple[str, ...] = FORMATS, dt: float = 
     model = build_model(config.model, spec.input_shape, spec.num_classes)
     load_weights(model, state, checkpoint_path)
     source = {"run": str(run_dir), "model": config.model, "data": asdict(config.data), "epochs_done": int(state["epochs_done"])}
-    return export_model(model, spec.input_shape, config.data.timesteps, run_dir / "export", formats, dt, source)
+    test = datasets.load(config.data.name, config.data.root, "test", config.data.timesteps)
+    input_bound = max(float(test[i][0].abs().max()) for i in range(min(len(test), 256)))
+    return export_model(model, spec.input_shape, config.data.timesteps, run_dir / "export", formats, quantize, dt, source, input_bound)
 
 
 def _check_formats(formats: tuple[str, ...]) -> None:
@@ -75,17 +87,43 @@ def _check_formats(formats: tuple[str, ...]) -> None:
         raise UserError(f"--formats: unknown format {', '.join(unknown) or '(none given)'} (known: {', '.join(FORMATS)})")
 
 
+def _loihi_files(parts: Partitioned, graphs: dict[str, nir.NIRGraph], build: Path, lava: bool, input_bound: float) -> dict[str, str]:
+    """loihi.json (and model.net for Lava) of the one neuromorphic partition, a plain chain."""
+    chips = [p for p in parts.partitions if p.kind == NEUROMORPHIC]
+    if len(chips) != 1 or len(parts.partitions) != 1:
+        raise UserError(
+            f"--quantize loihi: only a model that is one plain chain of layers can be quantized yet; "
+            f"this one has partitions {', '.join(p.name for p in parts.partitions)} (export with --quantize none)"
+        )
+    lowered = fold_avgpool(graphs[chips[0].name])
+    model = quantize_loihi(lowered, input_bound=input_bound)
+    write_loihi_json(model, build / "loihi.json")
+    files = {"loihi": "loihi.json"}
+    if lava:
+        write_netx(lowered, model, build / "model.net")
+        files["netx"] = "model.net"
+    return files
+
+
 def export_model(
     model: nn.Module,
     input_shapes: dict[str, tuple] | tuple,
     timesteps: int,
     out: Path,
     formats: tuple[str, ...] = FORMATS,
+    quantize: str | None = None,
     dt: float = DEFAULT_DT,
     source: dict | None = None,
+    input_bound: float = 1.0,
 ) -> Path:
-    """Export any model over [T, B, ...] inputs to the folder `out` (replaced only when complete)."""
+    """Export any model over [T, B, ...] inputs to the folder `out` (replaced only when complete).
+
+    `input_bound` bounds |input|, for the Loihi first layer's fixed-point range (export/loihi.py).
+    """
     _check_formats(formats)
+    quantize = quantize or ("loihi" if "lava" in formats else "none")
+    if quantize not in QUANTIZATIONS:
+        raise UserError(f"--quantize: must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     model.eval()
     parts = partition(model, input_shapes)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +133,7 @@ def export_model(
         nir_files = _file_names(parts, NEUROMORPHIC, "model.nir", ".nir") if "nir" in formats else {}
         onnx_files = _file_names(parts, HOST, "host.onnx", ".onnx") if "onnx" in formats else {}
         entries = []
+        graphs: dict[str, nir.NIRGraph] = {}
         for p in parts.partitions:
             entry = mf.PartitionEntry(
                 name=p.name,
@@ -104,9 +143,11 @@ def export_model(
                 outputs=[_tensor(b) for b in p.outputs],
                 host_ops=p.host_ops,
             )
-            if p.kind == NEUROMORPHIC and entry.file:
+            if p.kind == NEUROMORPHIC:
                 graph = to_nir(p.module, {arg: b.shape for arg, b in zip(p.args, p.inputs)}, dt=dt)
-                write_nir(_rename(graph, {arg: b.name for arg, b in zip(p.args, p.inputs)}), build / entry.file)
+                graphs[p.name] = _rename(graph, {arg: b.name for arg, b in zip(p.args, p.inputs)})
+                if entry.file:
+                    write_nir(graphs[p.name], build / entry.file)
             if p.kind == HOST:
                 examples = {b.name: _example(b, timesteps) for b in p.inputs}
                 entry.buffer_timesteps = buffered_timesteps(p.module, list(examples.values()))
@@ -119,6 +160,8 @@ def export_model(
             examples = {b.name: _example(b, timesteps) for b in parts.inputs}
             export_onnx_graph(model, examples, [b.name for b in parts.outputs], build / "model.onnx")
             files["onnx"] = "model.onnx"
+        if quantize == "loihi":
+            files.update(_loihi_files(parts, graphs, build, "lava" in formats, input_bound))
         mf.Manifest(
             timesteps=timesteps,
             dt=dt,

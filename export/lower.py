@@ -43,14 +43,16 @@ def fold_avgpool(graph: nir.NIRGraph) -> nir.NIRGraph:
             )
         consumers = [b for a, b in edges if a == name]
         if len(consumers) != 1 or _sources(edges, consumers[0]) != [name]:
-            raise UserError(f"{name} (AvgPool2d): feeds {consumers or 'nothing'}; it folds only into one layer that reads nothing else")
+            raise UserError(
+                f"{name} (AvgPool2d): feeds {consumers or 'nothing'}; it folds only into one layer that reads nothing else"
+            )
         shape = tuple(int(n) for n in pool.input_type["input"])  # (C, H, W)
         consumer = nodes[consumers[0]]
         if isinstance(consumer, nir.Conv2d):
             nodes[consumers[0]] = _fold_into_conv(name, kernel, shape, consumers[0], consumer)
             folded_into = consumers[0]
         elif isinstance(consumer, nir.Flatten) and _single_affine_after(edges, nodes, consumers[0]):
-            affine_name = [b for a, b in edges if a == consumers[0]][0]
+            affine_name = next(b for a, b in edges if a == consumers[0])
             nodes[consumers[0]], nodes[affine_name] = _fold_into_flatten_affine(shape, kernel, consumer, nodes[affine_name])
             folded_into = consumers[0]
         else:
@@ -68,7 +70,8 @@ def _fold_into_conv(pool_name: str, kernel: tuple[int, int], shape: tuple[int, .
     if height % kernel[0] or width % kernel[1]:
         raise UserError(
             f"{pool_name} (AvgPool2d): its {height}x{width} input is not a multiple of the kernel {kernel[0]}x{kernel[1]}; "
-            f"pooling drops the last rows/columns, which the strided convolution {name} would read: make the map a multiple of the kernel"
+            f"pooling drops the last rows/columns, which the strided convolution {name} would read: "
+            "make the map a multiple of the kernel"
         )
     if _pair(conv.dilation) != (1, 1):
         raise UserError(f"{name} (Conv2d): dilation {_pair(conv.dilation)} after pool {pool_name}; only dilation 1 folds a pool")
@@ -95,7 +98,9 @@ def _fold_into_flatten_affine(
     pooled_h, pooled_w = height // kernel[0], width // kernel[1]
     pooled = affine.weight.reshape(affine.weight.shape[0], channels, pooled_h, pooled_w)
     spread = np.zeros((affine.weight.shape[0], channels, height, width), dtype=affine.weight.dtype)
-    spread[:, :, : pooled_h * kernel[0], : pooled_w * kernel[1]] = np.repeat(np.repeat(pooled, kernel[0], axis=2), kernel[1], axis=3)
+    spread[:, :, : pooled_h * kernel[0], : pooled_w * kernel[1]] = np.repeat(
+        np.repeat(pooled, kernel[0], axis=2), kernel[1], axis=3
+    )
     spread /= kernel[0] * kernel[1]
     new_flatten = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=2, metadata=dict(flatten.metadata))
     return new_flatten, nir.Affine(weight=spread.reshape(spread.shape[0], -1), bias=affine.bias, metadata=dict(affine.metadata))
@@ -107,7 +112,12 @@ def _single_affine_after(edges: list[tuple[str, str]], nodes: dict[str, nir.NIRN
     consumers = [b for a, b in edges if a == flatten_name]
     ndim = len(flatten.input_type["input"])
     whole = flatten.start_dim % ndim == 0 and flatten.end_dim % ndim == ndim - 1
-    return whole and len(consumers) == 1 and isinstance(nodes[consumers[0]], nir.Affine) and _sources(edges, consumers[0]) == [flatten_name]
+    return (
+        whole
+        and len(consumers) == 1
+        and isinstance(nodes[consumers[0]], nir.Affine)
+        and _sources(edges, consumers[0]) == [flatten_name]
+    )
 
 
 def _sources(edges: list[tuple[str, str]], name: str) -> list[str]:

@@ -95,12 +95,13 @@ def inspect(
 @app.command()
 def export(
     run_dir: Path = typer.Argument(..., help="A run folder written by `spikeport train`."),
-    formats: str = typer.Option("nir,onnx", help="Comma-separated: nir, onnx."),
+    formats: str = typer.Option("nir,onnx,lava", help="Comma-separated: nir, onnx, lava."),
+    quantize: Optional[str] = typer.Option(None, help="loihi | none (default: loihi when lava is among the formats)."),
 ) -> None:
-    """Export a trained run to RUN_DIR/export: manifest.json, NIR, ONNX (see docs/export.md)."""
+    """Export a trained run to RUN_DIR/export: manifest, NIR, ONNX, Loihi fixed point, netx (docs/export.md)."""
     from spikeport.export.exporter import export as run_export
 
-    out = run_export(run_dir, tuple(f.strip() for f in formats.split(",") if f.strip()))
+    out = run_export(run_dir, tuple(f.strip() for f in formats.split(",") if f.strip()), quantize)
     console.print(f"[bold]{out}[/bold]: " + ", ".join(sorted(p.name for p in out.iterdir())))
 
 

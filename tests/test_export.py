@@ -36,7 +36,7 @@ def test_export_digits_cnn(run_dir, cli):
     code, _, err = cli("export", run_dir)
     assert code == 0, err
     out = run_dir / "export"
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.nir", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["loihi.json", "manifest.json", "model.net", "model.nir", "model.onnx"]
     manifest = read_manifest(out / "manifest.json")
     assert manifest.timesteps == 4 and manifest.dt == 1e-3
     assert [p.kind for p in manifest.partitions] == ["neuromorphic"]
@@ -45,6 +45,7 @@ def test_export_digits_cnn(run_dir, cli):
     graph = nir.read(out / "model.nir")  # type checking on
     assert graph.metadata["dt"] == 1e-3
     assert sum(isinstance(n, nir.LIF) for n in graph.nodes.values()) == 2
+    assert manifest.files == {"onnx": "model.onnx", "loihi": "loihi.json", "netx": "model.net"}
 
     # ONNX Runtime on the whole model equals the trained torch model on real test samples.
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
@@ -81,6 +82,18 @@ def test_export_bad_input(cli, run_dir, tmp_path):
     assert code == 2 and "checkpoint.pt: no checkpoint there" in err
     code, _, err = cli("export", run_dir, "--formats", "nir,tflite")
     assert code == 2 and "unknown format tflite" in err
+    code, _, err = cli("export", run_dir, "--quantize", "int4")
+    assert code == 2 and "--quantize: must be one of loihi, none, got 'int4'" in err
+
+
+def test_lava_export_of_a_model_with_host_partitions_is_refused(tmp_path):
+    from spikeport.errors import UserError
+
+    with pytest.raises(UserError, match="--quantize loihi: only a model that is one plain chain"):
+        exporter.export_model(Gated().eval(), (1, 8, 8), 4, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+    exporter.export_model(Gated().eval(), (1, 8, 8), 4, tmp_path / "export", formats=("nir", "onnx"))
+    assert (tmp_path / "export" / "host.onnx").is_file()
 
 
 class Gated(nn.Module):

@@ -34,8 +34,15 @@ def run_nir(graph: nir.NIRGraph, x: torch.Tensor) -> torch.Tensor:
         for name in order:
             n = graph.nodes[name]
             if isinstance(n, nir.Conv2d):
-                h = F.conv2d(h, torch.from_numpy(n.weight).double(), torch.from_numpy(n.bias).double(),
-                             stride=tuple(n.stride), padding=tuple(n.padding), dilation=tuple(n.dilation), groups=n.groups)
+                h = F.conv2d(
+                    h,
+                    torch.from_numpy(n.weight).double(),
+                    torch.from_numpy(n.bias).double(),
+                    stride=tuple(n.stride),
+                    padding=tuple(n.padding),
+                    dilation=tuple(n.dilation),
+                    groups=n.groups,
+                )
             elif isinstance(n, nir.LIF):
                 beta = torch.from_numpy(1 - dt / n.tau)
                 u = beta * state.get(name, torch.zeros_like(h)) + h
@@ -57,11 +64,22 @@ def test_folded_conv_equals_pool_then_conv(kernel, stride, padding, pool):
     size = 4 * pool * 3
     x = torch.rand(2, 3, size, size, dtype=torch.float64)
     w = torch.randn(5, 3, kernel, kernel, dtype=torch.float64)
-    conv = nir.Conv2d(input_shape=(size // pool, size // pool), weight=w.numpy(), stride=stride, padding=padding,
-                      dilation=1, groups=1, bias=np.zeros(5))
+    conv = nir.Conv2d(
+        input_shape=(size // pool, size // pool),
+        weight=w.numpy(),
+        stride=stride,
+        padding=padding,
+        dilation=1,
+        groups=1,
+        bias=np.zeros(5),
+    )
     graph = nir.NIRGraph(
-        nodes={"input": nir.Input(np.array([3, size, size])), "pool": nir.AvgPool2d(np.array([pool, pool]), np.array([pool, pool]), np.array([0, 0])),
-               "conv": conv, "output": nir.Output(np.array(conv.output_type["output"]))},
+        nodes={
+            "input": nir.Input(np.array([3, size, size])),
+            "pool": nir.AvgPool2d(np.array([pool, pool]), np.array([pool, pool]), np.array([0, 0])),
+            "conv": conv,
+            "output": nir.Output(np.array(conv.output_type["output"])),
+        },
         edges=[("input", "pool"), ("pool", "conv"), ("conv", "output")],
     )
     folded = fold_avgpool(graph)
@@ -113,7 +131,12 @@ def test_refuses_what_it_cannot_fold():
     with pytest.raises(UserError, match=r"pool1 \(AvgPool2d\): kernel \(4, 4\), stride \(1, 1\)"):
         fold_avgpool(_odd_conv_graph(size=8, stride=1))
     graph = to_nir(spiking_cnn((1, 8, 8), 3, channels=[4]), (1, 8, 8))
-    lif = nir.LIF(**{k: np.ones(4 * 4 * 4).reshape(4, 4, 4) * v for k, v in dict(tau=2.0, r=1.0, v_leak=0.0, v_threshold=1.0).items()})
+    lif = nir.LIF(
+        **{
+            k: np.ones(4 * 4 * 4).reshape(4, 4, 4) * v
+            for k, v in {"tau": 2.0, "r": 1.0, "v_leak": 0.0, "v_threshold": 1.0}.items()
+        }
+    )
     nodes = {k: v for k, v in graph.nodes.items() if k not in ("flatten", "fc", "output")}
     nodes.update(lif2=lif, output=nir.Output(np.array([4, 4, 4])))
     edges = [e for e in graph.edges if e[0] not in ("pool1", "flatten", "fc")] + [("pool1", "lif2"), ("lif2", "output")]
@@ -124,9 +147,15 @@ def test_refuses_what_it_cannot_fold():
 def _odd_conv_graph(size: int = 6, stride: int = 4) -> nir.NIRGraph:
     pool = nir.AvgPool2d(np.array([4, 4]), np.array([stride, stride]), np.array([0, 0]))
     pooled = (size - 4) // stride + 1
-    conv = nir.Conv2d(input_shape=(pooled, pooled), weight=np.ones((2, 1, 1, 1)), stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(2))
+    conv = nir.Conv2d(
+        input_shape=(pooled, pooled), weight=np.ones((2, 1, 1, 1)), stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(2)
+    )
     return nir.NIRGraph(
-        nodes={"input": nir.Input(np.array([1, size, size])), "pool1": pool, "conv": conv,
-               "output": nir.Output(np.array(conv.output_type["output"]))},
+        nodes={
+            "input": nir.Input(np.array([1, size, size])),
+            "pool1": pool,
+            "conv": conv,
+            "output": nir.Output(np.array(conv.output_type["output"])),
+        },
         edges=[("input", "pool1"), ("pool1", "conv"), ("conv", "output")],
     )

@@ -40,7 +40,7 @@ def test_manifest_with_a_host_partition(tmp_path):
     """Partitions run in order, the host one from its ONNX file: the result is the model's."""
     torch.manual_seed(0)
     model = Gated(over_time=True).eval()
-    export_model(model, (1, 8, 8), 4, tmp_path / "export")
+    export_model(model, (1, 8, 8), 4, tmp_path / "export", formats=("nir", "onnx"))
     x = torch.rand(5, 4, 1, 8, 8) * 2
     np.savez(tmp_path / "in.npz", input=x.numpy())
     path = simulate(tmp_path / "export" / "manifest.json", input_file=tmp_path / "in.npz", out=tmp_path)

@@ -1,0 +1,409 @@
+"""Loihi fixed point: a lowered NIR chain as the integers Lava's `bit_accurate_loihi` models take.
+
+What Lava computes (lava.proc.lif.models.PyLifModelBitAcc, lava.proc.dense/conv models), per step:
+
+    a[t]  = sum_j w_int[i, j] * s_j[t-1]                  synapse (one step of pipeline delay)
+    u[t]  = u[t-1] * (4096 - (du + 1)) >> 12  +  a[t] << 6
+    v[t]  = v[t-1] * (4096 - dv) >> 12  +  u[t]  +  bias_mant << 6
+    spike = v[t] > vth << 6;  v[t] = 0 where it spikes
+
+(>> 12 truncates toward zero; netx fixes bias_exp = 6, so the bias is in the units of w_int.)
+Our neuron is u[t] = beta u[t-1] + x[t] with spike u > theta and reset to zero (ARCHITECTURE.md,
+"Semantics"), so Lava's current must be this step's input, du = 4095 (decay (du + 1) / 4096 = 1),
+Lava's voltage is our membrane, dv = round(4096 (1 - beta)), and one scale s (integer units per
+float unit) is shared by a layer's weights, bias and the threshold of the LIF they feed:
+w_int ~ w s (below), bias_mant = round(b s), vth = round(theta s). A NIR LIF's input gain
+dt r / tau (1 for our exporter) is folded into w and b.
+
+Weights: an 8-bit signed mantissa m in [-128, 127] and a per-layer exponent e, w_int = m * 2**e.
+Lava's 8-bit mixed-sign weights are the even numbers -256..254 (Dense with num_weight_bits=8
+drops the lowest bit), so Lava's Dense takes weights=2m, weight_exp=e-1; netx stores w_int itself
+and derives its own num_weight_bits/weight_exponent from it (netx.utils.optimize_weight_bits),
+reproducing w_int exactly for any integers in [-256, 254]. Lava's Conv process model applies no
+weight exponent at all. So the exponents both can run are e = 0 and e = 1.
+
+Scale choice: m = round(w * base) with base = min(127 / max w, 128 / -min w), so no weight is
+clipped and every layer uses its full 8 bits; the weight error (at most max|w| / 254) is the same
+for any e. The threshold, rounded to 1/s, is represented better the larger s = base * 2**e, so e
+is the largest exponent (1, then 0) for which vth fits its 17 bits and the bias its 13 bits. The
+read-out has no threshold, so it takes e = 0, which halves its integrated voltage (see below).
+
+The first layer: our models take graded input (images), and a Loihi synapse takes spikes. The
+first synaptic layer (a Conv2d/Affine reading the nir.Input) runs on the host in float, and its
+output current conv(x) + b, in the units of the LIF it feeds, drives that LIF as its bias
+(`input_bias`). This is what netx supports directly: its `input` layer is a LIF neuron with no
+synapse, driven by bias_mant (as lava-dl's own tinynet and PilotNet examples are), and it is exact
+for direct-encoded input (the same frame every step). The host layer's scale is the largest with
+vth in 17 bits and the largest possible current, for inputs bounded by |x| <= input_bound, in the
+13 bits of bias_mant.
+
+The read-out (an Affine feeding nir.Output) becomes a non-spiking integrator: du = 4095, dv = 0,
+vth at its 17-bit maximum, so after T steps its voltage is 64 s * sum_t (W s[t] + b), the
+time-summed logits. Lava clips v to 24 bits, so a runner checks |v| < 2**23 (the digits CNN
+reaches about 2**21 at T = 4).
+
+Integer weights are not stored in loihi.json: `integers(graph, layer)` recomputes them exactly from
+the lowered graph and the layer's scale and exponent (np.round of the float64 product of the
+float32 weight and the stored scale), and model.net stores them for Lava.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+
+import nir
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spikeport.errors import UserError
+from spikeport.io import write_json
+
+FORMAT = "spikeport-loihi"
+VERSION = 1
+DU_INSTANT = 4095  # with Lava's ds_offset of 1: the current decays by 4096/4096, i.e. is this step's input
+DECAY_MAX = 4095  # du and dv are 12-bit unsigned
+VTH_MAX = 2**17 - 1  # vth is 17-bit unsigned (shifted left by 6 in the model)
+BIAS_MAX = 2**12 - 1  # bias_mant is 13-bit signed
+BIAS_EXP = 6  # what netx sets: bias_mant << 6, the units of the synaptic input (act_shift 6)
+MANTISSA_MIN, MANTISSA_MAX = -128, 127
+WEIGHT_EXPS = (1, 0)  # what both netx files and Lava's Conv model can run, best first (see module)
+READOUT_EXP = 0  # the read-out has no threshold to represent: the smaller exponent halves its voltage
+
+
+@dataclass
+class QuantError:
+    """How far the integers are from the float model, in float units (the model's own weights).
+
+    Weight fields are None for the host layer, whose weights stay float; `current_max_abs` is the
+    rounding of its output current to 1/scale, None for the others.
+    """
+
+    weight_max_abs: float | None
+    weight_mean_abs: float | None
+    weight_clipped_fraction: float | None
+    bias_max_abs: float
+    threshold_abs: float | None
+    beta_abs: float | None
+    current_max_abs: float | None
+
+
+@dataclass
+class LoihiLayer:
+    """One synaptic layer and the neuron layer it feeds, as Lava's Dense/Conv + LIF take them."""
+
+    synapse: str  # NIR node of the Conv2d/Affine/Linear
+    neuron: str | None  # NIR node of the LIF/IF it feeds; None for the non-spiking read-out
+    kind: str  # "conv" or "dense"
+    on_host: bool  # the first layer: computed on the host, its current fed as the neuron's bias
+    scale: float  # integer units per float unit: w_int = m * 2**weight_exp ~ w * scale
+    weight_exp: int  # 0 or 1 (see the module); 0 for the host layer, whose weights stay float
+    du: int
+    dv: int
+    vth: int
+    bias_exp: int
+    shape: list[int]  # the neuron layer's shape (C, H, W) or (N,)
+    errors: QuantError
+
+
+@dataclass
+class LoihiModel:
+    layers: list[LoihiLayer]
+    input_bound: float  # |input| <= input_bound, for which the host layer's current fits bias_mant
+    dt: float
+
+
+def quantize(graph: nir.NIRGraph, input_bound: float = 1.0) -> LoihiModel:
+    """The Loihi fixed-point parameters of a lowered NIR chain (pools folded, see export.lower)."""
+    if not input_bound > 0:
+        raise UserError(f"input_bound: must be positive, got {input_bound!r}")
+    layers = []
+    for i, (synapse, neuron) in enumerate(chain_layers(graph)):
+        weight, bias = _float_weights(graph, synapse, neuron)
+        if i == 0:
+            layers.append(_host_layer(graph, synapse, neuron, weight, bias, input_bound))
+        else:
+            layers.append(_chip_layer(graph, synapse, neuron, weight, bias))
+    return LoihiModel(layers=layers, input_bound=float(input_bound), dt=float(graph.metadata["dt"]))
+
+
+def chain_layers(graph: nir.NIRGraph) -> list[tuple[str, str | None]]:
+    """(synaptic node, neuron node or None for the read-out) along graph's chain; refuses anything else."""
+    inputs = [name for name, node in graph.nodes.items() if isinstance(node, nir.Input)]
+    if len(inputs) != 1:
+        raise UserError(f"graph: {len(inputs)} inputs ({', '.join(inputs)}); the Loihi export takes a chain with one input")
+    order, name = [], inputs[0]
+    while True:
+        order.append(name)
+        nexts = [b for a, b in graph.edges if a == name]
+        if not nexts:
+            break
+        if len(nexts) > 1 or len([a for a, b in graph.edges if b == nexts[0]]) > 1:
+            raise UserError(
+                f"{name} ({type(graph.nodes[name]).__name__}): branches or joins at {', '.join(nexts)}; "
+                "the Loihi export takes a plain chain"
+            )
+        name = nexts[0]
+    layers, pending = [], None
+    for name in order[1:]:
+        node = graph.nodes[name]
+        if isinstance(node, (nir.Conv2d, nir.Affine, nir.Linear)):
+            if pending is not None:
+                raise UserError(
+                    f"{name} ({type(node).__name__}): follows synaptic layer {pending} with no neuron between; "
+                    "Lava cannot chain two synapses"
+                )
+            pending = name
+        elif isinstance(node, (nir.LIF, nir.IF)):
+            if pending is None:
+                raise UserError(
+                    f"{name} ({type(node).__name__}): a neuron layer with no synaptic layer before it; Lava cannot run it"
+                )
+            layers.append((pending, name))
+            pending = None
+        elif isinstance(node, nir.Output):
+            if pending is None or not isinstance(graph.nodes[pending], (nir.Affine, nir.Linear)):
+                raise UserError(
+                    f"{name} (Output): reads {order[order.index(name) - 1]}; "
+                    "the Loihi export needs an Affine read-out before the output"
+                )
+            layers.append((pending, None))
+        elif isinstance(node, nir.Flatten) and pending is None:
+            continue
+        else:
+            raise UserError(
+                f"{name} ({type(node).__name__}): Lava cannot run it here; a chain is Conv2d/Affine -> LIF/IF, "
+                "Flatten between layers, an Affine read-out (fold pools first with export.lower.fold_avgpool)"
+            )
+    if len(layers) < 2:
+        raise UserError(f"graph: {len(layers)} layer(s); the Loihi export needs a host layer and at least a read-out after it")
+    return layers
+
+
+def integers(graph: nir.NIRGraph, layer: LoihiLayer) -> tuple[np.ndarray, np.ndarray]:
+    """(w_int, bias_mant) of a chip layer: the integers Lava runs, recomputed from the lowered graph.
+
+    w_int = clip(round(w * scale / 2**e), -128, 127) * 2**e in the NIR weight layout (int64);
+    bias_mant = round(b * scale), zeros without a bias.
+    """
+    if layer.on_host:
+        raise UserError(f"{layer.synapse}: the host layer has no integer weights (its current is input_bias)")
+    weight, bias = _float_weights(graph, layer.synapse, layer.neuron)
+    return _integers(weight, bias, layer.scale, layer.weight_exp)
+
+
+def _integers(weight: np.ndarray, bias: np.ndarray, scale: float, exp: int) -> tuple[np.ndarray, np.ndarray]:
+    mantissa = np.clip(np.round(weight.astype(np.float64) * scale / 2**exp), MANTISSA_MIN, MANTISSA_MAX)
+    return mantissa.astype(np.int64) << exp, np.round(bias.astype(np.float64) * scale).astype(np.int64)
+
+
+def input_bias(graph: nir.NIRGraph, model: LoihiModel, x: np.ndarray) -> np.ndarray:
+    """bias_mant (int64, the host layer's output shape) for one input frame x of the graph's input shape.
+
+    The host layer's current conv(x) + b in the units of the LIF it feeds, clipped to 13 bits.
+    """
+    host = model.layers[0]
+    weight, bias = _float_weights(graph, host.synapse, host.neuron)
+    node = graph.nodes[host.synapse]
+    x = np.asarray(x, dtype=np.float64)
+    if isinstance(node, nir.Conv2d):
+        current = _conv2d(x, weight.astype(np.float64), node) + bias.reshape(-1, 1, 1)
+    else:
+        current = weight.astype(np.float64) @ x.reshape(-1) + bias
+    return np.clip(np.round(current * host.scale), -BIAS_MAX - 1, BIAS_MAX).astype(np.int64)
+
+
+def write_loihi_json(model: LoihiModel, path: str | os.PathLike) -> None:
+    """loihi.json: the parameters and quantization errors per layer (written atomically)."""
+    data = {
+        "format": FORMAT,
+        "version": VERSION,
+        "dt": model.dt,
+        "input_bound": model.input_bound,
+        "integer_weights": "not stored here: in model.net, and from spikeport.export.loihi.integers("
+        "fold_avgpool(nir.read('model.nir')), layer)",
+        "layers": [dataclasses.asdict(layer) for layer in model.layers],
+    }
+    write_json(path, data)
+
+
+def read_loihi_json(path: str | os.PathLike) -> LoihiModel:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: cannot read a loihi.json: {e}") from None
+    if data.get("format") != FORMAT or data.get("version") != VERSION:
+        raise UserError(
+            f"{path}: format {data.get('format')!r} version {data.get('version')!r}; expected {FORMAT!r} version {VERSION}"
+        )
+    try:
+        layers = [LoihiLayer(**{**layer, "errors": QuantError(**layer["errors"])}) for layer in data["layers"]]
+        return LoihiModel(layers=layers, input_bound=data["input_bound"], dt=data["dt"])
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path}: malformed layer entry: {e}") from None
+
+
+def _float_weights(graph: nir.NIRGraph, synapse: str, neuron: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """The synaptic layer's weight and bias with the neuron's input gain dt r / tau folded in."""
+    node = graph.nodes[synapse]
+    bias = getattr(node, "bias", None)
+    bias = np.zeros(node.weight.shape[0], dtype=node.weight.dtype) if bias is None else np.asarray(bias)
+    gain = 1.0 if neuron is None else _neuron_constants(graph, neuron)[1]
+    return node.weight * gain, bias * gain
+
+
+def _neuron_constants(graph: nir.NIRGraph, name: str) -> tuple[float, float, float]:
+    """(beta, input gain, threshold) of a LIF/IF layer; refuses what Lava's LIF cannot run."""
+    node = graph.nodes[name]
+    dt = graph.metadata.get("dt")
+    if not dt:
+        raise UserError(f"graph: metadata has no dt; the decay of {name} cannot be computed without it")
+    if isinstance(node, nir.LIF):
+        beta, gain = (
+            1 - dt / np.asarray(node.tau, dtype=np.float64),
+            dt * np.asarray(node.r, dtype=np.float64) / np.asarray(node.tau, dtype=np.float64),
+        )
+        if np.any(np.asarray(node.v_leak) != 0):
+            raise UserError(f"{name} (LIF): v_leak {np.unique(node.v_leak)[:3]}; Lava's LIF leaks towards 0 only")
+    else:
+        beta, gain = np.ones_like(node.r, dtype=np.float64), dt * np.asarray(node.r, dtype=np.float64)
+    if node.v_reset is not None and np.any(np.asarray(node.v_reset) != 0):
+        raise UserError(f"{name} ({type(node).__name__}): v_reset {np.unique(node.v_reset)[:3]}; Lava's LIF resets to 0")
+    values = {"beta": beta, "input gain dt*r/tau": gain, "v_threshold": np.asarray(node.v_threshold, dtype=np.float64)}
+    for what, value in values.items():
+        if np.ptp(value) > 1e-9 * max(1.0, np.abs(value).max()):
+            raise UserError(
+                f"{name} ({type(node).__name__}): {what} varies across the layer ({value.min()} .. {value.max()}); "
+                "Lava's LIF has one per layer"
+            )
+    return float(beta.flat[0]), float(gain.flat[0]), float(values["v_threshold"].flat[0])
+
+
+def _neuron_fields(graph: nir.NIRGraph, name: str) -> tuple[float, float, int]:
+    """(beta, theta, dv) of a neuron layer; refuses a decay or threshold Lava cannot represent."""
+    beta, _, theta = _neuron_constants(graph, name)
+    dv = round(4096 * (1 - beta))
+    if not 0 <= dv <= DECAY_MAX:
+        raise UserError(f"{name}: beta {beta:.6g} needs dv = round(4096 * (1 - beta)) = {dv}; Lava's dv is 0..{DECAY_MAX}")
+    if not theta > 0:
+        raise UserError(f"{name}: v_threshold {theta}; Lava's threshold vth must be positive")
+    return beta, theta, dv
+
+
+def _chip_layer(graph: nir.NIRGraph, synapse: str, neuron: str | None, weight: np.ndarray, bias: np.ndarray) -> LoihiLayer:
+    wmax, wmin = float(weight.max()), float(weight.min())
+    if wmax <= 0 and wmin >= 0:
+        raise UserError(f"{synapse}: all weights are zero; there is nothing to scale")
+    base = min(MANTISSA_MAX / wmax if wmax > 0 else np.inf, MANTISSA_MIN / wmin if wmin < 0 else np.inf)
+    beta, theta, dv = _neuron_fields(graph, neuron) if neuron else (1.0, None, 0)
+    chosen = None
+    for exp in WEIGHT_EXPS if neuron else (READOUT_EXP,):
+        scale = base * 2**exp
+        vth = VTH_MAX if theta is None else round(theta * scale)
+        if vth <= VTH_MAX and np.abs(np.round(bias * scale)).max(initial=0) <= BIAS_MAX:
+            chosen = exp, scale, vth
+            break
+    if chosen is None:
+        scale = base * 2 ** WEIGHT_EXPS[-1]
+        if theta is not None and round(theta * scale) > VTH_MAX:
+            raise UserError(
+                f"{neuron}: v_threshold {theta} is {theta / max(wmax, -wmin):.4g} x the largest weight of {synapse}; "
+                f"vth = {round(theta * scale)} exceeds Lava's {VTH_MAX}"
+            )
+        raise UserError(
+            f"{synapse}: bias up to {np.abs(bias).max():.4g} is {np.abs(bias).max() / max(wmax, -wmin):.4g} x the largest weight; "
+            f"bias_mant {int(np.abs(np.round(bias * scale)).max())} exceeds Lava's {BIAS_MAX}"
+        )
+    exp, scale, vth = chosen
+    if theta is not None and vth < 1:
+        raise UserError(f"{neuron}: v_threshold {theta} rounds to vth 0 at scale {scale:.4g}; Lava cannot represent it")
+    w_int, bias_mant = _integers(weight, bias, scale, exp)
+    raw = np.round(weight.astype(np.float64) * scale / 2**exp)
+    weight_error = np.abs(w_int / scale - weight)
+    errors = QuantError(
+        weight_max_abs=float(weight_error.max()),
+        weight_mean_abs=float(weight_error.mean()),
+        weight_clipped_fraction=float(np.mean((raw < MANTISSA_MIN) | (raw > MANTISSA_MAX))),
+        bias_max_abs=float(np.abs(bias_mant / scale - bias).max(initial=0)),
+        threshold_abs=None if theta is None else abs(vth / scale - theta),
+        beta_abs=None if neuron is None else abs((1 - dv / 4096) - beta),
+        current_max_abs=None,
+    )
+    return LoihiLayer(
+        synapse=synapse,
+        neuron=neuron,
+        kind=_kind(graph, synapse),
+        on_host=False,
+        scale=float(scale),
+        weight_exp=exp,
+        du=DU_INSTANT,
+        dv=dv,
+        vth=int(vth),
+        bias_exp=BIAS_EXP,
+        shape=_shape(graph, synapse),
+        errors=errors,
+    )
+
+
+def _host_layer(
+    graph: nir.NIRGraph, synapse: str, neuron: str | None, weight: np.ndarray, bias: np.ndarray, input_bound: float
+) -> LoihiLayer:
+    if neuron is None:
+        raise UserError(f"{synapse}: the first layer is the read-out; the Loihi export needs a spiking layer on the chip")
+    beta, theta, dv = _neuron_fields(graph, neuron)
+    per_output = np.abs(weight.astype(np.float64)).reshape(weight.shape[0], -1).sum(1)
+    largest = float((np.abs(bias) + input_bound * per_output).max())  # a bound on |conv(x) + b| for |x| <= input_bound
+    scale = min(BIAS_MAX / largest if largest > 0 else np.inf, VTH_MAX / theta)
+    vth = round(theta * scale)
+    if vth < 1:
+        raise UserError(
+            f"{neuron}: v_threshold {theta} is {theta / largest:.3g} x the largest input current of {synapse}; "
+            "it rounds to vth 0 when that current fits bias_mant's 13 bits"
+        )
+    return LoihiLayer(
+        synapse=synapse,
+        neuron=neuron,
+        kind=_kind(graph, synapse),
+        on_host=True,
+        scale=float(scale),
+        weight_exp=0,
+        du=DU_INSTANT,
+        dv=dv,
+        vth=int(vth),
+        bias_exp=BIAS_EXP,
+        shape=_shape(graph, synapse),
+        errors=QuantError(
+            weight_max_abs=None,
+            weight_mean_abs=None,
+            weight_clipped_fraction=None,
+            bias_max_abs=0.0,
+            threshold_abs=abs(vth / scale - theta),
+            beta_abs=abs((1 - dv / 4096) - beta),
+            current_max_abs=0.5 / scale,
+        ),
+    )
+
+
+def _kind(graph: nir.NIRGraph, synapse: str) -> str:
+    return "conv" if isinstance(graph.nodes[synapse], nir.Conv2d) else "dense"
+
+
+def _shape(graph: nir.NIRGraph, synapse: str) -> list[int]:
+    return [int(n) for n in graph.nodes[synapse].output_type["output"]]
+
+
+def _conv2d(x: np.ndarray, weight: np.ndarray, node: nir.Conv2d) -> np.ndarray:
+    """NIR Conv2d of one (C, H, W) frame, in float64 (torch's cross-correlation)."""
+    out = F.conv2d(
+        torch.from_numpy(x)[None],
+        torch.from_numpy(weight),
+        stride=tuple(np.atleast_1d(node.stride)),
+        padding=tuple(np.atleast_1d(node.padding)),
+        dilation=tuple(np.atleast_1d(node.dilation)),
+        groups=node.groups,
+    )
+    return out[0].numpy()

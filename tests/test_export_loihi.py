@@ -1,0 +1,168 @@
+"""Loihi fixed point: the integers are Lava's ranges, share a scale with the threshold they feed,
+are recomputable from model.nir, and the refusals name the layer and the value.
+
+That the integers mean what the float model computes is shown in Lava itself (test_export_netx).
+"""
+
+import json
+
+import nir
+import numpy as np
+import pytest
+import torch
+from lava.lib.dl.netx.utils import optimize_weight_bits
+from lava.utils.weightutils import SignMode, clip_weights, determine_sign_mode, truncate_weights
+
+from spikeport.errors import UserError
+from spikeport.export.loihi import input_bias, integers, quantize, read_loihi_json, write_loihi_json
+from spikeport.export.lower import fold_avgpool
+from spikeport.export.nir_graph import to_nir, write_nir
+from spikeport.train.models import spiking_cnn
+
+
+def digits_cnn(beta: float = 0.5, threshold: float = 1.0):
+    torch.manual_seed(0)
+    model = spiking_cnn((1, 8, 8), 10, channels=[4, 8], beta=beta, threshold=threshold)
+    with torch.no_grad():
+        for bn in (model.bn1, model.bn2):
+            bn.running_mean.uniform_(-0.3, 0.3)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.bias.uniform_(-0.2, 0.5)
+    return model.eval()
+
+
+def test_parameters_are_lava_integers_sharing_the_threshold_scale():
+    model = digits_cnn(beta=0.9, threshold=0.7)
+    graph = fold_avgpool(to_nir(model, (1, 8, 8)))
+    q = quantize(graph)
+    host, conv2, fc = q.layers
+    assert [(l.synapse, l.neuron, l.kind, l.on_host) for l in q.layers] == [
+        ("conv1", "lif1", "conv", True),
+        ("conv2", "lif2", "conv", False),
+        ("fc", None, "dense", False),
+    ]
+    for layer in (host, conv2):
+        assert (layer.du, layer.dv, layer.bias_exp) == (4095, round(4096 * 0.1), 6)
+        assert layer.vth == round(0.7 * layer.scale) and 1 <= layer.vth < 2**17
+        assert layer.errors.threshold_abs == pytest.approx(abs(layer.vth / layer.scale - 0.7))
+    assert (fc.du, fc.dv, fc.vth, fc.weight_exp) == (4095, 0, 2**17 - 1, 0)
+    assert conv2.weight_exp == 1  # the larger exponent: vth fits, so the threshold gets the extra bit
+    assert host.errors.current_max_abs == pytest.approx(0.5 / host.scale)
+    for layer in (conv2, fc):
+        weight = graph.nodes[layer.synapse].weight.astype(np.float64)
+        w_int, bias_mant = integers(graph, layer)
+        mantissa = w_int >> layer.weight_exp
+        assert (mantissa << layer.weight_exp == w_int).all()
+        assert mantissa.min() >= -128 and mantissa.max() <= 127 and max(mantissa.max(), -mantissa.min()) >= 127  # all 8 bits used
+        assert np.abs(bias_mant).max() < 2**12
+        error = np.abs(w_int / layer.scale - weight)
+        assert layer.errors.weight_max_abs == pytest.approx(error.max())
+        assert layer.errors.weight_mean_abs == pytest.approx(error.mean())
+        assert layer.errors.weight_max_abs <= np.abs(weight).max() / 254 * 1.0001  # half a mantissa step
+        assert layer.errors.weight_clipped_fraction == 0.0
+
+
+def test_json_round_trip_and_weights_recomputed_from_model_nir(tmp_path):
+    model = digits_cnn()
+    graph = to_nir(model, (1, 8, 8))
+    q = quantize(fold_avgpool(graph))
+    write_loihi_json(q, tmp_path / "loihi.json")
+    write_nir(graph, tmp_path / "model.nir")
+    assert read_loihi_json(tmp_path / "loihi.json") == q
+    text = (tmp_path / "loihi.json").read_text()
+    assert len(text) < 10_000 and json.loads(text)["layers"][1]["errors"]["weight_max_abs"] > 0
+    reread = fold_avgpool(nir.read(tmp_path / "model.nir"))
+    for layer in q.layers[1:]:
+        for a, b in zip(integers(reread, layer), integers(fold_avgpool(graph), layer)):
+            assert np.array_equal(a, b)
+
+
+def test_input_bias_is_the_host_layers_current_in_threshold_units():
+    model = digits_cnn()
+    graph = fold_avgpool(to_nir(model, (1, 8, 8)))
+    q = quantize(graph, input_bound=1.0)
+    x = torch.rand(1, 8, 8)
+    with torch.no_grad():
+        current = model.bn1(model.conv1(x[None, None]))[0, 0].double().numpy()
+    bias = input_bias(graph, q, x.numpy())
+    assert bias.shape == (4, 8, 8) and np.abs(bias).max() < 2**12
+    assert np.abs(bias / q.layers[0].scale - current).max() <= 0.5 / q.layers[0].scale + 1e-6
+
+
+def test_refusals_name_the_layer_and_value(tmp_path):
+    with pytest.raises(UserError, match=r"pool1 \(AvgPool2d\): Lava cannot run it here"):
+        quantize(to_nir(digits_cnn(), (1, 8, 8)))
+    with pytest.raises(UserError, match=r"lif1: beta 1e-05 needs dv = round\(4096 \* \(1 - beta\)\) = 4096"):
+        quantize(fold_avgpool(to_nir(digits_cnn(beta=1e-5), (1, 8, 8))))
+    with pytest.raises(
+        UserError, match=r"lif2: v_threshold 5000.0 is .* x the largest weight of conv2; vth = \d+ exceeds Lava's 131071"
+    ):
+        quantize(fold_avgpool(to_nir(digits_cnn(threshold=5000.0), (1, 8, 8))))
+    graph = fold_avgpool(to_nir(digits_cnn(), (1, 8, 8)))
+    nodes = dict(graph.nodes)
+    lif = nodes["lif2"]
+    nodes["lif2"] = nir.LIF(
+        tau=lif.tau,
+        r=lif.r,
+        v_leak=lif.v_leak,
+        v_threshold=np.linspace(0.5, 1.0, lif.tau.size).reshape(lif.tau.shape),
+        v_reset=lif.v_reset,
+    )
+    with pytest.raises(UserError, match=r"lif2 \(LIF\): v_threshold varies across the layer \(0.5 .. 1.0\)"):
+        quantize(nir.NIRGraph(nodes=nodes, edges=graph.edges, metadata=graph.metadata))
+    (tmp_path / "bad.json").write_text('{"format": "other"}')
+    with pytest.raises(UserError, match=r"bad.json: format 'other'"):
+        read_loihi_json(tmp_path / "bad.json")
+
+
+def test_refuses_a_branching_graph():
+    graph = fold_avgpool(to_nir(digits_cnn(), (1, 8, 8)))
+    nodes = dict(graph.nodes, conv2b=graph.nodes["conv2"])
+    edges = list(graph.edges) + [("lif1", "conv2b"), ("conv2b", "lif2")]
+    with pytest.raises(UserError, match=r"lif1 \(LIF\): branches or joins at conv2, conv2b"):
+        quantize(nir.NIRGraph(nodes=nodes, edges=edges, metadata=graph.metadata))
+
+
+def test_dense_host_layer_and_its_input_bias():
+    w1, w2 = np.random.default_rng(0).normal(size=(2, 6, 5)), np.random.default_rng(1).normal(size=(3, 6))
+    lif = nir.LIF(tau=np.full(6, 2e-3), r=np.full(6, 2.0), v_leak=np.zeros(6), v_threshold=np.full(6, 1.0), v_reset=np.zeros(6))
+    graph = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(np.array([5])),
+            "fc1": nir.Affine(w1[0], np.zeros(6)),
+            "lif": lif,
+            "fc2": nir.Affine(w2, np.zeros(3)),
+            "output": nir.Output(np.array([3])),
+        },
+        edges=[("input", "fc1"), ("fc1", "lif"), ("lif", "fc2"), ("fc2", "output")],
+        metadata={"dt": 1e-3},
+    )
+    q = quantize(graph, input_bound=2.0)
+    assert q.layers[0].dv == 2048 and q.layers[0].kind == "dense"
+    x = np.full(5, 2.0)
+    current = w1[0] @ x
+    assert np.abs(input_bias(graph, q, x) / q.layers[0].scale - current).max() <= 0.5 / q.layers[0].scale + 1e-9
+
+
+def _lava_dense(weights: np.ndarray, weight_exp: int, num_weight_bits: int, spikes: np.ndarray) -> np.ndarray:
+    """What lava.proc.dense.models.PyDenseModelBitAcc sends for binary `spikes` (its first step's weight prep)."""
+    sign = determine_sign_mode(weights)
+    weights = truncate_weights(clip_weights(weights, sign, num_bits=8), sign, num_weight_bits)
+    total = weights @ spikes
+    return total << weight_exp if weight_exp > 0 else total >> -weight_exp
+
+
+def test_lava_runs_the_integers_exactly_through_netx_and_through_dense_weight_exp():
+    graph = fold_avgpool(to_nir(digits_cnn(), (1, 8, 8)))
+    rng = np.random.default_rng(0)
+    for layer in quantize(graph).layers[1:]:
+        w_int = integers(graph, layer)[0]
+        w_int = w_int.reshape(w_int.shape[0], -1)  # a conv kernel as a matrix: the values are what is checked
+        spikes = rng.integers(0, 2, w_int.shape[1])
+        # netx: the file's integers, re-expressed by netx's own optimize_weight_bits
+        weights, bits, exp, _ = optimize_weight_bits(w_int)
+        assert np.array_equal(_lava_dense(weights, exp, bits, spikes), w_int @ spikes)
+        # Lava's Dense process: 8-bit mixed-sign weights are 2 m, and the exponent one less
+        mantissa = w_int >> layer.weight_exp
+        assert np.array_equal(_lava_dense(2 * mantissa, layer.weight_exp - 1, 8, spikes), w_int @ spikes)
+        assert determine_sign_mode(w_int) == SignMode.MIXED
