@@ -73,7 +73,7 @@ def export(run_dir: str | Path, formats: tuple[str, ...] = FORMATS, quantize: st
     state = load_checkpoint(checkpoint_path)
     config = checkpoint_config(state, checkpoint_path)
     spec = datasets.spec(config.data.name)
-    model = build_model(config.model, spec.input_shape, spec.num_classes)
+    model = build_model(config.model, spec.input_shape, spec.num_classes, config.data.timesteps)
     load_weights(model, state, checkpoint_path)
     source = {"run": str(run_dir), "model": config.model, "data": asdict(config.data), "epochs_done": int(state["epochs_done"])}
     test = datasets.load(config.data.name, config.data.root, "test", config.data.timesteps)

@@ -49,6 +49,10 @@ class AvgPool2d(_FoldTime, nn.AvgPool2d):
     pass
 
 
+class AdaptiveAvgPool2d(_FoldTime, nn.AdaptiveAvgPool2d):
+    pass
+
+
 class Flatten(nn.Flatten):
     """Flatten everything after the time and batch axes."""
 

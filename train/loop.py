@@ -41,7 +41,7 @@ def resolve_device(name: str) -> torch.device:
 
 def model_for(config: Config) -> nn.Module:
     spec = datasets.spec(config.data.name)
-    return build_model(config.model, spec.input_shape, spec.num_classes)
+    return build_model(config.model, spec.input_shape, spec.num_classes, config.data.timesteps)
 
 
 def time_major(x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from torch import nn
 
 from spikeport.errors import UserError
 from spikeport.train import layers
+from spikeport.train.dta import ATTENTION, DEPTHS, MSResNetDTA
 from spikeport.train.neuron import LIF
 
 
@@ -48,23 +49,57 @@ def spiking_cnn(
     return nn.Sequential(OrderedDict(stages))
 
 
+def dta_msresnet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    timesteps: int,
+    depth: int = 18,
+    stem_channels: int = 64,
+    stages: list[list[int]] | None = None,
+    attention: str = "both",
+    causal: bool = False,
+    beta: float = 0.5,
+    threshold: float = 1.0,
+) -> nn.Module:
+    """MS-ResNet with one DTA block after the encoder (train/dta.py, methods-spec section 1).
+
+    depth 18 is DTA_SNN_18 (CIFAR, DVS: 3x3 stem, stages 128x3, 256x3/2, 512x2/2); depth 34 is
+    DTA_SNN_34 (ImageNet: 7x7/2 stem, no max pool, stages 64x3, 128x4, 256x6/2, 512x3/2).
+    `stages` ([[channels, blocks, stride], ...]) and `stem_channels` shrink it for small data;
+    `attention` is both | txa | tna | none (the ablation); `causal` makes it streamable.
+    """
+    if depth not in DEPTHS:
+        raise UserError(f"model.depth: must be one of {', '.join(map(str, DEPTHS))}, got {depth!r}")
+    if attention not in ATTENTION:
+        raise UserError(f"model.attention: must be one of {', '.join(ATTENTION)}, got {attention!r}")
+    plan = [tuple(stage) for stage in stages] if stages is not None else DEPTHS[depth]
+    if any(len(stage) != 3 or min(stage) < 1 for stage in plan):
+        raise UserError(f"model.stages: each stage is [channels, blocks, stride] of positive integers, got {stages!r}")
+    stem_kernel, stem_stride = (7, 2) if depth == 34 else (3, 1)
+    return MSResNetDTA(input_shape, num_classes, timesteps, stem_channels, stem_kernel, stem_stride, plan, attention, causal, beta, threshold)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "spiking-cnn": spiking_cnn,
+    "dta-msresnet": dta_msresnet,
 }
+SUPPLIED = ("input_shape", "num_classes", "timesteps")  # from the data section, not the model section
 
 
-def build_model(model_config: dict, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+def build_model(model_config: dict, input_shape: tuple[int, ...], num_classes: int, timesteps: int) -> nn.Module:
     """Build the model named by `model_config["name"]` with the rest of the section as arguments."""
     options = dict(model_config)
     name = options.pop("name", None)
     if name not in MODELS:
         raise UserError(f"model.name: unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
     builder = MODELS[name]
-    allowed = [p for p in inspect.signature(builder).parameters if p not in ("input_shape", "num_classes")]
+    parameters = inspect.signature(builder).parameters
+    allowed = [p for p in parameters if p not in SUPPLIED]
     for key in options:
         if key not in allowed:
             raise UserError(f"model.{key}: unknown option for model {name!r} (allowed: {', '.join(allowed)})")
-    return builder(tuple(input_shape), num_classes, **options)
+    supplied = {"timesteps": timesteps} if "timesteps" in parameters else {}
+    return builder(tuple(input_shape), num_classes, **supplied, **options)
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

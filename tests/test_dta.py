@@ -1,0 +1,106 @@
+"""DTA on MS-ResNet: the official parameter counts, the attention's arithmetic, and causality."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spikeport.train.dta import DTA, causal_in_time
+from spikeport.train.models import build_model, parameter_counts
+
+
+@pytest.mark.parametrize(
+    "depth, input_shape, classes, timesteps, total, dta",
+    [
+        (18, (3, 32, 32), 10, 6, 12_993_336, 491_246),  # CIFAR-10
+        (18, (3, 32, 32), 100, 6, 13_039_506, 491_246),  # CIFAR-100
+        (18, (2, 48, 48), 10, 10, 13_795_512, 1_293_998),  # CIFAR10-DVS
+        (34, (3, 224, 224), 1000, 6, 22_288_918, 491_246),  # ImageNet, DTA_SNN_34
+    ],
+)
+def test_official_parameter_counts(depth, input_shape, classes, timesteps, total, dta):
+    """The counts measured with the official code (methods-spec 1.4)."""
+    model = build_model({"name": "dta-msresnet", "depth": depth}, input_shape, classes, timesteps)
+    counts = parameter_counts(model)
+    assert sum(counts.values()) == total
+    assert counts["dta"] == dta
+
+
+def test_branch_parameter_counts():
+    model = build_model({"name": "dta-msresnet"}, (3, 32, 32), 10, 6)
+    assert sum(p.numel() for p in model.dta.tna.parameters()) == 466_560
+    assert sum(p.numel() for p in model.dta.txa.parameters()) == 24_686
+    for attention, dta in (("txa", 24_686), ("tna", 466_560), ("none", 0)):
+        counts = parameter_counts(build_model({"name": "dta-msresnet", "attention": attention}, (3, 32, 32), 10, 6))
+        assert counts.get("dta", 0) == dta
+
+
+def official_dta(block: DTA, x_bt, s_bt):
+    """methods-spec 1.3 written out batch-first, op by op, with the block's weights."""
+    b, t, c, h, w = x_bt.shape
+    txa, tna = block.txa, block.tna
+    # T-XA
+    p = x_bt.mean((3, 4))  # [B, T, C]
+    a = torch.sigmoid(F.conv1d(p, txa.conv_over_channels.weight, padding="same"))
+    pad = F.pad(p.transpose(1, 2), (2, 3))  # even kernel 6, 'same': 2 left, 3 right
+    bm = torch.sigmoid(F.conv1d(pad, txa.conv_over_time.weight)).transpose(1, 2)
+    t_xa = (x_bt + txa.scale_a * a[..., None, None]) * (x_bt + txa.scale_b * bm[..., None, None])
+    # T-NA on channel index t * C + c
+    xr = x_bt.reshape(b, t * c, h, w)
+    u = F.gelu(tna.proj_in(xr))
+    assert tna.local.dilated.kernel_size == (1, 1)  # K=7 makes the dilated conv a per-channel scale
+    local = tna.local.pointwise(tna.local.dilated(tna.local.depthwise(u)))
+    assert tna.global_gate[0].out_features == 16
+    g = tna.global_gate(u.mean((2, 3)))[..., None, None]
+    t_na = (tna.proj_out(g * local * u) + xr).reshape(b, t, c, h, w)
+    return torch.sigmoid(t_na * t_xa) * s_bt
+
+
+def test_dta_block_equals_the_written_definition():
+    torch.manual_seed(0)
+    block = DTA(timesteps=6, channels=64).eval()
+    for parameter in block.parameters():  # make every weight matter
+        parameter.data.normal_(0, 0.2)
+    x = torch.randn(6, 2, 64, 5, 5)  # [T, B, C, H, W]
+    s = (torch.rand_like(x) < 0.3).float()
+    with torch.no_grad():
+        got = block(x, s)
+        want = official_dta(block, x.transpose(0, 1), s.transpose(0, 1)).transpose(0, 1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert got[s == 0].abs().max() == 0, "the attention gates spikes: no spike, no output"
+
+
+def depends_on_future(model, x, t):
+    """Whether outputs before timestep t change when inputs from t on change."""
+    y = model(x)
+    changed = x.clone()
+    changed[t:] = torch.randn_like(changed[t:])
+    return not torch.allclose(model(changed)[:t], y[:t], atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ["both", "txa", "tna"])
+def test_causal_variant_streams(attention):
+    torch.manual_seed(0)
+    config = {"name": "dta-msresnet", "stem_channels": 8, "stages": [[8, 1, 1]], "attention": attention}
+    plain = build_model(config, (1, 8, 8), 10, 5).eval()
+    causal = build_model({**config, "causal": True}, (1, 8, 8), 10, 5).eval()
+    causal.load_state_dict(plain.state_dict())  # the same parameters
+    with torch.no_grad():
+        for t in (1, 3):
+            assert not depends_on_future(lambda v: causal.dta(v, torch.ones_like(v)), torch.randn(5, 2, 8, 4, 4), t)
+            assert depends_on_future(lambda v: plain.dta(v, torch.ones_like(v)), torch.randn(5, 2, 8, 4, 4), t)
+
+
+def test_causal_in_time_is_exact_for_causal_functions():
+    x = torch.randn(3, 4, 6)
+    cumulative = lambda v: v.cumsum(1)  # noqa: E731 - already causal along dim 1
+    torch.testing.assert_close(causal_in_time(cumulative, x), cumulative(x))
+
+
+def test_inspect_small_config(cli):
+    code, out, _ = cli("inspect", "configs/dta-small-digits.yaml", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["timesteps"] == 4 and summary["modules"]["dta"] > 0
+    assert summary["total_params"] == sum(summary["modules"].values())
