@@ -125,7 +125,7 @@ def export_model(
     if quantize not in QUANTIZATIONS:
         raise UserError(f"--quantize: must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     model.eval()
-    parts = partition(model, input_shapes)
+    parts = partition(model, input_shapes, timesteps)
     out.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=".export.", dir=out.parent))
     try:

@@ -32,6 +32,9 @@ The mapping, per-sample shapes throughout (no batch, no time axis):
   infers, and which snnTorch's and nirtorch's importers read; SumPool2d + Scale would need a
   per-neuron scale array and a node pair every importer has to fuse back (snnTorch 1.0 imports
   no SumPool2d). A chip without averaging can still fold 1/k^2 into the next weights later.
+- AdaptiveAvgPool2d(1) (a global average) -> nir.AvgPool2d with one window the size of the map.
+- A TimeMixing module (attention across timesteps, e.g. the DTA block) stays one fx node and is a
+  host operation: no neuromorphic core runs it.
 - Flatten -> nir.Flatten with start_dim/end_dim counted in the per-sample shape (torch's minus 2).
 - Linear -> nir.Affine (nir.Linear without a bias): the non-spiking read-out is an Affine that
   feeds nir.Output.
@@ -64,6 +67,7 @@ from torch.nn.modules.utils import _pair
 import spikeport
 from spikeport.errors import UserError
 from spikeport.io import atomic_open
+from spikeport.train.layers import TimeMixing
 from spikeport.train.neuron import LIF
 
 DEFAULT_DT = 1e-3  # seconds per timestep
@@ -73,9 +77,9 @@ DISCRETIZATION = (
     "forward Euler with step dt: v[t] = (1 - dt/tau) * v[t-1] + (dt * r / tau) * I[t] (IF: v[t-1] + dt * r * I[t]); "
     "z[t] = v[t] > v_threshold; v[t] = v_reset where z[t], in the same step"
 )
-MAPPED = "Conv2d, BatchNorm2d folded into the Conv2d before it, AvgPool2d, Flatten, Linear, LIF and sums"
+MAPPED = "Conv2d, BatchNorm2d folded into the Conv2d before it, AvgPool2d, global AdaptiveAvgPool2d, Flatten, Linear, LIF and sums"
 
-_LEAVES = (nn.Conv2d, nn.BatchNorm2d, nn.AvgPool2d, nn.Flatten, nn.Linear, LIF)
+_LEAVES = (nn.Conv2d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear, LIF, TimeMixing)
 _ADD_FUNCTIONS = (operator.add, torch.add)  # fx records `a += b` as operator.add
 
 
@@ -201,6 +205,11 @@ def _module_refusal(traced: fx.GraphModule, node: fx.Node) -> str | None:
             return "ceil_mode=True: NIR pooling rounds the output size down"
         if m.divisor_override or (any(_pair(m.padding)) and not m.count_include_pad):
             return "NIR's AvgPool2d divides by the kernel area (divisor_override and count_include_pad=False do not)"
+    elif isinstance(m, nn.AdaptiveAvgPool2d):
+        if _pair(m.output_size) != (1, 1):
+            return f"output_size={m.output_size}: only a global average (output size 1) maps to NIR's AvgPool2d"
+    elif isinstance(m, TimeMixing):
+        return f"{type(m).__name__} mixes timesteps (attention over T): no neuromorphic core runs it"
     elif isinstance(m, nn.Flatten):
         if _flatten_dims(m, node)[0] < 0:
             return "it flattens the time or batch axis; NIR shapes hold one sample"
@@ -229,6 +238,9 @@ def _nir_node(traced: fx.GraphModule, node: fx.Node, dt: float) -> nir.NIRNode:
         return nir.AvgPool2d(
             kernel_size=np.array(_pair(m.kernel_size)), stride=np.array(_pair(m.stride)), padding=np.array(_pair(m.padding))
         )
+    if isinstance(m, nn.AdaptiveAvgPool2d):  # a global average: one window the size of the map
+        window = np.array(shape_in[1:])
+        return nir.AvgPool2d(kernel_size=window, stride=window, padding=np.array([0, 0]))
     if isinstance(m, nn.Flatten):
         start_dim, end_dim = _flatten_dims(m, node)
         return nir.Flatten(input_type=np.array(shape_in), start_dim=start_dim, end_dim=end_dim)
@@ -321,12 +333,13 @@ class _ShapeRecorder(fx.Interpreter):
         return result
 
 
-def propagate_shapes(traced: fx.GraphModule, shapes: dict[str, tuple[int, ...]]) -> None:
-    """Record every node's per-sample shape, from one run on [T=1, B=1, *shape] zeros."""
+def propagate_shapes(traced: fx.GraphModule, shapes: dict[str, tuple[int, ...]], timesteps: int = 1) -> None:
+    """Record every node's per-sample shape, from one run on [T, B=1, *shape] zeros (a model that
+    mixes timesteps needs its real T; for all others one step is enough)."""
     parameter = next(traced.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     names = [node.target for node in traced.graph.nodes if node.op == "placeholder"]
-    inputs = [torch.zeros(1, 1, *shapes[name], device=device) for name in names]
+    inputs = [torch.zeros(timesteps, 1, *shapes[name], device=device) for name in names]
     with _eval_mode(traced), torch.no_grad():
         try:
             _ShapeRecorder(traced).run(*inputs)

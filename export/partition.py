@@ -81,11 +81,11 @@ def _kind_of(traced: fx.GraphModule, node: fx.Node) -> str:
     return "spike" if isinstance(producer, LIF) else "graded"
 
 
-def partition(model: nn.Module, input_shapes: dict[str, tuple] | tuple) -> Partitioned:
+def partition(model: nn.Module, input_shapes: dict[str, tuple] | tuple, timesteps: int = 1) -> Partitioned:
     """Cut `model` into partitions; shapes are per sample, by forward argument name."""
     traced = nir_graph.trace(model)
     shapes = nir_graph.named_shapes(traced, input_shapes)
-    nir_graph.propagate_shapes(traced, shapes)
+    nir_graph.propagate_shapes(traced, shapes, timesteps)
     verdicts = nir_graph.classify(traced)
     index, kinds = _assign(traced, verdicts)
 

@@ -104,3 +104,33 @@ def test_inspect_small_config(cli):
     summary = json.loads(out)
     assert summary["timesteps"] == 4 and summary["modules"]["dta"] > 0
     assert summary["total_params"] == sum(summary["modules"].values())
+
+
+@pytest.mark.parametrize("causal, buffer", [(False, 4), (True, 0)])
+def test_dta_deploys_with_the_gate_on_the_host(causal, buffer, tmp_path):
+    """NIR partitions before and after the DTA gate, the gate in ONNX on the host; the reference
+    runtime running them in order gives the torch model's logits. The non-causal gate must buffer
+    all T timesteps, the causal one none."""
+    import numpy as np
+
+    from spikeport.export.exporter import export_model
+    from spikeport.export.manifest import read_manifest
+    from spikeport.runtime.simulate import simulate
+
+    torch.manual_seed(0)
+    config = {"name": "dta-msresnet", "stem_channels": 8, "stages": [[16, 1, 1], [32, 1, 2]], "causal": causal}
+    model = build_model(config, (1, 8, 8), 10, 4).eval()
+    export = export_model(model, (1, 8, 8), 4, tmp_path / "export", formats=("nir", "onnx"))
+    manifest = read_manifest(export / "manifest.json")
+    assert [p.kind for p in manifest.partitions] == ["neuromorphic", "host", "neuromorphic"]
+    host = manifest.partitions[1]
+    assert host.buffer_timesteps == buffer and host.causal == (buffer == 0) and host.macs_per_sample > 0
+    assert {t.kind for t in host.inputs} == {"graded", "spike"}  # the encoder's current and its spikes
+
+    x = torch.rand(6, 4, 1, 8, 8) * 3
+    np.savez(tmp_path / "in.npz", input=x.numpy())
+    got = np.load(simulate(export / "manifest.json", input_file=tmp_path / "in.npz", out=tmp_path))
+    with torch.no_grad():
+        want = model(x.transpose(0, 1)).transpose(0, 1).numpy()
+    assert np.abs(got["output"] - want).max() < 1e-4
+    assert sum(got[k].sum() for k in got.files if k.startswith("spikes.")) > 0

@@ -95,7 +95,7 @@ class TNA(nn.Module):
         return (self.proj_out(g * self.local(u) * u) + xr).view_as(x)
 
 
-class DTA(nn.Module):
+class DTA(layers.TimeMixing):
     """sigmoid(T_NA(X) * T_XA(X)) * S, on [T, B, C, H, W] current X and spikes S."""
 
     def __init__(self, timesteps: int, channels: int, causal: bool = False, branches: str = "both"):

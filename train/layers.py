@@ -58,3 +58,11 @@ class Flatten(nn.Flatten):
 
     def __init__(self):
         super().__init__(start_dim=2)
+
+
+class TimeMixing(nn.Module):
+    """Base class of modules that mix information across timesteps (attention over T).
+
+    Such a module needs the [T, B, ...] sequence as a whole, and no neuromorphic core runs it: the
+    exporter keeps it as one operation of a host partition (export/partition.py).
+    """
