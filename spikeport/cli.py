@@ -7,6 +7,7 @@ what is wrong; `--verbose` adds the traceback); 1 a bug in spikeport (with its t
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -46,8 +47,10 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Override train.seed."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    nproc: int = typer.Option(1, help="Training processes (torchrun, DDP: gloo on CPU, nccl on GPU)."),
 ) -> None:
     """Train a model; writes config.yaml, checkpoint.pt and metrics.jsonl into the run folder."""
+    from spikeport.train.loop import check_run_folder, model_for, resolve_device
     from spikeport.train.loop import train as run_training
 
     resolved = load_config(config).to_dict()
@@ -55,9 +58,33 @@ def train(
         resolved["train"]["epochs"] = epochs
     if seed is not None:
         resolved["train"]["seed"] = seed
-    history = run_training(config_from_dict(resolved, source=str(config)), out, device=device, resume=resume)
+    checked = config_from_dict(resolved, source=str(config))
+    if nproc < 1:
+        raise UserError(f"--nproc: must be at least 1, got {nproc}")
+    if nproc > 1:
+        # Check everything a user can get wrong here, once, before starting the processes.
+        resolve_device(device)
+        model_for(checked)
+        check_run_folder(out, checked, resume)
+        argv = _without_option(sys.argv[1:], "--nproc")
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "spikeport.cli", *argv]
+        raise SystemExit(subprocess.run(command).returncode)
+    history = run_training(checked, out, device=device, resume=resume)
     final = history[-1]
     console.print(f"[bold]{out}[/bold]: {final['epoch']} epochs, test accuracy {final['test_acc']:.4f}")
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """argv without `name VALUE` or `name=VALUE`."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            kept.append(arg)
+    return kept
 
 
 @app.command()
@@ -171,3 +198,7 @@ def main() -> None:
             traceback.print_exc()
         print(f"spikeport: error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":  # torchrun starts each training process as `python -m spikeport.cli train ...`
+    main()

@@ -12,13 +12,17 @@ resumed from its last checkpoint ends with exactly the weights of an uninterrupt
 from __future__ import annotations
 
 import json
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, default_collate
 
 from spikeport.config import Config, config_from_dict, read_yaml
 from spikeport.console import console, progress
@@ -70,7 +74,7 @@ def _make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
-def _check_run_folder(out: Path, config: Config, resume: bool) -> dict | None:
+def check_run_folder(out: Path, config: Config, resume: bool) -> dict | None:
     """Refuse to touch a folder holding something else; return the checkpoint to resume from."""
     config_file, checkpoint_file = out / "config.yaml", out / "checkpoint.pt"
     if resume:
@@ -94,11 +98,62 @@ def _write_metrics(out: Path, history: list[dict]) -> None:
     write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
 
 
+@dataclass
+class Processes:
+    """This process's place among the training processes (torchrun sets the environment)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, *values: float) -> list[float]:
+        """Add numbers across processes (metrics of the shards of one global batch)."""
+        if self.world == 1:
+            return list(values)
+        total = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(total)
+        return total.tolist()
+
+
+def _start_processes(device: torch.device) -> Processes:
+    """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Processes()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Processes(dist.get_rank(), world)
+
+
+def _global_batches(samples: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    """One epoch's batches of sample indices, the same in every process: each process trains on
+    its own contiguous share of every global batch."""
+    order = torch.randperm(samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return list(order.split(batch_size))
+
+
 def train(config: Config, out: str | Path, device: str = "auto", resume: bool = False) -> list[dict]:
-    """Train the model of `config` into run folder `out`; return the metrics, one dict per epoch."""
+    """Train the model of `config` into run folder `out`; return the metrics, one dict per epoch.
+
+    Under torchrun every process trains on its share of each global batch of `data.batch_size`
+    samples; gradients are averaged so the update is the one-process update of that global batch
+    (batch norm normalises over each process's share, as with the DTA code's DataParallel). Only
+    the first process writes.
+    """
     out = Path(out)
-    resumed = _check_run_folder(out, config, resume)
     device_ = resolve_device(device)
+    procs = _start_processes(device_)
+    if procs.world > 1 and device_.type == "cuda":
+        device_ = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device_)
+    resumed = check_run_folder(out, config, resume) if procs.main else None
+    if procs.world > 1:
+        dist.barrier()
+        if resume and not procs.main:
+            resumed = load_checkpoint(out / "checkpoint.pt")
     t = config.train
 
     train_set = datasets.load(config.data.name, config.data.root, "train", config.data.timesteps)
@@ -119,34 +174,41 @@ def train(config: Config, out: str | Path, device: str = "auto", resume: bool = 
         schedule.load_state_dict(resumed["schedule"])
         scaler.load_state_dict(resumed["scaler"])
         history = list(resumed["metrics"])
-        _write_metrics(out, history)  # drop lines of an epoch that was interrupted after its checkpoint
+        if procs.main:
+            _write_metrics(out, history)  # drop lines of an epoch that was interrupted after its checkpoint
         if len(history) >= t.epochs:
-            console.print(f"{out}: all {t.epochs} epochs are done already")
+            if procs.main:
+                console.print(f"{out}: all {t.epochs} epochs are done already")
             return history
-    else:
+    elif procs.main:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    trained = DistributedDataParallel(model) if procs.world > 1 else model
 
     with progress() as bar:
         for epoch in range(len(history), t.epochs):
             started = time.perf_counter()
-            shuffle = torch.Generator().manual_seed(t.seed * 100_003 + epoch)
-            loader = DataLoader(train_set, batch_size=config.data.batch_size, shuffle=True, generator=shuffle)
-            task = bar.add_task(f"epoch {epoch + 1}/{t.epochs}", total=len(loader), info="")
-            model.train()
+            batches = _global_batches(len(train_set), config.data.batch_size, t.seed, epoch)
+            task = bar.add_task(f"epoch {epoch + 1}/{t.epochs}", total=len(batches), info="", visible=procs.main)
+            trained.train()
             loss_sum, correct, seen = 0.0, 0, 0
-            for x, y in loader:
+            for batch in batches:
+                share = batch.tensor_split(procs.world)[procs.rank]
+                x, y = default_collate([train_set[int(i)] for i in share])
                 x, y = time_major(x.to(device_)), y.to(device_)
                 with torch.autocast(device_.type, enabled=use_amp):
-                    logits = model(x).float().mean(0)
-                    loss = nn.functional.cross_entropy(logits, y)
+                    logits = trained(x).float().mean(0)
+                    # Sum over this share / global batch size, times the processes (DDP averages
+                    # gradients over them): the gradient of the global batch's mean loss.
+                    loss = nn.functional.cross_entropy(logits, y, reduction="sum") * procs.world / len(batch)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-                loss_sum += loss.item() * len(y)
-                correct += (logits.argmax(1) == y).sum().item()
-                seen += len(y)
+                batch_loss, batch_correct = procs.sum(loss.item() * len(batch) / procs.world, (logits.argmax(1) == y).sum().item())
+                loss_sum += batch_loss
+                correct += int(batch_correct)
+                seen += len(batch)
                 bar.update(task, advance=1, info=f"loss {loss_sum / seen:.4f}  acc {correct / seen:.3f}")
             bar.remove_task(task)
             _, test_acc = evaluate(model, test_loader, device_)
@@ -160,21 +222,22 @@ def train(config: Config, out: str | Path, device: str = "auto", resume: bool = 
             }
             schedule.step()
             history.append(metrics)
-            save_checkpoint(
-                out / "checkpoint.pt",
-                {
-                    "config": config.to_dict(),
-                    "epochs_done": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "metrics": history,
-                },
-            )
-            _write_metrics(out, history)
-            console.print(
-                f"epoch {epoch + 1}/{t.epochs}  loss {metrics['train_loss']:.4f}  "
-                f"train acc {metrics['train_acc']:.3f}  test acc {test_acc:.3f}  ({metrics['seconds']:.1f} s)"
-            )
+            if procs.main:
+                save_checkpoint(
+                    out / "checkpoint.pt",
+                    {
+                        "config": config.to_dict(),
+                        "epochs_done": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "metrics": history,
+                    },
+                )
+                _write_metrics(out, history)
+                console.print(
+                    f"epoch {epoch + 1}/{t.epochs}  loss {metrics['train_loss']:.4f}  "
+                    f"train acc {metrics['train_acc']:.3f}  test acc {test_acc:.3f}  ({metrics['seconds']:.1f} s)"
+                )
     return history

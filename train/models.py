@@ -28,20 +28,20 @@ def spiking_cnn(
     pool: int = 2,
     beta: float = 0.5,
     threshold: float = 1.0,
+    batch_norm: bool = True,
 ) -> nn.Module:
     """Stages of conv -> batch norm -> LIF -> average pool, then a linear read-out per timestep.
 
     The read-out is not spiking: its output is the logits, as in the DTA code's classifier head.
+    Without batch norm the convolutions have a bias instead.
     """
     in_channels, height, width = input_shape
     stages: list[tuple[str, nn.Module]] = []
     for i, out_channels in enumerate(channels, start=1):
-        stages += [
-            (f"conv{i}", layers.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)),
-            (f"bn{i}", layers.BatchNorm2d(out_channels)),
-            (f"lif{i}", LIF(beta, threshold)),
-            (f"pool{i}", layers.AvgPool2d(pool)),
-        ]
+        stages.append((f"conv{i}", layers.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=not batch_norm)))
+        if batch_norm:
+            stages.append((f"bn{i}", layers.BatchNorm2d(out_channels)))
+        stages += [(f"lif{i}", LIF(beta, threshold)), (f"pool{i}", layers.AvgPool2d(pool))]
         in_channels, height, width = out_channels, height // pool, width // pool
     if height < 1 or width < 1:
         raise UserError(f"model: {len(channels)} pooling stages of {pool} leave nothing of a {input_shape[1:]} input")
