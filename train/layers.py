@@ -53,6 +53,10 @@ class AdaptiveAvgPool2d(_FoldTime, nn.AdaptiveAvgPool2d):
     pass
 
 
+class MaxPool2d(_FoldTime, nn.MaxPool2d):
+    pass
+
+
 class Flatten(nn.Flatten):
     """Flatten everything after the time and batch axes."""
 

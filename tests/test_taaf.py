@@ -1,0 +1,86 @@
+"""TAAF's model and losses: attention weights, decomposed classifier, OGM-GE's coefficients."""
+
+import math
+
+import pytest
+import torch
+
+from spikeport.train.taaf import AudioVisualSNN, TemporalAttention, av_loss, modulate_gradients, modulation_coefficients
+
+
+def tiny(fusion="taaf", attention="timestep", causal=False, t_audio=4, t_visual=4):
+    torch.manual_seed(0)
+    return AudioVisualSNN((1, 16, 16), (3, 16, 16), 5, t_audio, t_visual, [8, 16], 1, fusion, attention, causal, 8, 0.5, 0.5)
+
+
+def inputs(t_audio=4, t_visual=4, batch=6):
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(t_audio, batch, 1, 16, 16, generator=g) * 4, torch.rand(t_visual, batch, 3, 16, 16, generator=g) * 4
+
+
+@pytest.mark.parametrize("fusion", ["taaf", "concat", "sum", "ogm-ge"])
+def test_shapes_and_decomposed_logits(fusion):
+    model = tiny(fusion)
+    out = model(*inputs())
+    assert out.logits.shape == (6, 5) and out.step_logits_audio.shape == (4, 6, 5)
+    torch.testing.assert_close(out.logits, out.logits_audio + out.logits_visual)  # halves with b/2 each
+    torch.testing.assert_close(out.alpha_audio.sum(0), torch.ones(6))
+
+
+def test_time_alignment_starts_as_identity_and_maps_ta_to_tv():
+    model = tiny()
+    assert torch.equal(model.align.weight[..., 0], torch.eye(4))
+    model = tiny(t_audio=6, t_visual=3)
+    out = model(*inputs(6, 3))
+    assert out.step_logits_audio.shape[0] == 3
+
+
+def test_attention_weights():
+    torch.manual_seed(0)
+    attention = TemporalAttention(10, 4, causal=False)
+    f = torch.randn(5, 3, 10)
+    alpha = attention(f)
+    fb = f.transpose(0, 1)
+    scores = attention.query(fb) @ attention.key(fb).transpose(1, 2) / 2  # sqrt(d_k = 4)
+    torch.testing.assert_close(alpha, scores.softmax(-1).mean(1).T)
+    causal = TemporalAttention(10, 4, causal=True)
+    causal.load_state_dict(attention.state_dict())
+    a = causal(f)
+    masked = scores.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
+    torch.testing.assert_close(a, masked.softmax(-1).mean(1).T)
+    # Only query 4 may attend to timestep 4; query 0 attends to timestep 0 alone.
+    torch.testing.assert_close(a[4], masked.softmax(-1)[:, 4, 4] / 5)
+    torch.testing.assert_close(a.sum(0), torch.ones(3))
+
+
+def test_modulation_coefficients_by_hand():
+    from spikeport.train.taaf import AVOutput
+
+    y = torch.tensor([0, 1])
+    la = torch.tensor([[4.0, 0.0], [0.0, 4.0]])  # audio confident and right
+    lv = torch.zeros(2, 2)  # visual at chance
+    out = AVOutput(la + lv, la, lv, la[None], lv[None], torch.ones(1, 2), torch.ones(1, 2))
+    rho, k_a, k_v = modulation_coefficients(out, y, alpha=0.8)
+    p = math.exp(4) / (math.exp(4) + 1)
+    assert rho == pytest.approx(2 * p / 1.0)
+    assert k_a == pytest.approx(1 - math.tanh(0.8 * rho)) and k_v == 1.0  # only the dominant one is suppressed
+    loss, coefficients = av_loss(out, y, "taaf", alpha=0.8, beta=1.0, modulation="loss")
+    assert coefficients["k_audio"] == k_a
+    ce = torch.nn.functional.cross_entropy
+    assert loss.item() == pytest.approx((k_a * ce(la, y) + ce(lv, y) + ce(la + lv, y)).item())
+    baseline, _ = av_loss(out, y, "concat", 0.8, 1.0, "loss")
+    assert baseline.item() == pytest.approx(ce(la + lv, y).item())
+
+
+def test_attention_and_coefficients_are_detached_and_gradient_modulation_scales_the_dominant_encoder():
+    model = tiny()
+    out = model(*inputs())
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    loss, c = av_loss(out, y, "taaf", alpha=0.8, beta=1.0, modulation="gradient")
+    loss.backward()
+    before = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    modulate_gradients(model, 0.25, 1.0, noise=False)
+    conv = "audio.stem.0.weight"
+    torch.testing.assert_close(dict(model.named_parameters())[conv].grad, 0.25 * before[conv])
+    torch.testing.assert_close(dict(model.named_parameters())["visual.stem.0.weight"].grad, before["visual.stem.0.weight"])
+    assert model.attention.query.weight.grad is not None  # the fused loss trains the attention
