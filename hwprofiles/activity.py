@@ -150,6 +150,9 @@ def measure(target: Target, inputs: dict[str, np.ndarray], device: torch.device,
     for start in range(0, samples, batch_size):
         run_reference(target, {k: v[start : start + batch_size] for k, v in inputs.items()}, device, observe)
 
+    # A Loihi-quantized export holds 8-bit weight mantissas (export/loihi.py); otherwise the weights
+    # are float, quantized to each chip's precision when deployed.
+    weight_bits = 8 if target.manifest is not None and "loihi" in target.manifest.files else None
     layers = []
     for layer, s in synapses.items():
         c, node = counts[layer], s.node
@@ -175,7 +178,7 @@ def measure(target: Target, inputs: dict[str, np.ndarray], device: torch.device,
                 out_channels=int(weight.shape[0]) if conv else None,
                 weights=int(weight.size),
                 nonzero_weights=int(np.count_nonzero(weight)),
-                weight_bits=32,  # the export holds float32 weights; a quantized export says otherwise
+                weight_bits=weight_bits,
                 fan_in=fan_in,
                 fan_out=fan_out,
                 input_kind="graded" if c.graded else "spike",

@@ -27,7 +27,8 @@ class Layer:
     out_channels: int | None
     weights: int
     nonzero_weights: int
-    weight_bits: int  # bits needed for the weights as exported (8 after Loihi quantization; 32 for float)
+    weight_bits: int | None  # bits of the weights as exported (8 after Loihi quantization); None: float
+    #                          weights, quantized to each chip's precision when deployed
     fan_in: int  # most nonzero synapses into one neuron
     fan_out: int  # most nonzero synapses out of one input
     input_kind: str  # "spike" | "graded"

@@ -164,6 +164,76 @@ def simulate(
         )
 
 
+@app.command()
+def report(
+    target: Path = typer.Argument(..., help="A run folder (after export), a manifest.json or a .nir file."),
+    profiles: str = typer.Option("all", help="all, or comma-separated profile names or .yaml paths."),
+    profiles_dir: list[Path] = typer.Option([], "--profiles-dir", help="A folder of your own profile YAML files (repeatable)."),
+    input: Optional[Path] = typer.Option(None, "--input", help="npz with key `input` [N, T, *input_shape]."),
+    samples: int = typer.Option(256, help="Test samples to average over (without --input)."),
+    backend: str = typer.Option("reference", help="reference (the activity comes from the reference runtime)."),
+    budget_ms: Optional[float] = typer.Option(None, help="Latency budget per sample in ms: exit 3 when a chip misses it."),
+    out: Optional[Path] = typer.Option(None, help="Folder for report/ (default: the target's folder)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    dt: Optional[float] = typer.Option(None, help="Seconds per timestep, for a .nir file that does not say."),
+) -> None:
+    """Spikes, synaptic operations, fit, energy and latency per hardware profile; exit 3 when a check fails."""
+    from spikeport.hwprofiles.run import make_report
+    from spikeport.hwprofiles.table import print_report
+
+    if backend != "reference":
+        raise UserError(f"--backend: reports take their activity from the reference runtime; got {backend!r}")
+    if samples < 1:
+        raise UserError(f"--samples: must be at least 1, got {samples}")
+    names = [] if profiles == "all" else [p.strip() for p in profiles.split(",") if p.strip()]
+    result = make_report(target, names, profiles_dir, input, samples, budget_ms, out, device, dt)
+    print_report(result.data, console)
+    console.print(f"[bold]{result.out_dir}[/bold]: report.json, report.md, report.html, plots/")
+    if not result.passed:
+        raise SystemExit(3)
+
+
+profiles_app = typer.Typer(no_args_is_help=True, help="Hardware profiles (hwprofiles/profiles/*.yaml, or your own).")
+app.add_typer(profiles_app, name="profiles")
+
+
+@profiles_app.command("list")
+def profiles_list(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+    profiles_dir: list[Path] = typer.Option([], "--profiles-dir", help="A folder of your own profile YAML files."),
+) -> None:
+    """The available profiles."""
+    from spikeport.hwprofiles.registry import available_profiles
+    from spikeport.hwprofiles.table import print_profiles
+
+    known = available_profiles(profiles_dir)
+    if as_json:
+        print(json.dumps([p.model_dump(mode="json") for p in known.values()], indent=2))
+        return
+    print_profiles(list(known.values()), console)
+
+
+@profiles_app.command("show")
+def profiles_show(
+    name: str = typer.Argument(..., help="Profile name or .yaml path."),
+    profiles_dir: list[Path] = typer.Option([], "--profiles-dir", help="A folder of your own profile YAML files."),
+) -> None:
+    """Every figure of one profile, with its source and confidence."""
+    from spikeport.hwprofiles.registry import resolve_profiles
+
+    (profile,) = resolve_profiles([name], profiles_dir)
+    print(json.dumps(profile.model_dump(mode="json"), indent=2))
+
+
+@profiles_app.command("validate")
+def profiles_validate(path: Path = typer.Argument(..., help="A profile YAML file.")) -> None:
+    """Check a profile file against the schema; one line naming the field when it is wrong."""
+    from spikeport.hwprofiles.registry import load_profile
+
+    profile = load_profile(path)
+    console.print(f"{path}: valid profile {profile.name!r}")
+
+
 @data_app.command("list")
 def data_list() -> None:
     """The built-in datasets."""

@@ -7,6 +7,10 @@ frames happens on access, so one cache serves any number of timesteps.
 
 * `digits`: the 8x8 handwritten digits, shown as a static image at every timestep (direct encoding).
 * `event-digits`: the same digits recorded by a simulated event camera, the way N-MNIST was made.
+
+The real datasets (cifar10, cifar100, cifar10-dvs, nmnist, dvs-gesture) are registered here too but
+live in `real_datasets`: they are read from `root` in their official on-disk format and are never
+downloaded unless the caller passes `download=True`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from tonic.transforms import ToFrame
 
 from spikeport.errors import UserError
 from spikeport.io import atomic_open
+from spikeport.train import real_datasets
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,22 @@ SPECS: dict[str, DatasetSpec] = {
         (2, 32, 32),
         10,
     ),
+    "cifar10": DatasetSpec(
+        "cifar10", "CIFAR-10 from ROOT/cifar-10-batches-py (torchvision), image repeated every timestep", (3, 32, 32), 10
+    ),
+    "cifar100": DatasetSpec(
+        "cifar100", "CIFAR-100 from ROOT/cifar-100-python (torchvision), image repeated every timestep", (3, 32, 32), 100
+    ),
+    "cifar10-dvs": DatasetSpec(
+        "cifar10-dvs",
+        "CIFAR10-DVS from ROOT/CIFAR10DVS/<class>/*.aedat, T equal-count frames resized to 48x48, 90/10 split",
+        (2, 48, 48),
+        10,
+    ),
+    "nmnist": DatasetSpec("nmnist", "N-MNIST from ROOT/NMNIST (tonic), T equal-time frames", (2, 34, 34), 10),
+    "dvs-gesture": DatasetSpec(
+        "dvs-gesture", "DVS128 Gesture from ROOT/DVSGesture (tonic), T equal-time frames", (2, 128, 128), 11
+    ),
 }
 
 SPLITS = ("train", "test")
@@ -67,13 +88,16 @@ def spec(name: str) -> DatasetSpec:
     return SPECS[name]
 
 
-def build(name: str, root: str | Path) -> Path:
+def build(name: str, root: str | Path, download: bool = False) -> Path:
     """Generate `name` and cache it under `root/<name>/`, unless that cache already exists.
 
     Generation is deterministic, so an existing cache of this CACHE_VERSION is the right one; it is
-    written atomically, so an existing cache is always complete.
+    written atomically, so an existing cache is always complete. A real dataset is not generated:
+    its folder under `root` is checked and returned (downloaded first only if `download`).
     """
     spec(name)
+    if name in real_datasets.NAMES:
+        return real_datasets.locate(name, root, download)
     path = Path(root) / name / f"{name}-v{CACHE_VERSION}.npz"
     if not path.exists():
         arrays = _BUILDERS[name]()
@@ -82,13 +106,20 @@ def build(name: str, root: str | Path) -> Path:
     return path
 
 
-def load(name: str, root: str | Path, split: str, timesteps: int) -> torch.utils.data.Dataset:
-    """One split of `name` (building the cache if needed); item i is (x [timesteps, *shape], label)."""
+def load(
+    name: str, root: str | Path, split: str, timesteps: int, download: bool = False
+) -> torch.utils.data.Dataset:
+    """One split of `name` (building the cache if needed); item i is (x [timesteps, *shape], label).
+
+    `download` only matters for a real dataset missing from `root`.
+    """
     spec(name)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r} for dataset {name!r}; use one of: {', '.join(SPLITS)}")
     if not isinstance(timesteps, int) or timesteps < 1:
         raise UserError(f"timesteps must be a positive integer, got {timesteps!r}")
+    if name in real_datasets.NAMES:
+        return real_datasets.load(name, root, split, timesteps, download)
     with np.load(build(name, root)) as archive:
         arrays = dict(archive)
     return _Split(arrays, arrays[split], partial(_FRAMERS[name], timesteps=timesteps))

@@ -1,0 +1,197 @@
+"""Does a network fit a chip? Every constraint is checked and every violation listed.
+
+A check whose limit the profile does not know (null) cannot fail; its name goes to `unchecked`
+instead, so "fits" never hides a limit nobody looked up. Read-out layers (neuron_model None) skip
+the neuron-model and leak checks: they only integrate, they do not spike.
+
+Packing (cores needed), by the profile's memory model (memory.py):
+- `synapse_bits`: layers are placed in order. A layer goes into the last, partly filled core if
+  its neurons and synapse bits both fit what is left there; otherwise it gets
+  max(ceil(neurons / neurons_per_core), ceil(bits / synapse_memory_per_core_bits)) fresh cores,
+  split evenly. One neuron's synapses (fan_in x bits) must fit one core.
+- `speck`: one layer per core, and each layer must get a distinct core whose neuron and kernel
+  memory both hold it (a bipartite matching over the chip's 9 unequal cores, as sinabs does).
+Chips = ceil(cores / cores_per_chip), checked against chips_max.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from spikeport.hwprofiles import memory
+from spikeport.hwprofiles.network import Layer, Network
+from spikeport.hwprofiles.schema import Profile
+
+NETWORK = "(network)"  # the `layer` of a violation that concerns the whole network
+
+
+@dataclass
+class Violation:
+    layer: str
+    constraint: str
+    value: object
+    limit: object
+
+
+@dataclass
+class Fit:
+    fits: bool
+    violations: list[Violation]
+    unchecked: list[str]  # constraints whose limit is unknown for this profile
+    cores: int | None
+    chips: int | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Checker:
+    profile: Profile
+    violations: list[Violation] = field(default_factory=list)
+    unchecked: set[str] = field(default_factory=set)
+
+    def limit(self, section: str, name: str, constraint: str):
+        """The profile's limit, or None after noting the constraint as unchecked."""
+        value = getattr(getattr(self.profile, section), name).value
+        if value is None:
+            self.unchecked.add(constraint)
+        return value
+
+    def at_most(self, layer: str, constraint: str, value, limit) -> None:
+        if limit is not None and value > limit:
+            self.violations.append(Violation(layer, constraint, value, limit))
+
+
+def check_fit(network: Network, profile: Profile) -> Fit:
+    if profile.kind == "baseline":
+        return Fit(fits=True, violations=[], unchecked=[], cores=None, chips=None)
+    c = _Checker(profile)
+    for layer in network.layers:
+        _check_layer(c, layer)
+    _check_network(c, network)
+    pack = _pack_speck if profile.capacity.memory_model.value == "speck" else _pack_bits
+    cores = pack(c, network.layers)
+    chips = None
+    per_chip = c.limit("capacity", "cores_per_chip", "chips")
+    if cores is not None and per_chip is not None:
+        chips = math.ceil(cores / per_chip)
+        c.at_most(NETWORK, "chips", chips, c.limit("capacity", "chips_max", "chips"))
+    return Fit(not c.violations, c.violations, sorted(c.unchecked), cores, chips)
+
+
+def _check_layer(c: _Checker, layer: Layer) -> None:
+    name = layer.name
+    types = c.limit("support", "layer_types", "layer_type")
+    if types is not None and layer.kind not in types:
+        c.violations.append(Violation(name, "layer_type", layer.kind, types))
+    if layer.neuron_model is not None:
+        models = c.limit("support", "neuron_models", "neuron_model")
+        if models is not None and layer.neuron_model not in models:
+            c.violations.append(Violation(name, "neuron_model", layer.neuron_model, models))
+        if layer.leak and c.limit("support", "leak", "leak") is False:
+            c.violations.append(Violation(name, "leak", True, False))
+    if layer.weight_bits is not None:  # float weights are quantized to the chip's precision on deployment
+        c.at_most(name, "weight_bits", layer.weight_bits, c.limit("precision", "weight_bits_max", "weight_bits"))
+    if layer.input_kind == "graded" and c.limit("precision", "graded_payload_bits", "graded_input") == 0:
+        c.violations.append(Violation(name, "graded_input", "graded", "binary spikes"))
+    c.at_most(name, "fan_in", layer.fan_in, c.limit("capacity", "fan_in_max", "fan_in"))
+    c.at_most(name, "fan_out", layer.fan_out, c.limit("capacity", "fan_out_max", "fan_out"))
+    if layer.kind == "conv":
+        _check_conv(c, layer)
+    else:
+        size = math.prod(layer.input_shape)
+        c.at_most(name, "dense_input_size", size, c.limit("capacity", "dense_input_size_max", "dense_input_size"))
+
+
+def _check_conv(c: _Checker, layer: Layer) -> None:
+    """Spatial limits compare (height, width) pairs: a violation when either side is too large."""
+    name = layer.name
+    pairs = [
+        ("input_size", tuple(layer.input_shape[-2:]), "input_size_max"),
+        ("output_size", tuple(layer.output_shape[-2:]), "output_size_max"),
+        ("kernel_size", tuple(layer.kernel_size), "kernel_size_max"),
+    ]
+    for constraint, value, limit_name in pairs:
+        limit = c.limit("capacity", limit_name, constraint)
+        if limit is not None and any(v > m for v, m in zip(value, limit)):
+            c.violations.append(Violation(name, constraint, list(value), list(limit)))
+    channels_max = c.limit("capacity", "channels_max", "channels")
+    c.at_most(name, "channels", max(layer.in_channels, layer.out_channels), channels_max)
+    strides = c.limit("capacity", "strides", "stride")
+    if strides is not None and any(s not in strides for s in layer.stride):
+        c.violations.append(Violation(name, "stride", list(layer.stride), strides))
+
+
+def _check_network(c: _Checker, network: Network) -> None:
+    if network.layers:
+        first, last = network.layers[0], network.layers[-1]
+        inputs_max = c.limit("capacity", "network_inputs_max", "network_inputs")
+        c.at_most(first.name, "network_inputs", math.prod(first.input_shape), inputs_max)
+        c.at_most(last.name, "network_outputs", last.neurons, c.limit("capacity", "network_outputs_max", "network_outputs"))
+    if network.host and c.limit("support", "runs_host_partitions", "host_partition") is False:
+        for part in network.host:
+            c.violations.append(Violation(part.name, "host_partition", part.macs, "runs on the host"))
+
+
+def _pack_bits(c: _Checker, layers: list[Layer]) -> int | None:
+    per_core = c.limit("capacity", "neurons_per_core", "neurons_per_core")
+    bits_per_core = c.limit("capacity", "synapse_memory_per_core_bits", "synapse_memory_per_core")
+    if per_core is None and bits_per_core is None:
+        c.unchecked.add("cores")
+        return None
+    weight_bits_max = c.profile.precision.weight_bits_max.value
+    cores, free_neurons, free_bits = 0, 0.0, 0.0
+    for layer in layers:
+        bits = memory.synapse_bits(layer, weight_bits_max)
+        per_neuron = layer.fan_in * memory.stored_weight_bits(layer, weight_bits_max)
+        c.at_most(layer.name, "synapse_memory_per_core", per_neuron, bits_per_core)
+        if cores and layer.neurons <= free_neurons and bits <= free_bits:
+            free_neurons -= layer.neurons
+            free_bits -= bits
+            continue
+        need = max(
+            math.ceil(layer.neurons / per_core) if per_core else 1,
+            math.ceil(bits / bits_per_core) if bits_per_core else 1,
+        )
+        cores += need
+        free_neurons = need * per_core - layer.neurons if per_core else math.inf
+        free_bits = need * bits_per_core - bits if bits_per_core else math.inf
+    return cores
+
+
+def _pack_speck(c: _Checker, layers: list[Layer]) -> int:
+    neuron_mem = c.limit("capacity", "neuron_memory_per_core_entries", "neuron_memory_per_core")
+    kernel_mem = c.limit("capacity", "kernel_memory_per_core_entries", "kernel_memory_per_core")
+    if neuron_mem is None or kernel_mem is None:
+        return len(layers)
+    needs = [(memory.speck_neuron_entries(layer), memory.speck_kernel_entries(layer)) for layer in layers]
+    for layer, (neurons, kernel) in zip(layers, needs):
+        c.at_most(layer.name, "neuron_memory_per_core", neurons, max(neuron_mem))
+        c.at_most(layer.name, "kernel_memory_per_core", kernel, max(kernel_mem))
+    if len(layers) <= len(neuron_mem):
+        fits_core = [
+            [i for i in range(len(neuron_mem)) if n <= neuron_mem[i] and k <= kernel_mem[i]] for n, k in needs
+        ]
+        for index in _unmatched(fits_core, len(neuron_mem)):
+            if fits_core[index]:  # a layer that fits no core at all is already reported above
+                layer = layers[index]
+                c.violations.append(Violation(layer.name, "core_assignment", list(needs[index]), "no free core holds it"))
+    return len(layers)
+
+
+def _unmatched(candidates: list[list[int]], n_cores: int) -> list[int]:
+    """Layers left without a core by a maximum matching (Kuhn's augmenting paths)."""
+    owner: list[int | None] = [None] * n_cores
+
+    def place(layer: int, seen: set[int]) -> bool:
+        for core in candidates[layer]:
+            if core not in seen:
+                seen.add(core)
+                if owner[core] is None or place(owner[core], seen):
+                    owner[core] = layer
+                    return True
+        return False
+
+    return [layer for layer in range(len(candidates)) if not place(layer, set())]

@@ -1,0 +1,171 @@
+"""report.md and report.html from report.json data: the same tables, two markups.
+
+`sections` turns the data into (title, header, rows) tables once; the markdown and HTML writers
+only lay them out, so the two files cannot disagree. None prints as "unknown"; a partial energy
+total prints with the names of its unknown terms.
+"""
+
+from __future__ import annotations
+
+import base64
+import html as html_lib
+
+from spikeport.hwprofiles.energy import METADATA_KEYS
+
+Table = tuple[str, list[str], list[list[str]]]
+
+
+def fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        text = f"{value:.3g}"
+    elif value == []:
+        text = "none"
+    elif isinstance(value, list):
+        text = " x ".join(map(str, value)) if all(isinstance(v, int) for v in value) else ", ".join(map(str, value))
+    else:
+        text = str(value)
+    return f"{text} {unit}".rstrip()
+
+
+def energy_total(energy_j: dict, *, short: bool = False) -> str:
+    """The total, flagged when terms are unknown (`short`: without naming them, for narrow tables)."""
+    total = fmt(energy_j["total"], "J")
+    if not energy_j["partial"]:
+        return total
+    return f"{total} (partial)" if short else f"{total} (partial: {', '.join(energy_j['unknown'])} unknown)"
+
+
+def summary_rows(data: dict) -> list[list[str]]:
+    """One row per profile: the verdicts a reader looks at first (shared with the terminal table)."""
+    rows = []
+    for name, p in data["profiles"].items():
+        if p["kind"] == "baseline":  # no capacity or timing model: nothing to be unknown about
+            fits, cores, chips, latency, budget = "n/a (baseline)", "n/a", "n/a", "n/a", "n/a"
+        else:
+            fits, cores, chips, latency = fmt(p["fits"]), fmt(p["cores"]), fmt(p["chips"]), fmt(p["latency_s"], "s")
+            budget = "not asked" if data["budget_ms"] is None else fmt(p["budget_ok"])
+        violations = str(len(p["violations"]))
+        rows.append([name, fits, violations, cores, chips, energy_total(p["energy_j"], short=True), latency, budget])
+    return rows
+
+
+SUMMARY_HEADER = ["profile", "fits", "violations", "cores", "chips", "energy / sample", "latency", "budget ok"]
+
+
+def sections(data: dict) -> list[Table]:
+    totals = data["totals"]
+    tables: list[Table] = [
+        (
+            "Totals (per sample)",
+            ["quantity", "value"],
+            [[k, fmt(v)] for k, v in totals.items() if k != "firing_rate_per_step"],
+        ),
+        (
+            "Layers (per sample)",
+            ["layer", "kind", "neurons", "spikes", "firing rate", "SOPs dense", "effective ACs", "effective MACs"],
+            [
+                [l["name"], l["kind"], fmt(l["neurons"]), fmt(l["spikes"]),
+                 fmt(l["firing_rate"]) if l["neuron_model"] else "n/a (read-out)",
+                 fmt(l["sops_dense"]), fmt(l["sops_effective_ac"]), fmt(l["sops_effective_mac"])]
+                for l in data["layers"]
+            ],
+        ),
+        ("Profiles", SUMMARY_HEADER, summary_rows(data)),
+    ]
+    if data["host"]:
+        tables.append(
+            (
+                "Host partitions",
+                ["partition", "MACs / sample", "buffer timesteps", "causal"],
+                [[h["name"], fmt(h["macs"]), fmt(h["buffer_timesteps"]), fmt(h["causal"])] for h in data["host"]],
+            )
+        )
+    violations = [
+        [name, v["layer"], v["constraint"], fmt(v["value"]), fmt(v["limit"])]
+        for name, p in data["profiles"].items()
+        for v in p["violations"]
+    ]
+    tables.append(("Violations", ["profile", "layer", "constraint", "value", "limit"], violations))
+    tables.append(
+        (
+            "Unchecked constraints (limit unknown for the profile)",
+            ["profile", "constraints"],
+            [[name, ", ".join(p["unchecked"])] for name, p in data["profiles"].items() if p["unchecked"]],
+        )
+    )
+    energy_rows = []
+    for name, p in [*data["profiles"].items(), ("paper convention (ann-45nm)", {"energy_j": data["paper_convention"]})]:
+        e = p["energy_j"]
+        terms = "; ".join(f"{k} {fmt(v, 'J')}" for k, v in e.items() if k not in METADATA_KEYS)
+        energy_rows.append([name, e["estimator"], e["formula"], terms, energy_total(e)])
+    tables.append(("Energy per sample", ["profile", "estimator", "formula", "terms", "total"], energy_rows))
+    tables.append(
+        (
+            "Figures used (H: vendor or primary source, M: secondary or derived, L: press)",
+            ["profile", "figure", "value", "confidence", "source"],
+            [
+                [name, figure, fmt(f["value"]), f["confidence"] or "-", f["source"]]
+                for name, p in data["profiles"].items()
+                for figure, f in p["figures"].items()
+            ],
+        )
+    )
+    return tables
+
+
+def _title(data: dict) -> tuple[str, str]:
+    budget = "none" if data["budget_ms"] is None else f"{data['budget_ms']} ms"
+    fit_check = "passed" if data["checks"]["fit"] else "failed"
+    budget_check = {None: "not asked", True: "passed", False: "failed"}[data["checks"]["budget"]]
+    totals = data["totals"]
+    line = (
+        f"Schema {data['schema_version']}; per sample, averaged over {totals['samples']} samples; "
+        f"T = {totals['timesteps']}; latency budget {budget}; fit check {fit_check}, budget check {budget_check}."
+    )
+    return f"spikeport report: {data['network']}", line
+
+
+def markdown(data: dict) -> str:
+    title, line = _title(data)
+    out = [f"# {title}", "", line, ""]
+    for name, header, rows in sections(data):
+        out += [f"## {name}", ""]
+        if not rows:
+            out += ["none", ""]
+            continue
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "---|" * len(header))
+        out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+        out.append("")
+    return "\n".join(out)
+
+
+def html(data: dict, images: dict[str, bytes]) -> str:
+    esc = html_lib.escape
+    title, line = _title(data)
+    out = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{esc(title)}</title>",
+        (
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}img{max-width:48%}</style>"
+        ),
+        f"</head><body><h1>{esc(title)}</h1><p>{esc(line)}</p>",
+    ]
+    for name, png in images.items():
+        encoded = base64.b64encode(png).decode("ascii")
+        out.append(f"<img alt='{esc(name)}' src='data:image/png;base64,{encoded}'>")
+    for name, header, rows in sections(data):
+        out.append(f"<h2>{esc(name)}</h2>")
+        if not rows:
+            out.append("<p>none</p>")
+            continue
+        out.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+        out += ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in rows]
+        out.append("</table>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"

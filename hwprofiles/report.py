@@ -1,0 +1,153 @@
+"""The report: one network's activity, and per profile its fit, energy and latency.
+
+`build_report` makes the report.json document (a plain dict, `schema_version` bumped on any
+incompatible change); `write_report` also renders report.md, report.html (plots embedded as base64
+PNG) and plots/*.png, every file written atomically. All figures are per sample, averaged over the
+samples the activity was measured on. Unknown values stay null in JSON and read "unknown" elsewhere.
+
+The checks the CLI gates on (exit 3): every profile fits, and, when a budget is given, every chip's
+latency is within it. A chip whose latency is unknown does not pass a budget: the check could not
+be made. Baseline profiles (the ANN convention) have neither a capacity nor a timing model and take
+part in no check.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from spikeport.hwprofiles import energy, fit, plots, render, timing
+from spikeport.hwprofiles.network import Network
+from spikeport.hwprofiles.registry import BUILTIN_DIR, load_profile
+from spikeport.hwprofiles.schema import Profile, sourced_fields
+from spikeport.io import write_json, write_text
+
+SCHEMA_VERSION = 1
+PAPER_BASELINE = BUILTIN_DIR / "ann-45nm.yaml"  # constants of the paper convention
+
+
+@dataclass
+class Report:
+    data: dict  # the report.json document
+    passed: bool  # all requested checks passed
+    out_dir: Path | None = None
+
+
+def _plain(value):
+    """Builtin types only: activity counts may arrive as numpy or torch scalars, which JSON rejects."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    return value
+
+
+def _spiking_neurons(network: Network) -> int:
+    return sum(layer.neurons for layer in network.layers if layer.neuron_model is not None)
+
+
+def _rate(spikes: float, neurons: int, steps: int) -> float | None:
+    return spikes / (neurons * steps) if neurons and steps else None
+
+
+def _layers(network: Network) -> list[dict]:
+    rows = []
+    for layer in network.layers:
+        spiking = layer.neuron_model is not None
+        rows.append(
+            {
+                "name": layer.name,
+                "kind": layer.kind,
+                "neuron_model": layer.neuron_model,
+                "neurons": layer.neurons,
+                "input_kind": layer.input_kind,
+                "weight_bits": layer.weight_bits,
+                "spikes": layer.spikes,
+                "spikes_per_step": list(layer.spikes_per_step),
+                "firing_rate": _rate(layer.spikes, layer.neurons, network.timesteps) if spiking else None,
+                "sops_dense": layer.sops_dense,
+                "sops_effective_ac": layer.sops_effective_ac,
+                "sops_effective_mac": layer.sops_effective_mac,
+                "flops": layer.flops,
+                "neuron_updates": layer.neuron_updates,
+            }
+        )
+    return rows
+
+
+def _totals(network: Network) -> dict:
+    layers = network.layers
+    spiking = [layer for layer in layers if layer.neuron_model is not None]
+    neurons = _spiking_neurons(network)
+    per_step = [sum(step) for step in zip(*(layer.spikes_per_step for layer in spiking))]
+    spikes = sum(layer.spikes for layer in layers)
+    return {
+        "spikes": spikes,
+        "sops_dense": sum(layer.sops_dense for layer in layers),
+        "sops_effective_ac": sum(layer.sops_effective_ac for layer in layers),
+        "sops_effective_mac": sum(layer.sops_effective_mac for layer in layers),
+        "neuron_updates": sum(layer.neuron_updates for layer in layers),
+        "host_macs": sum(part.macs for part in network.host),
+        "timesteps": network.timesteps,
+        "steps": timing.steps(network),
+        "samples": network.samples,
+        "firing_rate": _rate(spikes, neurons, network.timesteps),
+        "firing_rate_per_step": [_rate(s, neurons, 1) for s in per_step],
+    }
+
+
+def _profile_entry(network: Network, profile: Profile, budget_ms: float | None) -> dict:
+    result = fit.check_fit(network, profile)
+    latency = timing.latency_s(network, profile)
+    baseline = profile.kind == "baseline"
+    used = [f"energy.{name}" for name in energy.CONSTANTS[profile.energy.estimator.value]] + ["timing.step_time_s"]
+    figures = sourced_fields(profile)
+    return {
+        "chip": profile.chip,
+        "vendor": profile.vendor,
+        "kind": profile.kind,
+        **result.to_dict(),
+        "energy_j": energy.estimate(network, profile).to_dict(),
+        "step_time_s": profile.timing.step_time_s.value,
+        "latency_s": latency,
+        "budget_ok": None if baseline else timing.budget_ok(latency, budget_ms),
+        "figures": {name: figures[name].model_dump() for name in used},  # value, source, confidence
+    }
+
+
+def build_report(network: Network, profiles: list[Profile], budget_ms: float | None = None) -> Report:
+    entries = {profile.name: _profile_entry(network, profile, budget_ms) for profile in profiles}
+    chips = {name: entry for name, entry in entries.items() if entry["kind"] != "baseline"}
+    fit_ok = all(entry["fits"] for entry in chips.values())
+    budget_passed = None if budget_ms is None else all(entry["budget_ok"] is True for entry in chips.values())
+    data = {
+        "schema_version": SCHEMA_VERSION,
+        "network": network.name,
+        "dt_s": network.dt,
+        "pipeline_delay": network.pipeline_delay,
+        "budget_ms": budget_ms,
+        "totals": _totals(network),
+        "layers": _layers(network),
+        "host": [asdict(part) for part in network.host],
+        "paper_convention": energy.estimate(network, load_profile(PAPER_BASELINE)).to_dict(),
+        "profiles": entries,
+        "checks": {"fit": fit_ok, "budget": budget_passed},
+    }
+    return Report(_plain(data), passed=fit_ok and budget_passed is not False)
+
+
+def write_report(
+    network: Network, profiles: list[Profile], out_dir: str | os.PathLike, budget_ms: float | None = None
+) -> Report:
+    """Write report.json, report.md, report.html and plots/*.png into out_dir; return the report."""
+    out_dir = Path(out_dir)
+    report = build_report(network, profiles, budget_ms)
+    report.out_dir = out_dir
+    images = plots.save_plots(report.data, out_dir / "plots")
+    write_json(out_dir / "report.json", report.data)
+    write_text(out_dir / "report.md", render.markdown(report.data))
+    write_text(out_dir / "report.html", render.html(report.data, images))
+    return report

@@ -1,0 +1,54 @@
+"""`spikeport report TARGET`: run the network on inputs, count its activity, check it against chips.
+
+TARGET is a run folder (after `spikeport export`), a manifest.json, or a foreign .nir file (bring
+your own model; give --input, and --dt when the file does not record it). The report goes to
+DIR/report/ (report.json, report.md, report.html, plots/), built under a temporary name and
+renamed into place when complete, so an interrupted report never looks like a finished one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from spikeport.hwprofiles.activity import measure
+from spikeport.hwprofiles.registry import resolve_profiles
+from spikeport.hwprofiles.report import Report, write_report
+from spikeport.runtime.simulate import load_inputs, resolve_target
+from spikeport.train.loop import resolve_device
+
+
+def make_report(
+    target: str | Path,
+    profiles: list[str] = (),
+    profiles_dirs: list[str | Path] = (),
+    input_file: str | Path | None = None,
+    samples: int | None = 256,
+    budget_ms: float | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    dt: float | None = None,
+) -> Report:
+    chosen = resolve_profiles(list(profiles), list(profiles_dirs))  # bad profiles fail before any work
+    resolved = resolve_target(target)
+    resolved.dt = dt
+    inputs, _ = load_inputs(resolved, Path(input_file) if input_file else None, None if input_file else samples)
+    name = Path(target).stem if Path(target).suffix else Path(target).name
+    network = measure(resolved, inputs, resolve_device(device), name=name)
+    final = Path(out or resolved.folder) / "report"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=".report.", dir=final.parent))
+    try:
+        report = write_report(network, chosen, build, budget_ms)
+        old = final.with_name(f".report.old-{os.getpid()}")
+        if final.exists():
+            os.replace(final, old)
+        os.replace(build, final)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    report.out_dir = final
+    return report

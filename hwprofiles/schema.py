@@ -1,0 +1,134 @@
+"""The profile schema: one chip's figures, each carrying where it came from and how sure we are.
+
+Every figure is a `Sourced` value so that a report can never show a number without its origin:
+`value` is null when the figure was not found (the report then says "unknown"), `source` says where
+it was read (or where it was looked for), and `confidence` is H (vendor code/docs or a primary
+table), M (a secondary copy of a primary, or derived from one) or L (press/wiki) as defined in
+hardware-sources.md; a range such as "M-H" is recorded as its lower end. Units are part of field
+names (`_pj`, `_w`, `_s`, `_bits`, `_entries`) so that a YAML file cannot be read in the wrong unit.
+Validation is strict (no "3" for 3, no true for 1) and one error becomes one line naming the file
+and the field (`errors.UserError`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from spikeport.errors import UserError
+
+T = TypeVar("T")
+NonNegInt = Annotated[int, Field(ge=0)]
+PosInt = Annotated[int, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Size2 = Annotated[list[PosInt], Field(min_length=2, max_length=2)]  # (height, width)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Sourced(_Strict, Generic[T]):
+    """A figure with its provenance. `value` must be given explicitly, even when it is null."""
+
+    value: T | None
+    source: str = Field(min_length=1)
+    confidence: Literal["H", "M", "L"] | None
+
+    @model_validator(mode="after")
+    def _known_values_have_a_confidence(self):
+        if self.value is not None and self.confidence is None:
+            raise ValueError("confidence (H, M or L) is required when value is known")
+        return self
+
+
+class Capacity(_Strict):
+    """Limits of one core and one chip. Null limits are reported as unchecked constraints."""
+
+    cores_per_chip: Sourced[PosInt]
+    chips_max: Sourced[PosInt]  # chips one network may span (1 where multi-chip is unsupported)
+    neurons_per_core: Sourced[PosInt]
+    synapse_memory_per_core_bits: Sourced[PosInt]  # memory_model synapse_bits
+    neuron_memory_per_core_entries: Sourced[list[PosInt]]  # memory_model speck: one per core
+    kernel_memory_per_core_entries: Sourced[list[PosInt]]  # memory_model speck: one per core
+    memory_model: Sourced[Literal["synapse_bits", "speck"]]  # selects a function in memory.py
+    fan_in_max: Sourced[PosInt]  # nonzero synapses into one neuron
+    fan_out_max: Sourced[PosInt]  # nonzero synapses out of one input
+    input_size_max: Sourced[Size2]  # spatial input of a conv layer
+    output_size_max: Sourced[Size2]  # spatial output of a conv layer
+    channels_max: Sourced[PosInt]  # input or output channels of a conv layer
+    kernel_size_max: Sourced[Size2]
+    strides: Sourced[list[PosInt]]  # allowed strides
+    dense_input_size_max: Sourced[PosInt]  # inputs of one dense layer
+    network_inputs_max: Sourced[PosInt]  # inputs of the first layer
+    network_outputs_max: Sourced[PosInt]  # neurons of the last layer
+
+
+class Precision(_Strict):
+    weight_bits_max: Sourced[PosInt]
+    state_bits: Sourced[PosInt]
+    graded_payload_bits: Sourced[NonNegInt]  # 0: binary spikes only
+
+
+class Support(_Strict):
+    neuron_models: Sourced[list[Literal["LIF", "IF"]]]
+    leak: Sourced[bool]
+    layer_types: Sourced[list[Literal["conv", "dense", "pool"]]]
+    runs_host_partitions: Sourced[bool]  # can run the network's host partitions on chip
+
+
+class Energy(_Strict):
+    """Energy constants; `estimator` picks the formula in energy.py that combines them."""
+
+    estimator: Sourced[Literal["components", "synop_all_in", "paper"]]
+    energy_per_synop_pj: Sourced[NonNegFloat]
+    energy_per_mac_pj: Sourced[NonNegFloat]  # a dense MAC off the spiking fabric (host, ANN engine)
+    energy_per_neuron_update_pj: Sourced[NonNegFloat]
+    energy_per_spike_hop_pj: Sourced[NonNegFloat]
+    static_power_w: Sourced[NonNegFloat]
+
+
+class Timing(_Strict):
+    step_time_s: Sourced[PosFloat]
+
+
+class Profile(_Strict):
+    name: str = Field(min_length=1)
+    chip: str = Field(min_length=1)
+    vendor: str = Field(min_length=1)
+    kind: Literal["chip", "baseline"]  # a baseline has no capacity model and is never "not fitting"
+    description: str
+    capacity: Capacity
+    precision: Precision
+    support: Support
+    energy: Energy
+    timing: Timing
+
+
+def sourced_fields(profile: Profile) -> dict[str, Sourced]:
+    """Every figure of a profile by dotted name (`energy.static_power_w`), for listings and tests."""
+    out = {}
+    for section in ("capacity", "precision", "support", "energy", "timing"):
+        model = getattr(profile, section)
+        for name in type(model).model_fields:
+            out[f"{section}.{name}"] = getattr(model, name)
+    return out
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_profile(data: object, source: str | Path) -> Profile:
+    """Validate a loaded YAML document; the first problem becomes a one-line UserError."""
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as e:
+        error = e.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        got = "" if error["type"] == "missing" else f", got {_short(error['input'])}"
+        raise UserError(f"{source}: {field}: {error['msg']}{got}") from None

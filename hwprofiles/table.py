@@ -1,0 +1,34 @@
+"""Terminal views: a report's verdicts per profile with its violations, and the list of profiles."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from spikeport.hwprofiles.render import SUMMARY_HEADER, fmt, summary_rows
+from spikeport.hwprofiles.schema import Profile, sourced_fields
+
+
+def print_report(data: dict, console: Console) -> None:
+    table = Table(title=f"{data['network']}: per sample, {data['totals']['samples']} samples, T = {data['totals']['timesteps']}")
+    for column in SUMMARY_HEADER:
+        table.add_column(column)
+    for row in summary_rows(data):
+        table.add_row(*row)
+    console.print(table)
+    for name, p in data["profiles"].items():
+        for v in p["violations"]:
+            console.print(f"  {name}: {v['layer']}: {v['constraint']} is {fmt(v['value'])}, limit {fmt(v['limit'])}")
+
+
+def print_profiles(profiles: list[Profile], console: Console) -> None:
+    """What `spikeport profiles` shows: each profile and how many of its figures are known."""
+    table = Table(title="Hardware profiles")
+    for column in ["name", "chip", "vendor", "kind", "known figures", "unknown"]:
+        table.add_column(column)
+    for profile in profiles:
+        figures = sourced_fields(profile)
+        unknown = [name.split(".")[1] for name, f in figures.items() if f.value is None]
+        known = f"{len(figures) - len(unknown)} / {len(figures)}"
+        table.add_row(profile.name, profile.chip, profile.vendor, profile.kind, known, ", ".join(unknown))
+    console.print(table)

@@ -1,0 +1,266 @@
+"""Fit, energy, timing and the written report, on networks built by hand with known answers."""
+
+import json
+import math
+
+import pytest
+import yaml
+from rich.console import Console
+
+from spikeport.hwprofiles.energy import estimate
+from spikeport.hwprofiles.fit import check_fit
+from spikeport.hwprofiles.network import HostPartition, Layer, Network
+from spikeport.hwprofiles.registry import BUILTIN_DIR, available_profiles
+from spikeport.hwprofiles.report import build_report, write_report
+from spikeport.hwprofiles.table import print_profiles, print_report
+from spikeport.hwprofiles.timing import latency_s
+
+PROFILES = available_profiles()
+
+
+def dense(name, n_in, n_out, *, model="LIF", leak=True, bits=8, input_kind="spike", spikes=10.0, t=4, **kw) -> Layer:
+    sops = n_in * n_out * t
+    fields = dict(
+        name=name, kind="dense", neuron_model=model, leak=leak, neurons=n_out,
+        input_shape=(n_in,), output_shape=(n_out,), kernel_size=None, stride=None,
+        in_channels=None, out_channels=None, weights=n_in * n_out, nonzero_weights=n_in * n_out,
+        weight_bits=bits, fan_in=n_in, fan_out=n_out, input_kind=input_kind,
+        spikes=spikes, spikes_per_step=[spikes / t] * t, sops_dense=float(sops),
+        sops_effective_ac=0.0 if input_kind == "graded" else sops / 10,
+        sops_effective_mac=float(sops) if input_kind == "graded" else 0.0,
+        flops=float(sops), neuron_updates=float(n_out * t),
+    )
+    return Layer(**{**fields, **kw})
+
+
+def conv(name, c_in, c_out, k, hw, *, model="IF", leak=False, stride=1, t=4) -> Layer:
+    out = hw // stride
+    weights = c_in * c_out * k * k
+    return Layer(
+        name=name, kind="conv", neuron_model=model, leak=leak, neurons=c_out * out * out,
+        input_shape=(c_in, hw, hw), output_shape=(c_out, out, out), kernel_size=(k, k), stride=(stride, stride),
+        in_channels=c_in, out_channels=c_out, weights=weights, nonzero_weights=weights, weight_bits=8,
+        fan_in=c_in * k * k, fan_out=c_out * k * k, input_kind="spike", spikes=5.0, spikes_per_step=[1.25] * t,
+        sops_dense=1.0, sops_effective_ac=1.0, sops_effective_mac=0.0, flops=1.0, neuron_updates=float(c_out * out * out * t),
+    )
+
+
+def network(*layers, host=(), t=4, delay=0) -> Network:
+    return Network("net", list(layers), list(host), timesteps=t, dt=1e-3, samples=3, pipeline_delay=delay)
+
+
+def constraints(fit):
+    return {(v.layer, v.constraint) for v in fit.violations}
+
+
+# --- fit -------------------------------------------------------------------------------------
+
+
+def test_speck_lists_every_violation():
+    big = conv("big", 2000, 2000, 17, 200, model="LIF", leak=True, stride=3)
+    result = check_fit(network(conv("ok", 2, 8, 3, 64), big), PROFILES["speck"])
+    assert not result.fits
+    assert constraints(result) == {
+        ("big", "kernel_size"), ("big", "channels"), ("big", "neuron_model"), ("big", "leak"),
+        ("big", "input_size"), ("big", "output_size"), ("big", "stride"),
+        ("big", "neuron_memory_per_core"), ("big", "kernel_memory_per_core"),
+    }
+    by_name = {v.constraint: v for v in result.violations}
+    assert by_name["kernel_size"].value == [17, 17] and by_name["kernel_size"].limit == [16, 16]
+    assert by_name["channels"].value == 2000 and by_name["channels"].limit == 1024
+    assert by_name["kernel_memory_per_core"].value == 2000 * 2 ** (9 + 11)  # c * 2^(ceil log2 289 + ceil log2 2000)
+    assert by_name["neuron_memory_per_core"].limit == 65536
+    assert result.cores == 2 and result.chips == 1
+
+
+def test_speck_small_network_fits_and_ten_layers_do_not():
+    small = [conv(f"c{i}", 8, 8, 3, 32) for i in range(3)]
+    assert check_fit(network(*small), PROFILES["speck"]).fits
+    ten = check_fit(network(*[conv(f"c{i}", 8, 8, 3, 32) for i in range(10)]), PROFILES["speck"])
+    assert ("(network)", "chips") in constraints(ten) and ten.cores == 10 and ten.chips == 2
+
+
+def test_speck_needs_distinct_cores_for_big_layers():
+    # 64 x 32 x 32 = 65536 neuron entries fit only cores 0-2; a fourth such layer has no core left
+    layers = [conv(f"c{i}", 64, 64, 1, 32) for i in range(4)]
+    result = check_fit(network(*layers), PROFILES["speck"])
+    assert [v.constraint for v in result.violations] == ["core_assignment"]
+
+
+def test_small_dense_network_fits_loihi_with_expected_cores():
+    layers = dense("fc1", 784, 100), dense("fc2", 100, 600), dense("out", 600, 10, model=None)
+    result = check_fit(network(*layers), PROFILES["loihi"])
+    # fc1: 78,400 x 8 = 627,200 of 1,048,576 bits -> core 1; fc2 (480,000 bits) does not fit the
+    # 421,376 left -> core 2; the read-out (48,000 bits, 10 neurons) shares core 2
+    assert result.fits and result.violations == []
+    assert result.cores == 2 and result.chips == 1
+    assert "fan_out" in result.unchecked
+
+
+def test_loihi_packing_by_synapse_memory_and_sharing():
+    memory_bound = check_fit(network(dense("fc", 784, 1000)), PROFILES["loihi"])
+    assert memory_bound.cores == math.ceil(784 * 1000 * 8 / 1048576) == 6
+    shared = check_fit(network(dense("a", 20, 10), dense("b", 10, 5)), PROFILES["loihi"])
+    assert shared.cores == 1
+
+
+def test_loihi_violations_weight_bits_graded_host_and_fan_in():
+    net = network(
+        dense("enc", 5000, 10, bits=32, input_kind="graded"),
+        host=[HostPartition("head", macs=100.0, buffer_timesteps=0, causal=True)],
+    )
+    result = check_fit(net, PROFILES["loihi"])
+    assert constraints(result) == {
+        ("enc", "weight_bits"), ("enc", "graded_input"), ("enc", "fan_in"),
+        ("head", "host_partition"),
+    }
+    assert check_fit(net, PROFILES["spinnaker2"]).violations == []  # ARM cores run the host part; limits unknown
+    assert "fan_in" in check_fit(net, PROFILES["spinnaker2"]).unchecked
+
+
+def test_one_neuron_must_fit_one_core(tmp_path):
+    data = yaml.safe_load((BUILTIN_DIR / "loihi.yaml").read_text())
+    data["capacity"]["synapse_memory_per_core_bits"]["value"] = 1000
+    (tmp_path / "loihi.yaml").write_text(yaml.safe_dump(data))
+    small_memory = available_profiles([tmp_path])["loihi"]
+    result = check_fit(network(dense("fc", 200, 4)), small_memory)  # 200 synapses x 8 bits > 1000
+    assert [(v.constraint, v.value, v.limit) for v in result.violations] == [("synapse_memory_per_core", 1600, 1000)]
+    assert result.cores == math.ceil(200 * 4 * 8 / 1000)
+
+
+def test_xylo_limits():
+    result = check_fit(network(dense("in", 40, 100), dense("out", 100, 12)), PROFILES["xylo-audio2"])
+    assert constraints(result) == {("in", "network_inputs"), ("out", "network_outputs"), ("out", "fan_in")}
+    assert result.cores == 1
+
+
+def test_baseline_always_fits():
+    result = check_fit(network(dense("fc", 10**6, 10, bits=32)), PROFILES["ann-45nm"])
+    assert result.fits and result.cores is None
+
+
+# --- energy and timing ---------------------------------------------------------------------
+
+
+def two_layer(delay=2):
+    return network(
+        dense("fc1", 20, 10, spikes=30.0, input_kind="graded"),
+        dense("fc2", 10, 4, spikes=6.0),
+        host=[HostPartition("head", macs=1000.0, buffer_timesteps=3, causal=False)],
+        t=4,
+        delay=delay,
+    )
+
+
+def test_component_energy_by_hand():
+    net = two_layer()
+    e = estimate(net, PROFILES["loihi"])
+    sops = (20 * 10 * 4) + (10 * 4 * 4) / 10  # fc1 effective MACs (graded), fc2 effective ACs
+    latency = (4 + 3 + 2) * 1e-3
+    expected = {
+        "synops": sops * 23.6e-12,
+        "neuron_updates": (10 * 4 + 4 * 4) * 81e-12,
+        "spike_hops": 36 * 3.0e-12,
+        "static": 0.029 * latency,
+        "host_macs": 1000 * 4.6e-12,
+    }
+    assert e.estimator == "components" and not e.partial
+    assert e.terms == pytest.approx(expected)
+    assert e.total == pytest.approx(sum(expected.values()))
+    assert latency_s(net, PROFILES["loihi"]) == pytest.approx(latency)
+
+
+def test_paper_convention_by_hand():
+    e = estimate(two_layer(), PROFILES["ann-45nm"])
+    # fc1 reads graded input: E_MAC x its FLOPs; fc2: E_AC x its SOPs
+    assert e.terms == pytest.approx({"first_layer_macs": 800 * 4.6e-12, "acs": 16 * 0.9e-12, "host_macs": 1000 * 4.6e-12})
+    spike_input = network(dense("fc1", 20, 10), dense("fc2", 10, 4))
+    assert estimate(spike_input, PROFILES["ann-45nm"]).terms["first_layer_macs"] == 0.0
+
+
+def test_unknown_constants_make_a_partial_total():
+    e = estimate(two_layer(), PROFILES["loihi2"])
+    assert e.terms["synops"] is None and e.terms["neuron_updates"] is None
+    assert e.partial and set(e.to_dict()["unknown"]) == {"synops", "neuron_updates", "spike_hops"}
+    assert e.total == pytest.approx(0.232 * 9 * 1.528e-4 + 1000 * 4.6e-12)
+    speck = estimate(two_layer(), PROFILES["speck"])  # no step time: static unknown too
+    assert speck.terms["static"] is None and speck.total == pytest.approx(1000 * 4.6e-12)
+    silent = estimate(network(dense("fc", 20, 10, spikes=0.0)), PROFILES["loihi2"])
+    assert silent.terms["spike_hops"] == 0.0  # nothing happens, whatever it would cost
+    no_host = estimate(network(dense("fc", 20, 10)), PROFILES["xylo-audio2"])
+    assert no_host.terms["host_macs"] == 0.0 and no_host.total is None and no_host.partial  # not "0 J"
+
+
+def test_truenorth_per_synop_figure_is_all_in():
+    e = estimate(two_layer(), PROFILES["truenorth"])
+    assert set(e.terms) == {"synops", "host_macs"} and not e.partial
+    assert e.terms["synops"] == pytest.approx(816 * 26e-12)
+
+
+def test_budget_check():
+    net = network(dense("fc1", 20, 10, model="IF", leak=False), t=10, delay=1)  # 11 steps x 1 ms on loihi
+    loihi = [PROFILES["loihi"]]
+    assert build_report(net, loihi, budget_ms=11.0).passed
+    failed = build_report(net, loihi, budget_ms=10.9)
+    assert not failed.passed and failed.data["profiles"]["loihi"]["budget_ok"] is False
+    unknown = build_report(net, [PROFILES["speck"]], budget_ms=100.0)  # speck has no step time
+    assert unknown.data["profiles"]["speck"]["budget_ok"] is None and not unknown.passed
+    no_budget = build_report(net, [PROFILES["speck"], PROFILES["ann-45nm"]])
+    assert no_budget.passed and no_budget.data["checks"]["budget"] is None
+
+
+def test_fit_failure_fails_the_report():
+    net = network(conv("big", 2000, 8, 3, 32))
+    assert not build_report(net, [PROFILES["speck"]]).passed
+
+
+# --- written report ------------------------------------------------------------------------
+
+
+def test_numpy_counts_become_plain_numbers():
+    np = pytest.importorskip("numpy")
+    net = network(dense("fc", 20, 10, spikes=np.float32(3.0), fan_in=np.int64(20)))
+    data = build_report(net, [PROFILES["loihi"]]).data
+    assert type(data["layers"][0]["spikes"]) is float and json.dumps(data)
+
+
+def test_write_report(tmp_path):
+    out = tmp_path / "report"
+    report = write_report(two_layer(), [PROFILES[n] for n in ("loihi", "loihi2", "speck", "ann-45nm")], out, budget_ms=50)
+    data = json.loads((out / "report.json").read_text())
+    assert data == json.loads(json.dumps(report.data))
+    assert data["schema_version"] == 1
+    assert set(data["totals"]) >= {
+        "spikes", "sops_dense", "sops_effective_ac", "sops_effective_mac", "neuron_updates",
+        "host_macs", "timesteps", "samples",
+    }
+    assert data["totals"]["spikes"] == 36 and data["totals"]["host_macs"] == 1000
+    for layer in data["layers"]:
+        assert set(layer) >= {"name", "kind", "neurons", "spikes", "sops_dense", "sops_effective_ac"}
+    for entry in data["profiles"].values():
+        assert set(entry) >= {"fits", "violations", "cores", "chips", "energy_j", "latency_s", "budget_ok"}
+        assert "total" in entry["energy_j"]
+        for v in entry["violations"]:
+            assert set(v) == {"layer", "constraint", "value", "limit"}
+    assert data["profiles"]["loihi2"]["energy_j"]["synops"] is None  # unknown is null, not a number
+    assert data["profiles"]["speck"]["latency_s"] is None
+    assert data["paper_convention"]["estimator"] == "paper"
+    synop = data["profiles"]["loihi"]["figures"]["energy.energy_per_synop_pj"]
+    assert synop["value"] == 23.6 and synop["confidence"] == "M" and "Davies" in synop["source"]
+
+    html = (out / "report.html").read_text()
+    assert html.count("src='data:image/png;base64,iVBOR") == 4  # the PNG signature, base64-encoded
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
+        "energy_breakdown.png", "energy_per_profile.png", "firing_rate_per_step.png", "spikes_per_layer.png",
+    ]
+    md = (out / "report.md").read_text()
+    assert "| loihi2 |" in md and "unknown" in md and "partial: synops, neuron_updates, spike_hops unknown" in md
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_terminal_tables():
+    console = Console(record=True, width=200)
+    print_report(build_report(two_layer(), [PROFILES["loihi"], PROFILES["speck"]]).data, console)
+    print_profiles(list(PROFILES.values()), console)
+    text = console.export_text()
+    assert "graded_input" in text and "unknown" in text and "xylo-audio2" in text

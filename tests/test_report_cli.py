@@ -1,0 +1,59 @@
+"""`spikeport report` and `spikeport profiles` end to end, on our own run and on foreign files."""
+
+import json
+
+import numpy as np
+
+from conftest import needs_shared
+
+
+def test_report_on_a_run(trained_run, cli, tmp_path):
+    code, _, err = cli("report", trained_run, "--profiles", "loihi2,ann-45nm", "--samples", "40", "--out", tmp_path)
+    assert code == 0, err
+    folder = tmp_path / "report"
+    assert sorted(p.name for p in folder.iterdir()) == ["plots", "report.html", "report.json", "report.md"]
+    report = json.loads((folder / "report.json").read_text())
+    totals = report["totals"]
+    assert totals["samples"] == 40 and totals["timesteps"] == 4 and totals["spikes"] > 0
+    assert totals["sops_dense"] >= totals["sops_effective_ac"] + totals["sops_effective_mac"] > 0
+    assert [layer["name"] for layer in report["layers"]] == ["neuromorphic0.conv1", "neuromorphic0.conv2", "neuromorphic0.fc"]
+    loihi2 = report["profiles"]["loihi2"]
+    assert loihi2["fits"] is True and loihi2["violations"] == [] and loihi2["cores"] >= 1
+    assert loihi2["energy_j"]["total"] is None or loihi2["energy_j"]["total"] > 0
+    assert "data:image/png;base64," in (folder / "report.html").read_text()
+
+
+def test_budget_and_fit_failures_exit_3(trained_run, cli, tmp_path):
+    code, _, _ = cli("report", trained_run, "--profiles", "loihi", "--samples", "20", "--budget-ms", "0.001", "--out", tmp_path)
+    assert code == 3
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["profiles"]["loihi"]["budget_ok"] is False
+    code, _, _ = cli("report", trained_run, "--profiles", "xylo-audio2", "--samples", "20", "--out", tmp_path)
+    violations = json.loads((tmp_path / "report" / "report.json").read_text())["profiles"]["xylo-audio2"]["violations"]
+    assert code == 3 and {"layer_type", "fan_in"} <= {v["constraint"] for v in violations}
+
+
+def test_report_on_the_nir_paper_cnn_fits_speck(cli, tmp_path):
+    """The sinabs CNN of the NIR paper, deployed by its authors on Speck: it fits Speck's cores."""
+    path = needs_shared("peer-tests/nir/02_cnn/cnn_sinabs.nir")
+    x = (np.random.default_rng(0).random((4, 10, 2, 34, 34)) < 0.05).astype(np.float32)
+    np.savez(tmp_path / "in.npz", input=x)
+    code, _, err = cli("report", path, "--input", tmp_path / "in.npz", "--dt", "1", "--profiles", "speck", "--out", tmp_path)
+    assert code == 0, err
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["profiles"]["speck"]["fits"] is True
+    assert len(report["layers"]) == 5 and report["totals"]["samples"] == 4
+
+
+def test_profiles_commands(cli, tmp_path):
+    code, out, _ = cli("profiles", "list", "--json")
+    names = {p["name"] for p in json.loads(out)}
+    assert code == 0 and {"loihi", "loihi2", "truenorth", "spinnaker2", "speck", "xylo-audio2", "akida-akd1000", "ann-45nm"} <= names
+    code, out, _ = cli("profiles", "show", "speck")
+    assert code == 0 and json.loads(out)["name"] == "speck"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: mychip\n")
+    code, _, err = cli("profiles", "validate", bad)
+    assert code == 2 and "bad.yaml" in err and err.count("\n") == 1
+    code, _, err = cli("report", tmp_path, "--profiles", "loihi9")
+    assert code == 2 and "unknown profile 'loihi9'" in err
