@@ -23,9 +23,11 @@ test: env
 demo: env
 	$(SPIKEPORT) train configs/digits-cnn.yaml --out runs/demo $$(test -f runs/demo/checkpoint.pt && echo --resume)
 	$(SPIKEPORT) export runs/demo
+	$(SPIKEPORT) simulate runs/demo --compare reference-float,onnx-float
+	$(SPIKEPORT) report runs/demo --samples 450 || test $$? -eq 3  # 3: some chips do not fit, as the report says
 	@echo
-	@echo "Trained: runs/demo (config.yaml, checkpoint.pt, metrics.jsonl); exported: runs/demo/export (manifest.json, model.nir, model.onnx)."
-	@echo "Not built yet, so not run: the Loihi / Lava export (issue 3), simulate (issue 4), report (issue 5)."
+	@echo "Results in runs/demo: export/ (manifest.json, model.nir, model.onnx, loihi.json, model.net), sim/, report/ (open report/report.html)."
+	@echo "Not built yet, so not run: simulating in Lava (issue 4)."
 
 bench: env
 	$(PY) benchmarks/train_step.py
