@@ -18,6 +18,7 @@ import yaml
 from spikeport.errors import UserError
 
 OPTIMIZERS = ("sgd", "adamw")
+BATCH_AUGMENTS = ("none", "cutmix", "mixup")
 
 
 @dataclass
@@ -37,6 +38,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     amp: bool = True  # mixed precision, used on CUDA only
+    # none | cutmix (DTA's CIFAR recipe: Beta(1, 1) boxes, one coin per epoch with p 0.5)
+    #      | mixup (DTA's DVS recipe: Beta(0.5, 0.5), p 0.5 per batch, trained on the dominant label)
+    batch_augment: str = "none"
 
 
 @dataclass
@@ -86,6 +90,8 @@ def _validate(source: str, config: Config) -> None:
             raise UserError(f"{source}: {key} must be positive, got {value}")
     if config.train.weight_decay < 0:
         raise UserError(f"{source}: train.weight_decay must be >= 0, got {config.train.weight_decay}")
+    if config.train.batch_augment not in BATCH_AUGMENTS:
+        raise UserError(f"{source}: train.batch_augment must be one of {', '.join(BATCH_AUGMENTS)}, got {config.train.batch_augment!r}")
     if config.train.optimizer not in OPTIMIZERS:
         raise UserError(f"{source}: train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.train.optimizer!r}")
     if not isinstance(config.model.get("name"), str):

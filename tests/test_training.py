@@ -72,3 +72,14 @@ def test_run_folder_refusals(tiny_config, tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="not a spikeport run folder"):
         loop.train(config, tmp_path / "other", device="cpu")
+
+
+@pytest.mark.parametrize("augment", ["cutmix", "mixup"])
+def test_batch_augmentation_trains_deterministically(tiny_config, tmp_path, augment):
+    tiny_config["train"].update(epochs=2, batch_augment=augment, seed=11)
+    first = loop.train(config_from_dict(tiny_config), tmp_path / "a", device="cpu")
+    second = loop.train(config_from_dict(tiny_config), tmp_path / "b", device="cpu")
+    strip = lambda h: [{k: v for k, v in m.items() if k != "seconds"} for m in h]  # noqa: E731
+    assert strip(first) == strip(second)
+    plain = loop.train(config_from_dict({**tiny_config, "train": {**tiny_config["train"], "batch_augment": "none"}}), tmp_path / "c", device="cpu")
+    assert strip(plain) != strip(first)  # the augmentation changed what was trained

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
@@ -31,6 +32,7 @@ from spikeport.io import write_text
 from spikeport.train import datasets
 from spikeport.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from spikeport.train.models import build_model
+from spikeport.train.real_datasets import cutmix, mixup
 
 
 def resolve_device(name: str) -> torch.device:
@@ -191,16 +193,27 @@ def train(config: Config, out: str | Path, device: str = "auto", resume: bool = 
             batches = _global_batches(len(train_set), config.data.batch_size, t.seed, epoch)
             task = bar.add_task(f"epoch {epoch + 1}/{t.epochs}", total=len(batches), info="", visible=procs.main)
             trained.train()
+            augment = np.random.default_rng([t.seed, epoch, procs.rank])
+            cutmix_epoch = t.batch_augment == "cutmix" and augment.random() < 0.5  # DTA: one coin per epoch
             loss_sum, correct, seen = 0.0, 0, 0
             for batch in batches:
                 share = batch.tensor_split(procs.world)[procs.rank]
                 x, y = default_collate([train_set[int(i)] for i in share])
-                x, y = time_major(x.to(device_)), y.to(device_)
+                y_b, lam = y, 1.0
+                if cutmix_epoch:
+                    x, y, y_b, lam = cutmix(x, y, 1.0, augment)
+                elif t.batch_augment == "mixup":
+                    x, y, y_b, lam = mixup(x, y, 0.5, augment, prob=0.5)
+                    y, lam = (y, 1.0) if lam >= 0.5 else (y_b, 1.0)  # DTA trains on the mixed label's argmax
+                x, y, y_b = time_major(x.to(device_)), y.to(device_), y_b.to(device_)
                 with torch.autocast(device_.type, enabled=use_amp):
                     logits = trained(x).float().mean(0)
                     # Sum over this share / global batch size, times the processes (DDP averages
                     # gradients over them): the gradient of the global batch's mean loss.
-                    loss = nn.functional.cross_entropy(logits, y, reduction="sum") * procs.world / len(batch)
+                    ce = lam * nn.functional.cross_entropy(logits, y, reduction="sum")
+                    if lam < 1.0:
+                        ce = ce + (1 - lam) * nn.functional.cross_entropy(logits, y_b, reduction="sum")
+                    loss = ce * procs.world / len(batch)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
