@@ -27,7 +27,7 @@ from spikeport.runtime.reference import NIRExecutor
 from spikeport.train import datasets
 from spikeport.train.loop import resolve_device
 
-BACKENDS = {"reference": ("float",), "onnx": ("float",)}
+BACKENDS = {"reference": ("float",), "onnx": ("float",), "lava": ("float",)}
 
 
 @dataclass
@@ -160,7 +160,24 @@ def run_onnx_model(target: Target, inputs: dict[str, np.ndarray], device: torch.
     return SimResult(np.swapaxes(output, 0, 1), {})
 
 
-RUNNERS = {"reference": run_reference, "onnx": run_onnx_model}
+def run_in_lava(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:
+    """Lava's Loihi2SimCfg (floating_pt) on an export that is one neuromorphic partition, or a .nir file."""
+    from spikeport.runtime.lava_runner import run_lava  # Lava is slow to import and sets multiprocessing up
+
+    if target.manifest is None:
+        graph = target.nir_graph
+    else:
+        parts = target.manifest.partitions
+        if len(parts) != 1 or parts[0].kind != "neuromorphic" or parts[0].file is None:
+            raise UserError(f"--backend lava: runs an export that is one neuromorphic partition with its .nir file; this one has {', '.join(p.name for p in parts)}")
+        graph = read_nir(target.export_dir / parts[0].file)
+    (x,) = inputs.values()
+    result = run_lava(graph, x)
+    prefix = "" if target.manifest is None else f"{target.manifest.partitions[0].name}."
+    return SimResult(result.output, {f"{prefix}{k}": v for k, v in result.spikes.items()}, result.delay)
+
+
+RUNNERS = {"reference": run_reference, "onnx": run_onnx_model, "lava": run_in_lava}
 
 
 def simulate(

@@ -135,7 +135,7 @@ def export(
 @app.command()
 def simulate(
     target: Path = typer.Argument(..., help="A run folder (after export), a manifest.json or a .nir file."),
-    backend: str = typer.Option("reference", help="reference | onnx"),
+    backend: str = typer.Option("reference", help="reference | onnx | lava"),
     mode: str = typer.Option("float", help="float"),
     samples: Optional[int] = typer.Option(None, help="How many test samples (default: the whole test set)."),
     input: Optional[Path] = typer.Option(None, "--input", help="npz with key `input` [N, T, *input_shape]."),

@@ -1,0 +1,523 @@
+"""Run a NIR graph (one neuromorphic partition, as exported to model.nir) in Lava's CPU simulator.
+
+    run_lava(graph, inputs [N, T, *input_shape], mode="float") -> LavaResult
+
+The graph is first lowered with `fold_avgpool`, so only synaptic layers (Conv2d, Affine, Linear)
+lie between neuron layers (LIF, IF), then mapped onto Lava processes:
+
+- the Input is a `lava.proc.io.source.RingBuffer` holding the whole input sequence. It sends real
+  values (the first layer reads graded images), so the layer it feeds gets `num_message_bits=24`;
+  layers fed by neurons get 0 (binary spikes), as on the chip.
+- nir.Conv2d -> `lava.proc.conv.process.Conv`. Lava holds maps as (W, H, C) (X, Y, channel), takes
+  stride/padding/dilation as (X, Y), and computes a true convolution (it flips the kernel before
+  calling torch's correlation), so the torch weight [out, in, kh, kw] becomes
+  `w.transpose(0, 3, 2, 1)[:, ::-1, ::-1, :]` (out, kw, kh, in). The bias goes to the neuron.
+  Lava's float Conv computes in float32 (through torch); Dense and LIF compute in float64.
+- nir.Affine / nir.Linear -> `lava.proc.dense.process.Dense`; the bias goes to the neuron. Behind a
+  nir.Flatten of a (C, H, W) map, Lava flattens its (W, H, C) array, so the weight's columns are
+  permuted to that order rather than transposing the spikes.
+- nir.LIF / nir.IF -> `lava.proc.lif.process.LIFReset` with du = 1 (the current is this step's
+  input), dv = dt / tau (Lava's v * (1 - dv) is then v * beta with beta = 1 - dt / tau, exactly as
+  the exporter wrote it; IF: dv = 0), vth = v_threshold and bias_mant = the synaptic layers' biases.
+  Lava's float model, u = a_in; v = v (1 - dv) + u + bias; spike where v > vth; v = 0 there, is
+  our neuron, u[t] = beta u[t-1] + x[t], with x = W s + b. Several edges into one neuron (a residual
+  sum) are several connections into its a_in, which Lava sums.
+- the synaptic layer that feeds nir.Output is the read-out: a neuron with dv = 1 and vth = inf, so
+  its voltage is this step's W s + b, the model's logits per timestep, probed with a Monitor.
+  Every spiking layer's s_out is recorded by a `lava.proc.io.sink.RingBuffer`.
+
+Timing. A Lava synaptic process sends in step t what it received in step t - 1, so every synaptic
+stage adds one step: a layer behind d stages sees input timestep t in Lava step t + d. Outputs are
+read d steps late, which removes that delay; the run lasts N*T + delay steps so the last timesteps
+come out. All N samples go through one run, back to back, T steps each (one compile instead of N):
+each neuron layer resets u and v (LIFReset, interval T, offset d + 1) in the step in which the
+first timestep of a sample reaches it. That reset also discards what a layer integrated before its
+first real input, when it received only zeros but already its bias, so the pipeline's filling
+leaves no trace. Layers whose inputs come through different numbers of stages would be summed at
+different timesteps; such graphs are refused.
+
+Lifetime. Lava starts one OS process per Lava process. The session runs in a forked child that
+leads its own process group: it builds, runs and stops the runtime (in a `finally`) and sends back
+the recordings or its error. Lava 0.10 hangs when a process model raises (see
+`_report_model_errors`), so each model phase sends its exception to the parent itself. The parent
+waits for the first message, the child's death or `timeout_s`, whichever comes first, then kills
+what is left of the process group, so no process of the run outlives the call, and a failure
+becomes a UserError that names it (the model, the step, the exception).
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from multiprocessing.connection import Connection, wait
+
+import nir
+import numpy as np
+import psutil
+
+from spikeport.errors import UserError
+from spikeport.export.lower import fold_avgpool
+
+MODES = ("float",)  # Lava floating_pt; fixed_pt runs through model.net (export/netx.py)
+GRADED_MESSAGE_BITS = 24  # Lava's widest graded payload; only the float models read it as "not binary"
+TRACKER_GRACE_S = 10  # for Python's resource tracker to unlink the shared memory of a killed run
+_GAIN_TOLERANCE = 1e-9  # dt * r / tau is 1 up to rounding in our exporter's graphs
+_SYNAPTIC = (nir.Conv2d, nir.Affine, nir.Linear)
+_NEURONS = (nir.LIF, nir.IF)
+
+
+@functools.cache
+def _lava_api() -> SimpleNamespace:
+    """Lava's classes, imported on first use (in the parent, so the forked children inherit them).
+
+    Importing Lava 0.10 calls multiprocessing.set_start_method("fork"), which raises once anything
+    in this process has fixed the start method, even to "fork" (an export before the run does). A
+    method already fixed to "fork" is unfixed first, which changes nothing Lava would not set.
+    """
+    if multiprocessing.get_start_method(allow_none=True) == "fork":
+        multiprocessing.set_start_method(None, force=True)
+    from lava.magma.core.model.py.model import PyLoihiProcessModel
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.conv.process import Conv
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.lif.process import LIFReset
+    from lava.proc.monitor.process import Monitor
+
+    return SimpleNamespace(
+        PyLoihiProcessModel=PyLoihiProcessModel, RunSteps=RunSteps, Loihi2SimCfg=Loihi2SimCfg, Conv=Conv, Dense=Dense,
+        Sink=Sink, Source=Source, LIFReset=LIFReset, Monitor=Monitor,
+    )
+
+
+@dataclass(frozen=True)
+class LavaResult:
+    """What a Lava run gives, aligned to the input timesteps (the pipeline delay removed).
+
+    output: [N, T, *output_shape], the read-out's values (or the output layer's spikes).
+    delay: how many Lava steps of pipeline delay were removed (the synaptic stages to the output).
+    spikes: per neuron layer, spike counts [N, T].
+    """
+
+    output: np.ndarray
+    delay: int
+    spikes: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Synapse:
+    """A Conv or Dense process; `weight` is in Lava's layout (see the module docstring)."""
+
+    name: str
+    source: str  # the neuron layer or input it reads
+    weight: np.ndarray
+    graded: bool
+    conv: dict | None = None  # Conv's input_shape, stride, padding, dilation, groups, in Lava's (X, Y) order
+
+
+@dataclass(frozen=True)
+class _Neuron:
+    """A LIFReset process; `shape` is NIR's (C, H, W) or (n,), `bias` in Lava's layout."""
+
+    name: str
+    shape: tuple[int, ...]
+    synapses: list[str]
+    bias: np.ndarray
+    dv: float
+    vth: float
+    depth: int  # synaptic stages between the input and this layer
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The Lava network, as plain data, so it is checked here and travels to the child process."""
+
+    input_name: str
+    input_shape: tuple[int, ...]
+    synapses: list[_Synapse]
+    neurons: list[_Neuron]
+    output: str  # the neuron whose value is the output
+    readout: bool  # output is that neuron's voltage (a read-out) rather than its spikes
+    delay: int  # synaptic stages between the input and the output
+
+
+def run_lava(graph: nir.NIRGraph, inputs: np.ndarray, mode: str = "float", timeout_s: float = 600) -> LavaResult:
+    """Run `graph` on `inputs` [N, T, *input_shape] in Lava's Loihi2SimCfg and return what it computed.
+
+    Raises UserError for a graph Lava cannot run as given, bad inputs, a failed run or a timeout;
+    in every case the Lava processes are gone when it returns.
+    """
+    if mode not in MODES:
+        raise UserError(f"mode: {mode!r}; choose one of {', '.join(MODES)}")
+    plan = plan_network(graph)
+    inputs = np.asarray(inputs, dtype=np.float64)
+    if inputs.ndim != 2 + len(plan.input_shape) or inputs.shape[2:] != plan.input_shape or 0 in inputs.shape[:2]:
+        raise UserError(f"inputs: shape {inputs.shape}; expected [N, T, {', '.join(map(str, plan.input_shape))}] with N, T >= 1")
+    _lava_api()  # imported here, once, so that the forked children inherit Lava
+    recordings = _in_child(_simulate, (plan, inputs), timeout_s)
+    n, t = inputs.shape[:2]
+    spikes = {
+        neuron.name: _aligned(recordings[neuron.name], neuron, n, t).reshape(n, t, -1).sum(axis=2)
+        for neuron in plan.neurons
+        if not (plan.readout and neuron.name == plan.output)
+    }
+    output = _aligned(recordings[plan.output], _neuron(plan, plan.output), n, t)
+    return LavaResult(output=output, delay=plan.delay, spikes=spikes)
+
+
+def plan_network(graph: nir.NIRGraph) -> _Plan:
+    """Check `graph` and describe the Lava network that runs it (see the module docstring)."""
+    graph = fold_avgpool(graph)
+    nodes = graph.nodes
+    sources = {name: [a for a, b in graph.edges if b == name] for name in nodes}
+    inputs = [name for name, node in nodes.items() if isinstance(node, nir.Input)]
+    outputs = [name for name, node in nodes.items() if isinstance(node, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise UserError(f"graph: {len(inputs)} Input and {len(outputs)} Output nodes; the Lava runner takes one of each")
+    for name, node in nodes.items():
+        if not isinstance(node, (nir.Input, nir.Output, *_SYNAPTIC, nir.Flatten, *_NEURONS)):
+            raise UserError(f"{name} ({type(node).__name__}): no Lava mapping; the runner maps Conv2d, Affine, Linear, Flatten, LIF and IF")
+        if not isinstance(node, nir.Input) and len(sources[name]) != 1 and not isinstance(node, _NEURONS):
+            raise UserError(f"{name} ({type(node).__name__}): {len(sources[name])} inputs; only a neuron layer sums several")
+    builder = _Builder(nodes, sources, graph.metadata.get("dt"), inputs[0])
+    for name in _topological(nodes, graph.edges):
+        builder.add(name)
+    producer = sources[outputs[0]][0]
+    if isinstance(nodes[producer], _SYNAPTIC):
+        builder.add_readout(producer)
+    elif producer not in builder.neurons:
+        raise UserError(f"{outputs[0]} (Output): reads {producer} ({type(nodes[producer]).__name__}); it must read a synaptic or neuron layer")
+    return _Plan(
+        input_name=inputs[0],
+        input_shape=builder.shapes[inputs[0]],
+        synapses=list(builder.synapses.values()),
+        neurons=list(builder.neurons.values()),
+        output=producer,
+        readout=isinstance(nodes[producer], _SYNAPTIC),
+        delay=builder.depth[producer],
+    )
+
+
+class _Builder:
+    """Walks the graph in topological order, turning each node into a _Synapse or _Neuron.
+
+    For every node it records its NIR output shape, how many synaptic stages lie before it
+    (`depth`), and the layer whose Lava port carries its value (`origin`: a Flatten is no process,
+    just a view of the layer before it).
+    """
+
+    def __init__(self, nodes: dict, sources: dict, dt: float | None, input_name: str):
+        self.nodes, self.sources, self.dt, self.input_name = nodes, sources, dt, input_name
+        self.shapes = {input_name: _ints(nodes[input_name].input_type["input"])}
+        self.depth = {input_name: 0}
+        self.origin = {input_name: input_name}
+        self.synapses: dict[str, _Synapse] = {}
+        self.neurons: dict[str, _Neuron] = {}
+
+    def add(self, name: str) -> None:
+        node = self.nodes[name]
+        if isinstance(node, nir.Input):
+            return
+        if isinstance(node, (nir.Flatten, nir.Output)):
+            (source,) = self.sources[name]
+            self.shapes[name] = _ints(node.output_type["output"]) if isinstance(node, nir.Flatten) else self.shapes[source]
+            self.depth[name], self.origin[name] = self.depth[source], self.origin[source]
+            return
+        self.shapes[name] = _ints(node.output_type["output"])
+        self.origin[name] = name
+        if isinstance(node, _SYNAPTIC):
+            self.synapses[name] = self._synapse(name, node)
+            self.depth[name] = self.depth[self.synapses[name].source] + 1
+        else:
+            self.neurons[name] = self._neuron(name, node)
+            self.depth[name] = self.neurons[name].depth
+
+    def _synapse(self, name: str, node: nir.NIRNode) -> _Synapse:
+        (read,) = self.sources[name]
+        source = self.origin[read]
+        if source not in self.neurons and source != self.input_name:
+            raise UserError(f"{name} ({type(node).__name__}): reads {read} ({type(self.nodes[read]).__name__}); "
+                            "a synaptic layer must read the input or a neuron layer")
+        graded = source not in self.neurons
+        weight = np.asarray(node.weight, dtype=np.float64)
+        source_shape = self.shapes[source]
+        if isinstance(node, nir.Conv2d):
+            if len(source_shape) != 3 or read != source:
+                raise UserError(f"{name} (Conv2d): reads {read} of shape {self.shapes[read]}; a convolution needs a (C, H, W) map")
+            if isinstance(node.padding, str):
+                raise UserError(f"{name} (Conv2d): padding {node.padding!r}; give the padding in pixels")
+            conv = {
+                "input_shape": _lava_shape(source_shape),
+                "stride": _xy(node.stride),
+                "padding": _xy(node.padding),
+                "dilation": _xy(node.dilation),
+                "groups": int(node.groups),
+            }
+            return _Synapse(name, source, np.ascontiguousarray(weight.transpose(0, 3, 2, 1)[:, ::-1, ::-1, :]), graded, conv)
+        if len(source_shape) == 3:  # Lava flattens (W, H, C): put the columns, in NIR's (C, H, W) order, in that order
+            weight = weight.reshape(weight.shape[0], *source_shape).transpose(0, 3, 2, 1).reshape(weight.shape[0], -1)
+        return _Synapse(name, source, weight, graded)
+
+    def _neuron(self, name: str, node: nir.NIRNode) -> _Neuron:
+        shape = self.shapes[name]
+        feeding = self.sources[name]
+        if not feeding or any(s not in self.synapses for s in feeding):
+            raise UserError(f"{name} ({type(node).__name__}): reads {feeding}; a neuron layer reads only synaptic layers (Conv2d, Affine, Linear)")
+        depths = {s: self.depth[s] for s in feeding}
+        if len(set(depths.values())) != 1:
+            raise UserError(f"{name} ({type(node).__name__}): its inputs pass through different numbers of synaptic stages {depths}; "
+                            "Lava adds one step per stage, so their sum would mix timesteps")
+        threshold = _uniform(name, "v_threshold", node.v_threshold)
+        if np.any(np.asarray(node.v_reset) != 0):
+            raise UserError(f"{name} ({type(node).__name__}): v_reset must be 0 (Lava resets the voltage to 0)")
+        if isinstance(node, nir.IF):
+            dv, gain = 0.0, self._dt(name) * _uniform(name, "r", node.r)
+        else:
+            if np.any(np.asarray(node.v_leak) != 0):
+                raise UserError(f"{name} (LIF): v_leak must be 0 (Lava's LIF decays towards 0)")
+            tau = _uniform(name, "tau", node.tau)
+            dv, gain = self._dt(name) / tau, self._dt(name) * _uniform(name, "r", node.r) / tau
+        if abs(gain - 1) > _GAIN_TOLERANCE:
+            raise UserError(f"{name} ({type(node).__name__}): input gain dt*r/tau = {gain:.6g}; the Lava runner needs 1 (r = tau/dt)")
+        bias = sum(_broadcast_bias(self.nodes[s], shape) for s in feeding)
+        return _Neuron(name, shape, list(feeding), _lava(bias), dv, threshold, depths[feeding[0]])
+
+    def add_readout(self, name: str) -> None:
+        """The read-out behind synaptic layer `name`: dv = 1 forgets the last step, vth = inf never fires."""
+        shape = self.shapes[name]
+        self.neurons[name] = _Neuron(name, shape, [name], _lava(_broadcast_bias(self.nodes[name], shape)), 1.0, np.inf, self.depth[name])
+
+    def _dt(self, name: str) -> float:
+        if not isinstance(self.dt, (int, float)) or not self.dt > 0:
+            raise UserError(f"{name}: the graph's metadata gives no dt (seconds per step), which a neuron's decay 1 - dt/tau needs")
+        return float(self.dt)
+
+
+def _broadcast_bias(node: nir.NIRNode, shape: tuple[int, ...]) -> np.ndarray:
+    """The synaptic layer's bias over its output map (Linear has none; a Conv2d's is per channel)."""
+    bias = np.asarray(getattr(node, "bias", 0.0), dtype=np.float64)
+    if isinstance(node, nir.Conv2d):
+        bias = bias.reshape(-1, 1, 1)
+    return np.broadcast_to(bias, shape).copy()
+
+
+def _uniform(name: str, parameter: str, values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0 or np.any(values != values.flat[0]):
+        raise UserError(f"{name}: {parameter} differs between neurons; Lava's LIF takes one value per layer")
+    return float(values.flat[0])
+
+
+def _topological(nodes: dict, edges: list[tuple[str, str]]) -> list[str]:
+    order, placed = [], set()
+    while len(order) < len(nodes):
+        ready = [n for n in nodes if n not in placed and all(a in placed for a, b in edges if b == n)]
+        if not ready:
+            raise UserError(f"graph: a cycle through {sorted(set(nodes) - placed)}; the Lava runner takes feed-forward graphs")
+        order += ready
+        placed.update(ready)
+    return order
+
+
+def _ints(shape) -> tuple[int, ...]:
+    return tuple(int(n) for n in np.asarray(shape).ravel())
+
+
+def _xy(value) -> tuple[int, int]:
+    """NIR's (H, W) pair as Lava's (X, Y) = (W, H)."""
+    h, w = np.broadcast_to(np.asarray(value, dtype=int).ravel(), (2,))
+    return int(w), int(h)
+
+
+def _lava_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape[::-1] if len(shape) == 3 else shape
+
+
+def _lava(array: np.ndarray) -> np.ndarray:
+    """NIR's (C, H, W) as Lava's (W, H, C) (and back: the transpose is its own inverse); vectors stay."""
+    return np.ascontiguousarray(array.transpose(2, 1, 0)) if array.ndim == 3 else array
+
+
+def _neuron(plan: _Plan, name: str) -> _Neuron:
+    return next(n for n in plan.neurons if n.name == name)
+
+
+def _aligned(recording: np.ndarray, neuron: _Neuron, n: int, t: int) -> np.ndarray:
+    """[steps, *lava_shape] recorded from Lava step 1 on -> [N, T, *nir_shape], input timestep by input timestep."""
+    steps = recording[neuron.depth : neuron.depth + n * t]
+    if steps.ndim == 4:
+        steps = steps.transpose(0, 3, 2, 1)
+    return steps.reshape(n, t, *neuron.shape)
+
+
+def _simulate(plan: _Plan, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """Build the Lava network, run all samples back to back, and return each neuron layer's
+    recording [steps, *lava_shape]: spikes, or the read-out's voltage. Runs in the child process."""
+    lava = _lava_api()
+    n, t = inputs.shape[:2]
+    steps = n * t + max(neuron.depth for neuron in plan.neurons)
+    sequence = np.zeros((*_lava_shape(plan.input_shape), steps))
+    sequence[..., : n * t] = np.moveaxis(np.stack([_lava(x) for x in inputs.reshape(n * t, *plan.input_shape)]), 0, -1)
+    ports = {plan.input_name: lava.Source(data=sequence).s_out}
+    neurons, probes = {}, {}
+    for neuron in plan.neurons:
+        neurons[neuron.name] = lif = lava.LIFReset(
+            shape=_lava_shape(neuron.shape), du=1.0, dv=neuron.dv, vth=neuron.vth, bias_mant=neuron.bias,
+            reset_interval=t, reset_offset=(neuron.depth + 1) % t, name=neuron.name,
+        )
+        ports[neuron.name] = lif.s_out
+        if plan.readout and neuron.name == plan.output:
+            probes[neuron.name] = monitor = lava.Monitor()
+            monitor.probe(lif.v, steps)
+        else:
+            probes[neuron.name] = sink = lava.Sink(shape=lif.s_out.shape, buffer=steps)
+            lif.s_out.connect(sink.a_in)
+    for synapse in plan.synapses:
+        bits = GRADED_MESSAGE_BITS if synapse.graded else 0
+        if synapse.conv is None:
+            process = lava.Dense(weights=synapse.weight, num_message_bits=bits, name=synapse.name)
+        else:
+            process = lava.Conv(weight=synapse.weight, num_message_bits=bits, name=synapse.name, **synapse.conv)
+        port = ports[synapse.source]
+        (port.flatten() if synapse.conv is None and len(port.shape) > 1 else port).connect(process.s_in)
+        for neuron in plan.neurons:
+            if synapse.name in neuron.synapses:
+                process.a_out.connect(neurons[neuron.name].a_in)
+    some_process = neurons[plan.output]  # any process runs and stops the whole connected network
+    try:
+        some_process.run(condition=lava.RunSteps(num_steps=steps), run_cfg=lava.Loihi2SimCfg(select_tag="floating_pt"))
+        return {
+            name: (probe.get_data()[name]["v"] if isinstance(probe, lava.Monitor) else np.moveaxis(probe.data.get(), -1, 0))
+            for name, probe in probes.items()
+        }
+    finally:
+        some_process.stop()
+
+
+def _in_child(function: Callable, args: tuple, timeout_s: float):
+    """function(*args) in a child process that leads its own process group; on return, error or
+    timeout, the whole group is killed, so none of the processes Lava started outlives the call."""
+    context = multiprocessing.get_context("fork")  # Lava itself forks; fork also spares the re-imports
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_child_main, args=(function, args, sender), name="spikeport-lava")
+    child.start()
+    sender.close()
+    status = "error"
+    try:
+        ready = wait([receiver, child.sentinel], timeout=timeout_s)
+        if receiver in ready:
+            try:
+                status, value = receiver.recv()
+            except EOFError:
+                value = f"the Lava session's process died (exit code {child.exitcode})"
+        elif ready:
+            value = f"the Lava session's process died (exit code {child.exitcode})"
+        else:
+            value = f"timed out after {timeout_s:g} s; the Lava processes were killed"
+    finally:
+        _kill_group(child, grace_s=5 if status == "ok" else 0)
+        receiver.close()
+    if status == "error":
+        raise UserError(f"Lava run failed: {value}")
+    return value
+
+
+def _child_main(function: Callable, args: tuple, sender: Connection) -> None:
+    os.setpgrp()
+    _report_model_errors(sender)
+    try:
+        message = ("ok", function(*args))
+    except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent, which names it
+        message = ("error", _describe(e))
+    sender.send(message)
+    sender.close()
+
+
+def _report_model_errors(sender: Connection) -> None:
+    """Make every Lava process model send its exception straight to the parent.
+
+    Lava 0.10 hangs when a process model raises: the model tells its runtime service and waits for
+    its ports to close, while the service waits for the replies of the other models, which wait
+    for data from the failed one. Lava's own report never comes, so each phase of every
+    PyLoihiProcessModel (the processes Lava forks from this child inherit the patch and `sender`)
+    reports first; the parent then kills the run at once instead of waiting for the timeout.
+    """
+    model_class = _lava_api().PyLoihiProcessModel
+    for phase in ("_spike", "_pre_mgmt", "_lrn", "_post_mgmt", "_host"):
+        setattr(model_class, phase, _reporting(getattr(model_class, phase), sender))
+
+
+def _reporting(phase: Callable, sender: Connection) -> Callable:
+    @functools.wraps(phase)
+    def run_phase(model):
+        try:
+            return phase(model)
+        except Exception as e:
+            sender.send(("error", f"{type(model).__name__} failed in step {model.time_step}: {_describe(e)}"))
+            raise
+
+    return run_phase
+
+
+def _describe(e: BaseException) -> str:
+    """The exception in one line: its type and message."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return f"{type(e).__name__}: {text}"
+
+
+def _kill_group(child: multiprocessing.Process, grace_s: float) -> None:
+    """Give the child `grace_s` to exit by itself, then kill its process group (Lava's processes).
+
+    Python's resource tracker, which the group started for Lava's shared memory, is spared until
+    the others are dead: it then unlinks the segments that the killed processes leave behind in
+    /dev/shm, and exits by itself (it is killed if it does not within TRACKER_GRACE_S).
+    """
+    child.join(timeout=grace_s)
+    group = [p for p in psutil.process_iter() if _group_of(p) == child.pid]
+    trackers = [p for p in group if "resource_tracker" in " ".join(_cmdline(p))]
+    for process in group:
+        if process not in trackers:
+            _kill(process)
+    child.kill()
+    child.join()
+    deadline = time.monotonic() + TRACKER_GRACE_S
+    while any(map(_alive, trackers)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for process in trackers:
+        _kill(process)
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Still running: an exited process that its new parent has not reaped yet is done."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _group_of(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except ProcessLookupError:
+        return None
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _kill(process: psutil.Process) -> None:
+    try:
+        process.kill()
+    except psutil.NoSuchProcess:
+        pass

@@ -1,0 +1,189 @@
+"""The Lava runner: a trained network exported to NIR and run in Lava's floating_pt simulator
+computes what the torch model computes, spike for spike, and no Lava process outlives a failure."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+
+import lava.proc.lif.models as lif_models
+import nir
+import numpy as np
+import psutil
+import pytest
+import torch
+from torch import nn
+
+from spikeport.config import config_from_dict
+from spikeport.errors import UserError
+from spikeport.export.exporter import export
+from spikeport.export.lower import fold_avgpool
+from spikeport.export.nir_graph import to_nir
+from spikeport.runtime.lava_runner import run_lava
+from spikeport.train import datasets, layers
+from spikeport.train.checkpoint import load_checkpoint, load_weights
+from spikeport.train.loop import model_for, train
+from spikeport.train.neuron import LIF
+
+TIMESTEPS = 4
+SAMPLES = 5
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """A tiny trained digits CNN, its exported NIR graph, the torch model and 5 test samples."""
+    tmp = tmp_path_factory.mktemp("lava")
+    config = config_from_dict({
+        "model": {"name": "spiking-cnn", "channels": [4, 8]},
+        "data": {"name": "digits", "root": str(tmp / "data"), "timesteps": TIMESTEPS, "batch_size": 64},
+        "train": {"epochs": 2, "lr": 0.01, "seed": 1},
+    })
+    train(config, tmp / "run", device="cpu")
+    export(tmp / "run")
+    model = model_for(config)
+    load_weights(model, load_checkpoint(tmp / "run" / "checkpoint.pt"), tmp / "run")
+    test = datasets.load("digits", tmp / "data", "test", TIMESTEPS)
+    inputs = torch.stack([test[i][0] for i in range(SAMPLES)])  # [N, T, 1, 8, 8]
+    return nir.read(tmp / "run" / "export" / "model.nir"), model.eval(), inputs
+
+
+def torch_run(model: nn.Module, inputs: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The model's logits [N, T, classes] and, per LIF layer, spike counts [N, T], in float64.
+
+    Lava's float models compute in float64 (its convolution in float32), so float64 is the fair
+    reference: float32 torch rounds differently, by about 1e-7 relative, and a membrane that lands
+    within that distance of the threshold would spike in one and not the other.
+    """
+    model = model.double()
+    counts = {}
+    hooks = [
+        module.register_forward_hook(lambda _m, _i, out, name=name: counts.__setitem__(name, out.flatten(2).sum(2).T.numpy()))
+        for name, module in model.named_modules()
+        if isinstance(module, LIF)
+    ]
+    try:
+        with torch.no_grad():
+            logits = model(inputs.double().transpose(0, 1)).transpose(0, 1).numpy()
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.float()
+    return logits, counts
+
+
+def test_lava_float_equals_torch_spike_for_spike(digits):
+    graph, model, inputs = digits
+    result = run_lava(graph, inputs.numpy(), mode="float", timeout_s=120)
+    logits, counts = torch_run(model, inputs)
+
+    assert result.output.shape == (SAMPLES, TIMESTEPS, 10)
+    assert sorted(result.spikes) == sorted(counts) == ["lif1", "lif2"]
+    for name, expected in counts.items():
+        assert expected.sum() > 0, f"{name} never spikes: the comparison would prove nothing"
+        np.testing.assert_array_equal(result.spikes[name], expected, err_msg=name)
+    np.testing.assert_allclose(result.output, logits, rtol=0, atol=1e-5)
+    assert np.abs(logits).max() > 0.1
+
+
+def test_delay_is_the_number_of_synaptic_stages(digits):
+    graph, _, inputs = digits
+    stages = [n for n in fold_avgpool(graph).nodes.values() if isinstance(n, (nir.Conv2d, nir.Affine, nir.Linear))]
+    assert len(stages) == 3
+    assert run_lava(graph, inputs[:1].numpy(), timeout_s=120).delay == 3
+
+
+def test_axis_conventions_on_a_non_square_strided_convolution():
+    """(C, H, W) vs Lava's (W, H, C), kernel flip and transposition, (H, W) vs (X, Y) stride and
+    padding, flatten order: every one of them, got wrong, moves spikes on this asymmetric layer.
+    (The kernel is square: nir 1.0.8's Conv2d type inference gets a 3x2 kernel's output width wrong.)"""
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict([
+        ("conv", layers.Conv2d(2, 3, 3, stride=(2, 1), padding=(1, 0))),
+        ("lif", LIF(beta=0.75, threshold=0.3)),
+        ("flatten", layers.Flatten()),
+        ("fc", nn.Linear(3 * 5 * 3, 4)),
+    ])).eval()
+    inputs = torch.rand(3, 5, 2, 9, 5)  # [N, T, C, H, W]
+    graph = to_nir(model, (2, 9, 5))
+    result = run_lava(graph, inputs.numpy(), timeout_s=120)
+    logits, counts = torch_run(model, inputs)
+    assert 0 < counts["lif"].sum() < 3 * 5 * 45
+    np.testing.assert_array_equal(result.spikes["lif"], counts["lif"])
+    np.testing.assert_allclose(result.output, logits, rtol=0, atol=1e-5)
+    assert result.delay == 2
+
+
+def _leftovers(since: float) -> list[psutil.Process]:
+    """Processes of ours started since `since`: children, or forks orphaned to init (same command
+    line). Older children (an earlier in-process Lava run's resource tracker) are not this run's."""
+    me = psutil.Process()
+    forks = [
+        p for p in psutil.process_iter(["cmdline", "create_time"])
+        if p.pid != me.pid and p.info["create_time"] >= since - 1 and p.info["cmdline"] == me.cmdline()
+    ]
+    children = [p for p in me.children(recursive=True) if p.create_time() >= since - 1]
+    return list({p.pid: p for p in children + forks}.values())
+
+
+def test_failure_mid_run_is_a_user_error_and_leaves_no_process(digits, monkeypatch):
+    graph, _, inputs = digits
+    run_spk = lif_models.PyLifResetModelFloat.run_spk
+
+    def failing_run_spk(self):
+        if self.time_step == 3:
+            raise ValueError("provoked failure")
+        run_spk(self)
+
+    monkeypatch.setattr(lif_models.PyLifResetModelFloat, "run_spk", failing_run_spk)
+    start = time.time()
+    with pytest.raises(UserError, match="PyLifResetModelFloat failed in step 3: ValueError: provoked failure"):
+        run_lava(graph, inputs.numpy(), timeout_s=60)
+    assert time.time() - start < 20
+    assert _leftovers(start) == []
+
+
+def test_a_hung_run_times_out_and_leaves_no_process(digits, monkeypatch):
+    graph, _, inputs = digits
+    monkeypatch.setattr(lif_models.PyLifResetModelFloat, "run_spk", lambda self: time.sleep(60))
+    start = time.time()
+    with pytest.raises(UserError, match="timed out after 2 s"):
+        run_lava(graph, inputs.numpy(), timeout_s=2)
+    assert time.time() - start < 15
+    assert _leftovers(start) == []
+
+
+def test_unknown_mode_is_refused(digits):
+    graph, _, inputs = digits
+    with pytest.raises(UserError, match="mode: 'fixed'; choose one of float"):
+        run_lava(graph, inputs.numpy(), mode="fixed")
+
+
+def test_refuses_what_lava_cannot_run(digits):
+    graph, _, inputs = digits
+    with pytest.raises(UserError, match=r"inputs: shape \(5, 4, 8, 8\)"):
+        run_lava(graph, inputs.numpy()[:, :, 0])
+    cuba = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(np.array([3])),
+            "fc": nir.Linear(np.ones((2, 3))),
+            "cuba": nir.CubaLIF(tau_syn=np.ones(2), tau_mem=np.ones(2), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2)),
+            "output": nir.Output(np.array([2])),
+        },
+        edges=[("input", "fc"), ("fc", "cuba"), ("cuba", "output")],
+    )
+    with pytest.raises(UserError, match=r"cuba \(CubaLIF\): no Lava mapping"):
+        run_lava(cuba, np.zeros((1, 2, 3)))
+
+
+def test_simulate_compares_reference_and_lava(trained_run, cli):
+    """`spikeport simulate --compare reference-float,lava-float`: the same spikes in every layer."""
+    code, _, err = cli("simulate", trained_run, "--samples", "5", "--compare", "reference-float,lava-float")
+    assert code == 0, err
+    parity = json.loads((trained_run / "sim" / "parity.json").read_text())
+    assert parity["prediction_agreement"] == 1.0 and parity["output_max_abs_diff"] < 1e-4
+    assert set(parity["layers"]) == {"neuromorphic0.lif1", "neuromorphic0.lif2"}
+    for layer in parity["layers"].values():
+        assert layer["spike_count_mismatches"] == 0 and layer["spikes_a"] > 0
+    lava = np.load(trained_run / "sim" / "lava-float.npz")
+    assert int(lava["delay"]) == 3 and lava["output"].shape == (5, 4, 10)
