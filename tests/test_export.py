@@ -18,18 +18,10 @@ from spikeport.train import datasets, layers, loop
 from spikeport.train.neuron import LIF
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    config = config_from_dict(
-        {
-            "model": {"name": "spiking-cnn", "channels": [8, 16]},
-            "data": {"name": "digits", "root": str(root / "data"), "timesteps": 4, "batch_size": 64},
-            "train": {"epochs": 2, "lr": 0.01, "seed": 1},
-        }
-    )
-    loop.train(config, root / "run", device="cpu")
-    return root / "run"
+@pytest.fixture
+def run_dir(trained_run):
+    """The session's trained digits CNN (conftest.py); these tests export it again."""
+    return trained_run
 
 
 def test_export_digits_cnn(run_dir, cli):

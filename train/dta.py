@@ -33,6 +33,7 @@ from collections import OrderedDict
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spikeport.train import layers
@@ -54,7 +55,9 @@ class TXA(nn.Module):
     def __init__(self, timesteps: int, channels: int):
         super().__init__()
         self.conv_over_channels = nn.Conv1d(timesteps, timesteps, 3, padding="same", bias=False)
-        self.conv_over_time = nn.Conv1d(channels, channels, 6, padding="same", bias=False)
+        # Kernel 6 with the official 'same' padding: 2 steps before, 3 after (written out, which
+        # also spares torch's warning about 'same' with an even kernel).
+        self.conv_over_time = nn.Conv1d(channels, channels, 6, bias=False)
         self.scale_a = nn.Parameter(torch.ones(1))
         self.scale_b = nn.Parameter(torch.ones(1))
 
@@ -62,7 +65,7 @@ class TXA(nn.Module):
         """x: [B, T, C, H, W]."""
         p = x.mean((3, 4))
         a = torch.sigmoid(self.conv_over_channels(p))[..., None, None]
-        b = torch.sigmoid(self.conv_over_time(p.transpose(1, 2))).transpose(1, 2)[..., None, None]
+        b = torch.sigmoid(self.conv_over_time(F.pad(p.transpose(1, 2), (2, 3)))).transpose(1, 2)[..., None, None]
         return (x + self.scale_a * a) * (x + self.scale_b * b)
 
 
@@ -129,9 +132,7 @@ class BasicBlockMS(nn.Module):
         self.lif2 = LIF(beta, threshold)
         self.conv2 = layers.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn2 = layers.BatchNorm2d(channels)
-        self.shortcut = None
-        if stride != 1 or in_channels != channels:
-            self.shortcut = nn.Sequential(layers.Conv2d(in_channels, channels, 1, stride, bias=False), layers.BatchNorm2d(channels))
+        self.shortcut = layers.projection(in_channels, channels, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn1(self.conv1(self.lif1(x)))

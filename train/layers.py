@@ -70,3 +70,10 @@ class TimeMixing(nn.Module):
     Such a module needs the [T, B, ...] sequence as a whole, and no neuromorphic core runs it: the
     exporter keeps it as one operation of a host partition (export/partition.py).
     """
+
+
+def projection(in_channels: int, channels: int, stride: int) -> nn.Module | None:
+    """A residual block's shortcut: None (identity) when the shape is kept, else BN(conv1x1)."""
+    if stride == 1 and in_channels == channels:
+        return None
+    return nn.Sequential(Conv2d(in_channels, channels, 1, stride, bias=False), BatchNorm2d(channels))

@@ -53,9 +53,7 @@ class SpikingBasicBlock(nn.Module):
         self.lif1 = LIF(beta, threshold)
         self.conv2 = layers.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn2 = layers.BatchNorm2d(channels)
-        self.shortcut = None
-        if stride != 1 or in_channels != channels:
-            self.shortcut = nn.Sequential(layers.Conv2d(in_channels, channels, 1, stride, bias=False), layers.BatchNorm2d(channels))
+        self.shortcut = layers.projection(in_channels, channels, stride)
         self.lif2 = LIF(beta, threshold)
 
     def forward(self, x: Tensor) -> Tensor:
