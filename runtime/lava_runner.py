@@ -401,6 +401,44 @@ def _simulate(plan: _Plan, inputs: np.ndarray) -> dict[str, np.ndarray]:
         some_process.stop()
 
 
+def run_netx_fixed(path: str | os.PathLike, bias: np.ndarray, window: int, timeout_s: float = 600) -> tuple[list[np.ndarray], np.ndarray]:
+    """A lava-dl netx file in Loihi2SimCfg fixed_pt: samples back to back, `window` steps each.
+
+    `bias` [N, window, C, H, W] drives the network's input layer per step (as bias_mant.set would);
+    netx resets every layer when a sample's first step reaches it (reset_interval = window).
+    Returns every layer's spikes [N, window, *shape] and the last layer's voltage [N, window, *shape],
+    in the (C, H, W) order of the file's shapes. Same process handling as `run_lava`.
+    """
+    _lava_api()
+    return _in_child(_simulate_netx, (str(path), np.asarray(bias), window), timeout_s)
+
+
+def _simulate_netx(path: str, bias: np.ndarray, window: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Runs in the child: one Lava step per run call, so the input bias can change every step."""
+    from lava.lib.dl.netx import hdf5
+
+    lava = _lava_api()
+    n = bias.shape[0]
+    steps = n * window
+    net = hdf5.Network(net_config=path, reset_interval=window)
+    sinks = [lava.Sink(shape=layer.out.shape, buffer=steps) for layer in net.layers]
+    for layer, sink in zip(net.layers, sinks):
+        layer.out.connect(sink.a_in)
+    net.in_layer.neuron.bias_mant.init = _lava(bias[0, 0])
+    voltage = []
+    try:
+        for k in range(steps):
+            if k:
+                net.in_layer.neuron.bias_mant.set(_lava(bias[k // window, k % window]))
+            net.run(condition=lava.RunSteps(num_steps=1), run_cfg=lava.Loihi2SimCfg(select_tag="fixed_pt"))
+            voltage.append(_lava(net.out_layer.neuron.v.get()))
+        spikes = [np.moveaxis(sink.data.get(), -1, 0) for sink in sinks]  # [steps, *lava_shape]
+    finally:
+        net.stop()
+    per_sample = lambda a: a.reshape(n, window, *a.shape[1:])  # noqa: E731
+    return [per_sample(np.stack([_lava(frame) for frame in s])) for s in spikes], per_sample(np.stack(voltage))
+
+
 def _in_child(function: Callable, args: tuple, timeout_s: float):
     """function(*args) in a child process that leads its own process group; on return, error or
     timeout, the whole group is killed, so none of the processes Lava started outlives the call."""

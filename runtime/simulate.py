@@ -27,7 +27,7 @@ from spikeport.runtime.reference import NIRExecutor
 from spikeport.train import datasets
 from spikeport.train.loop import resolve_device
 
-BACKENDS = {"reference": ("float",), "onnx": ("float",), "lava": ("float",)}
+BACKENDS = {"reference": ("float", "loihi"), "onnx": ("float",), "lava": ("float", "loihi")}
 
 
 @dataclass
@@ -177,7 +177,77 @@ def run_in_lava(target: Target, inputs: dict[str, np.ndarray], device: torch.dev
     return SimResult(result.output, {f"{prefix}{k}": v for k, v in result.spikes.items()}, result.delay)
 
 
-RUNNERS = {"reference": run_reference, "onnx": run_onnx_model, "lava": run_in_lava}
+@dataclass
+class _FixedPoint:
+    """What running an export's model.net needs: the Loihi parameters and the input layer's drive."""
+
+    layers: list  # export.loihi.LoihiLayer, one per netx block
+    bias: np.ndarray  # [N, window, *input layer shape]: the host layer's current, per step
+    window: int  # steps per sample: T + the synaptic stages after the input layer
+    timesteps: int
+    prefix: str
+
+
+def _fixed_point(target: Target, inputs: dict[str, np.ndarray]) -> _FixedPoint:
+    from spikeport.export.loihi import input_bias, read_loihi_json
+    from spikeport.export.lower import fold_avgpool
+
+    files = target.manifest.files if target.manifest else {}
+    if "netx" not in files or "loihi" not in files:
+        raise UserError("--mode loihi: needs an export with loihi.json and model.net (spikeport export RUN --formats nir,onnx,lava)")
+    partition = target.manifest.partitions[0]
+    graph = fold_avgpool(read_nir(target.export_dir / partition.file))
+    model = read_loihi_json(target.export_dir / files["loihi"])
+    (x,) = inputs.values()
+    n, t = x.shape[:2]
+    window = t + len(model.layers) - 1
+    # The first layer runs on the host (export/loihi.py): its current, one frame per step, is the
+    # input layer's bias; after the sample's last frame the input layer's steps are never read.
+    frames = np.stack([[input_bias(graph, model, x[i, k]) for k in range(t)] for i in range(n)])
+    bias = np.concatenate([frames, np.repeat(frames[:, -1:], window - t, axis=1)], axis=1)
+    return _FixedPoint(model.layers, bias, window, t, f"{partition.name}.")
+
+
+def _fixed_point_result(fp: _FixedPoint, spikes: list, voltage) -> SimResult:
+    """Layer i holds a sample from step i of its window on; the read-out's voltage is 64 s times
+    the running sum of the logits (export/loihi.py), so its increments are the logits per step."""
+    t, readout = fp.timesteps, len(fp.layers) - 1
+    counts = {
+        f"{fp.prefix}{layer.neuron}": np.asarray(spikes[i])[:, i : i + t].reshape(len(fp.bias), t, -1).sum(-1)
+        for i, layer in enumerate(fp.layers)
+        if layer.neuron is not None
+    }
+    v = np.asarray(voltage, dtype=np.float64)[:, readout : readout + t]
+    logits = np.diff(v, axis=1, prepend=0.0) / (64 * fp.layers[-1].scale)
+    return SimResult(logits, counts, delay=readout)
+
+
+def run_reference_loihi(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:
+    """Lava's fixed-point arithmetic in batched torch (runtime/loihi_fixed.py) on the export's model.net."""
+    from spikeport.runtime.loihi_fixed import read_netx, simulate_netx
+
+    fp = _fixed_point(target, inputs)
+    network = read_netx(target.export_dir / target.manifest.files["netx"])
+    records = simulate_netx(network, bias=fp.bias, steps=fp.window, reset_interval=fp.window, device=device, record=("v", "s"))
+    return _fixed_point_result(fp, [r.s.cpu().numpy() for r in records], records[-1].v.cpu().numpy())
+
+
+def run_lava_loihi(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:
+    """Lava's Loihi2SimCfg fixed_pt on the export's model.net, loaded unchanged by lava-dl netx."""
+    from spikeport.runtime.lava_runner import run_netx_fixed
+
+    fp = _fixed_point(target, inputs)
+    spikes, voltage = run_netx_fixed(target.export_dir / target.manifest.files["netx"], fp.bias, fp.window)
+    return _fixed_point_result(fp, spikes, voltage)
+
+
+RUNNERS = {
+    ("reference", "float"): run_reference,
+    ("reference", "loihi"): run_reference_loihi,
+    ("onnx", "float"): run_onnx_model,
+    ("lava", "float"): run_in_lava,
+    ("lava", "loihi"): run_lava_loihi,
+}
 
 
 def simulate(
@@ -203,7 +273,7 @@ def simulate(
     resolved = resolve_target(target)
     resolved.dt = dt
     inputs, labels = load_inputs(resolved, Path(input_file) if input_file else None, samples)
-    result = RUNNERS[backend](resolved, inputs, resolve_device(device))
+    result = RUNNERS[backend, mode](resolved, inputs, resolve_device(device))
     arrays = {"output": result.output, "delay": np.array(result.delay)}
     if labels is not None:
         arrays["labels"] = labels

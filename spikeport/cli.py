@@ -136,7 +136,7 @@ def export(
 def simulate(
     target: Path = typer.Argument(..., help="A run folder (after export), a manifest.json or a .nir file."),
     backend: str = typer.Option("reference", help="reference | onnx | lava"),
-    mode: str = typer.Option("float", help="float"),
+    mode: str = typer.Option("float", help="float | loihi (fixed point; reference and lava)"),
     samples: Optional[int] = typer.Option(None, help="How many test samples (default: the whole test set)."),
     input: Optional[Path] = typer.Option(None, "--input", help="npz with key `input` [N, T, *input_shape]."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),

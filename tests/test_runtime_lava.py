@@ -187,3 +187,18 @@ def test_simulate_compares_reference_and_lava(trained_run, cli):
         assert layer["spike_count_mismatches"] == 0 and layer["spikes_a"] > 0
     lava = np.load(trained_run / "sim" / "lava-float.npz")
     assert int(lava["delay"]) == 3 and lava["output"].shape == (5, 4, 10)
+
+
+def test_reference_loihi_equals_lava_fixed_pt_through_the_cli(trained_run, cli):
+    """Lava fixed_pt running the exported model.net unchanged, against the reference runtime's loihi
+    mode: every spike count and every read-out voltage equal."""
+    code, _, err = cli("simulate", trained_run, "--samples", "3", "--compare", "reference-loihi,lava-loihi")
+    assert code == 0, err
+    parity = json.loads((trained_run / "sim" / "parity.json").read_text())
+    assert parity["output_max_abs_diff"] == 0.0
+    for layer in parity["layers"].values():
+        assert layer["spike_count_mismatches"] == 0 and layer["spikes_a"] > 0
+    fixed = np.load(trained_run / "sim" / "reference-loihi.npz")
+    assert int(fixed["delay"]) == 2 and fixed["output"].shape == (3, 4, 10)
+    code, _, err = cli("simulate", trained_run, "--samples", "3", "--compare", "reference-float,reference-loihi")
+    assert code == 0 and json.loads((trained_run / "sim" / "parity.json").read_text())["prediction_agreement"] >= 2 / 3

@@ -1,0 +1,1033 @@
+"""The reference runtime's `loihi` mode: a lava-dl netx network in Lava's fixed-point arithmetic, batched in torch.
+
+`read_netx(path)` reads a netx HDF5 file (`model.net`) into plain dataclasses, holding the integers
+Lava will run after netx's own processing; `simulate_netx(network, ...)` runs them for a batch of
+samples at once, on CPU or CUDA, and returns every layer's current u, voltage v and spikes at every
+step. Both copy lava-nc 0.10.0 / lava-dl 0.6.0 exactly (tests/test_runtime_loihi.py compares them
+with lava-dl's own reference outputs and with Lava's `Loihi2SimCfg(select_tag="fixed_pt")`):
+
+What netx makes of a file (lava.lib.dl.netx.hdf5, blocks/process.py, utils.py):
+
+- `weight`, `bias` are read as `float.astype(int)` (truncation toward zero).
+- dense: `utils.optimize_weight_bits` rescales the integer weights by 2**scale_bits and derives
+  `num_weight_bits` and `weight_exponent = -scale_bits`; Lava's Dense model then clips the
+  weights to 8 bits by sign mode (`weightutils.clip_weights`) and drops the lowest
+  `8 - num_weight_bits + mixed` bits (`truncate_weights`, an arithmetic shift), and after the
+  weighted sum shifts it by `weight_exp` (`>>` floors). A 1-D weight is reshaped (outFeatures, -1).
+- conv: no weight optimisation and no weight exponent: the kernel is used as is (netx flips it
+  and scipy convolves, i.e. torch's cross-correlation) and the sum is wrapped to signed 24 bits.
+- flatten: the next dense layer reads the previous layer's (C, H, W) output flattened in C order.
+- neuron ('LOIHI' or 'CUBA'): du = iDecay - 1, dv = vDecay, vth = vThMant, bias_exp = 6 for every
+  layer, bias_mant = the layer's bias (per channel for conv). A layer without a `neuron` group is
+  netx's non-spiking integrator: iDecay 0, vDecay 4096, vThMant 1 << 17 (du = -1: u integrates).
+- the `input` layer is a LIF without synapse; netx gives it no bias (its `bias`/`weight` fields
+  are an unused "transform"), so it is driven by setting its bias_mant (`bias=` here).
+- reset_interval R (netx's LIFReset): layer i (0 = first block) zeroes u and v at the start of
+  every step t (1-based, as Lava's time_step) with t % R == (reset_offset + 1 + i) % R.
+
+What Lava computes per step t (lava.proc.lif.models.AbstractPyLifModelFixed, dense/conv models),
+in the integer widths Lava's numpy code uses (int32 wraps and int16 bias_mant emulated here):
+
+    a_i[t]   = synapse_i(s_{i-1}[t-1])               one step of delay per synapse (a_buff)
+    u[t]     = wrap24(trunc(u[t-1] * (4096 - du - 1) / 4096) + (a_i[t] << 6))
+    v[t]     = clip(trunc(v[t-1] * (4096 - dv) / 4096) + u[t] + (bias_mant << bias_exp), +-(2**23 - 1))
+    s[t]     = v[t] > vth << 6;   v[t] = 0 where s[t]
+
+where wrap24 is Lava's (asymmetric, single) wrap: x - 2**24 if x > 2**23, x + 2**24 if x <= -2**23.
+Spikes of LIF neurons are 0/1 whatever messageBits says (graded spikes only change the synapse's
+input type, and a LIF sends booleans), so `message_bits` is recorded but changes nothing here.
+
+Records are aligned to Lava's steps: index k of the time axis is Lava's time_step k + 1, the value
+a probe (or a RingBuffer sink, or `var.get()` after k + 1 steps) shows. Shapes are torch's
+(C, H, W) or (N,); `lava_order` turns a record into Lava's (X, Y, Z) = (W, H, C) order.
+
+Sums are computed as float32 (float64 where a row's sum of |weights| times the largest input
+reaches 2**24) and are exact integers; TF32 is switched off on CUDA while they run. int32 wraps
+follow numpy's types in Lava: a binary dense sum accumulates in int64 and is wrapped after the
+exponent shift (the int32 channel), a graded one (input_message_bits > 0, external input only: a
+LIF sends 0/1) is wrapped before it (both compared with Lava's Dense model by a test); conv sums
+that could exceed int32 are refused (Lava's float-to-int32 conversion is undefined there).
+
+Limits: files are refused (UserError, naming the file and the group/field) when a dataset or a
+declared shape has more than MAX_ELEMENTS = 10**8 elements, before anything is allocated; when a
+layer type or neuron type is one this runtime does not run (pool, convT, dense_rec, delays,
+complex, SDNN, RF ...); or when a field is missing, non-finite or outside what Lava represents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from spikeport.errors import UserError
+
+MAX_ELEMENTS = (
+    10**8
+)  # per dataset and per declared layer shape; a larger file is refused before reading
+DECAY_SHIFT = 12
+DECAY_UNITY = 1 << DECAY_SHIFT
+ACT_SHIFT = 6
+VTH_SHIFT = 6
+NETX_BIAS_EXP = 6
+UV_MAX = 1 << 23  # u and v are 24-bit
+READOUT_NEURON = {
+    "type": "CUBA",
+    "iDecay": 0,
+    "vDecay": 4096,
+    "vThMant": 1 << 17,
+}  # netx's default, 1 << 18 - 1
+NEURON_TYPES = ("LOIHI", "CUBA")
+RUNS = ("input", "conv", "dense", "flatten")
+
+
+@dataclass
+class Neuron:
+    """A Lava LIF layer as netx configures it (integers exactly as Lava holds them)."""
+
+    du: int  # iDecay - 1 (-1 for netx's read-out integrator: the current never decays)
+    dv: int  # vDecay
+    vth: int  # vThMant, compared after << 6
+    bias_mant: (
+        np.ndarray | None
+    )  # int64 in the layer's shape (C, H, W) / (N,); None: 0 (the input layer's is set per run)
+    bias_exp: int = NETX_BIAS_EXP
+    message_bits: int = (
+        0  # netx's messageBits (graded spikes); a LIF's spikes are 0/1 either way
+    )
+
+
+@dataclass
+class Block:
+    """One netx block: an input layer (LIF only) or a synapse (dense/conv) and the LIF it feeds."""
+
+    name: str  # the HDF5 group, e.g. "layer/3"
+    kind: str  # "input", "dense" or "conv"
+    shape: tuple[int, ...]  # output (C, H, W) or (N,)
+    neuron: Neuron
+    input_shape: tuple[int, ...] | None = (
+        None  # what the synapse reads: (C, H, W) or (N,)
+    )
+    weight: np.ndarray | None = (
+        None  # int64 as Lava runs it: dense [out, in] after optimisation, clip and truncation; conv [out, in/groups, kh, kw]
+    )
+    weight_exp: int = (
+        0  # dense: the weighted sum is shifted by this (<< if > 0, else >>)
+    )
+    num_weight_bits: int = 8  # dense: informational (already applied to `weight`)
+    stride: tuple[int, int] = (1, 1)  # conv, torch order (H, W)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    flatten: bool = False  # dense reads its input flattened from (C, H, W)
+    input_message_bits: int = (
+        0  # > 0: graded input (matters only for external input to the first block)
+    )
+
+
+@dataclass
+class NetxNetwork:
+    path: str
+    blocks: list[Block]
+    input_shape: tuple[
+        int, ...
+    ]  # what the first block reads: its own shape for an input layer, else the external spikes' shape
+
+    @property
+    def has_input_layer(self) -> bool:
+        return bool(self.blocks) and self.blocks[0].kind == "input"
+
+
+@dataclass
+class LayerRecord:
+    """One block's states per step: [B, T, *shape]; None where not recorded."""
+
+    name: str
+    kind: str
+    u: Tensor | None  # int32
+    v: Tensor | None  # int32
+    s: Tensor | None  # uint8 (0/1)
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def read_netx(path: str | os.PathLike) -> NetxNetwork:
+    """The netx HDF5 file at `path` as the integers Lava runs; UserError for what cannot be run."""
+    path = str(path)
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable netx HDF5 file ({e})") from None
+    with f:
+        reader = _Reader(path)
+        if "layer" not in f or not isinstance(f["layer"], h5py.Group):
+            raise UserError(f"{path}: no group 'layer'; not a netx network")
+        layers = f["layer"]
+        keys = list(layers.keys())
+        if not all(k.isdigit() for k in keys) or sorted(int(k) for k in keys) != list(
+            range(len(keys))
+        ):
+            raise UserError(
+                f"{path}: layer: groups {keys[:5]} are not 0..{len(keys) - 1}"
+            )
+        if not keys:
+            raise UserError(f"{path}: layer: no layers")
+        blocks: list[Block] = []
+        input_shape: tuple[int, ...] | None = None
+        flatten_next = False
+        for i in range(len(keys)):
+            name = f"layer/{i}"
+            group = layers[str(i)]
+            if not isinstance(group, h5py.Group):
+                raise UserError(f"{path}: {name}: not a group")
+            kind = reader.string(group, "type", name)
+            prev_shape = blocks[-1].shape if blocks else input_shape
+            if kind == "input":
+                if blocks:
+                    raise UserError(
+                        f"{path}: {name}/type: an input layer after other layers; netx chains them only first"
+                    )
+                shape = reader.shape(group, name)
+                if "neuron" in group:
+                    neuron = reader.neuron(
+                        group["neuron"], f"{name}/neuron", shape, bias=None
+                    )
+                    blocks.append(Block(name, "input", shape, neuron))
+                input_shape = shape
+            elif kind == "flatten":
+                flatten_next = True
+            elif kind == "conv":
+                if prev_shape is None:
+                    raise UserError(
+                        f"{path}: {name}: a conv layer with no input shape before it (netx cannot infer it)"
+                    )
+                blocks.append(reader.conv(group, name, prev_shape))
+                flatten_next = False
+            elif kind == "dense":
+                if prev_shape is None:
+                    prev_shape = (_dense_in_features(reader, group, name),)
+                    input_shape = prev_shape
+                if len(prev_shape) != 1 and not flatten_next:
+                    raise UserError(
+                        f"{path}: {name}: a dense layer reads {prev_shape} with no flatten layer before it; netx cannot connect it"
+                    )
+                blocks.append(
+                    reader.dense(group, name, prev_shape, flatten=len(prev_shape) != 1)
+                )
+                flatten_next = False
+            else:
+                raise UserError(
+                    f"{path}: {name}/type: {kind!r} layers are not supported (this runtime runs {', '.join(RUNS)})"
+                )
+        if not blocks:
+            raise UserError(f"{path}: layer: no layer with a neuron or synapse")
+        if input_shape is None:
+            input_shape = blocks[0].input_shape
+        for a, b in itertools.pairwise(blocks):
+            b.input_message_bits = a.neuron.message_bits
+    return NetxNetwork(path=path, blocks=blocks, input_shape=tuple(input_shape))
+
+
+def _dense_in_features(reader: _Reader, group: h5py.Group, name: str) -> int:
+    if "inFeatures" in group:
+        return reader.int(group, "inFeatures", name, 1, MAX_ELEMENTS)
+    ds = reader.dataset(group, "weight", name)
+    if ds.ndim != 2:
+        raise UserError(
+            f"{reader.path}: {name}: a first dense layer needs inFeatures or a 2-D weight"
+        )
+    return int(ds.shape[1])
+
+
+class _Reader:
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, where: str, what: str) -> UserError:
+        return UserError(f"{self.path}: {where}: {what}")
+
+    def dataset(self, group: h5py.Group, key: str, where: str) -> h5py.Dataset:
+        if key not in group:
+            raise self.fail(f"{where}/{key}", "missing")
+        ds = group[key]
+        if not isinstance(ds, h5py.Dataset):
+            raise self.fail(f"{where}/{key}", "not a dataset")
+        if ds.size is None or ds.size > MAX_ELEMENTS:
+            raise self.fail(
+                f"{where}/{key}",
+                f"{ds.shape} has more than {MAX_ELEMENTS} elements; refused",
+            )
+        return ds
+
+    def array(self, group: h5py.Group, key: str, where: str) -> np.ndarray:
+        ds = self.dataset(group, key, where)
+        try:
+            value = np.asarray(ds[()])
+        except (OSError, TypeError, ValueError) as e:
+            raise self.fail(f"{where}/{key}", f"cannot be read ({e})") from None
+        if value.dtype.kind not in "iufb":
+            raise self.fail(f"{where}/{key}", f"dtype {value.dtype} is not numeric")
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise self.fail(f"{where}/{key}", "holds NaN or infinity")
+        return value
+
+    def integers(
+        self, group: h5py.Group, key: str, where: str, bound: int = 2**31 - 1
+    ) -> np.ndarray:
+        """netx's `.astype(int)` of a weight/bias: truncation toward zero; refuses values Lava's int32 cannot hold."""
+        value = self.array(group, key, where)
+        if value.size and np.abs(value.astype(np.float64)).max() > bound:
+            raise self.fail(
+                f"{where}/{key}",
+                f"values up to {np.abs(value.astype(np.float64)).max():g}; beyond {bound}",
+            )
+        return value.astype(np.int64)
+
+    def int(self, group: h5py.Group, key: str, where: str, low: int, high: int) -> int:
+        value = self.array(group, key, where)
+        if value.size != 1:
+            raise self.fail(
+                f"{where}/{key}", f"expected one number, got shape {value.shape}"
+            )
+        number = value.reshape(-1)[0]
+        if number != int(number) or not low <= int(number) <= high:
+            raise self.fail(
+                f"{where}/{key}", f"{number!r} is not an integer in {low}..{high}"
+            )
+        return int(number)
+
+    def pair(
+        self, group: h5py.Group, key: str, where: str, default: int, low: int, high: int
+    ) -> tuple[int, int]:
+        """A 2-vector in the file's (H, W) order (netx reverses it into Lava's (X, Y)); a scalar means both."""
+        if key not in group:
+            return (default, default)
+        value = self.array(group, key, where).reshape(-1)
+        if value.size == 1:
+            value = np.repeat(value, 2)
+        if (
+            value.size != 2
+            or np.any(value != np.round(value))
+            or value.min() < low
+            or value.max() > high
+        ):
+            raise self.fail(
+                f"{where}/{key}",
+                f"{value.tolist()} is not 1 or 2 integers in {low}..{high}",
+            )
+        return (int(value[0]), int(value[1]))
+
+    def string(self, group: h5py.Group, key: str, where: str) -> str:
+        ds = self.dataset(group, key, where)
+        try:
+            value = ds[()]
+        except (OSError, TypeError, ValueError) as e:
+            raise self.fail(f"{where}/{key}", f"cannot be read ({e})") from None
+        if isinstance(value, np.ndarray):
+            if value.size != 1:
+                raise self.fail(
+                    f"{where}/{key}", f"expected one string, got shape {value.shape}"
+                )
+            value = value.reshape(-1)[0]
+        if isinstance(value, (bytes, np.bytes_)):
+            try:
+                return value.decode("ascii")
+            except UnicodeDecodeError:
+                raise self.fail(f"{where}/{key}", "not ASCII") from None
+        if isinstance(value, str):
+            return value
+        raise self.fail(f"{where}/{key}", f"not a string ({type(value).__name__})")
+
+    def shape(self, group: h5py.Group, where: str) -> tuple[int, ...]:
+        value = self.array(group, "shape", where).reshape(-1)
+        if (
+            value.size not in (1, 2, 3)
+            or np.any(value != np.round(value))
+            or value.min() < 1
+        ):
+            raise self.fail(
+                f"{where}/shape", f"{value.tolist()} is not 1 to 3 positive integers"
+            )
+        shape = tuple(int(x) for x in value)
+        if math.prod(shape) > MAX_ELEMENTS:
+            raise self.fail(
+                f"{where}/shape",
+                f"{list(shape)} declares more than {MAX_ELEMENTS} neurons; refused",
+            )
+        return shape
+
+    def neuron(
+        self, group, where: str, shape: tuple[int, ...], bias: np.ndarray | None
+    ) -> Neuron:
+        if isinstance(group, dict):  # netx's default read-out
+            config = group
+            kind = config["type"]
+        else:
+            if not isinstance(group, h5py.Group):
+                raise self.fail(where, "not a group")
+            kind = self.string(group, "type", where)
+            if kind not in NEURON_TYPES:
+                raise self.fail(
+                    f"{where}/type",
+                    f"neuron type {kind!r} is not supported (this runtime runs {', '.join(NEURON_TYPES)})",
+                )
+            config = {
+                "iDecay": self.int(group, "iDecay", where, 0, DECAY_UNITY),
+                "vDecay": self.int(group, "vDecay", where, 0, DECAY_UNITY),
+                "vThMant": self.int(group, "vThMant", where, 0, 1 << 17),
+            }
+            if "messageBits" in group:
+                config["messageBits"] = self.int(group, "messageBits", where, 0, 32)
+            if "delay" in group:
+                raise self.fail(f"{where}/delay", "axonal delays are not supported")
+        bias_mant = None
+        if bias is not None:
+            bias_mant = _broadcast_bias(bias, shape, self, where.rsplit("/", 1)[0])
+        return Neuron(
+            du=int(config["iDecay"]) - 1,
+            dv=int(config["vDecay"]),
+            vth=int(config["vThMant"]),
+            bias_mant=bias_mant,
+            message_bits=int(config.get("messageBits", 0)),
+        )
+
+    def conv(self, group: h5py.Group, name: str, input_shape: tuple[int, ...]) -> Block:
+        if len(input_shape) != 3:
+            raise self.fail(
+                name, f"a conv layer reads {input_shape}; it needs (C, H, W)"
+            )
+        shape = self.shape(group, name)
+        if len(shape) != 3:
+            raise self.fail(
+                f"{name}/shape", f"{list(shape)}; a conv layer's shape is (C, H, W)"
+            )
+        if "neuron" not in group:
+            raise self.fail(
+                f"{name}/neuron", "missing (netx needs a neuron for a conv layer)"
+            )
+        weight = self.integers(group, "weight", name)
+        if weight.ndim == 5 and weight.shape[-1] == 1:
+            weight = weight[..., 0]
+        if weight.ndim != 4:
+            raise self.fail(
+                f"{name}/weight",
+                f"shape {weight.shape}; a conv kernel is (out, in/groups, kh, kw)",
+            )
+        groups = self.int(group, "groups", name, 1, 1 << 16) if "groups" in group else 1
+        stride = self.pair(group, "stride", name, 1, 1, 1 << 16)
+        padding = self.pair(group, "padding", name, 0, 0, 1 << 16)
+        dilation = self.pair(group, "dilation", name, 1, 1, 1 << 16)
+        c_in = input_shape[0]
+        if (
+            c_in % groups
+            or weight.shape[0] % groups
+            or weight.shape[1] * groups != c_in
+        ):
+            raise self.fail(
+                f"{name}/weight",
+                f"shape {weight.shape} with groups {groups} does not read {c_in} input channels",
+            )
+        out = [shape[0]]
+        for k in range(2):
+            size = (
+                input_shape[1 + k]
+                + 2 * padding[k]
+                - dilation[k] * (weight.shape[2 + k] - 1)
+                - 1
+            ) // stride[k] + 1
+            out.append(size)
+        if out[0] != weight.shape[0] or tuple(out) != shape:
+            raise self.fail(
+                f"{name}/shape",
+                f"{list(shape)}, but the kernel {weight.shape[:2]} on input {list(input_shape)} gives {out}",
+            )
+        bias = self.integers(group, "bias", name) if "bias" in group else None
+        neuron = self.neuron(group["neuron"], f"{name}/neuron", shape, bias)
+        return Block(
+            name,
+            "conv",
+            shape,
+            neuron,
+            input_shape=tuple(input_shape),
+            weight=weight,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+        )
+
+    def dense(
+        self, group: h5py.Group, name: str, input_shape: tuple[int, ...], flatten: bool
+    ) -> Block:
+        for key in ("weight_rec", "weight/imag", "delay"):
+            if key in group:
+                raise self.fail(
+                    f"{name}/{key}",
+                    "recurrent, complex and delayed dense layers are not supported",
+                )
+        size = math.prod(self.shape(group, name))
+        weight = self.integers(group, "weight", name)
+        if weight.ndim == 1:
+            if weight.size % size:
+                raise self.fail(
+                    f"{name}/weight",
+                    f"{weight.size} values do not reshape to ({size}, -1)",
+                )
+            weight = weight.reshape(size, -1)
+        if weight.ndim != 2 or weight.shape[0] != size:
+            raise self.fail(
+                f"{name}/weight", f"shape {weight.shape}; expected ({size}, inputs)"
+            )
+        n_in = math.prod(input_shape)
+        if weight.shape[1] != n_in:
+            raise self.fail(
+                f"{name}/weight",
+                f"shape {weight.shape} reads {weight.shape[1]} inputs; the layer before gives {n_in}",
+            )
+        weight, num_weight_bits, weight_exp = netx_dense_weights(
+            weight, self, f"{name}/weight"
+        )
+        bias = self.integers(group, "bias", name) if "bias" in group else None
+        neuron = self.neuron(
+            group["neuron"] if "neuron" in group else dict(READOUT_NEURON),
+            f"{name}/neuron",
+            (size,),
+            bias,
+        )
+        return Block(
+            name,
+            "dense",
+            (size,),
+            neuron,
+            input_shape=(n_in,),
+            weight=weight,
+            weight_exp=weight_exp,
+            num_weight_bits=num_weight_bits,
+            flatten=flatten,
+        )
+
+
+def _broadcast_bias(
+    bias: np.ndarray, shape: tuple[int, ...], reader: _Reader, where: str
+) -> np.ndarray:
+    """netx's bias_mant: per neuron (dense), or per channel (conv); then Lava's int16 storage of bias_mant."""
+    if len(shape) == 1:
+        try:
+            full = np.broadcast_to(
+                bias.reshape(-1) if bias.size == shape[0] else bias, shape
+            )
+        except ValueError:
+            raise reader.fail(
+                f"{where}/bias",
+                f"shape {bias.shape} does not fit {list(shape)} neurons",
+            ) from None
+    elif bias.ndim == 1 and bias.shape[0] == shape[0]:
+        full = np.broadcast_to(bias.reshape(-1, *([1] * (len(shape) - 1))), shape)
+    else:
+        raise reader.fail(
+            f"{where}/bias",
+            f"shape {bias.shape}; expected one per channel ({shape[0]})",
+        )
+    return np.ascontiguousarray(full, dtype=np.int64)
+
+
+def netx_dense_weights(
+    weight: np.ndarray, reader: _Reader | None = None, where: str = "weight"
+) -> tuple[np.ndarray, int, int]:
+    """(weights as Lava's Dense model runs them, num_weight_bits, weight_exp) of netx integer weights.
+
+    lava.lib.dl.netx.utils.optimize_weight_bits, then lava.proc.dense.models' clip_weights and
+    truncate_weights with the sign mode determined from the optimised weights.
+    """
+
+    def fail(what):
+        return reader.fail(where, what) if reader else UserError(f"{where}: {what}")
+
+    weight = np.asarray(weight, dtype=np.int64)
+    max_w, min_w = weight.max(), weight.min()
+    if max_w > 254 and min_w < 0:
+        weight = np.clip(weight, -256, 254)
+        max_w = weight.max()
+    if min_w < -256 and max_w > 0:
+        weight = np.clip(weight, -256, 254)
+        min_w = weight.min()
+    if max_w < 0:
+        is_signed, scale = 0, -256 / min_w
+    elif min_w >= 0:
+        if max_w == 0:
+            raise fail(
+                "all weights are 0; netx cannot optimise their bits (it fails on log2(inf))"
+            )
+        is_signed, scale = 0, 255 / max_w
+    else:
+        is_signed, scale = (
+            1,
+            min(127 / max_w if max_w > 0 else math.inf, -128 / min_w),
+        )  # netx: 127 / 0 = inf
+    scale_bits = int(np.floor(np.log2(scale))) + is_signed
+    if scale_bits < 0:
+        raise fail(
+            f"weights {min_w}..{max_w} exceed what netx's optimize_weight_bits can shift (negative scale bits)"
+        )
+    n = 8
+    while n > 0 and np.sum(np.abs(weight / 2**n - np.round(weight / 2**n))) != 0:
+        n -= 1
+    n -= is_signed
+    num_weight_bits = 8 - scale_bits - n
+    weight_exp = -scale_bits
+    weight = (weight.astype(np.int32) << scale_bits).astype(np.int64)
+    return (
+        lava_dense_weights(weight, num_weight_bits),
+        int(num_weight_bits),
+        int(weight_exp),
+    )
+
+
+def lava_dense_weights(weight: np.ndarray, num_weight_bits: int = 8) -> np.ndarray:
+    """Lava's fixed-point Dense model's weights: clip_weights(num_bits=8) and truncate_weights by sign mode."""
+    w = np.asarray(weight).astype(np.int32).astype(np.int64)
+    if w.min() >= 0:
+        mode = "excitatory"
+    elif w.max() <= 0:
+        mode = "inhibitory"
+    else:
+        mode = "mixed"
+    mixed = int(mode == "mixed")
+    if mode == "inhibitory":
+        w = -w
+    w = np.clip(w, -(2**8) * mixed, 2**8 - 1)
+    k = 8 - num_weight_bits + mixed
+    if k < 0:
+        raise UserError(
+            f"num_weight_bits {num_weight_bits}: more than 8 bits (Lava shifts by a negative count)"
+        )
+    w = (w >> k) << k
+    if mode == "inhibitory":
+        w = -w
+    return w
+
+
+def dense_block(
+    weight: np.ndarray,
+    *,
+    du: int,
+    dv: int,
+    vth: int,
+    bias: np.ndarray | None = None,
+    bias_exp: int = NETX_BIAS_EXP,
+    num_weight_bits: int = 8,
+    weight_exp: int = 0,
+    name: str = "dense",
+) -> NetxNetwork:
+    """A lone `lava.lib.dl.netx.blocks.process.Dense` block (weights passed as is, no netx optimisation), fed by external spikes."""
+    weight = np.asarray(weight)
+    if weight.ndim != 2:
+        raise UserError(f"{name}: weight shape {weight.shape}; expected (out, in)")
+    if not (-1 <= du < DECAY_UNITY and 0 <= dv <= DECAY_UNITY and 0 <= vth <= 1 << 17):
+        raise UserError(
+            f"{name}: du {du}, dv {dv}, vth {vth}; Lava's LIF takes du -1..4095, dv 0..4096, vth 0..2**17"
+        )
+    size = weight.shape[0]
+    bias_mant = (
+        None
+        if bias is None
+        else np.broadcast_to(np.asarray(bias, dtype=np.int64), (size,)).copy()
+    )
+    block = Block(
+        name,
+        "dense",
+        (size,),
+        Neuron(du=du, dv=dv, vth=vth, bias_mant=bias_mant, bias_exp=bias_exp),
+        input_shape=(weight.shape[1],),
+        weight=lava_dense_weights(weight, num_weight_bits),
+        weight_exp=weight_exp,
+        num_weight_bits=num_weight_bits,
+    )
+    return NetxNetwork(path=name, blocks=[block], input_shape=(weight.shape[1],))
+
+
+# ----------------------------------------------------------------------------------------------- simulating
+
+_OFF32, _MASK32 = 1 << 31, (1 << 32) - 1
+
+
+def _wrap32(x: Tensor) -> Tensor:
+    """int64 holding what Lava's int32 numpy arithmetic leaves (two's-complement wrap)."""
+    return ((x + _OFF32) & _MASK32) - _OFF32
+
+
+def _wrap16(x: Tensor) -> Tensor:
+    return ((x + (1 << 15)) & ((1 << 16) - 1)) - (1 << 15)
+
+
+def _as_int_tensor(x, device, name: str) -> Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+    if t.is_floating_point():
+        if not torch.all(t == torch.round(t)):
+            raise UserError(f"{name}: holds non-integer values")
+    elif t.dtype == torch.bool:
+        t = t.to(torch.int64)
+    return t.to(device=device, dtype=torch.int64)
+
+
+class _Synapse:
+    """One block's synapse on a device: a_buff-free function spikes [B, *in] -> activation [B, *shape] (int64)."""
+
+    def __init__(self, block: Block, device: torch.device, input_max: int = 1):
+        self.block = block
+        w = torch.as_tensor(block.weight, dtype=torch.int64)
+        rows = int(w.abs().sum(dim=tuple(range(1, w.ndim))).max()) if w.numel() else 0
+        bound = (
+            rows * input_max
+        )  # the largest |weighted sum| of inputs bounded by input_max
+        if bound >= 2**53:
+            raise UserError(
+                f"{block.name}: weighted sums up to {bound} are beyond what this runtime computes exactly (2**53)"
+            )
+        if block.kind == "conv" and bound >= 2**31:
+            raise UserError(
+                f"{block.name}: conv sums up to {bound} exceed int32, where Lava's float-to-int32 conversion is undefined"
+            )
+        # every partial sum of integer inputs times integer weights is an integer: float32 is exact below 2**24
+        self.dtype = torch.float32 if bound < 2**24 else torch.float64
+        self.bound = bound
+        self.weight = w.to(device=device, dtype=self.dtype)
+        if block.kind == "dense":
+            self.weight = self.weight.t().contiguous()
+
+    def __call__(self, s: Tensor) -> Tensor:
+        b = self.block
+        x = s.to(self.dtype)
+        if b.kind == "dense":
+            if b.flatten:
+                x = x.reshape(x.shape[0], -1)
+            with _exact_matmul():
+                a = torch.round(x @ self.weight).to(torch.int64)
+            # graded: weights.dot(s_in) in int32; binary: numpy's sum accumulates in int64
+            if b.input_message_bits > 0:
+                a = _wrap32(a)
+            a = a << b.weight_exp if b.weight_exp > 0 else a >> -b.weight_exp
+            return _wrap32(a)  # a_out's int32 channel
+        with _exact_matmul():
+            a = F.conv2d(
+                x,
+                self.weight,
+                stride=b.stride,
+                padding=b.padding,
+                dilation=b.dilation,
+                groups=b.groups,
+            )
+        a = torch.round(a).to(torch.int64)
+        # lava.proc.conv.utils.signed_clamp(x, bits=24)
+        return ((a + (1 << 23)) & ((1 << 24) - 1)) - (1 << 23)
+
+
+@contextlib.contextmanager
+def _exact_matmul():
+    """No TF32 on CUDA: the integer sums must be exact."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(
+            enabled=torch.backends.cudnn.enabled, allow_tf32=False
+        ):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def simulate_netx(
+    network: NetxNetwork,
+    bias=None,
+    spikes=None,
+    steps: int | None = None,
+    reset_interval: int | None = None,
+    reset_offset: int = 0,
+    device: str | torch.device = "cpu",
+    record: Iterable[str] = ("u", "v", "s"),
+    layers: Sequence[int] | None = None,
+) -> list[LayerRecord]:
+    """Run `network` for `steps` Lava steps on a batch; returns one LayerRecord per block (or per index in `layers`).
+
+    bias: the input layer's bias_mant, (C, H, W) order: [B, *shape] (the same every step) or
+        [B, T, *shape] (per step, as `bias_mant.set(...)` between runs of one step would); ints.
+    spikes: input spikes of a network whose first block is a synapse: [B, T, *input_shape], where
+        index k is what the first synapse receives at Lava step k + 1 (a RingBuffer source's
+        data[..., k]); non-zero is a spike unless the input is graded (input_message_bits > 0).
+    reset_interval, reset_offset: as netx.hdf5.Network's.
+    record: any of "u", "v", "s".
+    """
+    record = set(record)
+    if not record <= {"u", "v", "s"}:
+        raise UserError(f"record: {sorted(record - {'u', 'v', 's'})} not among u, v, s")
+    if reset_interval is not None and (
+        int(reset_interval) != reset_interval or reset_interval < 1
+    ):
+        raise UserError(f"reset_interval: {reset_interval!r} is not a positive integer")
+    device = torch.device(device)
+    blocks = network.blocks
+    first = blocks[0]
+
+    drive, per_step = None, False
+    ext, ext_steps = None, None
+    if first.kind == "input":
+        if spikes is not None:
+            raise UserError(
+                f"{network.path}: starts with an input layer, driven by its bias; pass bias=, not spikes="
+            )
+        shape = first.shape
+        if bias is None:
+            raise UserError(
+                f"{network.path}: the input layer {first.name} is driven by its bias; pass bias=[B, *{list(shape)}]"
+            )
+        drive = _as_int_tensor(bias, device, "bias")
+        if tuple(drive.shape[1:]) == shape:
+            per_step = False
+        elif drive.ndim == len(shape) + 2 and tuple(drive.shape[2:]) == shape:
+            per_step = True
+        else:
+            raise UserError(
+                f"bias: shape {tuple(drive.shape)}; expected [B, *{list(shape)}] or [B, T, *{list(shape)}]"
+            )
+        drive = _wrap32(
+            _wrap16(drive) << first.neuron.bias_exp
+        )  # Lava's int16 bias_mant, then << bias_exp in int32
+        batch = drive.shape[0]
+        if per_step:
+            ext_steps = drive.shape[1]
+    else:
+        if bias is not None:
+            raise UserError(
+                f"{network.path}: has no input layer to take a bias; pass spikes="
+            )
+        if spikes is None:
+            raise UserError(
+                f"{network.path}: starts with synaptic layer {first.name}; pass spikes=[B, T, *{list(network.input_shape)}]"
+            )
+        ext = _as_int_tensor(spikes, device, "spikes")
+        if tuple(ext.shape[2:]) != tuple(network.input_shape):
+            raise UserError(
+                f"spikes: shape {tuple(ext.shape)}; expected [B, T, *{list(network.input_shape)}]"
+            )
+        if first.input_message_bits == 0:
+            ext = (ext != 0).to(torch.int64)
+        batch, ext_steps = ext.shape[0], ext.shape[1]
+    if steps is None:
+        if ext_steps is None:
+            raise UserError("steps: required when the input is the same every step")
+        steps = ext_steps
+    if int(steps) != steps or steps < 1:
+        raise UserError(f"steps: {steps!r} is not a positive integer")
+    steps = int(steps)
+    if ext_steps is not None and ext_steps < steps:
+        raise UserError(f"input has {ext_steps} steps; {steps} requested")
+    chosen = list(range(len(blocks))) if layers is None else list(layers)
+    neurons = sum(math.prod(blocks[i].shape) for i in chosen)
+    if batch * steps * neurons * len(record) > 4 * MAX_ELEMENTS:
+        raise UserError(
+            f"records of {batch} samples x {steps} steps x {neurons} neurons x {len(record)} states exceed "
+            f"{4 * MAX_ELEMENTS} values; record fewer layers or states, or split the batch"
+        )
+
+    input_max = 1 if ext is None else max(1, int(ext.abs().max()) if ext.numel() else 1)
+    synapses = [
+        None if b.kind == "input" else _Synapse(b, device, input_max if i == 0 else 1)
+        for i, b in enumerate(blocks)
+    ]
+    lifs = []
+    for i, b in enumerate(blocks):
+        bias_bound = 0
+        if b.kind == "input":
+            a_bound = 0
+            bias_bound = int(drive.abs().max()) if drive.numel() else 0
+        else:
+            a_bound = synapses[i].bound
+            if b.kind == "conv":
+                a_bound = min(a_bound, 1 << 23)  # signed_clamp to 24 bits
+            elif a_bound >= 2**31:
+                a_bound = math.inf  # the int32 sum may wrap
+            elif b.weight_exp > 0:
+                a_bound = (
+                    a_bound << b.weight_exp
+                    if a_bound << b.weight_exp < 2**31
+                    else math.inf
+                )
+            else:
+                a_bound = (a_bound >> -b.weight_exp) + 1
+            if b.neuron.bias_mant is not None and np.size(b.neuron.bias_mant):
+                mant = (
+                    (np.asarray(b.neuron.bias_mant, dtype=np.int64) + (1 << 15))
+                    & 0xFFFF
+                ) - (1 << 15)  # int16
+                bias_bound = int(np.abs(mant).max()) << max(b.neuron.bias_exp, 0)
+        lifs.append(_Lif(b.neuron, a_bound, bias_bound))
+    state = []
+    for b in blocks:
+        zeros = torch.zeros((batch, *b.shape), dtype=torch.int64, device=device)
+        bias_term = None
+        if b.kind != "input" and b.neuron.bias_mant is not None:
+            bm = torch.as_tensor(
+                np.array(b.neuron.bias_mant, dtype=np.int64), device=device
+            )
+            shift = b.neuron.bias_exp
+            bias_term = (
+                _wrap32(_wrap16(bm) << shift) if shift >= 0 else _wrap16(bm) >> -shift
+            )
+        state.append(
+            {"u": zeros, "v": zeros.clone(), "a": zeros.clone(), "bias": bias_term}
+        )
+    out = {
+        i: {
+            k: torch.empty(
+                (batch, steps, *blocks[i].shape),
+                dtype=torch.int32 if k != "s" else torch.uint8,
+                device=device,
+            )
+            for k in record
+        }
+        for i in chosen
+    }
+
+    offsets = None
+    if reset_interval is not None:
+        offsets = [(reset_offset + 1 + i) % reset_interval for i in range(len(blocks))]
+
+    with torch.no_grad():
+        for k in range(steps):
+            t = k + 1  # Lava's time_step
+            prev_s = None if ext is None else ext[:, k]
+            for i, b in enumerate(blocks):
+                st = state[i]
+                if b.kind == "input":
+                    a_in = None
+                    bias_term = drive[:, k] if per_step else drive
+                else:
+                    a_in = st["a"]  # computed last step: one step of delay per synapse
+                    st["a"] = synapses[i](prev_s)
+                    bias_term = st["bias"]
+                u, v = st["u"], st["v"]
+                if offsets is not None and t % reset_interval == offsets[i]:
+                    u, v = torch.zeros_like(u), torch.zeros_like(v)
+                u, v, s = lifs[i](u, v, a_in, bias_term)
+                st["u"], st["v"] = u, v
+                prev_s = s
+                if i in out:
+                    rec = out[i]
+                    if "u" in rec:
+                        rec["u"][:, k] = u
+                    if "v" in rec:
+                        rec["v"][:, k] = v
+                    if "s" in rec:
+                        rec["s"][:, k] = s
+    return [
+        LayerRecord(
+            blocks[i].name,
+            blocks[i].kind,
+            out[i].get("u"),
+            out[i].get("v"),
+            out[i].get("s"),
+        )
+        for i in chosen
+    ]
+
+
+class _Lif:
+    """One LIF layer's step (AbstractPyLifModelFixed.subthr_dynamics, then PyLifModelBitAcc's spike and reset).
+
+    The int32 wraps and the 24-bit current wrap are skipped where bounds from the weights prove that
+    they cannot apply (they are exact no-ops there), so the common layers cost a few tensor ops.
+    """
+
+    def __init__(self, n: Neuron, a_bound: float, bias_bound: int):
+        self.keep_u = DECAY_UNITY - (n.du + 1)
+        self.keep_v = DECAY_UNITY - n.dv
+        self.vth = n.vth << VTH_SHIFT
+        a64 = a_bound * (1 << ACT_SHIFT)
+        self.wrap_in = not a64 < 2**31 - 2**25  # a << 6 and decayed + a stay in int32
+        if self.keep_u <= 0:
+            u_bound = a64
+        elif self.keep_u < DECAY_UNITY:
+            u_bound = a64 * DECAY_UNITY / (DECAY_UNITY - self.keep_u) + 1
+        else:
+            u_bound = math.inf
+        self.wrap_u = not u_bound < UV_MAX - 1
+        u_bound = min(u_bound, 2**31) if not self.wrap_u else 2**31
+        self.wrap_v = not UV_MAX + u_bound + bias_bound < 2**31
+
+    @staticmethod
+    def _decay(x: Tensor, keep: int) -> Tensor | None:
+        """sign(x * keep) * (|x * keep| >> 12), Lava's decay truncating toward zero; None for 0."""
+        if keep <= 0:
+            return (
+                None
+                if keep == 0
+                else torch.div(x * keep, DECAY_UNITY, rounding_mode="trunc")
+            )
+        if keep == DECAY_UNITY:
+            return x
+        return torch.div(x * keep, DECAY_UNITY, rounding_mode="trunc")
+
+    def __call__(
+        self, u: Tensor, v: Tensor, a_in: Tensor | None, bias: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        current = self._decay(u, self.keep_u)
+        if a_in is not None:
+            a = a_in << ACT_SHIFT
+            if self.wrap_in:
+                a = _wrap32(a)
+            current = a if current is None else current + a
+            if self.wrap_in:
+                current = _wrap32(current)
+        if current is None:
+            current = torch.zeros_like(u)
+        if self.wrap_u:
+            wrapped = torch.where(current > UV_MAX, current - 2 * UV_MAX, current)
+            current = _wrap32(
+                torch.where(wrapped <= -UV_MAX, current + 2 * UV_MAX, wrapped)
+            )
+        u = current
+        volt = self._decay(v, self.keep_v)
+        volt = u if volt is None else volt + u
+        if bias is not None:
+            volt = volt + bias
+        elif volt is u:
+            volt = u.clone()  # clamp_ and masked_fill_ below must not touch u
+        if self.wrap_v:
+            volt = _wrap32(volt)
+        volt = volt.clamp_(-UV_MAX + 1, UV_MAX - 1)
+        spikes = volt > self.vth
+        v = volt.masked_fill_(spikes, 0)
+        return u, v, spikes
+
+
+def lava_order(x: Tensor | np.ndarray, time_last: bool = True):
+    """A record [B, T, C, H, W] / [B, T, N] (or [T, ...] / [...] without batch) in Lava's order.
+
+    Reverses the neuron axes ((C, H, W) -> (X, Y, Z) = (W, H, C)) and, with time_last, moves T last,
+    as Lava's RingBuffer sinks and lava-dl's references hold them: [B, W, H, C, T].
+    """
+    a = x.cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+    if a.ndim < 3:
+        raise UserError(f"lava_order: expected [B, T, ...], got shape {a.shape}")
+    spatial = list(range(a.ndim - 1, 1, -1))
+    order = [0, *spatial, 1] if time_last else [0, 1, *spatial]
+    return np.ascontiguousarray(a.transpose(order))
+
+
+def from_lava_order(x: np.ndarray) -> np.ndarray:
+    """An array in Lava's (X, Y, Z) order, e.g. a bias_mant, in torch's (C, H, W) order."""
+    a = np.asarray(x)
+    return np.ascontiguousarray(a.transpose(tuple(reversed(range(a.ndim)))))
