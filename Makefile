@@ -27,7 +27,7 @@ demo: env
 	$(SPIKEPORT) report runs/demo --samples 450 || test $$? -eq 3  # 3: some chips do not fit, as the report says
 	@echo
 	@echo "Results in runs/demo: export/ (manifest.json, model.nir, model.onnx, loihi.json, model.net), sim/, report/ (open report/report.html)."
-	@echo "Not built yet, so not run: simulating in Lava (issue 4)."
+	@echo "Lava too: spikeport simulate runs/demo --samples 10 --compare reference-loihi,lava-loihi (about a minute)."
 
 bench: env
 	$(PY) benchmarks/train_step.py

@@ -201,18 +201,23 @@ def _integers(weight: np.ndarray, bias: np.ndarray, scale: float, exp: int) -> t
 
 
 def input_bias(graph: nir.NIRGraph, model: LoihiModel, x: np.ndarray) -> np.ndarray:
-    """bias_mant (int64, the host layer's output shape) for one input frame x of the graph's input shape.
+    """bias_mant (int64) for input frames x [..., *input shape]: [..., *host layer output shape].
 
-    The host layer's current conv(x) + b in the units of the LIF it feeds, clipped to 13 bits.
+    The host layer's current conv(x) + b in the units of the LIF it feeds, clipped to 13 bits;
+    any leading axes (samples, timesteps) are computed in one batch.
     """
     host = model.layers[0]
     weight, bias = _float_weights(graph, host.synapse, host.neuron)
     node = graph.nodes[host.synapse]
     x = np.asarray(x, dtype=np.float64)
     if isinstance(node, nir.Conv2d):
-        current = _conv2d(x, weight.astype(np.float64), node) + bias.reshape(-1, 1, 1)
+        frames = x.reshape(-1, *x.shape[-3:])
+        current = _conv2d(frames, weight.astype(np.float64), node) + bias.reshape(-1, 1, 1)
+        current = current.reshape(*x.shape[:-3], *current.shape[1:])
     else:
-        current = weight.astype(np.float64) @ x.reshape(-1) + bias
+        (graph_input,) = [n for n in graph.nodes.values() if isinstance(n, nir.Input)]
+        lead = x.shape[: x.ndim - len(graph_input.input_type["input"])]
+        current = x.reshape(*lead, -1) @ weight.astype(np.float64).T + bias
     return np.clip(np.round(current * host.scale), -BIAS_MAX - 1, BIAS_MAX).astype(np.int64)
 
 
@@ -397,13 +402,13 @@ def _shape(graph: nir.NIRGraph, synapse: str) -> list[int]:
 
 
 def _conv2d(x: np.ndarray, weight: np.ndarray, node: nir.Conv2d) -> np.ndarray:
-    """NIR Conv2d of one (C, H, W) frame, in float64 (torch's cross-correlation)."""
+    """NIR Conv2d of frames x [N, C, H, W], in float64 (torch's cross-correlation)."""
     out = F.conv2d(
-        torch.from_numpy(x)[None],
+        torch.from_numpy(x),
         torch.from_numpy(weight),
         stride=tuple(np.atleast_1d(node.stride)),
         padding=tuple(np.atleast_1d(node.padding)),
         dilation=tuple(np.atleast_1d(node.dilation)),
         groups=node.groups,
     )
-    return out[0].numpy()
+    return out.numpy()

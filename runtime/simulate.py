@@ -203,7 +203,7 @@ def _fixed_point(target: Target, inputs: dict[str, np.ndarray]) -> _FixedPoint:
     window = t + len(model.layers) - 1
     # The first layer runs on the host (export/loihi.py): its current, one frame per step, is the
     # input layer's bias; after the sample's last frame the input layer's steps are never read.
-    frames = np.stack([[input_bias(graph, model, x[i, k]) for k in range(t)] for i in range(n)])
+    frames = input_bias(graph, model, x)  # [N, T, *input layer shape]
     bias = np.concatenate([frames, np.repeat(frames[:, -1:], window - t, axis=1)], axis=1)
     return _FixedPoint(model.layers, bias, window, t, f"{partition.name}.")
 
