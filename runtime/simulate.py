@@ -1,6 +1,7 @@
 """`spikeport simulate TARGET`: run an exported network on a backend, write DIR/sim/<backend>-<mode>.npz.
 
-TARGET is a run folder (its export/manifest.json), a manifest.json, or a single `.nir` file.
+TARGET is a run folder (its export/manifest.json), a manifest.json, a single `.nir` file, or a
+lava-dl `.net` file (reference backend, loihi mode).
 Inputs come from `--input FILE.npz` (key `input`, or `input.<name>` for each of several inputs,
 shape [N, T, *input_shape]) or, for a run, from the first N samples of the run's test set.
 
@@ -37,6 +38,7 @@ class Target:
     export_dir: Path | None
     nir_graph: nir.NIRGraph | None  # for a bare .nir file
     dt: float | None = None  # for a bare .nir file without dt in its metadata
+    netx: object | None = None  # runtime.loihi_fixed.NetxNetwork, for a lava-dl .net file
 
 
 @dataclass
@@ -64,14 +66,23 @@ def resolve_target(target: str | Path) -> Target:
         return Target(target.parent, read_manifest(target), target.parent, None)
     if target.suffix == ".nir":
         return Target(target.parent, None, None, read_nir(target))
+    if target.suffix == ".net":
+        from spikeport.runtime.loihi_fixed import read_netx
+
+        return Target(target.parent, None, None, None, netx=read_netx(target))
     if not target.exists():
         raise UserError(f"{target}: no such file or folder")
-    raise UserError(f"{target}: expected a run folder, a manifest.json or a .nir file")
+    raise UserError(f"{target}: expected a run folder, a manifest.json, a .nir or a lava-dl .net file")
 
 
 def load_inputs(target: Target, input_file: Path | None, samples: int | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Inputs [N, T, *shape] by name, and labels when they come from a test set."""
-    names = [t.name for t in target.manifest.inputs] if target.manifest else [n for n, v in target.nir_graph.nodes.items() if isinstance(v, nir.Input)]
+    if target.manifest:
+        names = [t.name for t in target.manifest.inputs]
+    elif target.netx is not None:
+        names = ["input"]
+    else:
+        names = [n for n, v in target.nir_graph.nodes.items() if isinstance(v, nir.Input)]
     if input_file is not None:
         try:
             data = np.load(input_file, allow_pickle=False)
@@ -106,6 +117,8 @@ def _check_input(name: str, x: np.ndarray, target: Target, source) -> None:
         expected = [target.manifest.timesteps, *shape]
         if x.ndim != len(expected) + 1 or list(x.shape[1:]) != expected:
             raise UserError(f"{where}: input {name!r} has shape {list(x.shape)}; expected [N, {', '.join(map(str, expected))}]")
+    if target.netx is not None and (x.ndim != 2 + len(target.netx.input_shape) or tuple(x.shape[2:]) != tuple(target.netx.input_shape)):
+        raise UserError(f"{where}: input {name!r} has shape {list(x.shape)}; expected [N, T, {', '.join(map(str, target.netx.input_shape))}]")
     if not np.all(np.isfinite(x)):
         raise UserError(f"{where}: input {name!r} holds NaN or infinite values")
 
@@ -222,10 +235,38 @@ def _fixed_point_result(fp: _FixedPoint, spikes: list, voltage) -> SimResult:
     return SimResult(logits, counts, delay=readout)
 
 
+def _run_netx_file(network, x: np.ndarray, device: torch.device) -> SimResult:
+    """A lava-dl .net file in Lava's fixed-point arithmetic, one fresh window of T + K steps per
+    sample (K: the blocks after the first; netx resets every layer once per window).
+
+    x [N, T, *input shape] is the input layer's bias_mant per step (a network that starts with
+    an input layer) or the spikes into the first synapse; the output is the last block's spikes,
+    or the voltage of a non-spiking read-out, aligned to the input timesteps."""
+    from spikeport.runtime.loihi_fixed import simulate_netx
+
+    n, t = x.shape[:2]
+    k = len(network.blocks) - 1
+    if network.has_input_layer:  # after the last frame the input layer's steps are never read
+        drive = {"bias": np.concatenate([x, np.repeat(x[:, -1:], k, axis=1)], axis=1).round().astype(np.int64)}
+    else:
+        drive = {"spikes": np.concatenate([x, np.zeros((n, k, *x.shape[2:]), x.dtype)], axis=1)}
+    records = simulate_netx(network, steps=t + k, reset_interval=t + k, device=device, record=("v", "s"), **drive)
+    spikes = {
+        block.name: record.s[:, i : i + t].flatten(2).sum(2).cpu().numpy()
+        for i, (block, record) in enumerate(zip(network.blocks, records))
+        if block.neuron.du >= 0  # netx's read-out integrator (du -1) does not spike
+    }
+    last, block = records[-1], network.blocks[-1]
+    output = (last.v if block.neuron.du < 0 else last.s)[:, k : k + t]
+    return SimResult(output.cpu().numpy().astype(np.float64), spikes, delay=k)
+
+
 def run_reference_loihi(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:
     """Lava's fixed-point arithmetic in batched torch (runtime/loihi_fixed.py) on the export's model.net."""
     from spikeport.runtime.loihi_fixed import read_netx, simulate_netx
 
+    if target.netx is not None:
+        return _run_netx_file(target.netx, next(iter(inputs.values())), device)
     fp = _fixed_point(target, inputs)
     network = read_netx(target.export_dir / target.manifest.files["netx"])
     records = simulate_netx(network, bias=fp.bias, steps=fp.window, reset_interval=fp.window, device=device, record=("v", "s"))
@@ -272,6 +313,8 @@ def simulate(
         raise UserError(f"--samples: must be at least 1, got {samples}")
     resolved = resolve_target(target)
     resolved.dt = dt
+    if resolved.netx is not None and (backend, mode) != ("reference", "loihi"):
+        raise UserError(f"{target}: a lava-dl .net file runs with --backend reference --mode loihi")
     inputs, labels = load_inputs(resolved, Path(input_file) if input_file else None, samples)
     result = RUNNERS[backend, mode](resolved, inputs, resolve_device(device))
     arrays = {"output": result.output, "delay": np.array(result.delay)}

@@ -101,3 +101,19 @@ def test_simulate_bad_inputs(trained_run, cli, tmp_path):
     assert not (tmp_path / "sim").exists()
     code, _, err = cli("simulate", tmp_path)
     assert code == 2 and "no export/manifest.json" in err
+
+
+def test_simulate_a_lava_dl_netx_file(cli, tmp_path):
+    """lava-dl's tinynet through `spikeport simulate`: bias from input_bias.npy for 15 steps (a window
+    of 17 with its two synaptic stages, the reset interval upstream uses), output equal to output.npy."""
+    folder = needs_shared("peer-tests/lava-dl/tinynet")
+    bias = np.load(folder / "input_bias.npy").transpose(2, 1, 0)  # Lava's (x, y, c) -> (c, y, x)
+    np.savez(tmp_path / "in.npz", input=np.repeat(bias[None, None], 15, axis=1))
+    code, _, err = cli("simulate", folder / "network.net", "--mode", "loihi", "--input", tmp_path / "in.npz", "--out", tmp_path)
+    assert code == 0, err
+    sim = np.load(tmp_path / "sim" / "reference-loihi.npz")
+    reference = np.load(folder / "output.npy")[0][..., 1:]  # (c, y, x, steps); upstream drops step 0
+    assert reference.sum() > 50 and int(sim["delay"]) == 2
+    np.testing.assert_array_equal(np.moveaxis(sim["output"][0], 0, -1), reference)
+    code, _, err = cli("simulate", folder / "network.net", "--input", tmp_path / "in.npz", "--out", tmp_path)
+    assert code == 2 and "runs with --backend reference --mode loihi" in err
