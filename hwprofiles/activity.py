@@ -113,8 +113,73 @@ def _pipeline_delay(graph: nir.NIRGraph) -> int:
     return max((visit(n) for n in graph.nodes), default=0)
 
 
+def measure_netx(network, x: np.ndarray, device: torch.device, name: str) -> Network:
+    """Activity of a lava-dl .net file run in Lava's fixed-point arithmetic (runtime/loihi_fixed.py),
+    one window per sample as `spikeport simulate` runs it. Its input layer (neurons driven by bias,
+    no synapses) is a layer with no weights and a graded drive; every later block reads the spikes
+    of the one before, one step later, as Lava delivers them."""
+    from spikeport.runtime.loihi_fixed import simulate_netx
+
+    n, t = x.shape[:2]
+    k = len(network.blocks) - 1
+    if network.has_input_layer:
+        drive = {"bias": np.concatenate([x, np.repeat(x[:, -1:], k, axis=1)], axis=1).round().astype(np.int64)}
+    else:
+        drive = {"spikes": np.concatenate([x, np.zeros((n, k, *x.shape[2:]), x.dtype)], axis=1)}
+    records = simulate_netx(network, steps=t + k, reset_interval=t + k, device=device, record=("s",), **drive)
+    layers = []
+    for i, (block, record) in enumerate(zip(network.blocks, records)):
+        readout = block.neuron.du < 0  # netx's non-spiking read-out integrator
+        per_step = record.s[:, i : i + t].flatten(2).sum(2).double().sum(0).cpu().numpy()
+        neurons = int(np.prod(block.shape))
+        common = dict(
+            name=block.name,
+            neuron_model=None if readout else "LIF",
+            leak=not readout and block.neuron.dv > 0,
+            neurons=neurons,
+            output_shape=tuple(block.shape),
+            spikes=0.0 if readout else float(per_step.sum() / n),
+            spikes_per_step=[0.0] * t if readout else (per_step / n).tolist(),
+            neuron_updates=float(neurons * t),
+        )
+        if block.kind == "input":
+            layers.append(Layer(kind="dense", input_shape=tuple(block.shape), kernel_size=None, stride=None, in_channels=None,
+                                out_channels=None, weights=0, nonzero_weights=0, weight_bits=0, fan_in=0, fan_out=0,
+                                input_kind="graded", sops_dense=0.0, sops_effective_ac=0.0, sops_effective_mac=0.0, flops=0.0, **common))
+            continue
+        weight = torch.as_tensor(block.weight, dtype=torch.float32)
+        mask = (weight != 0).float()
+        if i:
+            inputs = records[i - 1].s[:, i - 1 : i - 1 + t].float()  # what this block receives, one step later
+        else:
+            inputs = torch.as_tensor(x, dtype=torch.float32)
+        flat = inputs.flatten(0, 1)
+        if block.kind == "conv":
+            conv = lambda v, w: F.conv2d(v, w, None, block.stride, block.padding, block.dilation, block.groups)  # noqa: E731
+            effective = float(conv((flat != 0).float(), mask).sum())
+            dense = float(conv(torch.ones_like(flat[:1]), torch.ones_like(mask)).sum()) * flat.shape[0]
+            fan_in, fan_out = int(mask.flatten(1).sum(1).max()), int(np.ceil(float(mask.transpose(0, 1).flatten(1).sum(1).max()) / np.prod(block.stride)))
+            geometry = dict(kind="conv", kernel_size=tuple(weight.shape[2:]), stride=tuple(block.stride), in_channels=int(weight.shape[1] * block.groups), out_channels=int(weight.shape[0]))
+        else:
+            flat = flat.flatten(1)
+            effective = float(((flat != 0).float() @ mask.T).sum())
+            dense = float(mask.numel()) * flat.shape[0]
+            fan_in, fan_out = int(mask.sum(1).max()), int(mask.sum(0).max())
+            geometry = dict(kind="dense", kernel_size=None, stride=None, in_channels=None, out_channels=None)
+        graded = i == 0 and block.input_message_bits > 0
+        layers.append(Layer(
+            input_shape=tuple(inputs.shape[2:]), weights=int(weight.numel()), nonzero_weights=int(mask.sum()),
+            weight_bits=int(block.num_weight_bits), fan_in=fan_in, fan_out=fan_out, input_kind="graded" if graded else "spike",
+            sops_dense=dense / n, sops_effective_ac=0.0 if graded else effective / n, sops_effective_mac=effective / n if graded else 0.0,
+            flops=dense / n, **geometry, **common,
+        ))
+    return Network(name=name, layers=layers, host=[], timesteps=t, dt=0.0, samples=n, pipeline_delay=k)
+
+
 def measure(target: Target, inputs: dict[str, np.ndarray], device: torch.device, batch_size: int = 128, name: str = "network") -> Network:
     """Run `target` on `inputs` ([N, T, ...] by name) and count what every layer does."""
+    if target.netx is not None:
+        return measure_netx(target.netx, next(iter(inputs.values())), device, name)
     if target.manifest is None:
         graphs = {"": target.nir_graph}
         timesteps = next(iter(inputs.values())).shape[1]

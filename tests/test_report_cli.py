@@ -57,3 +57,17 @@ def test_profiles_commands(cli, tmp_path):
     assert code == 2 and "bad.yaml" in err and err.count("\n") == 1
     code, _, err = cli("report", tmp_path, "--profiles", "loihi9")
     assert code == 2 and "unknown profile 'loihi9'" in err
+
+
+def test_report_on_lava_dls_pilotnet(cli, tmp_path):
+    """lava-dl's PilotNet LIF (.net, Loihi fixed point): a complete report, driven by its image."""
+    folder = needs_shared("peer-tests/lava-dl/pilotnet_lif")
+    image = np.load(folder / "image.npy").transpose(2, 1, 0)  # Lava's (x, y, c) -> (c, y, x): the input layer's bias
+    np.savez(tmp_path / "in.npz", input=np.repeat(image[None, None], 8, axis=1))
+    code, _, err = cli("report", folder / "network.net", "--input", tmp_path / "in.npz", "--profiles", "loihi2,ann-45nm", "--out", tmp_path)
+    assert code == 0, err
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert len(report["layers"]) == 10 and report["totals"]["timesteps"] == 8
+    assert report["totals"]["sops_effective_ac"] > 0 and report["totals"]["spikes"] > 0
+    loihi2 = report["profiles"]["loihi2"]
+    assert loihi2["fits"] is True and loihi2["cores"] > 1 and loihi2["latency_s"] > 0
