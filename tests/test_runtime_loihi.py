@@ -342,38 +342,20 @@ SAMPLES = 4
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """(model.net path, lowered graph, Loihi model, test set) of a digits CNN (4/8 channels) trained 2 epochs and exported."""
+def exported(trained_run):
+    """(model.net path, lowered graph, Loihi model, test set) of the session's trained digits CNN."""
     import nir
-    from spikeport.export.exporter import export
     from spikeport.export.loihi import read_loihi_json
     from spikeport.export.lower import fold_avgpool
     from spikeport.train import datasets
-    from spikeport.train.loop import train
 
-    from spikeport.config import config_from_dict
-
-    tmp = tmp_path_factory.mktemp("loihi_fixed")
-    config = config_from_dict(
-        {
-            "model": {"name": "spiking-cnn", "channels": [4, 8]},
-            "data": {
-                "name": "digits",
-                "root": str(tmp / "data"),
-                "timesteps": T,
-                "batch_size": 64,
-            },
-            "train": {"epochs": 2, "lr": 0.01, "seed": 1},
-        }
-    )
-    train(config, tmp / "run", device="cpu")
-    out = export(tmp / "run")
+    out = trained_run / "export"
     graph = fold_avgpool(nir.read(out / "model.nir"))
     return (
         out / "model.net",
         graph,
         read_loihi_json(out / "loihi.json"),
-        datasets.load("digits", str(tmp / "data"), "test", T),
+        datasets.load("digits", str(trained_run.parent / "data"), "test", T),
     )
 
 
