@@ -80,7 +80,7 @@ def test_simulate_a_foreign_nir_file(tmp_path, cli):
     [
         (["--backend", "loihi2"], "unknown backend 'loihi2'"),
         (["--samples", "0"], "--samples: must be at least 1"),
-        (["--mode", "loihi"], "--mode loihi: backend reference runs float only"),
+        (["--backend", "onnx", "--mode", "loihi"], "--mode loihi: backend onnx runs float only"),
     ],
 )
 def test_simulate_bad_options(trained_run, cli, args, fragment):
