@@ -4,7 +4,7 @@ Trains configs/dta-small-<dataset>.yaml with the attention option changed, throu
 `spikeport.train.loop.train` that `spikeport train` uses, and writes the final test accuracy of every
 run and the mean +- std per variant to experiments/results/dta_ablation_<dataset>.json.
 
-    python experiments/dta_ablation.py --dataset digits --seeds 0 1 2 --epochs 8
+    python experiments/dta_ablation.py --dataset digits --seeds 0 1 2 --epochs 8 [--variants "no attention" DTA ...]
 """
 
 from __future__ import annotations
@@ -33,10 +33,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--runs", type=Path, default=Path("runs/ablation"))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
     base = load_config(f"configs/dta-small-{args.dataset}.yaml").to_dict()
     results = {}
-    for variant, options in VARIANTS.items():
+    for variant in args.variants:
+        options = VARIANTS[variant]
         accuracies = []
         for seed in args.seeds:
             config = json.loads(json.dumps(base))
