@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from spikeport.hwprofiles.network import HostPartition, Layer, Network
 from spikeport.runtime.reference import NEURONS, _pair
-from spikeport.runtime.simulate import Target, read_nir, run_reference
+from spikeport.runtime.simulate import Target, netx_drive, read_nir, run_reference
 
 SYNAPTIC = (nir.Conv2d, nir.Affine, nir.Linear)
 
@@ -122,11 +122,7 @@ def measure_netx(network, x: np.ndarray, device: torch.device, name: str) -> Net
 
     n, t = x.shape[:2]
     k = len(network.blocks) - 1
-    if network.has_input_layer:
-        drive = {"bias": np.concatenate([x, np.repeat(x[:, -1:], k, axis=1)], axis=1).round().astype(np.int64)}
-    else:
-        drive = {"spikes": np.concatenate([x, np.zeros((n, k, *x.shape[2:]), x.dtype)], axis=1)}
-    records = simulate_netx(network, steps=t + k, reset_interval=t + k, device=device, record=("s",), **drive)
+    records = simulate_netx(network, steps=t + k, reset_interval=t + k, device=device, record=("s",), **netx_drive(network, x))
     layers = []
     for i, (block, record) in enumerate(zip(network.blocks, records)):
         readout = block.neuron.du < 0  # netx's non-spiking read-out integrator

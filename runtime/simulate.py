@@ -235,6 +235,15 @@ def _fixed_point_result(fp: _FixedPoint, spikes: list, voltage) -> SimResult:
     return SimResult(logits, counts, delay=readout)
 
 
+def netx_drive(network, x: np.ndarray) -> dict[str, np.ndarray]:
+    """simulate_netx's drive for samples x [N, T, ...], padded to windows of T + K steps: the input
+    layer's bias (held at the last frame: those steps are never read) or the first synapse's spikes."""
+    k = len(network.blocks) - 1
+    if network.has_input_layer:
+        return {"bias": np.concatenate([x, np.repeat(x[:, -1:], k, axis=1)], axis=1).round().astype(np.int64)}
+    return {"spikes": np.concatenate([x, np.zeros((x.shape[0], k, *x.shape[2:]), x.dtype)], axis=1)}
+
+
 def _run_netx_file(network, x: np.ndarray, device: torch.device) -> SimResult:
     """A lava-dl .net file in Lava's fixed-point arithmetic, one fresh window of T + K steps per
     sample (K: the blocks after the first; netx resets every layer once per window).
@@ -244,13 +253,8 @@ def _run_netx_file(network, x: np.ndarray, device: torch.device) -> SimResult:
     or the voltage of a non-spiking read-out, aligned to the input timesteps."""
     from spikeport.runtime.loihi_fixed import simulate_netx
 
-    n, t = x.shape[:2]
-    k = len(network.blocks) - 1
-    if network.has_input_layer:  # after the last frame the input layer's steps are never read
-        drive = {"bias": np.concatenate([x, np.repeat(x[:, -1:], k, axis=1)], axis=1).round().astype(np.int64)}
-    else:
-        drive = {"spikes": np.concatenate([x, np.zeros((n, k, *x.shape[2:]), x.dtype)], axis=1)}
-    records = simulate_netx(network, steps=t + k, reset_interval=t + k, device=device, record=("v", "s"), **drive)
+    t, k = x.shape[1], len(network.blocks) - 1
+    records = simulate_netx(network, steps=t + k, reset_interval=t + k, device=device, record=("v", "s"), **netx_drive(network, x))
     spikes = {
         block.name: record.s[:, i : i + t].flatten(2).sum(2).cpu().numpy()
         for i, (block, record) in enumerate(zip(network.blocks, records))
