@@ -41,31 +41,36 @@ leads its own process group: it builds, runs and stops the runtime (in a `finall
 the recordings or its error. Lava 0.10 hangs when a process model raises (see
 `_report_model_errors`), so each model phase sends its exception to the parent itself. The parent
 waits for the first message, the child's death or `timeout_s`, whichever comes first, then kills
-what is left of the process group, so no process of the run outlives the call, and a failure
-becomes a UserError that names it (the model, the step, the exception).
+the process group and reaps its members (it is their subreaper meanwhile), so no process of the
+run outlives the call, not even as a zombie, and a failure becomes a UserError that names it (the
+model, the step, the exception).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 
 import nir
 import numpy as np
-import psutil
 
 from spikeport.errors import UserError
 from spikeport.export.lower import fold_avgpool
 
 MODES = ("float",)  # Lava floating_pt; fixed_pt runs through model.net (export/netx.py)
 GRADED_MESSAGE_BITS = 24  # Lava's widest graded payload; only the float models read it as "not binary"
-TRACKER_GRACE_S = 10  # for Python's resource tracker to unlink the shared memory of a killed run
+KILL_GRACE_S = 10  # to kill and reap a run's processes; they go in milliseconds
+PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37  # linux/prctl.h
 _GAIN_TOLERANCE = 1e-9  # dt * r / tau is 1 up to rounding in our exporter's graphs
 _SYNAPTIC = (nir.Conv2d, nir.Affine, nir.Linear)
 _NEURONS = (nir.LIF, nir.IF)
@@ -441,30 +446,51 @@ def _simulate_netx(path: str, bias: np.ndarray, window: int) -> tuple[list[np.nd
 
 def _in_child(function: Callable, args: tuple, timeout_s: float):
     """function(*args) in a child process that leads its own process group; on return, error or
-    timeout, the whole group is killed, so none of the processes Lava started outlives the call."""
+    timeout, the whole group is killed and reaped, so none of the processes Lava started outlives
+    the call, not even as a zombie.
+
+    For the length of the call this process is a child subreaper (Linux prctl): the Lava processes
+    orphaned when the child dies become our children instead of init's, so we reap them ourselves
+    rather than rely on the machine's init to do it (a container's may not).
+    """
+    resource_tracker.ensure_running()  # outside the run's group, see _stop
     context = multiprocessing.get_context("fork")  # Lava itself forks; fork also spares the re-imports
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_child_main, args=(function, args, sender), name="spikeport-lava")
-    child.start()
-    sender.close()
     status = "error"
-    try:
-        ready = wait([receiver, child.sentinel], timeout=timeout_s)
-        if receiver in ready:
-            try:
-                status, value = receiver.recv()
-            except EOFError:
+    with _subreaper():
+        child.start()
+        sender.close()
+        try:
+            ready = wait([receiver, child.sentinel], timeout=timeout_s)
+            if receiver in ready:
+                try:
+                    status, value = receiver.recv()
+                except EOFError:
+                    value = f"the Lava session's process died (exit code {child.exitcode})"
+            elif ready:
                 value = f"the Lava session's process died (exit code {child.exitcode})"
-        elif ready:
-            value = f"the Lava session's process died (exit code {child.exitcode})"
-        else:
-            value = f"timed out after {timeout_s:g} s; the Lava processes were killed"
-    finally:
-        _kill_group(child, grace_s=5 if status == "ok" else 0)
-        receiver.close()
+            else:
+                value = f"timed out after {timeout_s:g} s; the Lava processes were killed"
+        finally:
+            _stop(child, grace_s=5 if status == "ok" else 0)
+            receiver.close()
     if status == "error":
         raise UserError(f"Lava run failed: {value}")
     return value
+
+
+@contextlib.contextmanager
+def _subreaper():
+    """Make this process the subreaper of its descendants while the block runs, then restore."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = ctypes.c_int(0)
+    libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(before), 0, 0, 0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, before.value, 0, 0, 0)
 
 
 def _child_main(function: Callable, args: tuple, sender: Connection) -> None:
@@ -510,52 +536,38 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"
 
 
-def _kill_group(child: multiprocessing.Process, grace_s: float) -> None:
-    """Give the child `grace_s` to exit by itself, then kill its process group (Lava's processes).
+def _stop(child: multiprocessing.Process, grace_s: float) -> None:
+    """Give the child `grace_s` to exit by itself, then kill its process group (Lava's processes)
+    and reap every member.
 
-    Python's resource tracker, which the group started for Lava's shared memory, is spared until
-    the others are dead: it then unlinks the segments that the killed processes leave behind in
-    /dev/shm, and exits by itself (it is killed if it does not within TRACKER_GRACE_S).
+    The group is killed with killpg until it has no member left: one signal reaches every member
+    at once, including a process forked at that moment, which a list of processes taken before
+    the kill would miss (under load Lava may still be forking its runtime when a timeout strikes).
+    Killed members are reaped here, as their subreaper (see `_subreaper`).
+
+    The shared memory the killed processes held is tracked by this process's resource tracker,
+    started before the fork and so outside the group: it unlinks what is left in /dev/shm when this
+    process exits, as Python does for any process.
     """
     child.join(timeout=grace_s)
-    group = [p for p in psutil.process_iter() if _group_of(p) == child.pid]
-    trackers = [p for p in group if "resource_tracker" in " ".join(_cmdline(p))]
-    for process in group:
-        if process not in trackers:
-            _kill(process)
     child.kill()
     child.join()
-    deadline = time.monotonic() + TRACKER_GRACE_S
-    while any(map(_alive, trackers)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    for process in trackers:
-        _kill(process)
+    deadline = time.monotonic() + KILL_GRACE_S
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return  # no member left, not even a zombie
+        _reap_group(child.pid)
+        time.sleep(0.01)
 
 
-def _alive(process: psutil.Process) -> bool:
-    """Still running: an exited process that its new parent has not reaped yet is done."""
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _group_of(process: psutil.Process) -> int | None:
-    try:
-        return os.getpgid(process.pid)
-    except ProcessLookupError:
-        return None
-
-
-def _cmdline(process: psutil.Process) -> list[str]:
-    try:
-        return process.cmdline()
-    except psutil.Error:
-        return []
-
-
-def _kill(process: psutil.Process) -> None:
-    try:
-        process.kill()
-    except psutil.NoSuchProcess:
-        pass
+def _reap_group(group: int) -> None:
+    """Collect the exit status of every dead member of `group` that is our child by now."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-group, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return

@@ -122,7 +122,10 @@ def _leftovers(since: float) -> list[psutil.Process]:
         p for p in psutil.process_iter(["cmdline", "create_time"])
         if p.pid != me.pid and p.info["create_time"] >= since - 1 and p.info["cmdline"] == me.cmdline()
     ]
-    children = [p for p in me.children(recursive=True) if p.create_time() >= since - 1]
+    children = [
+        p for p in me.children(recursive=True)
+        if p.create_time() >= since - 1 and "resource_tracker" not in " ".join(p.cmdline())  # ours, not the run's
+    ]
     return list({p.pid: p for p in children + forks}.values())
 
 
