@@ -23,7 +23,7 @@ import torch
 from spikeport.config import load_config
 from spikeport.export.exporter import export
 from spikeport.io import write_json
-from spikeport.runtime.simulate import load_inputs, resolve_target, run_lava_loihi, run_reference, run_reference_loihi
+from spikeport.runtime.simulate import load_inputs, resolve_target, run_netx_in_lava, run_reference, run_reference_loihi
 from spikeport.train.loop import train
 
 from train_step import machine  # the same machine description as the other benchmark (same folder)
@@ -61,7 +61,7 @@ def main() -> None:
     device = torch.device(args.device)
     few = {k: v[: args.lava_samples] for k, v in inputs.items()}
 
-    lava_s, lava = timed(lambda: run_lava_loihi(target, few, device), 1)
+    lava_s, lava = timed(lambda: run_netx_in_lava(target, few, device), 1)
     reference_s, _ = timed(lambda: run_reference_loihi(target, inputs, device), 3)
     float_s, _ = timed(lambda: run_reference(target, inputs, device), 3)
     check = run_reference_loihi(target, few, device)

@@ -1,6 +1,9 @@
-"""Run a NIR graph (one neuromorphic partition, as exported to model.nir) in Lava's CPU simulator.
+"""Run a NIR graph (one neuromorphic partition, as exported to model.nir), or an export's chain of
+neuromorphic and host partitions, in Lava's CPU simulator.
 
     run_lava(graph, inputs [N, T, *input_shape], mode="float") -> LavaResult
+    run_lava(graph, inputs, mode="loihi", loihi=read_loihi_json("loihi.json")) -> LavaResult
+    run_lava_manifest(manifest, export_dir, {partition: graph}, inputs) -> LavaResult
 
 The graph is first lowered with `fold_avgpool`, so only synaptic layers (Conv2d, Affine, Linear)
 lie between neuron layers (LIF, IF), then mapped onto Lava processes:
@@ -26,6 +29,27 @@ lie between neuron layers (LIF, IF), then mapped onto Lava processes:
   its voltage is this step's W s + b, the model's logits per timestep, probed with a Monitor.
   Every spiking layer's s_out is recorded by a `lava.proc.io.sink.RingBuffer`.
 
+Fixed point (mode "loihi", `Loihi2SimCfg(select_tag="fixed_pt")`): the same plan, with the
+integers of the export's loihi.json (export/loihi.py derives them and gives Lava's arithmetic) run
+by Lava's bit-accurate Dense, Conv and LIFReset models. It is what model.net is when lava-dl netx
+loads it, built here from model.nir instead, so it also runs exports without model.net:
+
+- the first synaptic layer reads graded input and runs on the host in float
+  (`export.loihi.input_bias`); its current, in the first LIF's integer units, is what the
+  RingBuffer sends, straight into that LIF's a_in. netx drives its input layer through bias_mant
+  instead; with du = 4095 the current u is this step's a_in << 6, added to v exactly as
+  bias_mant << 6 would be, so the arithmetic is the same while all samples still run in one call
+  (netx's bias_mant.set needs one run call per step). That LIF has depth 0: every layer sits one
+  synaptic stage earlier than in float mode.
+- Dense takes `weights = 2 m` and `weight_exp = e - 1` for w_int = m 2**e (its 8-bit weights
+  drop the lowest bit), Conv takes w_int itself (its model applies no exponent), in the layouts
+  above; each LIF takes du, dv, vth and the layer's bias mantissa with bias_exp = 6.
+- the read-out integrates (dv = 0, maximal vth): its voltage is 64 s times the running sum of
+  the logits, so the reported output is its increment per step divided by 64 s.
+- only the plain chains export/loihi.py quantizes are taken; a residual sum is refused with the
+  quantizer's own message (loihi.json gives each synaptic layer its own scale, so two of them
+  summed into one LIF would disagree on its units).
+
 Timing. A Lava synaptic process sends in step t what it received in step t - 1, so every synaptic
 stage adds one step: a layer behind d stages sees input timestep t in Lava step t + d. Outputs are
 read d steps late, which removes that delay; the run lasts N*T + delay steps so the last timesteps
@@ -35,6 +59,16 @@ first timestep of a sample reaches it. That reset also discards what a layer int
 first real input, when it received only zeros but already its bias, so the pipeline's filling
 leaves no trace. Layers whose inputs come through different numbers of stages would be summed at
 different timesteps; such graphs are refused.
+
+Host partitions (`run_lava_manifest`, floating_pt only). An export whose partitions form a chain,
+one tensor from each to the next, runs in one Lava network: each neuromorphic partition is the
+graph above, reading the previous partition's port, and each host partition is a
+`lava_host.HostPartition` process that runs its ONNX file in ONNX Runtime on the timesteps it has
+buffered (that module's docstring). A host partition that buffers b timesteps sends its output b
+steps late, so the partitions behind it sit b steps deeper: their resets and read-outs shift by
+the stages and buffers in front of them, and `delay` is the sum of both. A neuromorphic partition
+that feeds another one must end in a neuron layer: spikes travel on a port, a read-out's voltage
+is only probed.
 
 Lifetime. Lava starts one OS process per Lava process. The session runs in a forked child that
 leads its own process group: it builds, runs and stops the runtime (in a `finally`) and sends back
@@ -50,11 +84,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import multiprocessing
 import os
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -65,9 +101,11 @@ import nir
 import numpy as np
 
 from spikeport.errors import UserError
+from spikeport.export.loihi import BIAS_EXP, LoihiModel, chain_layers, input_bias, integers
 from spikeport.export.lower import fold_avgpool
+from spikeport.export.manifest import Manifest
 
-MODES = ("float",)  # Lava floating_pt; fixed_pt runs through model.net (export/netx.py)
+MODES = ("float", "loihi")  # Lava's floating_pt models; its fixed_pt ones with loihi.json's integers
 GRADED_MESSAGE_BITS = 24  # Lava's widest graded payload; only the float models read it as "not binary"
 KILL_GRACE_S = 10  # to kill and reap a run's processes; they go in milliseconds
 PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37  # linux/prctl.h
@@ -96,9 +134,11 @@ def _lava_api() -> SimpleNamespace:
     from lava.proc.lif.process import LIFReset
     from lava.proc.monitor.process import Monitor
 
+    from spikeport.runtime.lava_host import HostPartition  # a Lava process module: imported after Lava set itself up
+
     return SimpleNamespace(
         PyLoihiProcessModel=PyLoihiProcessModel, RunSteps=RunSteps, Loihi2SimCfg=Loihi2SimCfg, Conv=Conv, Dense=Dense,
-        Sink=Sink, Source=Source, LIFReset=LIFReset, Monitor=Monitor,
+        Sink=Sink, Source=Source, LIFReset=LIFReset, Monitor=Monitor, Host=HostPartition,
     )
 
 
@@ -106,7 +146,8 @@ def _lava_api() -> SimpleNamespace:
 class LavaResult:
     """What a Lava run gives, aligned to the input timesteps (the pipeline delay removed).
 
-    output: [N, T, *output_shape], the read-out's values (or the output layer's spikes).
+    output: [N, T, *output_shape], the read-out's values, logits per step in both modes (or the
+        output layer's spikes).
     delay: how many Lava steps of pipeline delay were removed (the synaptic stages to the output).
     spikes: per neuron layer, spike counts [N, T].
     """
@@ -125,19 +166,24 @@ class _Synapse:
     weight: np.ndarray
     graded: bool
     conv: dict | None = None  # Conv's input_shape, stride, padding, dilation, groups, in Lava's (X, Y) order
+    weight_exp: int = 0  # fixed point, Dense: the weighted sum is shifted by it
 
 
 @dataclass(frozen=True)
 class _Neuron:
-    """A LIFReset process; `shape` is NIR's (C, H, W) or (n,), `bias` in Lava's layout."""
+    """A LIFReset process; `shape` is NIR's (C, H, W) or (n,), `bias` in Lava's layout.
+
+    Float mode: du = 1 and real dv, vth, bias; loihi mode: the integers of loihi.json.
+    """
 
     name: str
     shape: tuple[int, ...]
-    synapses: list[str]
+    synapses: list[str]  # what its a_in sums: synaptic layers, or the input itself (loihi mode's first LIF)
     bias: np.ndarray
     dv: float
     vth: float
     depth: int  # synaptic stages between the input and this layer
+    du: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -151,34 +197,125 @@ class _Plan:
     output: str  # the neuron whose value is the output
     readout: bool  # output is that neuron's voltage (a read-out) rather than its spikes
     delay: int  # synaptic stages between the input and the output
+    source_shape: tuple[int, ...]  # what the RingBuffer sends per step: the input, or (loihi) the first LIF's current
+    fixed_pt: bool = False  # integers for Lava's fixed_pt models (mode "loihi")
+    readout_scale: float = 1.0  # fixed_pt: the read-out's voltage is 64 * this * the running sum of the logits
 
 
-def run_lava(graph: nir.NIRGraph, inputs: np.ndarray, mode: str = "float", timeout_s: float = 600) -> LavaResult:
+@dataclass(frozen=True)
+class _Host:
+    """A host partition in a Lava run (runtime/lava_host.py): its ONNX file, its boundary tensors
+    (shapes in NIR's order), the timesteps it buffers, and `offset`, the Lava step, minus one, in
+    which the stream's first timestep reaches it (the synaptic stages and buffers before it)."""
+
+    name: str
+    onnx: str
+    input_name: str
+    input_shape: tuple[int, ...]
+    output_name: str
+    output_shape: tuple[int, ...]
+    buffer: int
+    offset: int
+
+    @property
+    def delay(self) -> int:
+        """Lava steps between an input timestep and this partition's output for it."""
+        return self.offset + self.buffer
+
+
+def run_lava(
+    graph: nir.NIRGraph, inputs: np.ndarray, mode: str = "float", loihi: LoihiModel | None = None, timeout_s: float = 600
+) -> LavaResult:
     """Run `graph` on `inputs` [N, T, *input_shape] in Lava's Loihi2SimCfg and return what it computed.
 
+    mode "float" runs Lava's floating_pt models; "loihi" its fixed_pt ones with the integers of
+    `loihi` (the export's loihi.json, `export.loihi.read_loihi_json`), which that mode needs.
     Raises UserError for a graph Lava cannot run as given, bad inputs, a failed run or a timeout;
     in every case the Lava processes are gone when it returns.
     """
     if mode not in MODES:
         raise UserError(f"mode: {mode!r}; choose one of {', '.join(MODES)}")
-    plan = plan_network(graph)
+    if (mode == "loihi") != (loihi is not None):
+        raise UserError(f"mode {mode!r}: " + ("needs the export's loihi.json (loihi=read_loihi_json(...))" if loihi is None else "takes no loihi.json; its integers are for mode 'loihi'"))
+    plan = plan_network(graph, loihi)
     inputs = np.asarray(inputs, dtype=np.float64)
     if inputs.ndim != 2 + len(plan.input_shape) or inputs.shape[2:] != plan.input_shape or 0 in inputs.shape[:2]:
         raise UserError(f"inputs: shape {inputs.shape}; expected [N, T, {', '.join(map(str, plan.input_shape))}] with N, T >= 1")
+    drive = inputs if loihi is None else input_bias(fold_avgpool(graph), loihi, inputs)
     _lava_api()  # imported here, once, so that the forked children inherit Lava
-    recordings = _in_child(_simulate, (plan, inputs), timeout_s)
+    (recordings,) = _in_child(_simulate, ([plan], drive), timeout_s)
     n, t = inputs.shape[:2]
-    spikes = {
-        neuron.name: _aligned(recordings[neuron.name], neuron, n, t).reshape(n, t, -1).sum(axis=2)
+    output = _plan_output(plan, recordings, n, t)
+    if plan.fixed_pt:
+        output = np.diff(output.astype(np.float64), axis=1, prepend=0.0) / (64 * plan.readout_scale)
+    return LavaResult(output=output, delay=plan.delay, spikes=_spike_counts(plan, recordings, n, t))
+
+
+def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs: dict[str, nir.NIRGraph], inputs: np.ndarray,
+                      timeout_s: float = 600) -> LavaResult:
+    """Every partition of an export in one Lava run (floating_pt): each neuromorphic partition as
+    in `run_lava`, each host partition as a `lava_host.HostPartition` process running its ONNX file.
+
+    `graphs` holds the NIR graph of each neuromorphic partition by name (read by the caller);
+    `inputs` is [N, T, *input_shape]. The partitions must form a chain: one input and one output
+    each, every one reading the previous one's output; a neuromorphic partition that feeds another
+    one must end in a neuron layer (its spikes travel on; a read-out's voltage is no port).
+    `delay` counts the synaptic stages of every neuromorphic partition plus the timesteps each
+    host partition buffers (module docstring of lava_host); spike counts are named
+    `<partition>.<layer>`. Raises UserError as `run_lava` does.
+    """
+    stages, offset, flowing = [], 0, [t.name for t in manifest.inputs]
+    for i, p in enumerate(manifest.partitions):
+        if len(p.inputs) != 1 or len(p.outputs) != 1 or [t.name for t in p.inputs] != flowing:
+            raise UserError(f"partition {p.name}: reads {', '.join(t.name for t in p.inputs)} and writes {', '.join(t.name for t in p.outputs)}; "
+                            f"the Lava runner takes a chain of partitions, each with one input, the previous one's output ({', '.join(flowing)})")
+        if p.file is None:
+            raise UserError(f"partition {p.name}: the export has no file for it; export with --formats nir,onnx")
+        if p.kind == "neuromorphic":
+            plan = plan_network(graphs[p.name])
+            if plan.readout and i < len(manifest.partitions) - 1:
+                raise UserError(f"partition {p.name}: ends in a read-out ({plan.output}) that feeds {manifest.partitions[i + 1].name}; "
+                                "the Lava runner passes spikes between partitions, not a read-out's voltage")
+            stage = dataclasses.replace(plan, neurons=[dataclasses.replace(n, depth=n.depth + offset) for n in plan.neurons], delay=plan.delay + offset)
+        else:
+            path = os.path.join(export_dir, p.file)
+            if not os.path.isfile(path):
+                raise UserError(f"partition {p.name}: {path}: no such file")
+            stage = _Host(p.name, path, p.inputs[0].name, tuple(p.inputs[0].shape), p.outputs[0].name, tuple(p.outputs[0].shape),
+                          p.buffer_timesteps, offset)
+        stages.append(stage)
+        offset, flowing = stage.delay, [p.outputs[0].name]
+    inputs = np.asarray(inputs, dtype=np.float64)
+    shape = tuple(manifest.inputs[0].shape)
+    if inputs.ndim != 2 + len(shape) or inputs.shape[2:] != shape or 0 in inputs.shape[:2]:
+        raise UserError(f"inputs: shape {inputs.shape}; expected [N, T, {', '.join(map(str, shape))}] with N, T >= 1")
+    _lava_api()
+    recordings = _in_child(_simulate, (stages, inputs), timeout_s)
+    n, t = inputs.shape[:2]
+    spikes = {}
+    for p, stage, recorded in zip(manifest.partitions, stages, recordings):
+        if isinstance(stage, _Plan):
+            spikes.update({f"{p.name}.{layer}": counts for layer, counts in _spike_counts(stage, recorded, n, t).items()})
+    last, recorded = stages[-1], recordings[-1]
+    if isinstance(last, _Plan):
+        output = _plan_output(last, recorded, n, t)
+    else:
+        output = _aligned(recorded[last.output_name], last.delay, last.output_shape, n, t)
+    return LavaResult(output=output, delay=offset, spikes=spikes)
+
+
+def _spike_counts(plan: _Plan, recordings: dict[str, np.ndarray], n: int, t: int) -> dict[str, np.ndarray]:
+    """Spike counts [N, T] of every spiking layer of `plan` (not its read-out)."""
+    return {
+        neuron.name: _aligned(recordings[neuron.name], neuron.depth, neuron.shape, n, t).reshape(n, t, -1).sum(axis=2)
         for neuron in plan.neurons
         if not (plan.readout and neuron.name == plan.output)
     }
-    output = _aligned(recordings[plan.output], _neuron(plan, plan.output), n, t)
-    return LavaResult(output=output, delay=plan.delay, spikes=spikes)
 
 
-def plan_network(graph: nir.NIRGraph) -> _Plan:
-    """Check `graph` and describe the Lava network that runs it (see the module docstring)."""
+def plan_network(graph: nir.NIRGraph, loihi: LoihiModel | None = None) -> _Plan:
+    """Check `graph` and describe the Lava network that runs it (see the module docstring), in
+    floating point, or with the integers of `loihi` when given."""
     graph = fold_avgpool(graph)
     nodes = graph.nodes
     sources = {name: [a for a, b in graph.edges if b == name] for name in nodes}
@@ -199,7 +336,7 @@ def plan_network(graph: nir.NIRGraph) -> _Plan:
         builder.add_readout(producer)
     elif producer not in builder.neurons:
         raise UserError(f"{outputs[0]} (Output): reads {producer} ({type(nodes[producer]).__name__}); it must read a synaptic or neuron layer")
-    return _Plan(
+    plan = _Plan(
         input_name=inputs[0],
         input_shape=builder.shapes[inputs[0]],
         synapses=list(builder.synapses.values()),
@@ -207,6 +344,37 @@ def plan_network(graph: nir.NIRGraph) -> _Plan:
         output=producer,
         readout=isinstance(nodes[producer], _SYNAPTIC),
         delay=builder.depth[producer],
+        source_shape=builder.shapes[inputs[0]],
+    )
+    return plan if loihi is None else _fixed_point(plan, graph, loihi)
+
+
+def _fixed_point(plan: _Plan, graph: nir.NIRGraph, loihi: LoihiModel) -> _Plan:
+    """The float plan of the lowered `graph` with loihi.json's integers (module docstring, "Fixed point")."""
+    pairs = chain_layers(graph)  # refuses anything but the plain chains export/loihi.py quantizes
+    if [(layer.synapse, layer.neuron) for layer in loihi.layers] != pairs:
+        raise UserError(f"loihi.json: layers {[layer.synapse for layer in loihi.layers]} do not match the graph's chain {[s for s, _ in pairs]}")
+    host, *chip = loihi.layers
+    synapses, neurons = {s.name: s for s in plan.synapses}, {n.name: n for n in plan.neurons}
+    first = neurons[host.neuron]
+    fixed_neurons = [
+        dataclasses.replace(first, synapses=[plan.input_name], bias=np.zeros_like(first.bias, dtype=np.int64),
+                            du=host.du, dv=host.dv, vth=host.vth, depth=0)
+    ]
+    fixed_synapses = []
+    for layer in chip:
+        synapse, neuron = synapses[layer.synapse], neurons[layer.neuron or layer.synapse]
+        w_int, bias_mant = integers(graph, layer)
+        weight = _lava_weight(w_int, synapse.conv is not None, neurons[synapse.source].shape)
+        if synapse.conv is None:
+            fixed_synapses.append(dataclasses.replace(synapse, weight=weight << (1 - layer.weight_exp), weight_exp=layer.weight_exp - 1))
+        else:
+            fixed_synapses.append(dataclasses.replace(synapse, weight=weight))
+        bias = _lava(_spread(bias_mant, graph.nodes[layer.synapse], neuron.shape))
+        fixed_neurons.append(dataclasses.replace(neuron, bias=bias, du=layer.du, dv=layer.dv, vth=layer.vth, depth=neuron.depth - 1))
+    return dataclasses.replace(
+        plan, synapses=fixed_synapses, neurons=fixed_neurons, delay=plan.delay - 1,
+        source_shape=first.shape, fixed_pt=True, readout_scale=loihi.layers[-1].scale,
     )
 
 
@@ -251,8 +419,8 @@ class _Builder:
             raise UserError(f"{name} ({type(node).__name__}): reads {read} ({type(self.nodes[read]).__name__}); "
                             "a synaptic layer must read the input or a neuron layer")
         graded = source not in self.neurons
-        weight = np.asarray(node.weight, dtype=np.float64)
         source_shape = self.shapes[source]
+        weight = np.asarray(node.weight, dtype=np.float64)
         if isinstance(node, nir.Conv2d):
             if len(source_shape) != 3 or read != source:
                 raise UserError(f"{name} (Conv2d): reads {read} of shape {self.shapes[read]}; a convolution needs a (C, H, W) map")
@@ -265,10 +433,8 @@ class _Builder:
                 "dilation": _xy(node.dilation),
                 "groups": int(node.groups),
             }
-            return _Synapse(name, source, np.ascontiguousarray(weight.transpose(0, 3, 2, 1)[:, ::-1, ::-1, :]), graded, conv)
-        if len(source_shape) == 3:  # Lava flattens (W, H, C): put the columns, in NIR's (C, H, W) order, in that order
-            weight = weight.reshape(weight.shape[0], *source_shape).transpose(0, 3, 2, 1).reshape(weight.shape[0], -1)
-        return _Synapse(name, source, weight, graded)
+            return _Synapse(name, source, _lava_weight(weight, True, source_shape), graded, conv)
+        return _Synapse(name, source, _lava_weight(weight, False, source_shape), graded)
 
     def _neuron(self, name: str, node: nir.NIRNode) -> _Neuron:
         shape = self.shapes[name]
@@ -291,13 +457,14 @@ class _Builder:
             dv, gain = self._dt(name) / tau, self._dt(name) * _uniform(name, "r", node.r) / tau
         if abs(gain - 1) > _GAIN_TOLERANCE:
             raise UserError(f"{name} ({type(node).__name__}): input gain dt*r/tau = {gain:.6g}; the Lava runner needs 1 (r = tau/dt)")
-        bias = sum(_broadcast_bias(self.nodes[s], shape) for s in feeding)
+        bias = sum(_spread(getattr(self.nodes[s], "bias", 0.0), self.nodes[s], shape) for s in feeding)
         return _Neuron(name, shape, list(feeding), _lava(bias), dv, threshold, depths[feeding[0]])
 
     def add_readout(self, name: str) -> None:
         """The read-out behind synaptic layer `name`: dv = 1 forgets the last step, vth = inf never fires."""
         shape = self.shapes[name]
-        self.neurons[name] = _Neuron(name, shape, [name], _lava(_broadcast_bias(self.nodes[name], shape)), 1.0, np.inf, self.depth[name])
+        bias = _spread(getattr(self.nodes[name], "bias", 0.0), self.nodes[name], shape)
+        self.neurons[name] = _Neuron(name, shape, [name], _lava(bias), 1.0, np.inf, self.depth[name])
 
     def _dt(self, name: str) -> float:
         if not isinstance(self.dt, (int, float)) or not self.dt > 0:
@@ -305,9 +472,19 @@ class _Builder:
         return float(self.dt)
 
 
-def _broadcast_bias(node: nir.NIRNode, shape: tuple[int, ...]) -> np.ndarray:
-    """The synaptic layer's bias over its output map (Linear has none; a Conv2d's is per channel)."""
-    bias = np.asarray(getattr(node, "bias", 0.0), dtype=np.float64)
+def _lava_weight(weight: np.ndarray, conv: bool, source_shape: tuple[int, ...]) -> np.ndarray:
+    """A NIR weight in Lava's layout (module docstring): a Conv's kernel flipped and as (out, X, Y, in);
+    a Dense reading a (C, H, W) map with its columns in the order Lava flattens (W, H, C) in."""
+    if conv:
+        return np.ascontiguousarray(weight.transpose(0, 3, 2, 1)[:, ::-1, ::-1, :])
+    if len(source_shape) == 3:
+        return weight.reshape(weight.shape[0], *source_shape).transpose(0, 3, 2, 1).reshape(weight.shape[0], -1)
+    return weight
+
+
+def _spread(bias, node: nir.NIRNode, shape: tuple[int, ...]) -> np.ndarray:
+    """A synaptic layer's bias over its output map (0 for a Linear; a Conv2d's is per channel)."""
+    bias = np.asarray(bias)
     if isinstance(node, nir.Conv2d):
         bias = bias.reshape(-1, 1, 1)
     return np.broadcast_to(bias, shape).copy()
@@ -350,32 +527,74 @@ def _lava(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 1, 0)) if array.ndim == 3 else array
 
 
-def _neuron(plan: _Plan, name: str) -> _Neuron:
-    return next(n for n in plan.neurons if n.name == name)
+def _plan_output(plan: _Plan, recordings: dict[str, np.ndarray], n: int, t: int) -> np.ndarray:
+    """The output layer's recording (spikes, or the read-out's voltage) as [N, T, *shape]."""
+    output = next(neuron for neuron in plan.neurons if neuron.name == plan.output)
+    return _aligned(recordings[output.name], output.depth, output.shape, n, t)
 
 
-def _aligned(recording: np.ndarray, neuron: _Neuron, n: int, t: int) -> np.ndarray:
-    """[steps, *lava_shape] recorded from Lava step 1 on -> [N, T, *nir_shape], input timestep by input timestep."""
-    steps = recording[neuron.depth : neuron.depth + n * t]
+def _aligned(recording: np.ndarray, depth: int, shape: tuple[int, ...], n: int, t: int) -> np.ndarray:
+    """[steps, *lava_shape] recorded from Lava step 1 on by a layer `depth` steps behind the input
+    -> [N, T, *shape] (NIR's order), input timestep by input timestep."""
+    steps = recording[depth : depth + n * t]
     if steps.ndim == 4:
         steps = steps.transpose(0, 3, 2, 1)
-    return steps.reshape(n, t, *neuron.shape)
+    return steps.reshape(n, t, *shape)
 
 
-def _simulate(plan: _Plan, inputs: np.ndarray) -> dict[str, np.ndarray]:
-    """Build the Lava network, run all samples back to back, and return each neuron layer's
-    recording [steps, *lava_shape]: spikes, or the read-out's voltage. Runs in the child process."""
+def _simulate(stages: list[_Plan | _Host], drive: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Build the Lava network of `stages` in a chain, send `drive` [N, T, *source shape] through its
+    RingBuffer (all samples back to back), and return per stage its recordings [steps, *lava_shape]:
+    each neuron layer's spikes or the read-out's voltage, a host partition's output. Runs in the
+    child process."""
     lava = _lava_api()
-    n, t = inputs.shape[:2]
-    steps = n * t + max(neuron.depth for neuron in plan.neurons)
-    sequence = np.zeros((*_lava_shape(plan.input_shape), steps))
-    sequence[..., : n * t] = np.moveaxis(np.stack([_lava(x) for x in inputs.reshape(n * t, *plan.input_shape)]), 0, -1)
-    ports = {plan.input_name: lava.Source(data=sequence).s_out}
+    first = stages[0]
+    fixed = isinstance(first, _Plan) and first.fixed_pt
+    n, t = drive.shape[:2]
+    steps = n * t + max(max((neuron.depth for neuron in s.neurons), default=0) if isinstance(s, _Plan) else s.delay for s in stages)
+    source_shape = first.source_shape if isinstance(first, _Plan) else first.input_shape
+    sequence = np.zeros((*_lava_shape(source_shape), steps), dtype=np.int32 if fixed else np.float64)
+    sequence[..., : n * t] = np.moveaxis(np.stack([_lava(x) for x in drive.reshape(n * t, *source_shape)]), 0, -1)
+    source = lava.Source(data=sequence)
+    port, probes = source.s_out, []
+    for stage in stages:
+        if isinstance(stage, _Plan):
+            port, stage_probes = _build_plan(lava, stage, port, t, steps)
+        else:
+            host = lava.Host(onnx=stage.onnx, input_name=stage.input_name, output_name=stage.output_name, input_shape=stage.input_shape,
+                             output_shape=stage.output_shape, timesteps=t, buffer=stage.buffer, offset=stage.offset, samples=n, name=stage.name)
+            port.connect(host.x_in)
+            port = host.y_out
+            stage_probes = {stage.output_name: lava.Sink(shape=port.shape, buffer=steps)}
+            port.connect(stage_probes[stage.output_name].a_in)
+        probes.append(stage_probes)
+    try:  # any process runs and stops the whole connected network
+        with warnings.catch_warnings():
+            # Lava's compiler looks for HostPartition's model by executing every module of runtime/
+            # on its own; outside their package the others fail (a dataclass needs its module
+            # registered), one warning each. The model is found in lava_host, which loads.
+            warnings.filterwarnings("ignore", message="Cannot import module .* when searching ProcessModels", category=UserWarning)
+            source.run(condition=lava.RunSteps(num_steps=steps), run_cfg=lava.Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt"))
+        return [
+            {name: (probe.get_data()[name]["v"] if isinstance(probe, lava.Monitor) else np.moveaxis(probe.data.get(), -1, 0)) for name, probe in stage.items()}
+            for stage in probes
+        ]
+    finally:
+        source.stop()
+
+
+def _build_plan(lava: SimpleNamespace, plan: _Plan, input_port, t: int, steps: int) -> tuple[object, dict]:
+    """The Lava processes of `plan`, reading `input_port`; returns the output layer's spike port
+    (None for a read-out) and the probe of every neuron layer: a RingBuffer sink on its spikes, or a
+    Monitor on the read-out's voltage."""
+    fixed = plan.fixed_pt
+    ports = {plan.input_name: input_port}
+    currents = {plan.input_name: input_port}  # loihi mode: the first LIF reads the input directly
     neurons, probes = {}, {}
     for neuron in plan.neurons:
         neurons[neuron.name] = lif = lava.LIFReset(
-            shape=_lava_shape(neuron.shape), du=1.0, dv=neuron.dv, vth=neuron.vth, bias_mant=neuron.bias,
-            reset_interval=t, reset_offset=(neuron.depth + 1) % t, name=neuron.name,
+            shape=_lava_shape(neuron.shape), du=neuron.du, dv=neuron.dv, vth=neuron.vth, bias_mant=neuron.bias,
+            bias_exp=BIAS_EXP if fixed else 0, reset_interval=t, reset_offset=(neuron.depth + 1) % t, name=neuron.name,
         )
         ports[neuron.name] = lif.s_out
         if plan.readout and neuron.name == plan.output:
@@ -387,23 +606,16 @@ def _simulate(plan: _Plan, inputs: np.ndarray) -> dict[str, np.ndarray]:
     for synapse in plan.synapses:
         bits = GRADED_MESSAGE_BITS if synapse.graded else 0
         if synapse.conv is None:
-            process = lava.Dense(weights=synapse.weight, num_message_bits=bits, name=synapse.name)
+            process = lava.Dense(weights=synapse.weight, weight_exp=synapse.weight_exp, num_message_bits=bits, name=synapse.name)
         else:
             process = lava.Conv(weight=synapse.weight, num_message_bits=bits, name=synapse.name, **synapse.conv)
         port = ports[synapse.source]
         (port.flatten() if synapse.conv is None and len(port.shape) > 1 else port).connect(process.s_in)
-        for neuron in plan.neurons:
-            if synapse.name in neuron.synapses:
-                process.a_out.connect(neurons[neuron.name].a_in)
-    some_process = neurons[plan.output]  # any process runs and stops the whole connected network
-    try:
-        some_process.run(condition=lava.RunSteps(num_steps=steps), run_cfg=lava.Loihi2SimCfg(select_tag="floating_pt"))
-        return {
-            name: (probe.get_data()[name]["v"] if isinstance(probe, lava.Monitor) else np.moveaxis(probe.data.get(), -1, 0))
-            for name, probe in probes.items()
-        }
-    finally:
-        some_process.stop()
+        currents[synapse.name] = process.a_out
+    for neuron in plan.neurons:
+        for name in neuron.synapses:
+            currents[name].connect(neurons[neuron.name].a_in)
+    return (None if plan.readout else ports[plan.output]), probes
 
 
 def run_netx_fixed(path: str | os.PathLike, bias: np.ndarray, window: int, timeout_s: float = 600) -> tuple[list[np.ndarray], np.ndarray]:

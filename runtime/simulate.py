@@ -13,9 +13,12 @@ steps removed), `labels` when known, and `spikes.<layer>` spike counts [N, T] pe
 from __future__ import annotations
 
 import io
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import nir
 import numpy as np
 import onnxruntime
@@ -23,12 +26,14 @@ import torch
 
 from spikeport.errors import UserError
 from spikeport.export.manifest import Manifest, read_manifest
-from spikeport.io import atomic_open, write_json
+from spikeport.io import atomic_open, check_creatable, write_json
 from spikeport.runtime.reference import NIRExecutor
 from spikeport.train import datasets
 from spikeport.train.loop import resolve_device
 
 BACKENDS = {"reference": ("float", "loihi"), "onnx": ("float",), "lava": ("float", "loihi")}
+MAX_NIR_DATASET_ELEMENTS = 10**8  # one array of an NIR file (400 MB of float32)
+MAX_NIR_TOTAL_ELEMENTS = 2 * 10**8  # all arrays of an NIR file together
 
 
 @dataclass
@@ -49,10 +54,41 @@ class SimResult:
 
 
 def read_nir(path: Path) -> nir.NIRGraph:
+    """An NIR file the reference runtime can run; UserError naming the file (and node) otherwise.
+
+    Its HDF5 datasets are sized from their metadata first: nir.read loads every dataset whole, and
+    a file of a few KiB can declare terabytes (MAX_NIR_DATASET_ELEMENTS, MAX_NIR_TOTAL_ELEMENTS)."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such file")
+    _check_hdf5_sizes(path)
     try:
-        return nir.read(path)
+        with np.errstate(all="raise"):  # nir computes shapes from the file's fields: a stride 0 divides by zero
+            graph = nir.read(path)
     except Exception as e:  # noqa: BLE001 - h5py and nir raise many types on a bad file; all mean "unreadable"
-        raise UserError(f"{path}: not a readable NIR file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise UserError(f"{path}: not a readable NIR file ({_first_line(e)})") from None
+    try:
+        NIRExecutor(graph, dt=1.0).check_runs()  # dt: the file's own, or any (it changes no shape)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    return graph
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _check_hdf5_sizes(path: Path) -> None:
+    sizes: dict[str, int] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, item: sizes.__setitem__(name, item.size or 0) if isinstance(item, h5py.Dataset) else None)
+    except Exception as e:  # noqa: BLE001 - as above: a file h5py cannot walk is unreadable
+        raise UserError(f"{path}: not a readable NIR file ({_first_line(e)})") from None
+    for name, size in sizes.items():
+        if size > MAX_NIR_DATASET_ELEMENTS:
+            raise UserError(f"{path}: {name}: declares {size} elements, more than {MAX_NIR_DATASET_ELEMENTS}; refused")
+    if sum(sizes.values()) > MAX_NIR_TOTAL_ELEMENTS:
+        raise UserError(f"{path}: declares {sum(sizes.values())} elements in all, more than {MAX_NIR_TOTAL_ELEMENTS}; refused")
 
 
 def resolve_target(target: str | Path) -> Target:
@@ -84,28 +120,42 @@ def load_inputs(target: Target, input_file: Path | None, samples: int | None) ->
     else:
         names = [n for n, v in target.nir_graph.nodes.items() if isinstance(v, nir.Input)]
     if input_file is not None:
-        try:
-            data = np.load(input_file, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{input_file}: not a readable npz file ({e})") from None
         keys = ["input"] if len(names) == 1 else [f"input.{n}" for n in names]
+        files, data = read_npz(input_file, [*keys, "labels"])
         missing = [k for k in keys if k not in data]
         if missing:
-            raise UserError(f"{input_file}: missing key {missing[0]!r} (has: {', '.join(data.files) or 'nothing'})")
+            raise UserError(f"{input_file}: missing key {missing[0]!r} (has: {', '.join(files) or 'nothing'})")
         inputs = {n: data[k] for n, k in zip(names, keys)}
-        labels = data["labels"] if "labels" in data else None
+        labels = data.get("labels")
     else:
         if target.manifest is None or "data" not in target.manifest.source:
             raise UserError("no --input given, and the target names no dataset to take samples from")
         data_config = target.manifest.source["data"]
-        test = datasets.load(data_config["name"], data_config["root"], "test", target.manifest.timesteps)
+        test = datasets.load(data_config["name"], data_config["root"], "test", target.manifest.timesteps, options=data_config.get("options"))
         n = len(test) if samples is None else min(samples, len(test))
         items = [test[i] for i in range(n)]
-        inputs = {names[0]: torch.stack([x for x, _ in items]).numpy()}
+        if isinstance(items[0][0], tuple):  # a multi-input dataset: one tensor per input, in the manifest's order
+            inputs = {name: torch.stack([x[i] for x, _ in items]).numpy() for i, name in enumerate(names)}
+        else:
+            inputs = {names[0]: torch.stack([x for x, _ in items]).numpy()}
         labels = np.array([int(y) for _, y in items])
     for name, x in inputs.items():
         _check_input(name, x, target, input_file)
     return inputs, labels
+
+
+def read_npz(path: Path, keys: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The names of an npz file's arrays, and those of `keys` it holds. numpy reads members lazily,
+    so a damaged member fails only when it is read: the ones asked for are read here."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an npz archive")
+            return data.files, {k: data[k] for k in keys if k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise UserError(f"{path}: not a readable npz file ({_first_line(e)})") from None
 
 
 def _check_input(name: str, x: np.ndarray, target: Target, source) -> None:
@@ -119,6 +169,10 @@ def _check_input(name: str, x: np.ndarray, target: Target, source) -> None:
             raise UserError(f"{where}: input {name!r} has shape {list(x.shape)}; expected [N, {', '.join(map(str, expected))}]")
     if target.netx is not None and (x.ndim != 2 + len(target.netx.input_shape) or tuple(x.shape[2:]) != tuple(target.netx.input_shape)):
         raise UserError(f"{where}: input {name!r} has shape {list(x.shape)}; expected [N, T, {', '.join(map(str, target.netx.input_shape))}]")
+    if target.nir_graph is not None:
+        shape = [int(n) for n in target.nir_graph.nodes[name].input_type["input"]]
+        if x.ndim != 2 + len(shape) or list(x.shape[2:]) != shape:
+            raise UserError(f"{where}: input {name!r} has shape {list(x.shape)}; expected [N, T, {', '.join(map(str, shape))}]")
     if not np.all(np.isfinite(x)):
         raise UserError(f"{where}: input {name!r} holds NaN or infinite values")
 
@@ -154,11 +208,18 @@ def run_reference(target: Target, inputs: dict[str, np.ndarray], device: torch.d
                 values[t.name] = result.outputs["output" if len(p.outputs) == 1 else f"output_{t.name}"]
             spikes.update({f"{p.name}.{k}": v.cpu().numpy() for k, v in result.spikes.items()})
         else:
-            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            session = _onnx_session(path, ["CPUExecutionProvider"])
             outs = session.run([t.name for t in p.outputs], {t.name: values[t.name].cpu().numpy() for t in p.inputs})
             values.update({t.name: torch.as_tensor(o, device=device) for t, o in zip(p.outputs, outs)})
     output = values[target.manifest.outputs[0].name]
     return SimResult(output.transpose(0, 1).cpu().numpy(), spikes)
+
+
+def _onnx_session(path: Path, providers: list[str]) -> onnxruntime.InferenceSession:
+    try:
+        return onnxruntime.InferenceSession(str(path), providers=providers)
+    except Exception as e:  # noqa: BLE001 - onnxruntime's errors (InvalidProtobuf, Fail, NoSuchFile ...) share no base but Exception
+        raise UserError(f"{path}: not a readable ONNX file ({_first_line(e)})") from None
 
 
 def run_onnx_model(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:
@@ -167,25 +228,40 @@ def run_onnx_model(target: Target, inputs: dict[str, np.ndarray], device: torch.
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    session = onnxruntime.InferenceSession(str(target.export_dir / target.manifest.files["onnx"]), providers=providers)
+    session = _onnx_session(target.export_dir / target.manifest.files["onnx"], providers)
     feeds = {n: np.ascontiguousarray(np.swapaxes(x, 0, 1), dtype=np.float32) for n, x in inputs.items()}
     (output,) = session.run([target.manifest.outputs[0].name], feeds)
     return SimResult(np.swapaxes(output, 0, 1), {})
 
 
-def run_in_lava(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:
-    """Lava's Loihi2SimCfg (floating_pt) on an export that is one neuromorphic partition, or a .nir file."""
-    from spikeport.runtime.lava_runner import run_lava  # Lava is slow to import and sets multiprocessing up
+def run_in_lava(target: Target, inputs: dict[str, np.ndarray], device: torch.device, mode: str = "float") -> SimResult:
+    """spikeport's Lava graph of an export that is one neuromorphic partition, or of a .nir file, in
+    Loihi2SimCfg: floating_pt, or (mode "loihi") fixed_pt with the export's loihi.json. An export
+    with host partitions runs all its partitions in one floating_pt run (`run_lava_manifest`)."""
+    from spikeport.export.loihi import read_loihi_json
+    from spikeport.runtime.lava_runner import run_lava, run_lava_manifest  # Lava is slow to import and sets multiprocessing up
 
     if target.manifest is None:
         graph = target.nir_graph
+    elif len(target.manifest.partitions) > 1:
+        if mode != "float":
+            raise UserError("--backend lava --mode loihi: runs an export that is one neuromorphic partition; this one has host partitions (use --mode float)")
+        parts = target.manifest.partitions
+        graphs = {p.name: read_nir(target.export_dir / p.file) for p in parts if p.kind == "neuromorphic" and p.file is not None}
+        result = run_lava_manifest(target.manifest, target.export_dir, graphs, inputs[target.manifest.inputs[0].name])
+        return SimResult(result.output, result.spikes, result.delay)
     else:
         parts = target.manifest.partitions
         if len(parts) != 1 or parts[0].kind != "neuromorphic" or parts[0].file is None:
             raise UserError(f"--backend lava: runs an export that is one neuromorphic partition with its .nir file; this one has {', '.join(p.name for p in parts)}")
         graph = read_nir(target.export_dir / parts[0].file)
+    loihi = None
+    if mode == "loihi":
+        if target.manifest is None or "loihi" not in target.manifest.files:
+            raise UserError("--backend lava --mode loihi: needs an export with loihi.json (spikeport export RUN --quantize loihi)")
+        loihi = read_loihi_json(target.export_dir / target.manifest.files["loihi"])
     (x,) = inputs.values()
-    result = run_lava(graph, x)
+    result = run_lava(graph, x, mode=mode, loihi=loihi)
     prefix = "" if target.manifest is None else f"{target.manifest.partitions[0].name}."
     return SimResult(result.output, {f"{prefix}{k}": v for k, v in result.spikes.items()}, result.delay)
 
@@ -225,14 +301,35 @@ def _fixed_point_result(fp: _FixedPoint, spikes: list, voltage) -> SimResult:
     """Layer i holds a sample from step i of its window on; the read-out's voltage is 64 s times
     the running sum of the logits (export/loihi.py), so its increments are the logits per step."""
     t, readout = fp.timesteps, len(fp.layers) - 1
-    counts = {
-        f"{fp.prefix}{layer.neuron}": np.asarray(spikes[i])[:, i : i + t].reshape(len(fp.bias), t, -1).sum(-1)
-        for i, layer in enumerate(fp.layers)
-        if layer.neuron is not None
-    }
+    counts = {name: s.reshape(len(fp.bias), t, -1).sum(-1) for name, s in _aligned_spikes(fp, spikes).items()}
     v = np.asarray(voltage, dtype=np.float64)[:, readout : readout + t]
     logits = np.diff(v, axis=1, prepend=0.0) / (64 * fp.layers[-1].scale)
     return SimResult(logits, counts, delay=readout)
+
+
+def _aligned_spikes(fp: _FixedPoint, spikes: list) -> dict[str, np.ndarray]:
+    """Every neuron layer's spikes [N, T, *shape] from per-block recordings [N, window, *shape]."""
+    t = fp.timesteps
+    return {f"{fp.prefix}{layer.neuron}": np.asarray(spikes[i])[:, i : i + t] for i, layer in enumerate(fp.layers) if layer.neuron is not None}
+
+
+def fixed_point_spikes(target: Target, inputs: dict[str, np.ndarray], device: torch.device, backend: str = "reference") -> dict[str, np.ndarray]:
+    """Which neurons spiked when, [N, T, *shape] per neuron layer, in Lava's fixed-point arithmetic on
+    the export's model.net: from the reference runtime (batched torch) or from Lava itself (lava-dl
+    netx in Loihi2SimCfg fixed_pt). The spike counts a simulation writes do not say which neurons
+    spiked, and a report needs that to count synaptic operations."""
+    fp = _fixed_point(target, inputs)
+    path = target.export_dir / target.manifest.files["netx"]
+    if backend == "lava":
+        from spikeport.runtime.lava_runner import run_netx_fixed
+
+        spikes, _ = run_netx_fixed(path, fp.bias, fp.window)
+    else:
+        from spikeport.runtime.loihi_fixed import read_netx, simulate_netx
+
+        records = simulate_netx(read_netx(path), bias=fp.bias, steps=fp.window, reset_interval=fp.window, device=device, record=("s",))
+        spikes = [record.s.cpu().numpy() for record in records]
+    return _aligned_spikes(fp, spikes)
 
 
 def netx_drive(network, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -278,7 +375,13 @@ def run_reference_loihi(target: Target, inputs: dict[str, np.ndarray], device: t
 
 
 def run_lava_loihi(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:
-    """Lava's Loihi2SimCfg fixed_pt on the export's model.net, loaded unchanged by lava-dl netx."""
+    """`--backend lava --mode loihi`: spikeport's own Lava graph in fixed_pt (model.nir + loihi.json)."""
+    return run_in_lava(target, inputs, device, mode="loihi")
+
+
+def run_netx_in_lava(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:
+    """Lava's Loihi2SimCfg fixed_pt on the export's model.net, loaded unchanged by lava-dl netx: what
+    a lava-dl user gets from the file; equal to `run_lava_loihi` (tests/test_runtime_lava.py)."""
     from spikeport.runtime.lava_runner import run_netx_fixed
 
     fp = _fixed_point(target, inputs)
@@ -319,13 +422,14 @@ def simulate(
     resolved.dt = dt
     if resolved.netx is not None and (backend, mode) != ("reference", "loihi"):
         raise UserError(f"{target}: a lava-dl .net file runs with --backend reference --mode loihi")
+    path = Path(out or resolved.folder) / "sim" / f"{backend}-{mode}.npz"
+    check_creatable(path.parent)
     inputs, labels = load_inputs(resolved, Path(input_file) if input_file else None, samples)
     result = RUNNERS[backend, mode](resolved, inputs, resolve_device(device))
     arrays = {"output": result.output, "delay": np.array(result.delay)}
     if labels is not None:
         arrays["labels"] = labels
     arrays.update({f"spikes.{k}": v for k, v in result.spikes.items()})
-    path = Path(out or resolved.folder) / "sim" / f"{backend}-{mode}.npz"
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     with atomic_open(path, "wb") as f:

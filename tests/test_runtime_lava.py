@@ -1,5 +1,6 @@
 """The Lava runner: a trained network exported to NIR and run in Lava's floating_pt simulator
-computes what the torch model computes, spike for spike, and no Lava process outlives a failure."""
+computes what the torch model computes, spike for spike; in fixed_pt with the export's loihi.json it
+computes what model.net computes in lava-dl netx, bit for bit; and no Lava process outlives a failure."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from torch import nn
 from spikeport.config import config_from_dict
 from spikeport.errors import UserError
 from spikeport.export.exporter import export
+from spikeport.export.loihi import quantize
 from spikeport.export.lower import fold_avgpool
 from spikeport.export.nir_graph import to_nir
 from spikeport.runtime.lava_runner import run_lava
+from spikeport.runtime.reference import NIRExecutor
+from spikeport.runtime.simulate import load_inputs, resolve_target, run_lava_loihi, run_netx_in_lava, run_reference_loihi
 from spikeport.train import datasets, layers
 from spikeport.train.checkpoint import load_checkpoint, load_weights
 from spikeport.train.loop import model_for, train
@@ -158,8 +162,70 @@ def test_a_hung_run_times_out_and_leaves_no_process(digits, monkeypatch):
 
 def test_unknown_mode_is_refused(digits):
     graph, _, inputs = digits
-    with pytest.raises(UserError, match="mode: 'fixed'; choose one of float"):
+    with pytest.raises(UserError, match="mode: 'fixed'; choose one of float, loihi"):
         run_lava(graph, inputs.numpy(), mode="fixed")
+    with pytest.raises(UserError, match="mode 'loihi': needs the export's loihi.json"):
+        run_lava(graph, inputs.numpy(), mode="loihi")
+
+
+def test_own_fixed_pt_graph_equals_model_net_in_lava_and_the_reference(trained_run):
+    """spikeport's Lava graph (model.nir + loihi.json) in fixed_pt, the export's model.net loaded by
+    lava-dl netx in fixed_pt, and the reference runtime's loihi mode on model.net: the same read-out
+    voltage and the same spike count in every layer, sample by sample and step by step."""
+    target = resolve_target(trained_run)
+    inputs, _ = load_inputs(target, None, 4)
+    cpu = torch.device("cpu")
+    ours = run_lava_loihi(target, inputs, cpu)
+    netx = run_netx_in_lava(target, inputs, cpu)
+    reference = run_reference_loihi(target, inputs, cpu)
+
+    assert ours.output.shape == (4, 4, 10) and np.abs(ours.output).max() > 0.1
+    assert sorted(ours.spikes) == ["neuromorphic0.lif1", "neuromorphic0.lif2"]
+    assert all(counts.sum() > 0 for counts in ours.spikes.values())
+    for other in (netx, reference):
+        assert other.delay == ours.delay == 2 and sorted(other.spikes) == sorted(ours.spikes)
+        np.testing.assert_array_equal(ours.output, other.output)
+        for name, counts in ours.spikes.items():
+            np.testing.assert_array_equal(counts, other.spikes[name], err_msg=name)
+
+
+def _lif(n: int, dt: float = 1e-3, beta: float = 0.5) -> nir.LIF:
+    tau = dt / (1 - beta)
+    return nir.LIF(tau=np.full(n, tau), r=np.full(n, tau / dt), v_leak=np.zeros(n), v_threshold=np.ones(n))
+
+
+def test_a_residual_sum_runs_in_float_and_is_refused_in_loihi_mode():
+    """Two synaptic layers into one LIF: Lava's floating_pt runs it (several connections into one
+    a_in) as the reference runtime does, but export/loihi.py quantizes plain chains only, and loihi
+    mode keeps that refusal."""
+    rng = np.random.default_rng(0)
+    nodes = {
+        "input": nir.Input(np.array([3])),
+        "fc0": nir.Affine(rng.normal(size=(4, 3)), np.zeros(4)),
+        "lif0": _lif(4),
+        "fc1": nir.Linear(rng.uniform(-0.5, 1, size=(4, 4))),  # both branches drive lif1: 37 spikes, 11 without fc2
+        "fc2": nir.Linear(rng.uniform(-0.5, 1, size=(4, 4))),
+        "lif1": _lif(4),
+        "fc3": nir.Affine(rng.normal(size=(2, 4)), np.zeros(2)),
+        "output": nir.Output(np.array([2])),
+    }
+    chain = [("input", "fc0"), ("fc0", "lif0"), ("lif0", "fc1"), ("fc1", "lif1"), ("lif1", "fc3"), ("fc3", "output")]
+    residual = nir.NIRGraph(nodes=nodes, edges=[*chain, ("lif0", "fc2"), ("fc2", "lif1")], metadata={"dt": 1e-3})
+    x = rng.uniform(0, 2, size=(3, 5, 3))
+    lava = run_lava(residual, x, timeout_s=120)
+    with torch.no_grad():
+        reference = NIRExecutor(residual).double()({"input": torch.from_numpy(x).transpose(0, 1)})
+    assert 0 < lava.spikes["lif1"].sum() < 3 * 5 * 4
+    for name in ("lif0", "lif1"):
+        np.testing.assert_array_equal(lava.spikes[name], reference.spikes[name].numpy(), err_msg=name)
+    np.testing.assert_allclose(lava.output, reference.outputs["output"].transpose(0, 1).numpy(), rtol=0, atol=1e-6)
+
+    refusal = r"lif0 \(LIF\): branches or joins at fc1, fc2; the Loihi export takes a plain chain"
+    with pytest.raises(UserError, match=refusal):
+        quantize(residual)
+    plain = nir.NIRGraph(nodes={k: v for k, v in nodes.items() if k != "fc2"}, edges=chain, metadata={"dt": 1e-3})
+    with pytest.raises(UserError, match=refusal):
+        run_lava(residual, np.zeros((1, 2, 3)), mode="loihi", loihi=quantize(plain))
 
 
 def test_refuses_what_lava_cannot_run(digits):
@@ -193,8 +259,8 @@ def test_simulate_compares_reference_and_lava(trained_run, cli):
 
 
 def test_reference_loihi_equals_lava_fixed_pt_through_the_cli(trained_run, cli):
-    """Lava fixed_pt running the exported model.net unchanged, against the reference runtime's loihi
-    mode: every spike count and every read-out voltage equal."""
+    """`--backend lava --mode loihi` (spikeport's Lava graph in fixed_pt) against the reference
+    runtime's loihi mode on model.net: every spike count and every read-out voltage equal."""
     code, _, err = cli("simulate", trained_run, "--samples", "3", "--compare", "reference-loihi,lava-loihi")
     assert code == 0, err
     parity = json.loads((trained_run / "sim" / "parity.json").read_text())

@@ -1,0 +1,128 @@
+"""Host partitions in Lava: an export split into NIR + ONNX + NIR runs in one Lava run, the host
+partition as a Lava process running its ONNX file on buffered timesteps, and computes what the
+reference runtime computes through the same partitions, spike for spike."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from spikeport.errors import UserError
+from spikeport.export.exporter import export_model
+from spikeport.export.manifest import read_manifest
+from spikeport.runtime.simulate import resolve_target, run_in_lava, run_reference
+from spikeport.train import layers
+from spikeport.train.neuron import LIF
+
+from test_runtime_lava import _leftovers
+
+TIMESTEPS = 4
+SAMPLES = 4
+
+
+class MeanGate(layers.TimeMixing):
+    """x * sigmoid(4 mean_T(x) - 1): the stand-in for attention, every output timestep depends on all T inputs."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(4 * x.mean(0, keepdim=True) - 1)
+
+
+class RunningMeanGate(layers.TimeMixing):
+    """The causal variant: the mean over timesteps 0..t only, so nothing needs buffering."""
+
+    def forward(self, x):
+        count = torch.arange(1, x.shape[0] + 1, dtype=x.dtype).reshape(-1, *[1] * (x.dim() - 1))
+        return x * torch.sigmoid(4 * x.cumsum(0) / count - 1)
+
+
+def gated_net(gate: nn.Module) -> nn.Module:
+    """conv -> LIF -> gate (host) -> linear -> LIF -> linear read-out: NIR, ONNX, NIR."""
+    torch.manual_seed(0)
+    net = nn.Sequential(OrderedDict([
+        ("conv", layers.Conv2d(1, 4, 3, padding=1)),
+        ("lif1", LIF(0.5, 0.5)),
+        ("gate", gate),
+        ("flat", layers.Flatten()),
+        ("fc", nn.Linear(4 * 8 * 8, 16)),
+        ("lif2", LIF(0.5, 0.3)),
+        ("out", nn.Linear(16, 10)),
+    ])).eval()
+    with torch.no_grad():
+        net.fc.weight *= 4  # lif2 spikes in about a fifth of its neuron-steps, so the logits depend on spikes
+    return net
+
+
+def exported(gate: nn.Module, run):
+    """RUN/export of the gated net (NIR + ONNX, no quantization: there are host partitions) and an
+    input file of random images."""
+    export_model(gated_net(gate), (1, 8, 8), TIMESTEPS, run / "export", formats=("nir", "onnx"))
+    x = torch.rand(SAMPLES, TIMESTEPS, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2
+    np.savez(run / "in.npz", input=x.numpy())
+    return {"input": x.numpy()}
+
+
+@pytest.mark.parametrize("gate, buffer", [(MeanGate(), TIMESTEPS), (RunningMeanGate(), 0)])
+def test_gated_export_in_lava_equals_the_reference_runtime(gate, buffer, tmp_path):
+    """Both LIF layers spike as in the reference runtime (NIR in torch, the gate in ONNX Runtime),
+    the logits agree, and the host partition's buffer is part of the reported delay: conv (1 stage),
+    the gate's buffer, then fc and out (2 stages)."""
+    inputs = exported(gate, tmp_path)
+    target = resolve_target(tmp_path)
+    assert [(p.kind, p.buffer_timesteps) for p in target.manifest.partitions] == [("neuromorphic", 0), ("host", buffer), ("neuromorphic", 0)]
+    lava = run_in_lava(target, inputs, torch.device("cpu"))
+    reference = run_reference(target, inputs, torch.device("cpu"))
+
+    assert lava.delay == 1 + buffer + 2
+    assert sorted(lava.spikes) == sorted(reference.spikes) == ["neuromorphic0.lif1", "neuromorphic1.lif2"]
+    for name, counts in reference.spikes.items():
+        assert 0 < counts.sum() < counts.size * 64, f"{name}: the comparison needs some spikes and some silence"
+        np.testing.assert_array_equal(lava.spikes[name], counts, err_msg=name)
+    assert lava.output.shape == (SAMPLES, TIMESTEPS, 10) and np.abs(reference.output).max() > 0.1
+    np.testing.assert_allclose(lava.output, reference.output, rtol=0, atol=1e-5)
+
+
+def test_simulate_backend_lava_runs_an_export_with_a_host_partition(tmp_path, cli):
+    exported(MeanGate(), tmp_path)
+    code, _, err = cli("simulate", tmp_path, "--input", tmp_path / "in.npz", "--compare", "reference-float,lava-float")
+    assert code == 0, err
+    parity = json.loads((tmp_path / "sim" / "parity.json").read_text())
+    assert parity["output_max_abs_diff"] < 1e-5 and parity["prediction_agreement"] == 1.0
+    assert set(parity["layers"]) == {"neuromorphic0.lif1", "neuromorphic1.lif2"}
+    assert all(layer["spike_count_mismatches"] == 0 and layer["spikes_a"] > 0 for layer in parity["layers"].values())
+    assert int(np.load(tmp_path / "sim" / "lava-float.npz")["delay"]) == 1 + TIMESTEPS + 2
+
+    code, _, err = cli("simulate", tmp_path, "--input", tmp_path / "in.npz", "--backend", "lava", "--mode", "loihi")
+    assert code == 2 and "this one has host partitions (use --mode float)" in err
+
+
+def test_a_failing_host_process_is_a_user_error_and_leaves_no_process(tmp_path, monkeypatch):
+    from spikeport.runtime import lava_host
+
+    inputs = exported(MeanGate(), tmp_path)
+    target = resolve_target(tmp_path)
+
+    def failing(self, frames):
+        raise RuntimeError("provoked ONNX failure")
+
+    monkeypatch.setattr(lava_host.PyHostPartitionModel, "_run", failing)
+    start = time.time()
+    with pytest.raises(UserError, match=r"PyHostPartitionModel failed in step 6: RuntimeError: provoked ONNX failure"):
+        run_in_lava(target, inputs, torch.device("cpu"))
+    assert _leftovers(start) == []
+
+
+def test_partitions_that_are_no_chain_are_refused(tmp_path):
+    """The Lava runner passes one tensor from partition to partition; the gated model of
+    test_export.py hands its host partition two (spikes and a second conv's current)."""
+    from test_export import Gated
+
+    export_model(Gated(over_time=True).eval(), (1, 8, 8), TIMESTEPS, tmp_path / "export", formats=("nir", "onnx"))
+    assert len(read_manifest(tmp_path / "export" / "manifest.json").partitions) == 3
+    with pytest.raises(UserError, match=r"partition neuromorphic0: reads x and writes .*; the Lava runner takes a chain of partitions"):
+        run_in_lava(resolve_target(tmp_path), {"x": np.zeros((1, TIMESTEPS, 1, 8, 8))}, torch.device("cpu"))
