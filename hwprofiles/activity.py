@@ -1,8 +1,20 @@
 """What a deployed network does on given inputs: spikes and synaptic operations per layer.
 
-The network runs in the reference runtime (runtime/reference.py), which shows every NIR node's
-summed input and output. A *layer* is a synaptic node (Conv2d, Affine, Linear) with the neuron
-node it feeds, or with none when it is the non-spiking read-out.
+A *layer* is a synaptic node (Conv2d, Affine, Linear) with the neuron node it feeds, or with none
+when it is the non-spiking read-out. Each layer is described twice, because the chip and the model
+differ where an average pool sits between two layers:
+
+- as deployed (its geometry, fan-in/out, destinations, and whether it reads spikes): the graph
+  after `lower`, which folds average pools into the next synaptic layer as the Lava runner and the
+  Loihi export do. A pool is then no layer at all, and the layer after it reads spikes. Fit checks
+  this view.
+- as the model computes it (its operations): pooled spikes are graded values, so those operations
+  are MACs, exactly as NeuroBench counts them on the torch model.
+
+Where the spikes come from (ACTIVITY): the reference runtime in float, which shows every NIR
+node's summed input and output while the exported graph runs; or Lava's Loihi fixed-point
+arithmetic on the export's model.net, run by the reference runtime or by Lava itself, which give
+every neuron layer's spikes, from which each layer's input is rebuilt.
 
 Synaptic operations follow NeuroBench's definitions (neurobench/metrics/workload/
 synaptic_operations.py), so that the numbers can be compared with published ones, and a test
@@ -18,16 +30,20 @@ Every figure is per sample, averaged over the samples.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import nir
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from spikeport.errors import UserError
+from spikeport.export.lower import fold_avgpool
 from spikeport.hwprofiles.network import HostPartition, Layer, Network
-from spikeport.runtime.reference import NEURONS, _pair
-from spikeport.runtime.simulate import Target, netx_drive, read_nir, run_reference
+from spikeport.runtime.reference import NEURONS, _module, _pair
+from spikeport.runtime.simulate import Target, fixed_point_spikes, netx_drive, read_nir, run_reference
 
 SYNAPTIC = (nir.Conv2d, nir.Affine, nir.Linear)
 
@@ -40,16 +56,24 @@ class _Counts:
     ac: float = 0.0
     mac: float = 0.0
     graded: bool = False
+    deployed_graded: bool = False  # the layer's input on a chip, after lowering, is not all spikes
+    deployed_shape: tuple[int, ...] = ()
+    output_shape: tuple[int, ...] = ()
     spikes_per_step: np.ndarray | None = None
 
 
 @dataclass
 class _Synapse:
-    """A synaptic node: its weights as 0/1 masks, and how to apply them."""
+    """A synaptic node as exported (`node`: its weights as 0/1 masks, and how to apply them, for
+    counting operations as the model computes them) and as deployed (`deployed`, after lowering)."""
 
     node: nir.NIRNode
+    deployed: nir.NIRNode
     neuron: str | None  # the neuron node it feeds (layer-style name), None for a read-out
     neuron_node: nir.NIRNode | None
+    source: str | None  # the neuron layer or input it reads (through Flatten, pools); None: several
+    route: list[nn.Module]  # the exported nodes between `source` and this layer, in order
+    deployed_from: str  # the exported node whose input is this layer's input as deployed
     mask: torch.Tensor = field(init=False)
 
     def __post_init__(self):
@@ -75,6 +99,37 @@ def _successors(graph: nir.NIRGraph, name: str) -> list[str]:
     return [dst for src, dst in graph.edges if src == name]
 
 
+def _upstream(graph: nir.NIRGraph, name: str, skip) -> str | None:
+    """The node `name` reads, passing over nodes for which skip(node) holds; None if it reads several."""
+    node = name
+    while True:
+        sources = [src for src, dst in graph.edges if dst == node]
+        if len(sources) != 1:
+            return None
+        node = sources[0]
+        if not skip(graph.nodes[node]):
+            return node
+
+
+def _routing(node: nir.NIRNode) -> bool:
+    """Nodes between a neuron layer and the synaptic layer it sends to (Flatten, SumPool2d, ...)."""
+    return not isinstance(node, (*SYNAPTIC, *NEURONS, nir.Input))
+
+
+def lower(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, str]:
+    """The graph as a chip runs it, and what was done to it: average pools folded into the next
+    synaptic layer (export/lower.py), as the Lava runner and the Loihi export do, so that a pool
+    is no layer of its own and the layer after it reads spikes. A pool that cannot be folded
+    (overlapping, padded) stays, and the reason is returned for the report."""
+    pools = [name for name, node in graph.nodes.items() if isinstance(node, nir.AvgPool2d)]
+    if not pools:
+        return graph, "as exported (no average pool to fold)"
+    try:
+        return fold_avgpool(graph), f"average pools {', '.join(pools)} folded into the next synaptic layer (export/lower.py)"
+    except UserError as e:
+        return graph, f"as exported, pools not folded: {e}"
+
+
 def _fan(node: nir.NIRNode, mask: torch.Tensor) -> tuple[int, int]:
     """Most nonzero synapses into one neuron, and out of one input neuron.
 
@@ -89,13 +144,27 @@ def _fan(node: nir.NIRNode, mask: torch.Tensor) -> tuple[int, int]:
     return int(mask.sum(1).max()), int(mask.sum(0).max())
 
 
-def _layers_of(graph: nir.NIRGraph, prefix: str) -> dict[str, _Synapse]:
+def _layers_of(exported: nir.NIRGraph, deployed: nir.NIRGraph, prefix: str, dt: float) -> dict[str, _Synapse]:
+    """The synaptic layers, by name (lowering keeps the names of the layers it folds pools into).
+
+    Each is told which exported node shows its deployed input when the exported graph runs: itself,
+    or the pool folded into it (that pool's input is what the folded layer reads), and the exported
+    nodes between its source and itself, which loihi mode applies to the source's spikes."""
     synapses = {}
-    for name, node in graph.nodes.items():
+    for name, node in exported.nodes.items():
         if isinstance(node, SYNAPTIC):
-            after = [s for s in _successors(graph, name) if isinstance(graph.nodes[s], NEURONS)]
+            after = [s for s in _successors(exported, name) if isinstance(exported.nodes[s], NEURONS)]
             neuron = after[0] if after else None
-            synapses[f"{prefix}{name}"] = _Synapse(node, neuron and f"{prefix}{neuron}", neuron and graph.nodes[neuron])
+            source = _upstream(exported, name, _routing)
+            path = [name]
+            while source is not None and path[-1] != source:
+                path.append(_upstream(exported, path[-1], lambda n: False))  # one node further back
+            route = [_module(n, exported.nodes[n], dt) for n in reversed(path[1:-1])]
+            pools = [n for n in path[1:-1] if isinstance(exported.nodes[n], nir.AvgPool2d) and n not in deployed.nodes]
+            synapses[f"{prefix}{name}"] = _Synapse(
+                node, deployed.nodes[name], neuron and f"{prefix}{neuron}", neuron and exported.nodes[neuron],
+                source=source and f"{prefix}{source}", route=route, deployed_from=f"{prefix}{pools[-1] if pools else name}",
+            )
     return synapses
 
 
@@ -137,11 +206,12 @@ def measure_netx(network, x: np.ndarray, device: torch.device, name: str) -> Net
             spikes=0.0 if readout else float(per_step.sum() / n),
             spikes_per_step=[0.0] * t if readout else (per_step / n).tolist(),
             neuron_updates=float(neurons * t),
+            destinations=int(i < k),  # a chain: every block sends to the next
         )
         if block.kind == "input":
-            layers.append(Layer(kind="dense", input_shape=tuple(block.shape), kernel_size=None, stride=None, in_channels=None,
+            layers.append(Layer(kind="dense", input_shape=tuple(block.shape), kernel_size=None, stride=None, padding=None, in_channels=None,
                                 out_channels=None, weights=0, nonzero_weights=0, weight_bits=0, fan_in=0, fan_out=0,
-                                input_kind="graded", sops_dense=0.0, sops_effective_ac=0.0, sops_effective_mac=0.0, flops=0.0, **common))
+                                input_kind="graded", deployed_input_kind="graded", sops_dense=0.0, sops_effective_ac=0.0, sops_effective_mac=0.0, flops=0.0, **common))
             continue
         weight = torch.as_tensor(block.weight, dtype=torch.float32)
         mask = (weight != 0).float()
@@ -155,114 +225,207 @@ def measure_netx(network, x: np.ndarray, device: torch.device, name: str) -> Net
             effective = float(conv((flat != 0).float(), mask).sum())
             dense = float(conv(torch.ones_like(flat[:1]), torch.ones_like(mask)).sum()) * flat.shape[0]
             fan_in, fan_out = int(mask.flatten(1).sum(1).max()), int(np.ceil(float(mask.transpose(0, 1).flatten(1).sum(1).max()) / np.prod(block.stride)))
-            geometry = dict(kind="conv", kernel_size=tuple(weight.shape[2:]), stride=tuple(block.stride), in_channels=int(weight.shape[1] * block.groups), out_channels=int(weight.shape[0]))
+            geometry = dict(kind="conv", kernel_size=tuple(weight.shape[2:]), stride=tuple(block.stride), padding=tuple(block.padding), in_channels=int(weight.shape[1] * block.groups), out_channels=int(weight.shape[0]))
         else:
             flat = flat.flatten(1)
             effective = float(((flat != 0).float() @ mask.T).sum())
             dense = float(mask.numel()) * flat.shape[0]
             fan_in, fan_out = int(mask.sum(1).max()), int(mask.sum(0).max())
-            geometry = dict(kind="dense", kernel_size=None, stride=None, in_channels=None, out_channels=None)
+            geometry = dict(kind="dense", kernel_size=None, stride=None, padding=None, in_channels=None, out_channels=None)
         graded = i == 0 and block.input_message_bits > 0
         layers.append(Layer(
             input_shape=tuple(inputs.shape[2:]), weights=int(weight.numel()), nonzero_weights=int(mask.sum()),
-            weight_bits=int(block.num_weight_bits), fan_in=fan_in, fan_out=fan_out, input_kind="graded" if graded else "spike",
+            weight_bits=int(block.num_weight_bits), fan_in=fan_in, fan_out=fan_out, input_kind="graded" if graded else "spike", deployed_input_kind="graded" if graded else "spike",
             sops_dense=dense / n, sops_effective_ac=0.0 if graded else effective / n, sops_effective_mac=effective / n if graded else 0.0,
             flops=dense / n, **geometry, **common,
         ))
-    return Network(name=name, layers=layers, host=[], timesteps=t, dt=0.0, samples=n, pipeline_delay=k)
+    return Network(name=name, layers=layers, host=[], timesteps=t, dt=0.0, samples=n, pipeline_delay=k,
+                   activity=ACTIVITY["reference", "loihi"].replace("export/model.net", "the .net file"), lowering="as given (a lava-dl .net file)")
 
 
-def measure(target: Target, inputs: dict[str, np.ndarray], device: torch.device, batch_size: int = 128, name: str = "network") -> Network:
-    """Run `target` on `inputs` ([N, T, ...] by name) and count what every layer does."""
+ACTIVITY = {  # (backend, mode) -> where a report's spikes come from
+    ("reference", "float"): "reference runtime, float (runtime/reference.py)",
+    ("reference", "loihi"): "reference runtime, Loihi fixed point on export/model.net (runtime/loihi_fixed.py)",
+    ("lava", "loihi"): "Lava, Loihi2SimCfg fixed_pt on export/model.net (lava-dl netx)",
+}
+
+
+def _check_source(target: Target, backend: str, mode: str) -> None:
+    if target.netx is not None and (backend, mode) != ("reference", "loihi"):
+        raise UserError("a lava-dl .net file is measured with --backend reference --mode loihi (Lava's arithmetic, bit for bit)")
+    if (backend, mode) == ("lava", "float"):
+        raise UserError(
+            "--backend lava --mode float: Lava's floating-point runner gives spike counts per layer, not which neurons "
+            "spiked, and synaptic operations need that; use --mode loihi, or the reference runtime "
+            "(equal to Lava's float run spike for spike, tests/test_runtime_lava.py)"
+        )
+    if (backend, mode) not in ACTIVITY:
+        raise UserError(f"--backend {backend} --mode {mode}: reports take their activity from {'; '.join(f'{b} {m}' for b, m in ACTIVITY)}")
+
+
+def measure(
+    target: Target, inputs: dict[str, np.ndarray], device: torch.device, batch_size: int = 128, name: str = "network",
+    backend: str = "reference", mode: str = "float",
+) -> Network:
+    """Run `target` on `inputs` ([N, T, ...] by name) and count what every layer does (module docstring).
+
+    `backend`/`mode` pick where the spikes come from (ACTIVITY). In float mode the exported graph
+    runs and each layer's input is observed as it runs. In loihi mode every neuron layer's spikes
+    come from model.net in Loihi arithmetic, and each layer's input is rebuilt from its source's
+    spikes (or the inputs) through the exported nodes between them (pools, Flatten); the first
+    layer, which export/loihi.py runs on the host in float, reads the inputs."""
+    _check_source(target, backend, mode)
     if target.netx is not None:
         return measure_netx(target.netx, next(iter(inputs.values())), device, name)
     if target.manifest is None:
-        graphs = {"": target.nir_graph}
+        exported = {"": target.nir_graph}
         timesteps = next(iter(inputs.values())).shape[1]
         dt = float((target.nir_graph.metadata or {}).get("dt", target.dt or 0.0))
     else:
-        graphs = {f"{p.name}.": read_nir(target.export_dir / p.file) for p in target.manifest.partitions if p.kind == "neuromorphic"}
+        exported = {f"{p.name}.": read_nir(target.export_dir / p.file) for p in target.manifest.partitions if p.kind == "neuromorphic"}
         timesteps, dt = target.manifest.timesteps, target.manifest.dt
     synapses: dict[str, _Synapse] = {}
-    for prefix, graph in graphs.items():
-        synapses.update(_layers_of(graph, prefix))
-    neurons = {s.neuron: layer for layer, s in synapses.items() if s.neuron}
-    counts = {layer: _Counts() for layer in synapses}
-    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-
-    def observe(node: str, x: torch.Tensor, y: torch.Tensor) -> None:
-        if node in synapses:
-            c, s = counts[node], synapses[node]
-            shapes[node] = (tuple(x.shape[2:]), tuple(y.shape[2:]))
-            folded = x.flatten(0, 1)
-            c.graded |= not bool(((folded == 0) | (folded.abs() == 1)).all())  # NeuroBench: 0, 1, -1 are spikes
-            effective = float(s.connections((folded != 0).float()).sum())
-            if c.graded:
-                c.mac += effective
-            else:
-                c.ac += effective
-            c.dense += s.dense_per_call(shapes[node][0]) * folded.shape[0]
-        if node in neurons:
-            per_step = y.flatten(2).sum(2).sum(1).double().cpu().numpy()
-            c = counts[neurons[node]]
-            c.spikes_per_step = per_step if c.spikes_per_step is None else c.spikes_per_step + per_step
-
+    lowering = []
+    for prefix, graph in exported.items():
+        deployed, how = lower(graph)
+        synapses.update(_layers_of(graph, deployed, prefix, dt or 1.0))  # dt changes no routing node
+        lowering.append(f"{prefix.rstrip('.')}: {how}" if prefix else how)
+    tally = _Tally(synapses, timesteps)
     samples = next(iter(inputs.values())).shape[0]
-    for start in range(0, samples, batch_size):
-        run_reference(target, {k: v[start : start + batch_size] for k, v in inputs.items()}, device, observe)
+    if mode == "float":
+        deployed_from = {s.deployed_from: layer for layer, s in synapses.items()}
 
-    # A Loihi-quantized export holds 8-bit weight mantissas (export/loihi.py); otherwise the weights
-    # are float, quantized to each chip's precision when deployed.
-    weight_bits = 8 if target.manifest is not None and "loihi" in target.manifest.files else None
-    layers = []
-    for layer, s in synapses.items():
-        c, node = counts[layer], s.node
-        input_shape, output_shape = shapes[layer]
-        fan_in, fan_out = _fan(node, s.mask)
-        neuron = s.neuron_node
-        per_step = c.spikes_per_step if c.spikes_per_step is not None else np.zeros(timesteps)
-        weight = np.asarray(node.weight)
-        conv = isinstance(node, nir.Conv2d)
-        neuron_count = int(np.prod(output_shape))
-        layers.append(
-            Layer(
-                name=layer,
-                kind="conv" if conv else "dense",
-                neuron_model=None if neuron is None else type(neuron).__name__,
-                leak=isinstance(neuron, nir.LIF),
-                neurons=neuron_count,
-                input_shape=input_shape,
-                output_shape=output_shape,
-                kernel_size=tuple(weight.shape[2:]) if conv else None,
-                stride=_pair(node.stride) if conv else None,
-                in_channels=int(weight.shape[1] * node.groups) if conv else None,
-                out_channels=int(weight.shape[0]) if conv else None,
-                weights=int(weight.size),
-                nonzero_weights=int(np.count_nonzero(weight)),
-                weight_bits=weight_bits,
-                fan_in=fan_in,
-                fan_out=fan_out,
-                input_kind="graded" if c.graded else "spike",
-                spikes=float(per_step.sum() / samples),
-                spikes_per_step=(per_step / samples).tolist(),
-                sops_dense=c.dense / samples,
-                sops_effective_ac=c.ac / samples,
-                sops_effective_mac=c.mac / samples,
-                flops=c.dense / samples,
-                neuron_updates=float(neuron_count * timesteps),
-            )
-        )
+        def observe(node: str, x: torch.Tensor, y: torch.Tensor) -> None:
+            if node in synapses:
+                tally.synaptic_input(node, x)
+            if node in deployed_from:
+                tally.deployed_input(deployed_from[node], x)
+            tally.spikes(node, y)
+
+        for start in range(0, samples, batch_size):
+            run_reference(target, {k: v[start : start + batch_size] for k, v in inputs.items()}, device, observe)
+    else:
+        spikes = fixed_point_spikes(target, inputs, device, backend)
+        sources = {**{f"{prefix}{k}": v for prefix in exported for k, v in inputs.items()}, **spikes}
+        for start in range(0, samples, batch_size):
+            window = {k: torch.as_tensor(v[start : start + batch_size], dtype=torch.float32, device=device).transpose(0, 1) for k, v in sources.items()}
+            for layer, s in synapses.items():
+                x = window[s.source]
+                tally.deployed_input(layer, x)
+                for module in s.route:
+                    x = module.to(device)(x)
+                tally.synaptic_input(layer, x)
+            for neuron, y in window.items():
+                tally.spikes(neuron, y)
     host = []
     if target.manifest is not None:
         host = [
             HostPartition(p.name, p.macs_per_sample, p.buffer_timesteps, p.causal) for p in target.manifest.partitions if p.kind == "host"
         ]
+    # A Loihi-quantized export holds 8-bit weight mantissas (export/loihi.py); otherwise the weights
+    # are float, quantized to each chip's precision when deployed.
+    weight_bits = 8 if target.manifest is not None and "loihi" in target.manifest.files else None
     return Network(
         name=name,
-        layers=layers,
+        layers=tally.layers(samples, weight_bits),
         host=host,
         timesteps=timesteps,
         dt=dt,
         samples=samples,
-        pipeline_delay=max((_pipeline_delay(g) for g in graphs.values()), default=0),
+        pipeline_delay=max((_pipeline_delay(g) for g in exported.values()), default=0),
+        activity=ACTIVITY[backend, mode],
+        lowering="; ".join(lowering),
     )
+
+
+class _Tally:
+    """Running counts of every deployed layer over all samples and timesteps ([T, B, ...] tensors)."""
+
+    def __init__(self, synapses: dict[str, _Synapse], timesteps: int):
+        self.synapses = synapses
+        self.timesteps = timesteps
+        self.neurons = {s.neuron: layer for layer, s in synapses.items() if s.neuron}
+        self.counts = {layer: _Counts() for layer in synapses}
+
+    def synaptic_input(self, layer: str, x: torch.Tensor) -> None:
+        """Operations of the layer as exported, on its input x [T, B, ...] as the model computes it."""
+        c, s = self.counts[layer], self.synapses[layer]
+        folded = x.flatten(0, 1)
+        c.graded |= not _spikes(folded)
+        used = s.connections((folded != 0).float())
+        if c.graded:
+            c.mac += float(used.sum())
+        else:
+            c.ac += float(used.sum())
+        c.output_shape = tuple(used.shape[1:])
+        c.dense += s.dense_per_call(tuple(folded.shape[1:])) * folded.shape[0]
+
+    def deployed_input(self, layer: str, x: torch.Tensor) -> None:
+        """What the layer reads on a chip (after lowering): spikes or graded values, and its shape."""
+        c = self.counts[layer]
+        c.deployed_graded |= not _spikes(x)
+        dense = not isinstance(self.synapses[layer].deployed, nir.Conv2d)
+        c.deployed_shape = (math.prod(x.shape[2:]),) if dense else tuple(x.shape[2:])
+
+    def spikes(self, neuron: str, y: torch.Tensor) -> None:
+        if neuron in self.neurons:
+            per_step = y.flatten(2).sum(2).sum(1).double().cpu().numpy()
+            c = self.counts[self.neurons[neuron]]
+            c.spikes_per_step = per_step if c.spikes_per_step is None else c.spikes_per_step + per_step
+
+    def layers(self, samples: int, weight_bits: int | None) -> list[Layer]:
+        destinations = {s.neuron: sum(other.source == s.neuron for other in self.synapses.values()) for s in self.synapses.values()}
+        layers = []
+        for layer, s in self.synapses.items():
+            c, node = self.counts[layer], s.deployed  # geometry as deployed, operations as computed
+            weight = np.asarray(node.weight)
+            fan_in, fan_out = _fan(node, torch.as_tensor(weight != 0, dtype=torch.float32))
+            per_step = c.spikes_per_step if c.spikes_per_step is not None else np.zeros(self.timesteps)
+            conv = isinstance(node, nir.Conv2d)
+            neuron_count = int(np.prod(c.output_shape))
+            layers.append(
+                Layer(
+                    name=layer,
+                    kind="conv" if conv else "dense",
+                    neuron_model=None if s.neuron_node is None else type(s.neuron_node).__name__,
+                    leak=isinstance(s.neuron_node, nir.LIF),
+                    neurons=neuron_count,
+                    input_shape=c.deployed_shape,
+                    output_shape=c.output_shape,
+                    kernel_size=tuple(weight.shape[2:]) if conv else None,
+                    stride=_pair(node.stride) if conv else None,
+                    padding=_padding(node) if conv else None,
+                    in_channels=int(weight.shape[1] * node.groups) if conv else None,
+                    out_channels=int(weight.shape[0]) if conv else None,
+                    weights=int(weight.size),
+                    nonzero_weights=int(np.count_nonzero(weight)),
+                    weight_bits=weight_bits,
+                    fan_in=fan_in,
+                    fan_out=fan_out,
+                    destinations=destinations[s.neuron] if s.neuron else 0,
+                    input_kind="graded" if c.graded else "spike",
+                    deployed_input_kind="graded" if c.deployed_graded else "spike",
+                    spikes=float(per_step.sum() / samples),
+                    spikes_per_step=(per_step / samples).tolist(),
+                    sops_dense=c.dense / samples,
+                    sops_effective_ac=c.ac / samples,
+                    sops_effective_mac=c.mac / samples,
+                    flops=c.dense / samples,
+                    neuron_updates=float(neuron_count * self.timesteps),
+                )
+            )
+        return layers
+
+
+def _spikes(x: torch.Tensor) -> bool:
+    return bool(((x == 0) | (x.abs() == 1)).all())  # NeuroBench: 0, 1 and -1 are spikes
+
+
+def _padding(node: nir.Conv2d) -> tuple[int, int]:
+    """Zero padding per side; "same" pads the larger side of an even kernel by k // 2."""
+    if not isinstance(node.padding, str):
+        return _pair(node.padding)
+    if node.padding == "same":
+        kernel = np.asarray(node.weight).shape[2:]
+        return (int(kernel[0]) // 2, int(kernel[1]) // 2)
+    return (0, 0)  # "valid"

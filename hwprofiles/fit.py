@@ -1,5 +1,8 @@
 """Does a network fit a chip? Every constraint is checked and every violation listed.
 
+The layers are those of the graph as deployed (activity.py folds average pools into the next
+layer first), so a pool is no layer and the layer after it reads spikes.
+
 A check whose limit the profile does not know (null) cannot fail; its name goes to `unchecked`
 instead, so "fits" never hides a limit nobody looked up. Read-out layers (neuron_model None) skip
 the neuron-model and leak checks: they only integrate, they do not spike.
@@ -68,8 +71,8 @@ def check_fit(network: Network, profile: Profile) -> Fit:
     if profile.kind == "baseline":
         return Fit(fits=True, violations=[], unchecked=[], cores=None, chips=None)
     c = _Checker(profile)
-    for layer in network.layers:
-        _check_layer(c, layer)
+    for index, layer in enumerate(network.layers):
+        _check_layer(c, layer, first=index == 0)
     _check_network(c, network)
     pack = _pack_speck if profile.capacity.memory_model.value == "speck" else _pack_bits
     cores = pack(c, network.layers)
@@ -81,7 +84,9 @@ def check_fit(network: Network, profile: Profile) -> Fit:
     return Fit(not c.violations, c.violations, sorted(c.unchecked), cores, chips)
 
 
-def _check_layer(c: _Checker, layer: Layer) -> None:
+def _check_layer(c: _Checker, layer: Layer, first: bool) -> None:
+    """The first layer's weights may have a precision of their own (Akida: 8 bits there, 4 elsewhere);
+    a profile without that figure holds the first layer to the same width as the others."""
     name = layer.name
     types = c.limit("support", "layer_types", "layer_type")
     if types is not None and layer.kind not in types:
@@ -93,11 +98,16 @@ def _check_layer(c: _Checker, layer: Layer) -> None:
         if layer.leak and c.limit("support", "leak", "leak") is False:
             c.violations.append(Violation(name, "leak", True, False))
     if layer.weight_bits is not None:  # float weights are quantized to the chip's precision on deployment
-        c.at_most(name, "weight_bits", layer.weight_bits, c.limit("precision", "weight_bits_max", "weight_bits"))
-    if layer.input_kind == "graded" and c.limit("precision", "graded_payload_bits", "graded_input") == 0:
+        own = c.profile.precision.input_layer_weight_bits_max.value if first else None
+        if own is not None:
+            c.at_most(name, "input_layer_weight_bits", layer.weight_bits, own)
+        else:
+            c.at_most(name, "weight_bits", layer.weight_bits, c.limit("precision", "weight_bits_max", "weight_bits"))
+    if layer.deployed_input_kind == "graded" and c.limit("precision", "graded_payload_bits", "graded_input") == 0:
         c.violations.append(Violation(name, "graded_input", "graded", "binary spikes"))
     c.at_most(name, "fan_in", layer.fan_in, c.limit("capacity", "fan_in_max", "fan_in"))
     c.at_most(name, "fan_out", layer.fan_out, c.limit("capacity", "fan_out_max", "fan_out"))
+    c.at_most(name, "destinations", layer.destinations, c.limit("capacity", "destinations_max", "destinations"))
     if layer.kind == "conv":
         _check_conv(c, layer)
     else:
@@ -117,6 +127,9 @@ def _check_conv(c: _Checker, layer: Layer) -> None:
         limit = c.limit("capacity", limit_name, constraint)
         if limit is not None and any(v > m for v, m in zip(value, limit)):
             c.violations.append(Violation(name, constraint, list(value), list(limit)))
+    padding_max = c.limit("capacity", "padding_max", "padding")
+    if padding_max is not None and any(p > padding_max for p in layer.padding):
+        c.violations.append(Violation(name, "padding", list(layer.padding), padding_max))
     channels_max = c.limit("capacity", "channels_max", "channels")
     c.at_most(name, "channels", max(layer.in_channels, layer.out_channels), channels_max)
     strides = c.limit("capacity", "strides", "stride")

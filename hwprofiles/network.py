@@ -23,6 +23,7 @@ class Layer:
     output_shape: tuple[int, ...]
     kernel_size: tuple[int, int] | None
     stride: tuple[int, int] | None
+    padding: tuple[int, int] | None  # zero padding per side (conv)
     in_channels: int | None
     out_channels: int | None
     weights: int
@@ -31,7 +32,9 @@ class Layer:
     #                          weights, quantized to each chip's precision when deployed
     fan_in: int  # most nonzero synapses into one neuron
     fan_out: int  # most nonzero synapses out of one input
-    input_kind: str  # "spike" | "graded"
+    destinations: int  # synaptic layers its neurons send to (0 for the read-out)
+    input_kind: str  # "spike" | "graded": its input as the model computes it (NeuroBench's AC/MAC split)
+    deployed_input_kind: str  # "spike" | "graded": its input on a chip, after lowering (what fit checks)
     spikes: float  # output spikes per sample (0 for a read-out)
     spikes_per_step: list[float]  # per timestep, per sample
     sops_dense: float  # per sample, NeuroBench definitions
@@ -60,3 +63,5 @@ class Network:
     dt: float
     samples: int
     pipeline_delay: int  # synaptic stages (Lava/Loihi adds one step each)
+    activity: str = "given"  # where the spikes came from (a runtime and its arithmetic)
+    lowering: str = "as given"  # what was done to the exported graph before its layers were counted

@@ -37,6 +37,8 @@ def load_profile(path: str | os.PathLike) -> Profile:
         text = path.read_text()
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file") from None
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:

@@ -124,7 +124,8 @@ def _title(data: dict) -> tuple[str, str]:
     totals = data["totals"]
     line = (
         f"Schema {data['schema_version']}; per sample, averaged over {totals['samples']} samples; "
-        f"T = {totals['timesteps']}; latency budget {budget}; fit check {fit_check}, budget check {budget_check}."
+        f"T = {totals['timesteps']}; latency budget {budget}; fit check {fit_check}, budget check {budget_check}. "
+        f"Activity: {data['activity']}. Layers: {data['lowering']}."
     )
     return f"spikeport report: {data['network']}", line
 

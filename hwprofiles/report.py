@@ -126,6 +126,8 @@ def build_report(network: Network, profiles: list[Profile], budget_ms: float | N
     data = {
         "schema_version": SCHEMA_VERSION,
         "network": network.name,
+        "activity": network.activity,
+        "lowering": network.lowering,
         "dt_s": network.dt,
         "pipeline_delay": network.pipeline_delay,
         "budget_ms": budget_ms,

@@ -16,6 +16,7 @@ from pathlib import Path
 from spikeport.hwprofiles.activity import measure
 from spikeport.hwprofiles.registry import resolve_profiles
 from spikeport.hwprofiles.report import Report, write_report
+from spikeport.io import check_creatable
 from spikeport.runtime.simulate import load_inputs, resolve_target
 from spikeport.train.loop import resolve_device
 
@@ -30,14 +31,21 @@ def make_report(
     out: str | Path | None = None,
     device: str = "auto",
     dt: float | None = None,
+    backend: str = "reference",
+    mode: str | None = None,
 ) -> Report:
+    """`backend`/`mode` pick where the activity comes from (activity.ACTIVITY); `mode` None is loihi
+    where it is the only one (Lava, whose float runner gives no per-neuron spikes; a lava-dl .net
+    file), float otherwise."""
     chosen = resolve_profiles(list(profiles), list(profiles_dirs))  # bad profiles fail before any work
     resolved = resolve_target(target)
     resolved.dt = dt
+    final = Path(out or resolved.folder) / "report"
+    check_creatable(final)
     inputs, _ = load_inputs(resolved, Path(input_file) if input_file else None, None if input_file else samples)
     name = Path(target).stem if Path(target).suffix else Path(target).name
-    network = measure(resolved, inputs, resolve_device(device), name=name)
-    final = Path(out or resolved.folder) / "report"
+    mode = mode or ("loihi" if backend == "lava" or resolved.netx is not None else "float")
+    network = measure(resolved, inputs, resolve_device(device), name=name, backend=backend, mode=mode)
     final.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=".report.", dir=final.parent))
     try:

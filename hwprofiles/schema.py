@@ -45,6 +45,10 @@ class Sourced(_Strict, Generic[T]):
         return self
 
 
+# What a profile file that leaves out a later field gets: unknown, so its check is listed as unchecked.
+_UNSET = Sourced(value=None, source="not in this profile file (a field added later)", confidence=None)
+
+
 class Capacity(_Strict):
     """Limits of one core and one chip. Null limits are reported as unchecked constraints."""
 
@@ -65,12 +69,16 @@ class Capacity(_Strict):
     dense_input_size_max: Sourced[PosInt]  # inputs of one dense layer
     network_inputs_max: Sourced[PosInt]  # inputs of the first layer
     network_outputs_max: Sourced[PosInt]  # neurons of the last layer
+    # Added after the first profiles: optional, so a user's older profile still loads (unchecked).
+    destinations_max: Sourced[PosInt] = _UNSET  # layers one neuron layer sends to
+    padding_max: Sourced[NonNegInt] = _UNSET  # zero padding of a conv layer, per side
 
 
 class Precision(_Strict):
     weight_bits_max: Sourced[PosInt]
     state_bits: Sourced[PosInt]
     graded_payload_bits: Sourced[NonNegInt]  # 0: binary spikes only
+    input_layer_weight_bits_max: Sourced[PosInt] = _UNSET  # first layer, if it differs
 
 
 class Support(_Strict):
@@ -128,7 +136,9 @@ def parse_profile(data: object, source: str | Path) -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as e:
-        error = e.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        errors = e.errors()
+        # A field in another unit (`_nj` for `_pj`) is both unknown and missing: name the unknown one.
+        error = next((error for error in errors if error["type"] == "extra_forbidden"), errors[0])
+        field = ".".join(str(part) if str(part).isprintable() else repr(part) for part in error["loc"]) or "(top level)"
         got = "" if error["type"] == "missing" else f", got {_short(error['input'])}"
         raise UserError(f"{source}: {field}: {error['msg']}{got}") from None

@@ -16,6 +16,7 @@ def print_report(data: dict, console: Console) -> None:
     for row in summary_rows(data):
         table.add_row(*row)
     console.print(table)
+    console.print(f"activity: {data['activity']}; layers: {data['lowering']}")
     for name, p in data["profiles"].items():
         for v in p["violations"]:
             console.print(f"  {name}: {v['layer']}: {v['constraint']} is {fmt(v['value'])}, limit {fmt(v['limit'])}")

@@ -3,10 +3,15 @@
 import json
 import math
 
+import nir
+import numpy as np
 import pytest
+import torch
 import yaml
 from rich.console import Console
 
+from spikeport.export.nir_graph import to_nir
+from spikeport.hwprofiles.activity import measure
 from spikeport.hwprofiles.energy import estimate
 from spikeport.hwprofiles.fit import check_fit
 from spikeport.hwprofiles.network import HostPartition, Layer, Network
@@ -14,6 +19,8 @@ from spikeport.hwprofiles.registry import BUILTIN_DIR, available_profiles
 from spikeport.hwprofiles.report import build_report, write_report
 from spikeport.hwprofiles.table import print_profiles, print_report
 from spikeport.hwprofiles.timing import latency_s
+from spikeport.runtime.simulate import Target
+from spikeport.train.models import spiking_cnn
 
 PROFILES = available_profiles()
 
@@ -22,9 +29,9 @@ def dense(name, n_in, n_out, *, model="LIF", leak=True, bits=8, input_kind="spik
     sops = n_in * n_out * t
     fields = dict(
         name=name, kind="dense", neuron_model=model, leak=leak, neurons=n_out,
-        input_shape=(n_in,), output_shape=(n_out,), kernel_size=None, stride=None,
+        input_shape=(n_in,), output_shape=(n_out,), kernel_size=None, stride=None, padding=None,
         in_channels=None, out_channels=None, weights=n_in * n_out, nonzero_weights=n_in * n_out,
-        weight_bits=bits, fan_in=n_in, fan_out=n_out, input_kind=input_kind,
+        weight_bits=bits, fan_in=n_in, fan_out=n_out, destinations=1, input_kind=input_kind, deployed_input_kind=input_kind,
         spikes=spikes, spikes_per_step=[spikes / t] * t, sops_dense=float(sops),
         sops_effective_ac=0.0 if input_kind == "graded" else sops / 10,
         sops_effective_mac=float(sops) if input_kind == "graded" else 0.0,
@@ -33,14 +40,15 @@ def dense(name, n_in, n_out, *, model="LIF", leak=True, bits=8, input_kind="spik
     return Layer(**{**fields, **kw})
 
 
-def conv(name, c_in, c_out, k, hw, *, model="IF", leak=False, stride=1, t=4) -> Layer:
+def conv(name, c_in, c_out, k, hw, *, model="IF", leak=False, stride=1, padding=0, destinations=1, t=4) -> Layer:
     out = hw // stride
     weights = c_in * c_out * k * k
     return Layer(
         name=name, kind="conv", neuron_model=model, leak=leak, neurons=c_out * out * out,
         input_shape=(c_in, hw, hw), output_shape=(c_out, out, out), kernel_size=(k, k), stride=(stride, stride),
-        in_channels=c_in, out_channels=c_out, weights=weights, nonzero_weights=weights, weight_bits=8,
-        fan_in=c_in * k * k, fan_out=c_out * k * k, input_kind="spike", spikes=5.0, spikes_per_step=[1.25] * t,
+        padding=(padding, padding), in_channels=c_in, out_channels=c_out, weights=weights, nonzero_weights=weights,
+        weight_bits=8, fan_in=c_in * k * k, fan_out=c_out * k * k, destinations=destinations, input_kind="spike",
+        deployed_input_kind="spike", spikes=5.0, spikes_per_step=[1.25] * t,
         sops_dense=1.0, sops_effective_ac=1.0, sops_effective_mac=0.0, flops=1.0, neuron_updates=float(c_out * out * out * t),
     )
 
@@ -264,3 +272,117 @@ def test_terminal_tables():
     print_profiles(list(PROFILES.values()), console)
     text = console.export_text()
     assert "graded_input" in text and "unknown" in text and "xylo-audio2" in text
+
+
+# --- limits added later: Speck's destinations and padding, Akida's input layer ---------------
+
+
+def test_speck_layer_with_three_destinations_fails_naming_it():
+    result = check_fit(network(conv("split", 2, 4, 3, 16, destinations=3), conv("a", 4, 4, 3, 16)), PROFILES["speck"])
+    assert [(v.layer, v.constraint, v.value, v.limit) for v in result.violations] == [("split", "destinations", 3, 2)]
+    assert check_fit(network(conv("split", 2, 4, 3, 16, destinations=2)), PROFILES["speck"]).fits
+
+
+def test_speck_padding_limit():
+    result = check_fit(network(conv("wide", 2, 4, 16, 32, padding=8)), PROFILES["speck"])
+    assert [(v.layer, v.constraint, v.value, v.limit) for v in result.violations] == [("wide", "padding", [8, 8], 7)]
+    assert check_fit(network(conv("wide", 2, 4, 16, 32, padding=7)), PROFILES["speck"]).fits
+
+
+def test_akida_input_layer_takes_8_bit_weights_the_others_4():
+    akida = PROFILES["akida-akd1000"]
+    net = network(dense("first", 10, 10, model=None, bits=8), dense("second", 10, 10, model=None, bits=8))
+    assert [(v.layer, v.constraint, v.limit) for v in check_fit(net, akida).violations] == [("second", "weight_bits", 4)]
+    wide = network(dense("first", 10, 10, model=None, bits=16))
+    assert [(v.layer, v.constraint, v.value, v.limit) for v in check_fit(wide, akida).violations] == [
+        ("first", "input_layer_weight_bits", 16, 8)
+    ]
+    # without an input-layer figure of its own, the first layer is held to the chip's weight width
+    assert ("first", "weight_bits") in constraints(check_fit(network(dense("first", 10, 10, bits=16)), PROFILES["loihi"]))
+
+
+def test_a_profile_written_before_the_new_limits_still_loads_and_says_they_are_unchecked(tmp_path):
+    data = yaml.safe_load((BUILTIN_DIR / "speck.yaml").read_text())
+    del data["capacity"]["destinations_max"], data["capacity"]["padding_max"]
+    (tmp_path / "speck.yaml").write_text(yaml.safe_dump(data))
+    old = available_profiles([tmp_path])["speck"]
+    result = check_fit(network(conv("split", 2, 4, 3, 16, destinations=3, padding=9)), old)
+    assert result.fits and {"destinations", "padding"} <= set(result.unchecked)
+
+
+# --- fit judges the graph as deployed: average pools folded into the next layer --------------
+
+
+def measured(graph: nir.NIRGraph, x: np.ndarray):
+    return measure(Target(None, None, None, graph), {"input": x}, torch.device("cpu"))
+
+
+def test_a_folded_pool_is_no_layer_and_the_layer_after_it_reads_spikes():
+    """conv1 -> LIF -> AvgPool(2) -> conv2 -> LIF -> AvgPool(2) -> Flatten -> fc, as exported. On a
+    chip the pools are folded into conv2 and fc (export/lower.py): conv2 becomes a 6x6 stride-2
+    convolution over lif1's spikes, so Loihi's binary-spike limit holds for it; only conv1, which
+    reads the image, needs graded input. Its operations are still counted as the model computes
+    them (pooled spikes are graded: MACs), so they stay comparable with NeuroBench."""
+    torch.manual_seed(0)
+    graph = to_nir(spiking_cnn((1, 8, 8), 3, channels=[4, 4], batch_norm=False).eval(), (1, 8, 8))
+    x = 3 * np.random.default_rng(0).random((6, 4, 1, 8, 8), dtype=np.float32)
+    net = measured(graph, x)
+    assert [layer.name for layer in net.layers] == ["conv1", "conv2", "fc"]  # no pool is a layer
+    assert "pool1, pool2 folded" in net.lowering
+    conv1, conv2, fc = net.layers
+    assert conv1.spikes > 0  # conv2 reads real spikes, pooled into graded values as exported
+    assert (conv2.kernel_size, conv2.stride, conv2.padding, conv2.input_shape) == ((6, 6), (2, 2), (2, 2), (4, 8, 8))
+    assert conv2.output_shape == (4, 4, 4) and conv2.fan_in == 4 * 6 * 6
+    assert fc.input_shape == (4 * 4 * 4,) and fc.weights == 3 * 4 * 4 * 4
+    assert [layer.deployed_input_kind for layer in net.layers] == ["graded", "spike", "spike"]
+    assert [conv1.input_kind, conv2.input_kind] == ["graded", "graded"]  # as the model computes it
+    loihi = check_fit(net, PROFILES["loihi"])
+    assert [(v.layer, v.constraint) for v in loihi.violations] == [("conv1", "graded_input")]
+    speck = check_fit(net, PROFILES["speck"])
+    assert speck.cores == 3  # one core per synaptic layer; the pools take none
+
+
+def test_a_pool_that_cannot_fold_is_judged_as_exported():
+    """An overlapping pool (stride 1) has no folded form: the layers are counted as exported and
+    the report says why, so conv2 reads graded values and Loihi rejects it."""
+    torch.manual_seed(0)
+    graph = to_nir(spiking_cnn((1, 8, 8), 3, channels=[4, 4], batch_norm=False).eval(), (1, 8, 8))
+    nodes = dict(graph.nodes)
+    nodes["pool1"] = nir.AvgPool2d(np.array([2, 2]), np.array([1, 1]), np.array([0, 0]))
+    conv2 = graph.nodes["conv2"]
+    nodes["conv2"] = nir.Conv2d(input_shape=(7, 7), weight=conv2.weight, stride=1, padding=1, dilation=1, groups=1, bias=conv2.bias)
+    nodes["pool2"] = nir.AvgPool2d(np.array([7, 7]), np.array([7, 7]), np.array([0, 0]))
+    nodes["flatten"] = nir.Flatten(input_type={"input": np.array([4, 1, 1])}, start_dim=0, end_dim=2)
+    nodes["fc"] = nir.Affine(weight=np.ones((3, 4)), bias=np.zeros(3))
+    lif2 = graph.nodes["lif2"]
+    nodes["lif2"] = nir.LIF(**{k: np.full((4, 7, 7), getattr(lif2, k).flat[0]) for k in ("tau", "r", "v_leak", "v_threshold")})
+    unfoldable = nir.NIRGraph(nodes=nodes, edges=graph.edges, metadata=graph.metadata)
+    net = measured(unfoldable, 3 * np.random.default_rng(0).random((4, 4, 1, 8, 8), dtype=np.float32))
+    assert net.lowering.startswith("as exported, pools not folded: pool1 (AvgPool2d): kernel (2, 2), stride (1, 1)")
+    assert net.layers[0].spikes > 0 and net.layers[1].deployed_input_kind == "graded"
+    assert ("conv2", "graded_input") in constraints(check_fit(net, PROFILES["loihi"]))
+
+
+def _lif(n: int) -> nir.LIF:
+    return nir.LIF(tau=np.full(n, 2e-3), r=np.full(n, 2.0), v_leak=np.zeros(n), v_threshold=np.full(n, 0.5))
+
+
+def test_destinations_are_counted_from_the_graph():
+    """lif0 sends to three synaptic layers (summed again into lif1): three destinations, one too
+    many for Speck, which names the layer whose neurons are lif0."""
+    rng = np.random.default_rng(0)
+    nodes = {
+        "input": nir.Input(np.array([3])),
+        "fc0": nir.Affine(rng.uniform(0, 1, (4, 3)), np.zeros(4)),
+        "lif0": _lif(4),
+        **{name: nir.Linear(rng.uniform(0, 1, (4, 4))) for name in ("fa", "fb", "fc")},
+        "lif1": _lif(4),
+        "out": nir.Affine(rng.uniform(0, 1, (2, 4)), np.zeros(2)),
+        "output": nir.Output(np.array([2])),
+    }
+    edges = [("input", "fc0"), ("fc0", "lif0"), *[(e, d) for name in ("fa", "fb", "fc") for e, d in (("lif0", name), (name, "lif1"))],
+             ("lif1", "out"), ("out", "output")]
+    net = measured(nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1e-3}), rng.uniform(0, 2, (2, 3, 3)))
+    assert {layer.name: layer.destinations for layer in net.layers} == {"fc0": 3, "fa": 1, "fb": 1, "fc": 1, "out": 0}
+    violations = [(v.layer, v.constraint, v.value, v.limit) for v in check_fit(net, PROFILES["speck"]).violations]
+    assert ("fc0", "destinations", 3, 2) in violations and not [v for v in violations if v[1] == "destinations" and v[0] != "fc0"]

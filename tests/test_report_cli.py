@@ -17,6 +17,9 @@ def test_report_on_a_run(trained_run, cli, tmp_path):
     assert totals["samples"] == 40 and totals["timesteps"] == 4 and totals["spikes"] > 0
     assert totals["sops_dense"] >= totals["sops_effective_ac"] + totals["sops_effective_mac"] > 0
     assert [layer["name"] for layer in report["layers"]] == ["neuromorphic0.conv1", "neuromorphic0.conv2", "neuromorphic0.fc"]
+    assert report["activity"] == "reference runtime, float (runtime/reference.py)"
+    assert report["lowering"] == "neuromorphic0: average pools pool1, pool2 folded into the next synaptic layer (export/lower.py)"
+    assert "Activity: reference runtime, float" in (folder / "report.md").read_text()
     loihi2 = report["profiles"]["loihi2"]
     assert loihi2["fits"] is True and loihi2["violations"] == [] and loihi2["cores"] >= 1
     assert loihi2["energy_j"]["total"] is None or loihi2["energy_j"]["total"] > 0
