@@ -55,7 +55,7 @@ class Manifest:
 def _tensors(items: list[dict], where: str) -> list[Tensor]:
     try:
         return [Tensor(name=str(t["name"]), shape=[int(n) for n in t["shape"]], kind=str(t["kind"])) for t in items]
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise UserError(f"{where}: malformed tensor entry ({e})") from None
 
 
@@ -96,11 +96,16 @@ def read_manifest(path: str | Path) -> Manifest:
         )
     except KeyError as e:
         raise UserError(f"{path}: missing field {e}") from None
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:  # OverflowError: int() of an infinite number
         raise UserError(f"{path}: malformed field ({e})") from None
     if manifest.timesteps < 1 or manifest.dt <= 0:
         raise UserError(f"{path}: timesteps must be >= 1 and dt > 0, got {manifest.timesteps} and {manifest.dt}")
     for p in manifest.partitions:
         if p.kind not in ("neuromorphic", "host"):
             raise UserError(f"{path}: partitions.{p.name}.kind must be neuromorphic or host, got {p.kind!r}")
+    named = {f"partitions.{p.name}.file": p.file for p in manifest.partitions if p.file is not None}
+    named.update({f"files.{k}": v for k, v in manifest.files.items()})
+    for key, name in named.items():
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise UserError(f"{path}: {key}: {name!r} is not a plain file name in the export folder; refused")
     return manifest

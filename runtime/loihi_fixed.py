@@ -163,7 +163,13 @@ class LayerRecord:
 
 def read_netx(path: str | os.PathLike) -> NetxNetwork:
     """The netx HDF5 file at `path` as the integers Lava runs; UserError for what cannot be run."""
-    path = str(path)
+    try:
+        return _read_netx(str(path))
+    except (OSError, RuntimeError, KeyError) as e:  # h5py on a damaged file: bad object headers, links past the end
+        raise UserError(f"{path}: not a readable netx HDF5 file ({e})") from None
+
+
+def _read_netx(path: str) -> NetxNetwork:
     try:
         f = h5py.File(path, "r")
     except (OSError, ValueError) as e:

@@ -18,6 +18,7 @@ operations are the training engine's: beta * v, then + input.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 from spikeport.errors import UserError
 
 NEURONS = (nir.LIF, nir.IF)
+MAX_INPUT_ELEMENTS = 10**7  # values per sample and step of one Input node: a file declaring more is refused
 
 
 @dataclass
@@ -52,10 +54,7 @@ def neuron_step_constants(node: nir.NIRNode, dt: float) -> Neuron:
     threshold, reset = tensor(node.v_threshold).float(), tensor(node.v_reset).float()
     if isinstance(node, nir.IF):
         return Neuron(None, unless(dt * tensor(node.r), 1.0), None, threshold, reset)
-    tau = tensor(node.tau)
-    if torch.any(tau <= 0):
-        raise UserError(f"LIF node: tau must be positive, got {tau.min().item()}")
-    ratio = dt / tau
+    ratio = dt / tensor(node.tau)  # tau > 0: _check_graph
     return Neuron(
         decay=(1 - ratio).float(),
         gain=unless(ratio * tensor(node.r), 1.0),
@@ -161,17 +160,14 @@ class NIRExecutor(nn.Module):
         dt = graph.metadata.get("dt", dt) if graph.metadata else dt
         if dt is None:
             raise UserError("the NIR graph has no dt in its metadata: give the timestep length (--dt)")
+        if not isinstance(dt, (int, float, np.integer, np.floating)) or not 0 < dt < np.inf:
+            raise UserError(f"dt must be a positive number of seconds, got {np.asarray(dt).tolist()!r:.60}")
         self.dt = float(dt)
-        self.inputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
+        self.inputs = {n: np.asarray(node.input_type["input"]).reshape(-1) for n, node in graph.nodes.items() if isinstance(node, nir.Input)}  # name -> shape
         self.outputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Output)]
-        self.sources: dict[str, list[str]] = {n: [] for n in graph.nodes}
-        for src, dst in graph.edges:
-            if src not in graph.nodes or dst not in graph.nodes:
-                raise UserError(f"edge ({src!r}, {dst!r}) names a node the graph does not have")
-            self.sources[dst].append(src)
-        self.order = _topological_order(graph, self.sources)
+        self.sources, self.order = _check_graph(graph)
         self.layers = nn.ModuleDict(
-            {n.replace(".", "_"): _module(n, graph.nodes[n], self.dt) for n in self.order if not isinstance(graph.nodes[n], (nir.Input, nir.Output))}
+            {n.replace(".", "_"): _built(n, graph.nodes[n], self.dt) for n in self.order if not isinstance(graph.nodes[n], (nir.Input, nir.Output))}
         )
         self.neurons = [n for n in self.order if isinstance(graph.nodes[n], NEURONS)]
 
@@ -181,20 +177,76 @@ class NIRExecutor(nn.Module):
         values: dict[str, Tensor] = {}
         spikes: dict[str, Tensor] = {}
         for name in self.order:
-            if name in self.inputs:
-                values[name] = inputs[name]
-                continue
-            incoming = [values[s] for s in self.sources[name]]
-            total = incoming[0] if len(incoming) == 1 else torch.stack(incoming).sum(0)  # NIR sums a node's inputs
-            if name in self.outputs:
-                values[name] = total
-                continue
-            values[name] = self.layers[name.replace(".", "_")](total)
-            if observe is not None:
-                observe(name, total, values[name])
-            if name in self.neurons:
-                spikes[name] = values[name].flatten(2).sum(2).transpose(0, 1)
+            self._run_node(name, inputs, values, spikes, observe)
         return Result({n: values[n] for n in self.outputs}, spikes)
+
+    def _run_node(self, name: str, inputs: dict[str, Tensor], values: dict[str, Tensor], spikes: dict[str, Tensor], observe) -> None:
+        if name in self.inputs:
+            values[name] = inputs[name]
+            return
+        incoming = [values[s] for s in self.sources[name]]
+        total = incoming[0] if len(incoming) == 1 else torch.stack(incoming).sum(0)  # NIR sums a node's inputs
+        if name in self.outputs:
+            values[name] = total
+            return
+        values[name] = self.layers[name.replace(".", "_")](total)
+        if observe is not None:
+            observe(name, total, values[name])
+        if name in self.neurons:
+            spikes[name] = values[name].flatten(2).sum(2).transpose(0, 1)
+
+    def check_runs(self) -> None:
+        """One step of zeros through every node, so that fields that do not fit together (a bias of
+        another length than the weight's rows, a flatten of a shape its source does not make, a node
+        fed nothing) fail before any work, naming the node, instead of mid-simulation."""
+        for name, shape in self.inputs.items():
+            if shape.dtype.kind not in "iu" or np.any(shape < 1) or math.prod(int(n) for n in shape) > MAX_INPUT_ELEMENTS:
+                raise UserError(f"input node {name!r}: shape {shape.tolist()} is not 1 to {MAX_INPUT_ELEMENTS} values")
+        zeros = {name: torch.zeros(1, 1, *(int(n) for n in shape)) for name, shape in self.inputs.items()}
+        values: dict[str, Tensor] = {}
+        for name in self.order:
+            try:
+                with torch.no_grad():
+                    self._run_node(name, zeros, values, {}, None)
+            except (RuntimeError, ValueError, TypeError, IndexError) as e:
+                raise UserError(f"node {name!r}: does not run on the output of {', '.join(self.sources[name]) or 'nothing'} ({_first_line(e)})") from None
+
+
+def _built(name: str, node: nir.NIRNode, dt: float) -> nn.Module:
+    """The node's torch module; fields torch refuses (groups that do not divide the channels, a
+    stride that is not a number) are the file's error."""
+    try:
+        return _module(name, node, dt)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        return _refuse(name, node, f"its fields do not make a {type(node).__name__} ({_first_line(e)})")
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _check_graph(graph: nir.NIRGraph) -> tuple[dict[str, list[str]], list[str]]:
+    """Refuse a graph this runtime cannot run as it is, naming the node: edges to nodes that do not
+    exist, a cycle, NaN or infinite parameters, a LIF with tau <= 0 (forward Euler would grow
+    without bound). Returns each node's sources and an execution order."""
+    sources: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    for src, dst in graph.edges:
+        if src not in graph.nodes or dst not in graph.nodes:
+            raise UserError(f"edge ({src!r}, {dst!r}) names a node the graph does not have")
+        sources[dst].append(src)
+    for name, node in graph.nodes.items():
+        _check_parameters(name, node)
+    return sources, _topological_order(graph, sources)
+
+
+def _check_parameters(name: str, node: nir.NIRNode) -> None:
+    for field, value in vars(node).items():
+        if isinstance(value, (np.ndarray, float)) and np.asarray(value).dtype.kind in "fc" and not np.all(np.isfinite(value)):
+            _refuse(name, node, f"{field} holds NaN or infinite values")
+    if isinstance(node, nir.LIF):
+        tau = np.asarray(node.tau)
+        if tau.dtype.kind not in "iuf" or np.any(tau <= 0):
+            _refuse(name, node, f"tau must be positive, got {tau.min() if tau.dtype.kind in 'iuf' else tau.dtype}")
 
 
 def _topological_order(graph: nir.NIRGraph, sources: dict[str, list[str]]) -> list[str]:

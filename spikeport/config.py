@@ -27,6 +27,7 @@ class DataConfig:
     root: str = "data"  # where datasets are built or found
     timesteps: int = 4
     batch_size: int = 64
+    options: dict = field(default_factory=dict)  # generator settings of a built-in dataset (av-digits)
 
 
 @dataclass
@@ -59,7 +60,7 @@ def _check_type(source: str, key: str, value, annotation: str):
             value = float(value)
         except ValueError:
             pass
-    expected = {"int": int, "float": (int, float), "str": str, "bool": bool}[annotation]
+    expected = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict}[annotation]
     if isinstance(value, bool) and annotation != "bool" or not isinstance(value, expected):
         raise UserError(f"{source}: {key} must be {annotation}, got {value!r}")
     return float(value) if annotation == "float" else value
@@ -74,7 +75,7 @@ def _section(source: str, name: str, cls, values) -> object:
     hints = typing.get_type_hints(cls)
     for key in values:
         if key not in fields:
-            raise UserError(f"{source}: unknown key '{name}.{key}' (allowed: {', '.join(fields)})")
+            raise UserError(f"{source}: unknown key {f'{name}.{key}'!r} (allowed: {', '.join(fields)})")
     return cls(**{k: _check_type(source, f"{name}.{k}", v, hints[k].__name__) for k, v in values.items()})
 
 
@@ -105,7 +106,7 @@ def config_from_dict(data: dict, source: str = "config") -> Config:
     known = ("model", "data", "train")
     for key in data:
         if key not in known:
-            raise UserError(f"{source}: unknown key '{key}' (allowed: {', '.join(known)})")
+            raise UserError(f"{source}: unknown key {key!r} (allowed: {', '.join(known)})")
     model = data.get("model") or {}
     if not isinstance(model, dict):
         raise UserError(f"{source}: section 'model' must be a mapping")

@@ -2,7 +2,8 @@
 
 Each writer writes to a temporary file in the destination folder and renames it into place, so a
 killed process never leaves a half-written file that looks complete, and an older file of the same
-name stays intact until the new one is ready.
+name stays intact until the new one is ready. `check_creatable` refuses an output folder that
+cannot be made before the work that would fill it starts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+from spikeport.errors import UserError
 
 
 @contextlib.contextmanager
@@ -41,3 +44,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
+
+def check_creatable(folder: str | os.PathLike) -> None:
+    """Refuse, before any work, an output folder that cannot be created: its nearest existing
+    ancestor must be a writable folder (not a regular file, not read-only)."""
+    folder = Path(folder)
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{existing}: not a folder, so {folder} cannot be created")
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"{existing}: not writable, so {folder} cannot be written")

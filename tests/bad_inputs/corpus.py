@@ -1,0 +1,379 @@
+"""The bad-input corpus (issue 8): every way a user's file or argument can be wrong, as CLI cases.
+
+Each case builds its bad input inside an empty workspace folder (from the files in this folder,
+from a copy of a trained and exported run, or from a few seeded random bytes) and returns the
+`spikeport` arguments that feed it in. tests/test_bad_inputs.py runs every case and asserts what
+the CLI promises for bad input: exit 2, one stderr line that holds `expect` (the file or field and
+the problem), no traceback, no file created or changed anywhere in the workspace (outputs and the
+run folder both live there; the test also runs with the workspace as working directory).
+
+Configs are plain files (configs/*.yaml, headed `# expect: <fragment>`, and `# known issue: <why>`
+while a case fails); everything that must be derived from a real export is a small builder below.
+A case with a known issue is an expected failure until the issue is fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import nir
+import numpy as np
+import torch
+import yaml
+
+HERE = Path(__file__).parent
+PROFILE = HERE.parents[1] / "hwprofiles" / "profiles" / "loihi2.yaml"
+RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.jsonl", "export")
+HUGE = (10**6, 10**6)  # 4 TB of float32, declared by a file of a few KiB
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[[Path, Path], list]  # (workspace, trained run) -> CLI arguments
+    expect: tuple[str, ...]  # fragments of the one error line
+    known_issue: str = ""  # why it fails today and where the fix belongs (an expected failure until fixed)
+
+
+def copy_run(run: Path, ws: Path) -> Path:
+    """The trained run's own files (not the sim/ or report/ other tests write) in ws/run."""
+    (ws / "run").mkdir()
+    for name in RUN_FILES:
+        source = run / name
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, ws / "run" / name)
+    return ws / "run"
+
+
+def random_bytes(n: int, seed: int) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def truncated(path: Path) -> Path:
+    return written(path, path.read_bytes()[: path.stat().st_size // 2])
+
+
+def written(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+# --- builders: each returns the CLI arguments ------------------------------------------------------
+
+
+def config_case(path: Path) -> Case:
+    """A config file whose header says `# expect: FRAGMENT` (and `# known issue: WHY` while it fails)."""
+    header = {}
+    for line in path.read_text().splitlines():
+        if not line.startswith("# "):
+            break
+        key, _, value = line[2:].partition(": ")
+        header[key] = value
+    build = lambda ws, run: ["train", path, "--out", ws / "out"]  # noqa: E731
+    return Case(f"config-{path.stem}", build, (path.name, header["expect"]), header.get("known issue", ""))
+
+
+def bytes_file(name: str, content: Callable[[Path], bytes], command: Callable[[Path], list]):
+    """A file `name` in the workspace holding `content(run)`; `command(file)` feeds it in."""
+
+    def build(ws: Path, run: Path) -> list:
+        (ws / name).write_bytes(content(run))
+        return command(ws / name)
+
+    return build
+
+
+def half_of(relative: str) -> Callable[[Path], bytes]:
+    return lambda run: (run / relative).read_bytes()[: (run / relative).stat().st_size // 2]
+
+
+def noise(seed: int) -> Callable[[Path], bytes]:
+    return lambda run: random_bytes(4096, seed)
+
+
+def in_run(relative: str, damage: Callable[[Path], None], *args: str):
+    """Damage one file of a copy of the trained run; run `args` on the copy."""
+
+    def build(ws: Path, run: Path) -> list:
+        copied = copy_run(run, ws)
+        damage(copied / relative)
+        return [arg.replace("RUN", str(copied)) for arg in args]
+
+    return build
+
+
+def overwrite(content: Callable[[], bytes]) -> Callable[[Path], None]:
+    return lambda path: path.write_bytes(content())
+
+
+def hostile_checkpoint(path: Path) -> None:
+    """A checkpoint whose pickle would create ws/pwned when loaded (the checkpoint is
+    ws/run/checkpoint.pt): the workspace check would see the marker."""
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {path.parent.parent / 'pwned'}",))
+
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "model": Exploit()}, path, pickle_module=pickle)
+
+
+def edit_manifest(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        data = json.loads(path.read_text())
+        change(data)
+        path.write_text(json.dumps(data))
+
+    return damage
+
+
+def nir_file(change: Callable[[dict, list], None]):
+    """The trained run's model.nir with its nodes/edges changed, written as ws/bad.nir."""
+
+    def build(ws: Path, run: Path) -> list:
+        graph = nir.read(run / "export" / "model.nir")
+        nodes, edges = dict(graph.nodes), list(graph.edges)
+        change(nodes, edges)
+        nir.write(ws / "bad.nir", nir.NIRGraph(nodes=nodes, edges=edges, metadata=graph.metadata, type_check=False))
+        return ["simulate", ws / "bad.nir", "--input", inputs_npz(ws, (2, 4, 1, 8, 8)), "--out", ws / "out"]
+
+    return build
+
+
+def lif_with(node: nir.LIF, **changes) -> nir.LIF:
+    fields = dict(tau=node.tau, r=node.r, v_leak=node.v_leak, v_threshold=node.v_threshold, v_reset=node.v_reset)
+    return nir.LIF(**{**fields, **changes})
+
+
+def with_nan(array: np.ndarray, value: float) -> np.ndarray:
+    array = np.array(array, dtype=np.float32)
+    array.flat[3] = value
+    return array
+
+
+def netx_file(change: Callable[[h5py.File], None]):
+    """The trained run's model.net with groups or datasets changed, written as ws/bad.net."""
+
+    def build(ws: Path, run: Path) -> list:
+        shutil.copy2(run / "export" / "model.net", ws / "bad.net")
+        with h5py.File(ws / "bad.net", "r+") as f:
+            change(f)
+        return ["simulate", ws / "bad.net", "--mode", "loihi", "--out", ws / "out"]
+
+    return build
+
+
+def replace_dataset(f: h5py.File, key: str, shape=HUGE) -> None:
+    """`key` declared with `shape` but stored sparsely: a tiny file that would take terabytes to read."""
+    del f[key]
+    f.create_dataset(key, shape=shape, dtype="f4", chunks=(1, 1000), compression="gzip")
+
+
+def profile_file(change: Callable[[dict], None], command: str = "validate"):
+    """loihi2.yaml with one change, written as ws/p.yaml, fed to `profiles validate` or to `report`."""
+
+    def build(ws: Path, run: Path) -> list:
+        data = yaml.safe_load(PROFILE.read_text())
+        change(data)
+        (ws / "p.yaml").write_text(yaml.safe_dump(data))
+        if command == "validate":
+            return ["profiles", "validate", ws / "p.yaml"]
+        return ["report", copy_run(run, ws), "--profiles", ws / "p.yaml", "--samples", "4"]
+
+    return build
+
+
+def inputs_npz(ws: Path, shape=(2, 4, 1, 8, 8), value=None, dtype="float32", key: str = "input") -> Path:
+    x = np.random.default_rng(0).random(shape).astype(dtype) if value is None else np.full(shape, value, dtype=dtype)
+    np.savez(ws / "in.npz", **{key: x})
+    return ws / "in.npz"
+
+
+def with_input(*npz_args, **npz_kwargs):
+    """simulate a copy of the run on ws/in.npz (made by inputs_npz)."""
+
+    def build(ws: Path, run: Path) -> list:
+        return ["simulate", copy_run(run, ws), "--input", inputs_npz(ws, *npz_args, **npz_kwargs)]
+
+    return build
+
+
+def object_npz(ws: Path, run: Path) -> list:
+    np.savez(ws / "in.npz", input=np.array([{"a": 1}, None], dtype=object))
+    return ["simulate", copy_run(run, ws), "--input", ws / "in.npz"]
+
+
+def regular_file(ws: Path) -> Path:
+    (ws / "a-file").write_text("not a folder\n")
+    return ws / "a-file"
+
+
+def valid_config(ws: Path) -> Path:
+    (ws / "ok.yaml").write_text(yaml.safe_dump({"model": {"name": "spiking-cnn", "channels": [4, 8]}, "data": {"root": str(ws / "data")}, "train": {"epochs": 1}}))
+    return ws / "ok.yaml"
+
+
+def set_in(path: str, value) -> Callable[[dict], None]:
+    """Set a dotted field of a nested dict (a profile) to `value`."""
+
+    def change(data: dict) -> None:
+        *parents, last = path.split(".")
+        for key in parents:
+            data = data[key]
+        data[last] = value
+
+    return change
+
+
+def rename_in(path: str, new: str) -> Callable[[dict], None]:
+    def change(data: dict) -> None:
+        *parents, last = path.split(".")
+        for key in parents:
+            data = data[key]
+        data[new] = data.pop(last)
+
+    return change
+
+
+def _cycle(nodes: dict, edges: list) -> None:
+    edges.append(("lif1", "lif1"))  # types agree: only the loop is wrong
+
+
+def _dangling(nodes: dict, edges: list) -> None:
+    edges.append(("lif2", "ghost"))
+
+
+def _shape_mismatch(nodes: dict, edges: list) -> None:
+    nodes["fc"] = nir.Affine(weight=np.ones((10, 63), np.float32), bias=np.zeros(10, np.float32))
+
+
+def _nan_weight(nodes: dict, edges: list) -> None:
+    conv = nodes["conv1"]
+    nodes["conv1"] = nir.Conv2d(input_shape=conv.input_shape, weight=with_nan(conv.weight, np.nan), stride=conv.stride, padding=conv.padding,
+                                dilation=conv.dilation, groups=conv.groups, bias=conv.bias)
+
+
+def _inf_weight(nodes: dict, edges: list) -> None:
+    nodes["fc"] = nir.Affine(weight=with_nan(nodes["fc"].weight, np.inf), bias=nodes["fc"].bias)
+
+
+def _negative_tau(nodes: dict, edges: list) -> None:
+    nodes["lif2"] = lif_with(nodes["lif2"], tau=-np.abs(nodes["lif2"].tau))
+
+
+def _nan_threshold(nodes: dict, edges: list) -> None:
+    nodes["lif1"] = lif_with(nodes["lif1"], v_threshold=with_nan(nodes["lif1"].v_threshold, np.nan))
+
+
+def nir_hdf5(change: Callable[[h5py.File], None]):
+    """The trained run's model.nir changed where nir.NIRGraph would not let it be built, as ws/bad.nir."""
+
+    def build(ws: Path, run: Path) -> list:
+        shutil.copy2(run / "export" / "model.nir", ws / "bad.nir")
+        with h5py.File(ws / "bad.nir", "r+") as f:
+            change(f)
+        return ["simulate", ws / "bad.nir", "--input", inputs_npz(ws), "--out", ws / "out"]
+
+    return build
+
+
+def _missing(key: str) -> Callable[[h5py.File], None]:
+    def change(f: h5py.File) -> None:
+        del f[key]
+
+    return change
+
+
+def _set(key: str, value) -> Callable[[h5py.File], None]:
+    def change(f: h5py.File) -> None:
+        del f[key]
+        f[key] = value
+
+    return change
+
+
+def _drop(key: str) -> Callable[[dict], None]:
+    return lambda data: data.pop(key)
+
+
+def _first_partition(**fields) -> Callable[[dict], None]:
+    return lambda data: data["partitions"][0].update(fields)
+
+
+CASES: list[Case] = [
+    *(config_case(path) for path in sorted((HERE / "configs").glob("*.yaml"))),
+    # truncated and random-byte files of every format a command reads
+    Case("nir-truncated", bytes_file("t.nir", half_of("export/model.nir"), lambda p: ["simulate", p]), ("t.nir", "not a readable NIR file")),
+    Case("nir-random", bytes_file("r.nir", noise(1), lambda p: ["simulate", p]), ("r.nir", "not a readable NIR file")),
+    Case("net-truncated", bytes_file("t.net", half_of("export/model.net"), lambda p: ["simulate", p, "--mode", "loihi"]), ("t.net", "not a readable netx HDF5 file")),
+    Case("net-random", bytes_file("r.net", noise(2), lambda p: ["simulate", p, "--mode", "loihi"]), ("r.net", "not a readable netx HDF5 file")),
+    Case("onnx-truncated", in_run("export/model.onnx", truncated, "simulate", "RUN", "--backend", "onnx", "--samples", "2"), ("model.onnx", "not a readable ONNX file")),
+    Case("onnx-random", in_run("export/model.onnx", overwrite(lambda: random_bytes(4096, 3)), "simulate", "RUN", "--backend", "onnx", "--samples", "2"), ("model.onnx", "not a readable ONNX file")),
+    Case("pt-truncated", in_run("checkpoint.pt", truncated, "export", "RUN"), ("checkpoint.pt", "not a readable checkpoint")),
+    Case("pt-random", in_run("checkpoint.pt", overwrite(lambda: random_bytes(4096, 4)), "export", "RUN"), ("checkpoint.pt", "not a torch zip archive")),
+    Case("pt-hostile-pickle", in_run("checkpoint.pt", hostile_checkpoint, "export", "RUN"), ("checkpoint.pt", "refused to load")),
+    Case("yaml-random-config", bytes_file("r.yaml", noise(5), lambda p: ["train", p, "--out", p.parent / "out"]), ("r.yaml", "not a text file")),
+    Case("yaml-random-profile", bytes_file("r.yaml", noise(6), lambda p: ["profiles", "validate", p]), ("r.yaml", "not a text file")),
+    Case("yaml-truncated-profile", bytes_file("t.yaml", lambda run: PROFILE.read_bytes()[:1500], lambda p: ["profiles", "validate", p]), ("t.yaml", "invalid YAML at line")),
+    Case("npz-truncated", lambda ws, run: ["simulate", copy_run(run, ws), "--input", truncated(inputs_npz(ws))], ("in.npz", "not a readable npz file")),
+    Case("npz-random", lambda ws, run: ["simulate", copy_run(run, ws), "--input", written(ws / "r.npz", random_bytes(4096, 7))], ("r.npz", "not a readable npz file")),
+    Case("manifest-random", bytes_file("manifest.json", noise(8), lambda p: ["simulate", p]), ("manifest.json", "not valid JSON")),
+    Case("manifest-truncated", in_run("export/manifest.json", truncated, "simulate", "RUN", "--samples", "2"), ("manifest.json", "not valid JSON")),
+    # NIR graphs that read but cannot be run as they are
+    Case("nir-cycle", nir_file(_cycle), ("bad.nir", "cycle through", "lif1")),
+    Case("nir-dangling-edge", nir_file(_dangling), ("bad.nir", "'ghost'")),
+    Case("nir-shape-mismatch", nir_file(_shape_mismatch), ("bad.nir", "type mismatch", "fc.input")),
+    Case("nir-nan-weight", nir_file(_nan_weight), ("bad.nir", "conv1", "weight", "NaN or infinite")),
+    Case("nir-inf-weight", nir_file(_inf_weight), ("bad.nir", "fc", "weight", "NaN or infinite")),
+    Case("nir-nan-threshold", nir_file(_nan_threshold), ("bad.nir", "lif1", "v_threshold", "NaN or infinite")),
+    Case("nir-negative-tau", nir_file(_negative_tau), ("bad.nir", "lif2", "tau must be positive")),
+    Case("nir-zero-stride", nir_hdf5(_set("node/nodes/conv2/stride", np.array([0, 0]))), ("bad.nir", "not a readable NIR file", "divide by zero")),
+    Case("nir-absurd-shape", nir_hdf5(lambda f: replace_dataset(f, "node/nodes/fc/weight")), ("bad.nir", "node/nodes/fc/weight", "refused")),
+    # netx files with missing groups or datasets, or absurd declared shapes
+    Case("netx-no-layer-group", netx_file(_missing("layer")), ("bad.net", "no group 'layer'")),
+    Case("netx-missing-weight", netx_file(_missing("layer/3/weight")), ("bad.net", "layer/3", "weight")),
+    Case("netx-missing-neuron-field", netx_file(_missing("layer/1/neuron/vThMant")), ("bad.net", "layer/1/neuron", "vThMant")),
+    Case("netx-missing-type", netx_file(_missing("layer/2/type")), ("bad.net", "layer/2", "type")),
+    Case("netx-absurd-dataset", netx_file(lambda f: replace_dataset(f, "layer/3/weight")), ("bad.net", "layer/3", "refused")),
+    Case("netx-absurd-shape", netx_file(_set("layer/0/shape", np.array([10**5, 10**5, 10**5]))), ("bad.net", "layer/0", "refused")),
+    Case("netx-nan-bias", netx_file(lambda f: f["layer/3/bias"].__setitem__(0, np.nan)), ("bad.net", "layer/3", "bias")),
+    # manifests with missing or wrong fields
+    Case("manifest-missing-partitions", in_run("export/manifest.json", edit_manifest(_drop("partitions")), "simulate", "RUN"), ("manifest.json", "missing field 'partitions'")),
+    Case("manifest-timesteps-word", in_run("export/manifest.json", edit_manifest(lambda d: d.update(timesteps="four")), "simulate", "RUN"), ("manifest.json", "malformed field", "'four'")),
+    Case("manifest-negative-dt", in_run("export/manifest.json", edit_manifest(lambda d: d.update(dt=-0.001)), "simulate", "RUN"), ("manifest.json", "dt > 0")),
+    Case("manifest-missing-file", in_run("export/manifest.json", edit_manifest(_first_partition(file="gone.nir")), "simulate", "RUN", "--samples", "2"), ("gone.nir", "no such file")),
+    Case("manifest-file-outside", in_run("export/manifest.json", edit_manifest(_first_partition(file="../checkpoint.pt")), "simulate", "RUN", "--samples", "2"), ("manifest.json", "partitions.neuromorphic0.file", "../checkpoint.pt", "not a plain file name")),
+    Case("manifest-bad-kind", in_run("export/manifest.json", edit_manifest(_first_partition(kind="gpu")), "simulate", "RUN"), ("manifest.json", "kind must be neuromorphic or host")),
+    # profiles with wrong types, units or negative energies
+    Case("profile-negative-energy", profile_file(set_in("energy.static_power_w.value", -0.2)), ("p.yaml", "energy.static_power_w.value", "greater than or equal to 0")),
+    Case("profile-string-number", profile_file(set_in("capacity.cores_per_chip.value", "128")), ("p.yaml", "capacity.cores_per_chip.value")),
+    Case("profile-wrong-unit", profile_file(rename_in("energy.energy_per_mac_pj", "energy_per_mac_nj")), ("p.yaml", "energy.energy_per_mac_nj", "Extra inputs are not permitted")),
+    Case("profile-no-source", profile_file(lambda d: d["timing"]["step_time_s"].pop("source")), ("p.yaml", "timing.step_time_s.source")),
+    Case("profile-bad-confidence", profile_file(set_in("energy.estimator.confidence", "very")), ("p.yaml", "energy.estimator.confidence")),
+    Case("profile-negative-energy-report", profile_file(set_in("energy.energy_per_mac_pj.value", -4.6), "report"), ("p.yaml", "energy.energy_per_mac_pj.value")),
+    # inputs of the wrong shape, dtype or value range
+    Case("input-wrong-shape", with_input((2, 4, 1, 8, 9)), ("in.npz", "shape [2, 4, 1, 8, 9]", "expected [N, 4, 1, 8, 8]")),
+    Case("input-no-time-axis", with_input((2, 1, 8, 8)), ("in.npz", "expected [N, 4, 1, 8, 8]")),
+    Case("input-strings", with_input((2, 4, 1, 8, 8), "x", "<U1"), ("in.npz", "dtype <U1", "expected numbers")),
+    Case("input-objects", object_npz, ("in.npz", "not a readable npz file")),
+    Case("input-nan", with_input((2, 4, 1, 8, 8), np.nan), ("in.npz", "NaN or infinite")),
+    Case("input-inf", with_input((2, 4, 1, 8, 8), -np.inf), ("in.npz", "NaN or infinite")),
+    Case("input-missing-key", with_input((2, 4, 1, 8, 8), key="x"), ("in.npz", "missing key 'input'")),
+    Case("input-wrong-shape-bare-nir", lambda ws, run: ["simulate", copy_run(run, ws) / "export" / "model.nir", "--input", inputs_npz(ws, (2, 4, 8, 8))], ("in.npz", "expected [N, T, 1, 8, 8]")),
+    Case("input-wrong-shape-net", lambda ws, run: ["simulate", copy_run(run, ws) / "export" / "model.net", "--mode", "loihi", "--input", inputs_npz(ws, (2, 4, 8, 8))], ("in.npz", "expected [N, T, 8, 8, 8]")),  # the input layer: conv1's output
+    # paths that do not exist or cannot be written
+    Case("path-no-target", lambda ws, run: ["simulate", ws / "nothing-here"], ("nothing-here", "no such file or folder")),
+    Case("path-no-input", lambda ws, run: ["simulate", copy_run(run, ws), "--input", ws / "missing.npz"], ("missing.npz", "no such file")),
+    Case("path-no-run", lambda ws, run: ["export", ws / "no-run"], ("no-run", "no checkpoint there")),
+    Case("path-no-config", lambda ws, run: ["train", ws / "missing.yaml", "--out", ws / "out"], ("missing.yaml", "cannot read")),
+    Case("path-no-profiles-dir", lambda ws, run: ["profiles", "list", "--profiles-dir", ws / "mine"], ("mine", "not a folder of profiles")),
+    Case("path-sim-out-under-a-file", lambda ws, run: ["simulate", copy_run(run, ws), "--samples", "2", "--out", regular_file(ws) / "sim"], ("a-file", "not a folder")),
+    Case("path-report-out-under-a-file", lambda ws, run: ["report", copy_run(run, ws), "--samples", "2", "--out", regular_file(ws) / "r"], ("a-file", "not a folder")),
+    Case("path-train-out-under-a-file", lambda ws, run: ["train", valid_config(ws), "--out", regular_file(ws) / "run"], ("a-file", "not a folder")),
+]
