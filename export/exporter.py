@@ -40,6 +40,7 @@ from spikeport.export.partition import HOST, NEUROMORPHIC, Boundary, Partitioned
 from spikeport.train import datasets
 from spikeport.train.checkpoint import checkpoint_config, load_checkpoint, load_weights
 from spikeport.train.models import build_model
+from spikeport.train.taaf import AudioVisualSNN, DeployedAV
 
 FORMATS = ("nir", "onnx", "lava")
 QUANTIZATIONS = ("loihi", "none")
@@ -75,9 +76,12 @@ def export(run_dir: str | Path, formats: tuple[str, ...] = FORMATS, quantize: st
     spec = datasets.spec(config.data.name)
     model = build_model(config.model, spec.input_shape, spec.num_classes, config.data.timesteps)
     load_weights(model, state, checkpoint_path)
+    if isinstance(model, AudioVisualSNN):  # tensors in and out, the fusion head one host op
+        model = DeployedAV(model)
     source = {"run": str(run_dir), "model": config.model, "data": asdict(config.data), "epochs_done": int(state["epochs_done"])}
-    test = datasets.load(config.data.name, config.data.root, "test", config.data.timesteps)
-    input_bound = max(float(test[i][0].abs().max()) for i in range(min(len(test), 256)))
+    test = datasets.load(config.data.name, config.data.root, "test", config.data.timesteps, options=config.data.options)
+    samples = [test[i][0] for i in range(min(len(test), 256))]
+    input_bound = max(float(x.abs().max()) for sample in samples for x in (sample if isinstance(sample, tuple) else [sample]))
     return export_model(model, spec.input_shape, config.data.timesteps, run_dir / "export", formats, quantize, dt, source, input_bound)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import yaml
 from rich.table import Table
 
 from spikeport.config import config_from_dict, load_config
@@ -50,7 +51,7 @@ def train(
     nproc: int = typer.Option(1, help="Training processes (torchrun, DDP: gloo on CPU, nccl on GPU)."),
 ) -> None:
     """Train a model; writes config.yaml, checkpoint.pt and metrics.jsonl into the run folder."""
-    from spikeport.train.loop import check_run_folder, model_for, resolve_device
+    from spikeport.train.loop import check_run_folder, resolve_device
     from spikeport.train.loop import train as run_training
 
     resolved = load_config(config).to_dict()
@@ -59,12 +60,12 @@ def train(
     if seed is not None:
         resolved["train"]["seed"] = seed
     checked = config_from_dict(resolved, source=str(config))
+    _checked_model(checked, config)
     if nproc < 1:
         raise UserError(f"--nproc: must be at least 1, got {nproc}")
     if nproc > 1:
         # Check everything a user can get wrong here, once, before starting the processes.
         resolve_device(device)
-        model_for(checked)
         check_run_folder(out, checked, resume)
         argv = _without_option(sys.argv[1:], "--nproc")
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "spikeport.cli", *argv]
@@ -72,6 +73,17 @@ def train(
     history = run_training(checked, out, device=device, resume=resume)
     final = history[-1]
     console.print(f"[bold]{out}[/bold]: {final['epoch']} epochs, test accuracy {final['test_acc']:.4f}")
+
+
+def _checked_model(cfg, source: Path):
+    """The config's model, built once here so that a wrong model option or dataset name is
+    reported against the config file that holds it."""
+    from spikeport.train.loop import model_for
+
+    try:
+        return model_for(cfg)
+    except UserError as e:
+        raise UserError(f"{source}: {e}") from None
 
 
 def _without_option(argv: list[str], name: str) -> list[str]:
@@ -94,16 +106,15 @@ def inspect(
 ) -> None:
     """Parameter counts per module and in total, input shape and timesteps of a config's model."""
     from spikeport.train import datasets
-    from spikeport.train.loop import model_for
     from spikeport.train.models import parameter_counts
 
     cfg = load_config(config)
-    model = model_for(cfg)
+    model = _checked_model(cfg, config)
     counts = parameter_counts(model)
     summary = {
         "total_params": sum(p.numel() for p in model.parameters()),
         "modules": counts,
-        "input_shape": list(datasets.spec(cfg.data.name).input_shape),
+        "input_shape": _shapes(datasets.spec(cfg.data.name).input_shape),
         "timesteps": cfg.data.timesteps,
     }
     if as_json:
@@ -116,7 +127,14 @@ def inspect(
         table.add_row(name, f"{n:,}")
     table.add_row("[bold]total", f"[bold]{summary['total_params']:,}")
     console.print(table)
-    console.print(f"input {tuple(summary['input_shape'])} per timestep, T = {summary['timesteps']}")
+    shapes = summary["input_shape"]
+    shown = ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items()) if isinstance(shapes, dict) else str(tuple(shapes))
+    console.print(f"input {shown} per timestep, T = {summary['timesteps']}")
+
+
+def _shapes(shape: tuple | dict) -> list | dict:
+    """A dataset's input shape as JSON: a list, or lists by input name for a multi-input dataset."""
+    return {name: list(s) for name, s in shape.items()} if isinstance(shape, dict) else list(shape)
 
 
 @app.command()
@@ -171,7 +189,8 @@ def report(
     profiles_dir: list[Path] = typer.Option([], "--profiles-dir", help="A folder of your own profile YAML files (repeatable)."),
     input: Optional[Path] = typer.Option(None, "--input", help="npz with key `input` [N, T, *input_shape]."),
     samples: int = typer.Option(256, help="Test samples to average over (without --input)."),
-    backend: str = typer.Option("reference", help="reference (the activity comes from the reference runtime)."),
+    backend: str = typer.Option("reference", help="reference | lava: the runtime whose spikes the report counts."),
+    mode: Optional[str] = typer.Option(None, help="float | loihi (Loihi fixed point on model.net). Default: loihi for lava and .net files, else float."),
     budget_ms: Optional[float] = typer.Option(None, help="Latency budget per sample in ms: exit 3 when a chip misses it."),
     out: Optional[Path] = typer.Option(None, help="Folder for report/ (default: the target's folder)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -181,12 +200,10 @@ def report(
     from spikeport.hwprofiles.run import make_report
     from spikeport.hwprofiles.table import print_report
 
-    if backend != "reference":
-        raise UserError(f"--backend: reports take their activity from the reference runtime; got {backend!r}")
     if samples < 1:
         raise UserError(f"--samples: must be at least 1, got {samples}")
     names = [] if profiles == "all" else [p.strip() for p in profiles.split(",") if p.strip()]
-    result = make_report(target, names, profiles_dir, input, samples, budget_ms, out, device, dt)
+    result = make_report(target, names, profiles_dir, input, samples, budget_ms, out, device, dt, backend, mode)
     print_report(result.data, console)
     console.print(f"[bold]{result.out_dir}[/bold]: report.json, report.md, report.html, plots/")
     if not result.passed:
@@ -252,11 +269,18 @@ def data_list() -> None:
 def data_build(
     name: str = typer.Argument(..., help="Dataset name (see `spikeport data list`)."),
     out: Path = typer.Option(Path("data"), "--out", help="Dataset root folder (data.root in configs)."),
+    option: list[str] = typer.Option([], "--option", help="KEY=VALUE generator setting, as data.options in a config (repeatable)."),
 ) -> None:
     """Generate a built-in dataset into the dataset root (cached: a second build is instant)."""
     from spikeport.train import datasets
 
-    path = datasets.build(name, out)
+    options = {}
+    for item in option:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise UserError(f"--option {item!r}: expected KEY=VALUE, e.g. visual_noise=0.8")
+        options[key] = yaml.safe_load(value)
+    path = datasets.build(name, out, options=options)
     console.print(f"{name}: {path}")
 
 

@@ -29,7 +29,7 @@ def test_shapes_and_decomposed_logits(fusion):
 
 def test_time_alignment_starts_as_identity_and_maps_ta_to_tv():
     model = tiny()
-    assert torch.equal(model.align.weight[..., 0], torch.eye(4))
+    assert torch.equal(model.head.align.weight[..., 0], torch.eye(4))
     model = tiny(t_audio=6, t_visual=3)
     out = model(*inputs(6, 3))
     assert out.step_logits_audio.shape[0] == 3
@@ -64,11 +64,10 @@ def test_modulation_coefficients_by_hand():
     p = math.exp(4) / (math.exp(4) + 1)
     assert rho == pytest.approx(2 * p / 1.0)
     assert k_a == pytest.approx(1 - math.tanh(0.8 * rho)) and k_v == 1.0  # only the dominant one is suppressed
-    loss, coefficients = av_loss(out, y, "taaf", alpha=0.8, beta=1.0, modulation="loss")
-    assert coefficients["k_audio"] == k_a
+    loss = av_loss(out, y, "taaf", beta=1.0, modulation="loss", k_audio=k_a, k_visual=k_v)
     ce = torch.nn.functional.cross_entropy
     assert loss.item() == pytest.approx((k_a * ce(la, y) + ce(lv, y) + ce(la + lv, y)).item())
-    baseline, _ = av_loss(out, y, "concat", 0.8, 1.0, "loss")
+    baseline = av_loss(out, y, "concat", 1.0, "loss", k_a, k_v)
     assert baseline.item() == pytest.approx(ce(la + lv, y).item())
 
 
@@ -76,11 +75,25 @@ def test_attention_and_coefficients_are_detached_and_gradient_modulation_scales_
     model = tiny()
     out = model(*inputs())
     y = torch.tensor([0, 1, 2, 3, 4, 0])
-    loss, c = av_loss(out, y, "taaf", alpha=0.8, beta=1.0, modulation="gradient")
+    loss = av_loss(out, y, "taaf", beta=1.0, modulation="gradient", k_audio=0.25, k_visual=1.0)
     loss.backward()
     before = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     modulate_gradients(model, 0.25, 1.0, noise=False)
     conv = "audio.stem.0.weight"
     torch.testing.assert_close(dict(model.named_parameters())[conv].grad, 0.25 * before[conv])
     torch.testing.assert_close(dict(model.named_parameters())["visual.stem.0.weight"].grad, before["visual.stem.0.weight"])
-    assert model.attention.query.weight.grad is not None  # the fused loss trains the attention
+    assert model.head.attention.query.weight.grad is not None  # the fused loss trains the attention
+
+
+@pytest.mark.parametrize("fusion, attention", [("taaf", "timestep"), ("taaf", "modality"), ("concat", "timestep"), ("sum", "timestep")])
+def test_deployed_step_logits_average_to_the_fused_logits(fusion, attention):
+    """The exported model reads out per timestep; the mean over T must be the trained fused logits."""
+    from spikeport.train.taaf import DeployedAV
+
+    model = tiny(fusion=fusion, attention=attention).eval()
+    audio, visual = inputs()
+    with torch.no_grad():
+        fused = model(audio, visual).logits
+        steps = DeployedAV(model)(audio, visual)
+    assert steps.shape == (4, 6, 5)
+    torch.testing.assert_close(steps.mean(0), fused, rtol=1e-5, atol=1e-5)

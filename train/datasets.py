@@ -7,10 +7,13 @@ frames happens on access, so one cache serves any number of timesteps.
 
 * `digits`: the 8x8 handwritten digits, shown as a static image at every timestep (direct encoding).
 * `event-digits`: the same digits recorded by a simulated event camera, the way N-MNIST was made.
+* `av-digits`: spoken digits (espeak-ng) paired with degraded digit images, for audio-visual
+  fusion; its generator settings (the imbalance knob `visual_noise`) come from `data.options`.
 
 The real datasets (cifar10, cifar100, cifar10-dvs, nmnist, dvs-gesture) are registered here too but
 live in `real_datasets`: they are read from `root` in their official on-disk format and are never
-downloaded unless the caller passes `download=True`.
+downloaded unless the caller passes `download=True`. The real audio-visual datasets (cremad, ave)
+live in `av_datasets`, read in the layout of OGM-GE's code; they cannot be downloaded at all.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from tonic.transforms import ToFrame
 
 from spikeport.errors import UserError
 from spikeport.io import atomic_open
-from spikeport.train import real_datasets
+from spikeport.train import av_datasets, av_digits, real_datasets
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,8 @@ class DatasetSpec:
 
     name: str
     description: str  # one line, shown by `spikeport data list`
-    input_shape: tuple[int, ...]  # per-timestep shape, without batch and time
-    num_classes: int
+    input_shape: tuple[int, ...] | dict[str, tuple[int, ...]]  # per timestep, without batch and time;
+    num_classes: int  # a dict of shapes by input name for a multi-input (audio-visual) dataset
 
 
 SPECS: dict[str, DatasetSpec] = {
@@ -53,6 +56,12 @@ SPECS: dict[str, DatasetSpec] = {
         "event-digits",
         "the same digits as DVS events from simulated N-MNIST-style saccades, 32x32 sensor",
         (2, 32, 32),
+        10,
+    ),
+    "av-digits": DatasetSpec(
+        "av-digits",
+        "espeak-ng spoken digits (log-mel) paired with degraded digit images; audio dominates (options: visual_noise, clips_per_digit, seed)",
+        {"audio": (1, av_digits.MELS, av_digits.FRAMES), "visual": (1, av_digits.IMAGE_SIZE, av_digits.IMAGE_SIZE)},
         10,
     ),
     "cifar10": DatasetSpec(
@@ -71,6 +80,18 @@ SPECS: dict[str, DatasetSpec] = {
     "dvs-gesture": DatasetSpec(
         "dvs-gesture", "DVS128 Gesture from ROOT/DVSGesture (tonic), T equal-time frames", (2, 128, 128), 11
     ),
+    "cremad": DatasetSpec(
+        "cremad",
+        "CREMA-D from ROOT/CREMA-D in OGM-GE's layout: spectrogram every timestep, T frames spread over the clip",
+        {"audio": av_datasets.SHAPES["cremad"][0], "visual": av_datasets.SHAPES["cremad"][1]},
+        av_datasets.SHAPES["cremad"][2],
+    ),
+    "ave": DatasetSpec(
+        "ave",
+        "AVE from ROOT/AVE in OGM-GE's layout: spectrogram every timestep, T of the 10 frames",
+        {"audio": av_datasets.SHAPES["ave"][0], "visual": av_datasets.SHAPES["ave"][1]},
+        av_datasets.SHAPES["ave"][2],
+    ),
 }
 
 SPLITS = ("train", "test")
@@ -88,30 +109,37 @@ def spec(name: str) -> DatasetSpec:
     return SPECS[name]
 
 
-def build(name: str, root: str | Path, download: bool = False) -> Path:
+def build(name: str, root: str | Path, download: bool = False, options: dict | None = None) -> Path:
     """Generate `name` and cache it under `root/<name>/`, unless that cache already exists.
 
-    Generation is deterministic, so an existing cache of this CACHE_VERSION is the right one; it is
-    written atomically, so an existing cache is always complete. A real dataset is not generated:
-    its folder under `root` is checked and returned (downloaded first only if `download`).
+    Generation is deterministic, so an existing cache of this CACHE_VERSION (and these `options`,
+    the generator's settings, part of the file name) is the right one; it is written atomically,
+    so an existing cache is always complete. A real dataset is not generated: its folder under
+    `root` is checked and returned (downloaded first only if `download`).
     """
     spec(name)
+    options = _check_options(name, options)
     if name in real_datasets.NAMES:
         return real_datasets.locate(name, root, download)
-    path = Path(root) / name / f"{name}-v{CACHE_VERSION}.npz"
+    if name in av_datasets.NAMES:
+        return av_datasets.locate(name, root)
+    suffix = "".join(f"-{key}={value}" for key, value in sorted(options.items()))
+    path = Path(root) / name / f"{name}-v{CACHE_VERSION}{suffix}.npz"
     if not path.exists():
-        arrays = _BUILDERS[name]()
+        arrays = _BUILDERS[name](**options)
         with atomic_open(path, "wb") as f:
             np.savez(f, **arrays)
     return path
 
 
 def load(
-    name: str, root: str | Path, split: str, timesteps: int, download: bool = False
+    name: str, root: str | Path, split: str, timesteps: int, download: bool = False, options: dict | None = None
 ) -> torch.utils.data.Dataset:
-    """One split of `name` (building the cache if needed); item i is (x [timesteps, *shape], label).
+    """One split of `name` (building the cache if needed); item i is (x [timesteps, *shape], label),
+    or ((audio, visual), label) for an audio-visual dataset.
 
-    `download` only matters for a real dataset missing from `root`.
+    `download` only matters for a real dataset missing from `root`; `options` only for a
+    generated dataset whose generator takes settings (av-digits).
     """
     spec(name)
     if split not in SPLITS:
@@ -119,10 +147,28 @@ def load(
     if not isinstance(timesteps, int) or timesteps < 1:
         raise UserError(f"timesteps must be a positive integer, got {timesteps!r}")
     if name in real_datasets.NAMES:
+        _check_options(name, options)
         return real_datasets.load(name, root, split, timesteps, download)
-    with np.load(build(name, root)) as archive:
+    if name in av_datasets.NAMES:
+        _check_options(name, options)
+        return av_datasets.load(name, root, split, timesteps)
+    with np.load(build(name, root, options=options)) as archive:
         arrays = dict(archive)
     return _Split(arrays, arrays[split], partial(_FRAMERS[name], timesteps=timesteps))
+
+
+def _check_options(name: str, options: dict | None) -> dict:
+    """The generator settings a dataset accepts: av-digits takes av_digits.Settings' fields."""
+    options = dict(options or {})
+    allowed = _OPTIONS.get(name, {})
+    for key, value in options.items():
+        if key not in allowed:
+            accepted = f"accepted: {', '.join(allowed)}" if allowed else "it takes none"
+            raise UserError(f"data.options.{key}: not an option of dataset {name!r} ({accepted})")
+        numeric = (int, float) if allowed[key] is float else allowed[key]  # YAML writes 1.0 as 1
+        if not isinstance(value, numeric) or isinstance(value, bool):
+            raise UserError(f"data.options.{key}: expected {allowed[key].__name__}, got {value!r}")
+    return options
 
 
 class _Split(torch.utils.data.Dataset):
@@ -272,11 +318,46 @@ def _frame_events(arrays: dict[str, np.ndarray], j: int, timesteps: int) -> torc
     return torch.from_numpy(frames.astype(np.float32))
 
 
-_BUILDERS: dict[str, Callable[[], dict[str, np.ndarray]]] = {
+# --- av-digits: spoken digits paired with (degraded) images of the same digit -------------------
+
+
+def _build_av_digits(visual_noise: float = 0.6, clips_per_digit: int = 60, seed: int = 0) -> dict[str, np.ndarray]:
+    """espeak-ng clips and digit images (train/av_digits.py); the log-mels are standardised with
+    the training clips' mean and std, so the first layer sees inputs of unit scale."""
+    if not 0.0 <= visual_noise <= 1.0 or clips_per_digit < 4:
+        raise UserError(f"data.options: visual_noise must lie in [0, 1] and clips_per_digit be >= 4, got {visual_noise}, {clips_per_digit}")
+    images, labels, train, _ = _digits_and_split()
+    image_split = np.zeros(len(labels), dtype=bool)
+    image_split[train] = True
+    settings = av_digits.Settings(clips_per_digit=clips_per_digit, visual_noise=float(visual_noise), seed=seed)
+    arrays = av_digits.generate(images / 16.0, labels, image_split, settings, speak_fn=av_digits.speak)
+    train_clips = arrays["audio"][arrays["train"]]
+    audio = (arrays["audio"] - train_clips.mean()) / train_clips.std()
+    return {
+        "audio": audio.astype(np.float32),
+        "visual": arrays["visual"],
+        "labels": arrays["labels"],
+        "train": np.flatnonzero(arrays["train"]),
+        "test": np.flatnonzero(~arrays["train"]),
+    }
+
+
+def _frame_av(arrays: dict[str, np.ndarray], j: int, timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Direct encoding of both modalities: the spectrogram and the image, repeated every timestep."""
+    audio, visual = (torch.from_numpy(arrays[key][j]) for key in ("audio", "visual"))
+    return audio.repeat(timesteps, 1, 1, 1), visual.repeat(timesteps, 1, 1, 1)
+
+
+_BUILDERS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
     "digits": _build_digits,
     "event-digits": _build_event_digits,
+    "av-digits": _build_av_digits,
 }
-_FRAMERS: dict[str, Callable[[dict[str, np.ndarray], int, int], torch.Tensor]] = {
+_FRAMERS: dict[str, Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]] = {
     "digits": _frame_digits,
     "event-digits": _frame_events,
+    "av-digits": _frame_av,
+}
+_OPTIONS: dict[str, dict[str, type]] = {
+    "av-digits": {"visual_noise": float, "clips_per_digit": int, "seed": int},
 }

@@ -2,7 +2,9 @@
 
     runs/NAME/config.yaml      the resolved config
     runs/NAME/checkpoint.pt    written after every epoch (see checkpoint.py)
-    runs/NAME/metrics.jsonl    one line per epoch
+    runs/NAME/metrics.jsonl    one line per epoch (audio-visual models add acc_fused, acc_audio,
+                               acc_visual, rho, k_audio, k_visual and the mean alpha per timestep)
+    runs/NAME/modalities.png   audio-visual models: the accuracy of each modality per epoch
 
 Training is deterministic for a seed on the CPU: the weights are initialised from the seed and
 each epoch shuffles with its own generator seeded from (seed, epoch), so an interrupted run
@@ -28,11 +30,13 @@ from torch.utils.data import DataLoader, default_collate
 from spikeport.config import Config, config_from_dict, read_yaml
 from spikeport.console import console, progress
 from spikeport.errors import UserError
-from spikeport.io import write_text
+from spikeport.io import check_creatable, write_text
 from spikeport.train import datasets
 from spikeport.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from spikeport.train.models import build_model
+from spikeport.train.curves import plot_modalities
 from spikeport.train.real_datasets import cutmix, mixup
+from spikeport.train.taaf import AudioVisualSNN, AVOutput, av_loss, coefficients, gradient_noise, modality_scores, modulate_gradients
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,23 +54,43 @@ def model_for(config: Config) -> nn.Module:
     return build_model(config.model, spec.input_shape, spec.num_classes, config.data.timesteps)
 
 
-def time_major(x: torch.Tensor) -> torch.Tensor:
-    """Loader batches are [B, T, ...]; the models take [T, B, ...]."""
-    return x.transpose(0, 1)
+def time_major(x: torch.Tensor | list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Loader batches are [B, T, ...] (a list of them for a multi-input dataset); the models take
+    [T, B, ...], one positional argument per input."""
+    return [v.to(device).transpose(0, 1) for v in (x if isinstance(x, (list, tuple)) else [x])]
 
 
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of the time-averaged logits."""
+    """Mean cross-entropy and accuracy of the time-averaged logits (the fused logits of an
+    audio-visual model)."""
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
     with torch.no_grad():
         for x, y in loader:
-            x, y = time_major(x.to(device)), y.to(device)
-            logits = model(x).float().mean(0)
+            y = y.to(device)
+            out = model(*time_major(x, device))
+            logits = out.logits if isinstance(out, AVOutput) else out.float().mean(0)
             loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
     return loss_sum / seen, correct / seen
+
+
+def evaluate_modalities(model: AudioVisualSNN, loader: DataLoader, device: torch.device) -> dict:
+    """An audio-visual model's imbalance on `loader`: fused accuracy, each modality's accuracy
+    from its half of the classifier (as OGM-GE measures it), and the mean attention per timestep."""
+    model.eval()
+    correct, alpha, seen = torch.zeros(3, dtype=torch.float64), 0.0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            y = y.to(device)
+            out = model(*time_major(x, device))
+            for i, logits in enumerate((out.logits, out.logits_audio, out.logits_visual)):
+                correct[i] += (logits.argmax(1) == y).sum().item()
+            alpha = alpha + out.alpha_audio.sum(1).cpu().double()
+            seen += len(y)
+    accuracy = (correct / seen).tolist()
+    return {"acc_fused": accuracy[0], "acc_audio": accuracy[1], "acc_visual": accuracy[2], "alpha": [round(a, 6) for a in (alpha / seen).tolist()]}
 
 
 def _make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -78,6 +102,7 @@ def _make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
 
 def check_run_folder(out: Path, config: Config, resume: bool) -> dict | None:
     """Refuse to touch a folder holding something else; return the checkpoint to resume from."""
+    check_creatable(out)
     config_file, checkpoint_file = out / "config.yaml", out / "checkpoint.pt"
     if resume:
         if not checkpoint_file.is_file():
@@ -158,8 +183,10 @@ def train(config: Config, out: str | Path, device: str = "auto", resume: bool = 
             resumed = load_checkpoint(out / "checkpoint.pt")
     t = config.train
 
-    train_set = datasets.load(config.data.name, config.data.root, "train", config.data.timesteps)
-    test_set = datasets.load(config.data.name, config.data.root, "test", config.data.timesteps)
+    train_set = datasets.load(config.data.name, config.data.root, "train", config.data.timesteps, options=config.data.options)
+    test_set = datasets.load(config.data.name, config.data.root, "test", config.data.timesteps, options=config.data.options)
+    if isinstance(datasets.spec(config.data.name).input_shape, dict) and t.batch_augment != "none":
+        raise UserError(f"train.batch_augment: {t.batch_augment} mixes images of one input; {config.data.name} has several inputs")
     test_loader = DataLoader(test_set, batch_size=config.data.batch_size)
 
     torch.manual_seed(t.seed)
@@ -196,7 +223,8 @@ def train(config: Config, out: str | Path, device: str = "auto", resume: bool = 
             augment = np.random.default_rng([t.seed, epoch, procs.rank])
             cutmix_epoch = t.batch_augment == "cutmix" and augment.random() < 0.5  # DTA: one coin per epoch
             loss_sum, correct, seen = 0.0, 0, 0
-            for batch in batches:
+            balance = []  # (rho, k_audio, k_visual) per batch, for an audio-visual model
+            for step, batch in enumerate(batches):
                 share = batch.tensor_split(procs.world)[procs.rank]
                 x, y = default_collate([train_set[int(i)] for i in share])
                 y_b, lam = y, 1.0
@@ -205,17 +233,28 @@ def train(config: Config, out: str | Path, device: str = "auto", resume: bool = 
                 elif t.batch_augment == "mixup":
                     x, y, y_b, lam = mixup(x, y, 0.5, augment, prob=0.5)
                     y, lam = (y, 1.0) if lam >= 0.5 else (y_b, 1.0)  # DTA trains on the mixed label's argmax
-                x, y, y_b = time_major(x.to(device_)), y.to(device_), y_b.to(device_)
+                x, y, y_b = time_major(x, device_), y.to(device_), y_b.to(device_)
+                # Each loss is this share's sum over the global batch size, times the processes
+                # (DDP averages gradients over them): the gradient of the global batch's mean loss.
                 with torch.autocast(device_.type, enabled=use_amp):
-                    logits = trained(x).float().mean(0)
-                    # Sum over this share / global batch size, times the processes (DDP averages
-                    # gradients over them): the gradient of the global batch's mean loss.
-                    ce = lam * nn.functional.cross_entropy(logits, y, reduction="sum")
-                    if lam < 1.0:
-                        ce = ce + (1 - lam) * nn.functional.cross_entropy(logits, y_b, reduction="sum")
-                    loss = ce * procs.world / len(batch)
+                    output = trained(*x)
+                    if isinstance(output, AVOutput):
+                        # rho from the whole global batch's scores, so every process scales alike
+                        balance.append(coefficients(*procs.sum(*modality_scores(output, y)), model.modulation_alpha))
+                        logits = output.logits.float()
+                        loss = av_loss(output, y, model.fusion, model.unimodal_weight, model.modulation, *balance[-1][1:])
+                        loss = loss * len(share) * procs.world / len(batch)
+                    else:
+                        logits = output.float().mean(0)
+                        ce = lam * nn.functional.cross_entropy(logits, y, reduction="sum")
+                        if lam < 1.0:
+                            ce = ce + (1 - lam) * nn.functional.cross_entropy(logits, y_b, reduction="sum")
+                        loss = ce * procs.world / len(batch)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                if balance and gradient_noise(model) is not None:  # OGM(-GE): after the all-reduce, alike in every process
+                    noise = torch.Generator(device_).manual_seed(t.seed * 100_003 + epoch * 10_007 + step)
+                    modulate_gradients(model, *balance[-1][1:], noise=gradient_noise(model), generator=noise)
                 scaler.step(optimizer)
                 scaler.update()
                 batch_loss, batch_correct = procs.sum(loss.item() * len(batch) / procs.world, (logits.argmax(1) == y).sum().item())
@@ -224,15 +263,15 @@ def train(config: Config, out: str | Path, device: str = "auto", resume: bool = 
                 seen += len(batch)
                 bar.update(task, advance=1, info=f"loss {loss_sum / seen:.4f}  acc {correct / seen:.3f}")
             bar.remove_task(task)
-            _, test_acc = evaluate(model, test_loader, device_)
-            metrics = {
-                "epoch": epoch + 1,
-                "train_loss": loss_sum / seen,
-                "train_acc": correct / seen,
-                "test_acc": test_acc,
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": round(time.perf_counter() - started, 3),
-            }
+            metrics = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+            if isinstance(model, AudioVisualSNN):
+                modalities = evaluate_modalities(model, test_loader, device_)
+                rho, k_audio, k_visual = np.mean(balance, axis=0).tolist()
+                metrics |= {"test_acc": modalities["acc_fused"], **modalities, "rho": rho, "k_audio": k_audio, "k_visual": k_visual}
+            else:
+                metrics["test_acc"] = evaluate(model, test_loader, device_)[1]
+            metrics |= {"lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 3)}
+            test_acc = metrics["test_acc"]
             schedule.step()
             history.append(metrics)
             if procs.main:
@@ -249,6 +288,8 @@ def train(config: Config, out: str | Path, device: str = "auto", resume: bool = 
                     },
                 )
                 _write_metrics(out, history)
+                if isinstance(model, AudioVisualSNN):
+                    plot_modalities(history, out / "modalities.png", title=f"{config.model['name']} ({model.fusion}) on {config.data.name}")
                 console.print(
                     f"epoch {epoch + 1}/{t.epochs}  loss {metrics['train_loss']:.4f}  "
                     f"train acc {metrics['train_acc']:.3f}  test acc {test_acc:.3f}  ({metrics['seconds']:.1f} s)"

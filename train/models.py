@@ -1,7 +1,8 @@
 """The models spikeport trains, built from plain config data.
 
 A model maps input [T, B, *input_shape] to logits [T, B, num_classes], one read-out per timestep;
-the training loss uses their mean over T. Each builder is a function whose keyword arguments are
+the training loss uses their mean over T. The audio-visual model takes two inputs and returns an
+AVOutput (train/taaf.py), which carries its own loss terms. Each builder is a function whose keyword arguments are
 the `model:` section of a config file (besides `name`), so the signature is the schema: an unknown
 key or a missing required one is reported with the allowed names.
 """
@@ -9,6 +10,8 @@ key or a missing required one is reported with the allowed names.
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from collections import OrderedDict
 from typing import Callable
 
@@ -18,6 +21,7 @@ from spikeport.errors import UserError
 from spikeport.train import layers
 from spikeport.train.dta import ATTENTION, DEPTHS, MSResNetDTA
 from spikeport.train.neuron import LIF
+from spikeport.train.taaf import ATTENTIONS, FUSIONS, MODULATIONS, AudioVisualSNN
 
 
 def spiking_cnn(
@@ -79,9 +83,46 @@ def dta_msresnet(
     return MSResNetDTA(input_shape, num_classes, timesteps, stem_channels, stem_kernel, stem_stride, plan, attention, causal, beta, threshold)
 
 
+def taaf_resnet(
+    input_shape: dict[str, tuple[int, ...]],
+    num_classes: int,
+    timesteps: int,
+    widths: list[int] = (64, 128, 256, 512),
+    blocks: int = 2,
+    fusion: str = "taaf",
+    attention: str = "timestep",
+    causal: bool = False,
+    key_size: int = 128,
+    modulation: str = "loss",
+    modulation_alpha: float = 0.8,
+    unimodal_weight: float = 1.0,
+    beta: float = 0.5,
+    threshold: float = 1.0,
+) -> nn.Module:
+    """Audio-visual model: two spiking ResNet18s and a fusion head (train/taaf.py, methods-spec 2.3).
+
+    Takes a two-input dataset (`audio` and `visual`, both T timesteps). The defaults are
+    OGM-GE's ResNet18 and the spec's TAAF (d_k 128, alpha 0.8, beta 1); `widths` and `blocks`
+    shrink it. `fusion` is taaf | concat | sum | ogm-ge, `modulation` (TAAF only) loss | gradient |
+    gradient-ge, `attention` timestep | modality, `causal` masks attention to past timesteps.
+    """
+    if not isinstance(input_shape, dict) or set(input_shape) != {"audio", "visual"}:
+        raise UserError(f"model.name: 'taaf-resnet' needs an audio-visual dataset (inputs audio and visual); this one has input {input_shape}")
+    for key, value, allowed in (("fusion", fusion, FUSIONS), ("modulation", modulation, MODULATIONS), ("attention", attention, ATTENTIONS)):
+        if value not in allowed:
+            raise UserError(f"model.{key}: must be one of {', '.join(allowed)}, got {value!r}")
+    if not widths or min(widths) < 1 or blocks < 1:
+        raise UserError(f"model.widths / model.blocks: positive integers needed, got {widths!r} / {blocks!r}")
+    return AudioVisualSNN(
+        tuple(input_shape["audio"]), tuple(input_shape["visual"]), num_classes, timesteps, timesteps, list(widths), blocks,
+        fusion, attention, causal, key_size, beta, threshold, modulation, modulation_alpha, unimodal_weight,
+    )
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "spiking-cnn": spiking_cnn,
     "dta-msresnet": dta_msresnet,
+    "taaf-resnet": taaf_resnet,
 }
 SUPPLIED = ("input_shape", "num_classes", "timesteps")  # from the data section, not the model section
 
@@ -98,8 +139,42 @@ def build_model(model_config: dict, input_shape: tuple[int, ...], num_classes: i
     for key in options:
         if key not in allowed:
             raise UserError(f"model.{key}: unknown option for model {name!r} (allowed: {', '.join(allowed)})")
+    hints = typing.get_type_hints(builder)
+    for key, value in options.items():
+        if not _fits(value, hints[key]):
+            raise UserError(f"model.{key}: expected {_describe(hints[key])}, got {value!r}")
+    for key in ("channels", "widths", "kernel_size", "pool", "blocks", "key_size", "stem_channels"):
+        values = options.get(key, [])
+        if any(v < 1 for v in (values if isinstance(values, list) else [values])):
+            raise UserError(f"model.{key}: must be positive, got {values!r}")
+    if not 0 <= options.get("beta", 0.5) <= 1:
+        raise UserError(f"model.beta: the neuron's decay must lie in [0, 1], got {options['beta']!r}")
+    if options.get("threshold", 1.0) <= 0:
+        raise UserError(f"model.threshold: must be positive, got {options['threshold']!r}")
     supplied = {"timesteps": timesteps} if "timesteps" in parameters else {}
+    if isinstance(input_shape, dict):  # several named inputs: only a multi-input model takes them
+        if name != "taaf-resnet":
+            raise UserError(f"model.name: {name!r} takes one input; this dataset has inputs {', '.join(input_shape)} (use taaf-resnet)")
+        return builder(input_shape, num_classes, **supplied, **options)
     return builder(tuple(input_shape), num_classes, **supplied, **options)
+
+
+def _fits(value, hint) -> bool:
+    """Whether a YAML value matches a builder's annotation (int, float, bool, str, list[...], X | None)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return hint is type(None) and value is None or hint is not type(None) and isinstance(value, hint)
+
+
+def _describe(hint) -> str:
+    return str(hint).replace("typing.", "").replace("NoneType", "null") if typing.get_origin(hint) else hint.__name__
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

@@ -21,7 +21,8 @@ alpha (the attention) and k are detached, as OGM-GE detaches its coefficients. O
 encoder's gradients scaled by k, plus Gaussian noise with "gradient-ge"); `attention`
 "timestep" (over fused timesteps, default) or "modality" (one Q/K head per modality, each
 modality's own alpha); `causal` (a causal mask: each query attends to timesteps at or before its
-own). Baseline fusions, trained on the fused cross-entropy alone: "concat", "sum" (OGM-GE's
+own; alpha_t still averages every query, later ones included, so the read-out still needs all T
+steps when deployed). Baseline fusions, trained on the fused cross-entropy alone: "concat", "sum" (OGM-GE's
 ConcatFusion / SumFusion on time-averaged features) and "ogm-ge" (concat fusion with OGM-GE's
 gradient modulation).
 """
@@ -119,8 +120,66 @@ class AVOutput:
     alpha_visual: Tensor  # [T, B]
 
 
+class FusionHead(layers.TimeMixing):
+    """Time alignment, temporal attention and the decomposed classifier: everything after the two
+    encoders. It weighs all T timesteps at once, so it is one host operation when deployed
+    (layers.TimeMixing); with `causal` each query sees only the timesteps up to its own."""
+
+    def __init__(self, features: int, num_classes: int, timesteps_audio: int, timesteps_visual: int, fusion: str, attention: str, causal: bool, key_size: int):
+        super().__init__()
+        self.fusion, self.attention_mode = fusion, attention
+        self.align = nn.Conv1d(timesteps_audio, timesteps_visual, 1, bias=False)
+        with torch.no_grad():  # identity when T_a == T_v, else an even spread over time
+            self.align.weight.copy_(torch.eye(timesteps_visual, timesteps_audio)[..., None] if timesteps_audio == timesteps_visual else torch.full_like(self.align.weight, 1 / timesteps_audio))
+        if fusion == "taaf":
+            if attention == "timestep":
+                self.attention = TemporalAttention(2 * features, key_size, causal)
+            else:
+                self.attention_audio = TemporalAttention(features, key_size, causal)
+                self.attention_visual = TemporalAttention(features, key_size, causal)
+        if fusion == "sum":
+            self.fc_audio, self.fc_visual = nn.Linear(features, num_classes), nn.Linear(features, num_classes)
+        else:
+            self.fc = nn.Linear(2 * features, num_classes)
+
+    def _halves(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-modality logits from the classifier's halves, each with half the bias (OGM-GE)."""
+        if self.fusion == "sum":
+            return self.fc_audio(audio), self.fc_visual(visual)
+        d = audio.shape[-1]
+        w, b = self.fc.weight, self.fc.bias
+        return audio @ w[:, :d].T + b / 2, visual @ w[:, d:].T + b / 2
+
+    def _aligned_and_weights(self, f_a: Tensor, f_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(aligned f_a [T, B, D], alpha_audio [T, B], alpha_visual [T, B])."""
+        f_a = self.align(f_a.transpose(0, 1)).transpose(0, 1)
+        if self.fusion == "taaf" and self.attention_mode == "timestep":
+            alpha_a = alpha_v = self.attention(torch.cat([f_a, f_v], -1))
+        elif self.fusion == "taaf":
+            alpha_a, alpha_v = self.attention_audio(f_a), self.attention_visual(f_v)
+        else:
+            alpha_a = alpha_v = torch.ones_like(f_v[..., 0]) / f_v.shape[0]
+        return f_a, alpha_a, alpha_v
+
+    def forward(self, f_a: Tensor, f_v: Tensor) -> AVOutput:
+        """f_a [T_a, B, D] and f_v [T_v, B, D], the encoders' pooled features."""
+        f_a, alpha_a, alpha_v = self._aligned_and_weights(f_a, f_v)
+        z_a, z_v = (alpha_a[..., None] * f_a).sum(0), (alpha_v[..., None] * f_v).sum(0)
+        logits_a, logits_v = self._halves(z_a, z_v)
+        step_a, step_v = self._halves(f_a, f_v)
+        return AVOutput(logits_a + logits_v, logits_a, logits_v, step_a, step_v, alpha_a, alpha_v)
+
+    def step_logits(self, f_a: Tensor, f_v: Tensor) -> Tensor:
+        """[T, B, K] logits per timestep whose mean over T is the fused logits: T alpha_t W F_t + b.
+        This keeps the deployed model's contract (a read-out per timestep, averaged)."""
+        f_a, alpha_a, alpha_v = self._aligned_and_weights(f_a, f_v)
+        steps = f_v.shape[0]
+        step_a, step_v = self._halves(steps * alpha_a[..., None] * f_a, steps * alpha_v[..., None] * f_v)
+        return step_a + step_v
+
+
 class AudioVisualSNN(nn.Module):
-    """Two spiking ResNets, time alignment, and a fusion head (TAAF or a baseline)."""
+    """Two spiking ResNets and a fusion head (TAAF or a baseline)."""
 
     def __init__(
         self,
@@ -137,60 +196,66 @@ class AudioVisualSNN(nn.Module):
         key_size: int,
         beta: float,
         threshold: float,
+        modulation: str = "loss",
+        modulation_alpha: float = 0.8,
+        unimodal_weight: float = 1.0,
     ):
         super().__init__()
-        self.fusion, self.attention_mode = fusion, attention
+        self.fusion = fusion
+        # How this model is trained (the loop reads them): see av_loss and modulate_gradients.
+        self.modulation, self.modulation_alpha, self.unimodal_weight = modulation, modulation_alpha, unimodal_weight
         self.audio = SpikingResNet(audio_shape[0], widths, blocks, beta, threshold)
         self.visual = SpikingResNet(visual_shape[0], widths, blocks, beta, threshold)
-        d = self.audio.features
-        self.align = nn.Conv1d(timesteps_audio, timesteps_visual, 1, bias=False)
-        with torch.no_grad():  # identity when T_a == T_v, else an even spread over time
-            self.align.weight.copy_(torch.eye(timesteps_visual, timesteps_audio)[..., None] if timesteps_audio == timesteps_visual else torch.full_like(self.align.weight, 1 / timesteps_audio))
-        if fusion == "taaf":
-            if attention == "timestep":
-                self.attention = TemporalAttention(2 * d, key_size, causal)
-            else:
-                self.attention_audio = TemporalAttention(d, key_size, causal)
-                self.attention_visual = TemporalAttention(d, key_size, causal)
-        if fusion == "sum":
-            self.fc_audio, self.fc_visual = nn.Linear(d, num_classes), nn.Linear(d, num_classes)
-        else:
-            self.fc = nn.Linear(2 * d, num_classes)
-
-    def _halves(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-modality logits from the classifier's halves, each with half the bias (OGM-GE)."""
-        if self.fusion == "sum":
-            return self.fc_audio(audio), self.fc_visual(visual)
-        d = audio.shape[-1]
-        w, b = self.fc.weight, self.fc.bias
-        return audio @ w[:, :d].T + b / 2, visual @ w[:, d:].T + b / 2
+        self.head = FusionHead(self.audio.features, num_classes, timesteps_audio, timesteps_visual, fusion, attention, causal, key_size)
 
     def forward(self, audio: Tensor, visual: Tensor) -> AVOutput:
-        f_a = self.align(self.audio(audio).transpose(0, 1)).transpose(0, 1)  # [T, B, D]
-        f_v = self.visual(visual)
-        steps = f_v.shape[0]
-        if self.fusion == "taaf" and self.attention_mode == "timestep":
-            alpha_a = alpha_v = self.attention(torch.cat([f_a, f_v], -1))
-        elif self.fusion == "taaf":
-            alpha_a, alpha_v = self.attention_audio(f_a), self.attention_visual(f_v)
-        else:
-            alpha_a = alpha_v = f_v.new_full(f_v.shape[:2], 1 / steps)
-        z_a, z_v = (alpha_a[..., None] * f_a).sum(0), (alpha_v[..., None] * f_v).sum(0)
-        logits_a, logits_v = self._halves(z_a, z_v)
-        step_a, step_v = self._halves(f_a, f_v)
-        return AVOutput(logits_a + logits_v, logits_a, logits_v, step_a, step_v, alpha_a, alpha_v)
+        return self.head(self.audio(audio), self.visual(visual))
 
 
-def modulation_coefficients(out: AVOutput, y: Tensor, alpha: float) -> tuple[float, float, float]:
-    """(rho, k_audio, k_visual): OGM-GE's contribution ratio and the suppression of the dominant
-    modality only; plain numbers, so no gradient flows through them."""
+class DeployedAV(nn.Module):
+    """An AudioVisualSNN as the exporter sees it: two inputs in, logits per timestep out (their
+    mean is the fused logits), the fusion head one host operation (`HeadStepLogits`)."""
+
+    def __init__(self, model: AudioVisualSNN):
+        super().__init__()
+        self.audio, self.visual, self.head = model.audio, model.visual, HeadStepLogits(model.head)
+
+    def forward(self, audio: Tensor, visual: Tensor) -> Tensor:
+        return self.head(self.audio(audio), self.visual(visual))
+
+
+class HeadStepLogits(layers.TimeMixing):
+    """FusionHead.step_logits as a module, so that tracing keeps the head one node."""
+
+    def __init__(self, head: FusionHead):
+        super().__init__()
+        self.fusion = head
+
+    def forward(self, f_a: Tensor, f_v: Tensor) -> Tensor:
+        return self.fusion.step_logits(f_a, f_v)
+
+
+def modality_scores(out: AVOutput, y: Tensor) -> tuple[float, float]:
+    """OGM-GE's scores: sum over the batch of each modality's softmax probability of the label.
+    Plain numbers, so processes can add them up for the whole global batch."""
     with torch.no_grad():
         score_a = out.logits_audio.softmax(1).gather(1, y[:, None]).sum()
         score_v = out.logits_visual.softmax(1).gather(1, y[:, None]).sum()
-        rho = float(score_a / score_v.clamp_min(1e-12))
+    return float(score_a), float(score_v)
+
+
+def coefficients(score_audio: float, score_visual: float, alpha: float) -> tuple[float, float, float]:
+    """(rho, k_audio, k_visual): the contribution ratio and the suppression of the dominant
+    modality only; plain numbers, so no gradient flows through them."""
+    rho = score_audio / max(score_visual, 1e-12)
     k_a = 1 - math.tanh(alpha * rho) if rho > 1 else 1.0
     k_v = 1 - math.tanh(alpha / rho) if rho < 1 else 1.0
     return rho, k_a, k_v
+
+
+def modulation_coefficients(out: AVOutput, y: Tensor, alpha: float) -> tuple[float, float, float]:
+    """(rho, k_audio, k_visual) of one batch."""
+    return coefficients(*modality_scores(out, y), alpha)
 
 
 def unimodal_loss(step_logits: Tensor, alpha: Tensor, y: Tensor) -> Tensor:
@@ -200,19 +265,26 @@ def unimodal_loss(step_logits: Tensor, alpha: Tensor, y: Tensor) -> Tensor:
     return (alpha.detach() * ce).sum(0).mean()
 
 
-def av_loss(out: AVOutput, y: Tensor, fusion: str, alpha: float, beta: float, modulation: str) -> tuple[Tensor, dict]:
+def av_loss(out: AVOutput, y: Tensor, fusion: str, beta: float, modulation: str, k_audio: float, k_visual: float) -> Tensor:
     """TAAF: L = beta (k_a L_a + k_v L_v) + L_f with loss modulation; with gradient modulation the
     unimodal terms are unweighted and k is applied to the encoders' gradients instead. The
-    baselines: L_f alone. Also returns rho and k (reported for every fusion)."""
-    rho, k_a, k_v = modulation_coefficients(out, y, alpha)
+    baselines: L_f alone."""
     fused = F.cross_entropy(out.logits, y)
-    coefficients = {"rho": rho, "k_audio": k_a, "k_visual": k_v}
     if fusion != "taaf":
-        return fused, coefficients
-    weights = (k_a, k_v) if modulation == "loss" else (1.0, 1.0)
+        return fused
+    weights = (k_audio, k_visual) if modulation == "loss" else (1.0, 1.0)
     loss_a = unimodal_loss(out.step_logits_audio, out.alpha_audio, y)
     loss_v = unimodal_loss(out.step_logits_visual, out.alpha_visual, y)
-    return beta * (weights[0] * loss_a + weights[1] * loss_v) + fused, coefficients
+    return beta * (weights[0] * loss_a + weights[1] * loss_v) + fused
+
+
+def gradient_noise(model: AudioVisualSNN) -> bool | None:
+    """How `model` modulates gradients: None (it does not), False (OGM) or True (OGM-GE's noise)."""
+    if model.fusion == "ogm-ge":
+        return True
+    if model.fusion == "taaf" and model.modulation != "loss":
+        return model.modulation == "gradient-ge"
+    return None
 
 
 def modulate_gradients(model: AudioVisualSNN, k_audio: float, k_visual: float, noise: bool, generator: torch.Generator | None = None) -> None:
