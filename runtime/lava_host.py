@@ -1,13 +1,14 @@
 """A host partition as a Lava process: its ONNX subgraph run by ONNX Runtime on buffered timesteps.
 
 A chip streams one timestep per step, but a host partition's ONNX file maps a whole [T, B, ...]
-sequence (export/onnx.py: T fixed, B dynamic), and a non-causal one (attention over all T) cannot
-produce timestep 0 before it has seen timestep T - 1. `HostPartition` therefore receives the
-boundary tensor on `x_in` every Lava step, keeps each sample's timesteps, and runs the ONNX file
-when the output it must send next depends on nothing it has not received yet:
+sequence per input (export/onnx.py: T fixed, B dynamic), and a non-causal one (attention over all
+T) cannot produce timestep 0 before it has seen timestep T - 1. `HostPartition` therefore receives
+each input tensor on an InPort of its own (`x_in0`, `x_in1`, ...) every Lava step, keeps each
+sample's timesteps, and runs the ONNX file when the outputs it must send next (each on an OutPort
+of its own, `y_out0`, ...) depend on nothing it has not received yet:
 
 - the manifest's `buffer_timesteps` b says how late that is: output timestep i of a sample leaves
-  on `y_out` in the step in which input timestep i + b arrives (or would arrive: past the sample's
+  on the OutPorts in the step in which input timestep i + b arrives (or would arrive: past the sample's
   last timestep the count goes on). b = T (attention over all T): the sample's T outputs leave in
   the T steps after its last input arrived, from one ONNX run; the partition adds b steps of
   latency, which the runner removes and reports as part of `delay`, as the timing report adds the
@@ -15,7 +16,10 @@ when the output it must send next depends on nothing it has not received yet:
   an ONNX run on timesteps 0..i with the later ones zero, which cannot change it.
 - `offset` is the Lava step, minus one, in which the sample stream's first timestep arrives (the
   synaptic stages in front of the partition); steps before it and after the stream's last
-  timestep carry zeros, as does `y_out` while no output is due.
+  timestep carry zeros, as do the OutPorts while no output is due.
+
+A Lava process model declares its ports in its class, so the process has MAX_TENSORS of each;
+those beyond the partition's tensors stay unconnected (one element each, never read or sent).
 
 Tensors travel in Lava's layout ((W, H, C) for a map, see lava_runner) and are fed to ONNX Runtime
 in NIR's (C, H, W). Only the float models exist (`floating_pt`): a host computes in float.
@@ -41,20 +45,31 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from spikeport.runtime.lava_runner import _lava, _lava_shape
 
 
-class HostPartition(AbstractProcess):
-    """The Lava process of one host partition with one input and one output tensor.
+MAX_TENSORS = 4  # inputs, and outputs, of one host partition
 
-    onnx: the partition's ONNX file; input_name / output_name: its tensors (the manifest's);
-    input_shape / output_shape: per sample, in NIR's order; timesteps: T; buffer: the manifest's
-    buffer_timesteps; offset: see the module docstring; samples: how many samples the stream holds.
+
+class HostPartition(AbstractProcess):
+    """The Lava process of one host partition.
+
+    onnx: the partition's ONNX file; inputs / outputs: its tensors, name -> shape per sample in
+    NIR's order (the manifest's, in its order), on x_in0, ... and y_out0, ...; timesteps: T;
+    buffer: the manifest's buffer_timesteps; offset: see the module docstring; samples: how many
+    samples the stream holds; biases: per input that is a synaptic layer's current, its bias
+    (NIR's order), added to each timestep as it arrives (Lava's Dense and Conv have none).
     """
 
-    def __init__(self, *, onnx: str, input_name: str, output_name: str, input_shape: tuple[int, ...], output_shape: tuple[int, ...],
-                 timesteps: int, buffer: int, offset: int, samples: int, name: str | None = None) -> None:
-        super().__init__(onnx=onnx, input_name=input_name, output_name=output_name, input_shape=input_shape, output_shape=output_shape,
-                         timesteps=timesteps, buffer=buffer, offset=offset, samples=samples, name=name)
-        self.x_in = InPort(shape=_lava_shape(input_shape))
-        self.y_out = OutPort(shape=_lava_shape(output_shape))
+    def __init__(self, *, onnx: str, inputs: dict[str, tuple[int, ...]], outputs: dict[str, tuple[int, ...]],
+                 timesteps: int, buffer: int, offset: int, samples: int, biases: dict[str, np.ndarray], name: str | None = None) -> None:
+        if len(inputs) > MAX_TENSORS or len(outputs) > MAX_TENSORS:
+            raise ValueError(f"host partition {name}: {len(inputs)} inputs and {len(outputs)} outputs; the Lava process takes {MAX_TENSORS} of each")
+        super().__init__(onnx=onnx, inputs=dict(inputs), outputs=dict(outputs), timesteps=timesteps, buffer=buffer, offset=offset,
+                         samples=samples, biases=dict(biases), name=name)
+        in_shapes, out_shapes = list(inputs.values()), list(outputs.values())
+        for i in range(MAX_TENSORS):
+            setattr(self, f"x_in{i}", InPort(shape=_lava_shape(in_shapes[i]) if i < len(in_shapes) else (1,)))
+            setattr(self, f"y_out{i}", OutPort(shape=_lava_shape(out_shapes[i]) if i < len(out_shapes) else (1,)))
+        self.x_in = [getattr(self, f"x_in{i}") for i in range(len(in_shapes))]  # the ports in use, in the order of `inputs`
+        self.y_out = [getattr(self, f"y_out{i}") for i in range(len(out_shapes))]
 
 
 @implements(proc=HostPartition, protocol=LoihiProtocol)
@@ -63,44 +78,56 @@ class HostPartition(AbstractProcess):
 class PyHostPartitionModel(PyLoihiProcessModel):
     """Buffers each sample's timesteps and sends the ONNX outputs `buffer` steps later (module docstring)."""
 
-    x_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    y_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    x_in0: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    x_in1: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    x_in2: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    x_in3: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    y_out0: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    y_out1: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    y_out2: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    y_out3: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
 
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
-        self.onnx, self.input_name, self.output_name = proc_params["onnx"], proc_params["input_name"], proc_params["output_name"]
-        self.input_shape = tuple(proc_params["input_shape"])
+        self.onnx = proc_params["onnx"]
+        self.inputs = {name: tuple(shape) for name, shape in proc_params["inputs"].items()}
+        self.outputs = list(proc_params["outputs"])
         self.timesteps, self.buffer = proc_params["timesteps"], proc_params["buffer"]
         self.offset, self.samples = proc_params["offset"], proc_params["samples"]
+        self.biases = proc_params["biases"]
         self.session: onnxruntime.InferenceSession | None = None  # opened in the step that first needs it, in this model's process
-        self.frames: dict[int, np.ndarray] = {}  # sample -> its timesteps received so far, [T, *input_shape], zeros after
-        self.computed: tuple[int, int, np.ndarray] | None = None  # (sample, timesteps seen, ONNX outputs [T, *output_shape])
+        self.frames: dict[int, dict[str, np.ndarray]] = {}  # sample -> per input its timesteps received so far, [T, *shape], zeros after
+        self.computed: tuple[int, int, list[np.ndarray]] | None = None  # (sample, timesteps seen, ONNX outputs [T, *shape] each)
 
     def run_spk(self) -> None:
-        x = self.x_in.recv()
+        received = {name: getattr(self, f"x_in{i}").recv() for i, name in enumerate(self.inputs)}
+        out_ports = [getattr(self, f"y_out{i}") for i in range(len(self.outputs))]
         position = self.time_step - 1 - self.offset  # which timestep of the stream arrives now
         stream = self.samples * self.timesteps
         if 0 <= position < stream:
             sample, t = divmod(position, self.timesteps)
-            self.frames.setdefault(sample, np.zeros((self.timesteps, *self.input_shape), dtype=np.float32))[t] = _lava(x)
+            frames = self.frames.setdefault(sample, {name: np.zeros((self.timesteps, *shape), dtype=np.float32) for name, shape in self.inputs.items()})
+            for name, x in received.items():
+                frames[name][t] = _lava(x) + self.biases.get(name, 0)
         due = position - self.buffer  # which output timestep leaves now
         if not 0 <= due < stream:
-            self.y_out.send(np.zeros(self.y_out.shape))
+            for port in out_ports:
+                port.send(np.zeros(port.shape))
             return
         sample, t = divmod(due, self.timesteps)
         seen = min(self.timesteps, position - sample * self.timesteps + 1)
         if self.computed is None or self.computed[:2] != (sample, seen):
             self.computed = (sample, seen, self._run(self.frames[sample]))
-        self.y_out.send(_lava(self.computed[2][t]))
+        for port, y in zip(out_ports, self.computed[2]):
+            port.send(_lava(y[t]))
         if t == self.timesteps - 1:
             del self.frames[sample]
 
-    def _run(self, frames: np.ndarray) -> np.ndarray:
-        """The ONNX file on one sample's timesteps [T, *input_shape] -> [T, *output_shape]."""
+    def _run(self, frames: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The ONNX file on one sample's timesteps, [T, *shape] per input -> [T, *shape] per output."""
         if self.session is None:
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = options.inter_op_num_threads = 1  # one of many Lava processes: no thread pool each
             self.session = onnxruntime.InferenceSession(self.onnx, options, providers=["CPUExecutionProvider"])
-        (y,) = self.session.run([self.output_name], {self.input_name: frames[:, None]})
-        return y[:, 0]
-
+        outputs = self.session.run(self.outputs, {name: x[:, None] for name, x in frames.items()})
+        return [y[:, 0] for y in outputs]

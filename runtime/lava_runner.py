@@ -1,9 +1,9 @@
-"""Run a NIR graph (one neuromorphic partition, as exported to model.nir), or an export's chain of
-neuromorphic and host partitions, in Lava's CPU simulator.
+"""Run a NIR graph (one neuromorphic partition, as exported to model.nir), or all the neuromorphic
+and host partitions of an export, in Lava's CPU simulator.
 
     run_lava(graph, inputs [N, T, *input_shape], mode="float") -> LavaResult
     run_lava(graph, inputs, mode="loihi", loihi=read_loihi_json("loihi.json")) -> LavaResult
-    run_lava_manifest(manifest, export_dir, {partition: graph}, inputs) -> LavaResult
+    run_lava_manifest(manifest, export_dir, {partition: graph}, {input: [N, T, *shape]}) -> LavaResult
 
 The graph is first lowered with `fold_avgpool`, so only synaptic layers (Conv2d, Affine, Linear)
 lie between neuron layers (LIF, IF), then mapped onto Lava processes:
@@ -19,6 +19,8 @@ lie between neuron layers (LIF, IF), then mapped onto Lava processes:
 - nir.Affine / nir.Linear -> `lava.proc.dense.process.Dense`; the bias goes to the neuron. Behind a
   nir.Flatten of a (C, H, W) map, Lava flattens its (W, H, C) array, so the weight's columns are
   permuted to that order rather than transposing the spikes.
+- an identity shortcut (an input or neuron layer added straight into a neuron layer of its shape,
+  MS-ResNet's membrane shortcut) -> a Dense of identity weights, so it is a synaptic stage too.
 - nir.LIF / nir.IF -> `lava.proc.lif.process.LIFReset` with du = 1 (the current is this step's
   input), dv = dt / tau (Lava's v * (1 - dv) is then v * beta with beta = 1 - dt / tau, exactly as
   the exporter wrote it; IF: dv = 0), vth = v_threshold and bias_mant = the synaptic layers' biases.
@@ -57,18 +59,35 @@ come out. All N samples go through one run, back to back, T steps each (one comp
 each neuron layer resets u and v (LIFReset, interval T, offset d + 1) in the step in which the
 first timestep of a sample reaches it. That reset also discards what a layer integrated before its
 first real input, when it received only zeros but already its bias, so the pipeline's filling
-leaves no trace. Layers whose inputs come through different numbers of stages would be summed at
-different timesteps; such graphs are refused.
+leaves no trace. A neuron layer whose inputs come through different numbers of stages (a residual
+block: two convolutions on one path, an identity or a 1x1 projection on the other) sits at the
+deepest path's depth, and each shallower path's last synaptic layer becomes a
+`lava.proc.dense.process.DelayDense` that holds its current back by the difference, so the sum
+mixes no timesteps: an identity stays an identity, a convolution becomes its dense matrix in
+Lava's (W, H, C) order (at most MAX_DELAYED_WEIGHTS weights; a 1x1 strided projection is small).
 
-Host partitions (`run_lava_manifest`, floating_pt only). An export whose partitions form a chain,
-one tensor from each to the next, runs in one Lava network: each neuromorphic partition is the
-graph above, reading the previous partition's port, and each host partition is a
-`lava_host.HostPartition` process that runs its ONNX file in ONNX Runtime on the timesteps it has
-buffered (that module's docstring). A host partition that buffers b timesteps sends its output b
-steps late, so the partitions behind it sit b steps deeper: their resets and read-outs shift by
-the stages and buffers in front of them, and `delay` is the sum of both. A neuromorphic partition
-that feeds another one must end in a neuron layer: spikes travel on a port, a read-out's voltage
-is only probed.
+Partitions (`run_lava_manifest`, floating_pt only). All partitions of an export run in one Lava
+network, connected through the manifest's named boundary tensors, each one Lava port connection:
+every model input is a RingBuffer of its own; each neuromorphic partition is the graph above, its
+Input nodes reading the ports of the tensors they are named after (several of them, as TAAF's two
+branches); each host partition is a `lava_host.HostPartition` process with an InPort per input
+tensor and an OutPort per output tensor, running its ONNX file in ONNX Runtime on the timesteps it
+has buffered (that module's docstring). Every tensor has an arrival depth, the Lava steps between
+an input timestep and its value: 0 for the model's inputs, a layer's depth for a neuromorphic
+partition's output, offset + buffer for a host partition's (a host partition that buffers b
+timesteps sends its output b steps late). A neuromorphic partition's layers count their depth
+from its inputs' arrival, so resets and read-outs shift by the stages and buffers in front of
+them, and `delay` is the arrival depth of the model's output. A host partition's inputs must
+arrive in the same step. What a neuromorphic partition hands on is a Lava port:
+
+- a neuron layer's spikes;
+- a synaptic layer's current (Dense or Conv `a_out`, graded, one stage after its input). A global
+  average pool -> Flatten at the end of a branch becomes such a layer, a Dense of weights 1/(H W)
+  (an identity Affine is put before the Output and `fold_avgpool` folds the pool into it), so the
+  host partition receives the pooled spikes exactly, in the step the pool's Dense sends them.
+  Lava's Dense and Conv add no bias, so a host partition reading a current adds its layer's bias
+  as each timestep arrives; a neuromorphic partition reading a biased current is refused;
+- not a read-out's voltage, which is only probed: a read-out is the model's output only.
 
 Lifetime. Lava starts one OS process per Lava process. The session runs in a forked child that
 leads its own process group: it builds, runs and stops the runtime (in a `finally`) and sends back
@@ -109,6 +128,7 @@ MODES = ("float", "loihi")  # Lava's floating_pt models; its fixed_pt ones with 
 GRADED_MESSAGE_BITS = 24  # Lava's widest graded payload; only the float models read it as "not binary"
 KILL_GRACE_S = 10  # to kill and reap a run's processes; they go in milliseconds
 PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37  # linux/prctl.h
+MAX_DELAYED_WEIGHTS = 2**22  # a convolution delayed as a DelayDense becomes a dense matrix of at most this many weights
 _GAIN_TOLERANCE = 1e-9  # dt * r / tau is 1 up to rounding in our exporter's graphs
 _SYNAPTIC = (nir.Conv2d, nir.Affine, nir.Linear)
 _NEURONS = (nir.LIF, nir.IF)
@@ -128,7 +148,7 @@ def _lava_api() -> SimpleNamespace:
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.conv.process import Conv
-    from lava.proc.dense.process import Dense
+    from lava.proc.dense.process import DelayDense, Dense
     from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.lif.process import LIFReset
@@ -137,7 +157,7 @@ def _lava_api() -> SimpleNamespace:
     from spikeport.runtime.lava_host import HostPartition  # a Lava process module: imported after Lava set itself up
 
     return SimpleNamespace(
-        PyLoihiProcessModel=PyLoihiProcessModel, RunSteps=RunSteps, Loihi2SimCfg=Loihi2SimCfg, Conv=Conv, Dense=Dense,
+        PyLoihiProcessModel=PyLoihiProcessModel, RunSteps=RunSteps, Loihi2SimCfg=Loihi2SimCfg, Conv=Conv, Dense=Dense, DelayDense=DelayDense,
         Sink=Sink, Source=Source, LIFReset=LIFReset, Monitor=Monitor, Host=HostPartition,
     )
 
@@ -165,8 +185,10 @@ class _Synapse:
     source: str  # the neuron layer or input it reads
     weight: np.ndarray
     graded: bool
+    depth: int  # synaptic stages between the input and its output, its own included
     conv: dict | None = None  # Conv's input_shape, stride, padding, dilation, groups, in Lava's (X, Y) order
     weight_exp: int = 0  # fixed point, Dense: the weighted sum is shifted by it
+    delay: int = 0  # extra steps (a DelayDense) that align it with a deeper path into the same neuron
 
 
 @dataclass(frozen=True)
@@ -190,32 +212,44 @@ class _Neuron:
 class _Plan:
     """The Lava network, as plain data, so it is checked here and travels to the child process."""
 
-    input_name: str
-    input_shape: tuple[int, ...]
+    inputs: dict[str, tuple[int, ...]]  # Input node -> its shape (NIR's order)
     synapses: list[_Synapse]
     neurons: list[_Neuron]
-    output: str  # the neuron whose value is the output
-    readout: bool  # output is that neuron's voltage (a read-out) rather than its spikes
-    delay: int  # synaptic stages between the input and the output
-    source_shape: tuple[int, ...]  # what the RingBuffer sends per step: the input, or (loihi) the first LIF's current
+    outputs: dict[str, str]  # Output node (or, in a run of partitions, the boundary tensor) -> the layer whose value it is
+    readout: bool  # the output is a neuron's voltage (a read-out) rather than its spikes
+    delay: int  # synaptic stages (and, in a run of partitions, buffers) between the inputs and the outputs
     fixed_pt: bool = False  # integers for Lava's fixed_pt models (mode "loihi")
     readout_scale: float = 1.0  # fixed_pt: the read-out's voltage is 64 * this * the running sum of the logits
+    output_bias: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # handoff: a synaptic output's bias, NIR's order
+
+    @property
+    def input_name(self) -> str:
+        (name,) = self.inputs
+        return name
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.inputs[self.input_name]
+
+    @property
+    def output(self) -> str:
+        (layer,) = self.outputs.values()
+        return layer
 
 
 @dataclass(frozen=True)
 class _Host:
     """A host partition in a Lava run (runtime/lava_host.py): its ONNX file, its boundary tensors
-    (shapes in NIR's order), the timesteps it buffers, and `offset`, the Lava step, minus one, in
-    which the stream's first timestep reaches it (the synaptic stages and buffers before it)."""
+    (name -> shape in NIR's order), the timesteps it buffers, and `offset`, the Lava step, minus
+    one, in which the stream's first timestep reaches it (the synaptic stages and buffers before it)."""
 
     name: str
     onnx: str
-    input_name: str
-    input_shape: tuple[int, ...]
-    output_name: str
-    output_shape: tuple[int, ...]
+    inputs: dict[str, tuple[int, ...]]
+    outputs: dict[str, tuple[int, ...]]
     buffer: int
     offset: int
+    biases: dict[str, np.ndarray]  # input -> the bias of the synaptic layer whose current it is, added on arrival
 
     @property
     def delay(self) -> int:
@@ -243,7 +277,7 @@ def run_lava(
         raise UserError(f"inputs: shape {inputs.shape}; expected [N, T, {', '.join(map(str, plan.input_shape))}] with N, T >= 1")
     drive = inputs if loihi is None else input_bias(fold_avgpool(graph), loihi, inputs)
     _lava_api()  # imported here, once, so that the forked children inherit Lava
-    (recordings,) = _in_child(_simulate, ([plan], drive), timeout_s)
+    (recordings,) = _in_child(_simulate, ([plan], {plan.input_name: drive}), timeout_s)
     n, t = inputs.shape[:2]
     output = _plan_output(plan, recordings, n, t)
     if plan.fixed_pt:
@@ -251,57 +285,71 @@ def run_lava(
     return LavaResult(output=output, delay=plan.delay, spikes=_spike_counts(plan, recordings, n, t))
 
 
-def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs: dict[str, nir.NIRGraph], inputs: np.ndarray,
+def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs: dict[str, nir.NIRGraph], inputs: dict[str, np.ndarray],
                       timeout_s: float = 600) -> LavaResult:
     """Every partition of an export in one Lava run (floating_pt): each neuromorphic partition as
     in `run_lava`, each host partition as a `lava_host.HostPartition` process running its ONNX file.
 
     `graphs` holds the NIR graph of each neuromorphic partition by name (read by the caller);
-    `inputs` is [N, T, *input_shape]. The partitions must form a chain: one input and one output
-    each, every one reading the previous one's output; a neuromorphic partition that feeds another
-    one must end in a neuron layer (its spikes travel on; a read-out's voltage is no port).
-    `delay` counts the synaptic stages of every neuromorphic partition plus the timesteps each
-    host partition buffers (module docstring of lava_host); spike counts are named
-    `<partition>.<layer>`. Raises UserError as `run_lava` does.
+    `inputs` holds [N, T, *shape] per model input. The partitions form a graph through their named
+    boundary tensors (module docstring, "Partitions"). `delay` counts the synaptic stages and host
+    buffers in front of the model's output; spike counts are named `<partition>.<layer>`. Raises
+    UserError as `run_lava` does.
     """
-    stages, offset, flowing = [], 0, [t.name for t in manifest.inputs]
-    for i, p in enumerate(manifest.partitions):
-        if len(p.inputs) != 1 or len(p.outputs) != 1 or [t.name for t in p.inputs] != flowing:
-            raise UserError(f"partition {p.name}: reads {', '.join(t.name for t in p.inputs)} and writes {', '.join(t.name for t in p.outputs)}; "
-                            f"the Lava runner takes a chain of partitions, each with one input, the previous one's output ({', '.join(flowing)})")
+    arrival = {t.name: 0 for t in manifest.inputs}  # boundary tensor -> Lava steps between an input timestep and its value
+    biases = {}  # boundary tensor -> the bias its synaptic layer leaves to the host partition reading it
+    stages = []
+    for p in manifest.partitions:
+        missing = [t.name for t in p.inputs if t.name not in arrival]
+        if missing:
+            raise UserError(f"partition {p.name}: reads {', '.join(missing)}, which no earlier partition writes")
         if p.file is None:
             raise UserError(f"partition {p.name}: the export has no file for it; export with --formats nir,onnx")
         if p.kind == "neuromorphic":
-            plan = plan_network(graphs[p.name])
-            if plan.readout and i < len(manifest.partitions) - 1:
-                raise UserError(f"partition {p.name}: ends in a read-out ({plan.output}) that feeds {manifest.partitions[i + 1].name}; "
-                                "the Lava runner passes spikes between partitions, not a read-out's voltage")
-            stage = dataclasses.replace(plan, neurons=[dataclasses.replace(n, depth=n.depth + offset) for n in plan.neurons], delay=plan.delay + offset)
+            biased = [t.name for t in p.inputs if t.name in biases]
+            if biased:
+                raise UserError(f"partition {p.name}: reads {', '.join(biased)}, a synaptic layer's current with a bias, which Lava's Dense "
+                                "and Conv do not add; the Lava runner leaves it to a host partition reading the current")
+            final = [t.name for t in p.outputs] == [t.name for t in manifest.outputs]
+            plan = plan_network(graphs[p.name], depths={t.name: arrival[t.name] for t in p.inputs}, handoff=not final)
+            nodes = {t.name: "output" if len(p.outputs) == 1 else f"output_{t.name}" for t in p.outputs}
+            if set(nodes.values()) != set(plan.outputs):
+                raise UserError(f"partition {p.name}: its graph's Output nodes {sorted(plan.outputs)} are not the manifest's {sorted(nodes.values())}")
+            stage = dataclasses.replace(plan, outputs={tensor: plan.outputs[node] for tensor, node in nodes.items()})
+            biases.update({tensor: plan.output_bias[node] for tensor, node in nodes.items() if node in plan.output_bias})
+            depth = {layer.name: layer.depth for layer in [*stage.neurons, *stage.synapses]}
+            arrival.update({tensor: depth[layer] for tensor, layer in stage.outputs.items()})
         else:
             path = os.path.join(export_dir, p.file)
             if not os.path.isfile(path):
                 raise UserError(f"partition {p.name}: {path}: no such file")
-            stage = _Host(p.name, path, p.inputs[0].name, tuple(p.inputs[0].shape), p.outputs[0].name, tuple(p.outputs[0].shape),
-                          p.buffer_timesteps, offset)
+            offsets = {t.name: arrival[t.name] for t in p.inputs}
+            if len(set(offsets.values())) != 1:
+                raise UserError(f"partition {p.name}: its inputs arrive after different numbers of Lava steps {offsets}; a host process takes them in one step")
+            stage = _Host(p.name, path, {t.name: tuple(t.shape) for t in p.inputs}, {t.name: tuple(t.shape) for t in p.outputs},
+                          p.buffer_timesteps, next(iter(offsets.values())), {t.name: biases[t.name] for t in p.inputs if t.name in biases})
+            arrival.update({t.name: stage.delay for t in p.outputs})
         stages.append(stage)
-        offset, flowing = stage.delay, [p.outputs[0].name]
-    inputs = np.asarray(inputs, dtype=np.float64)
-    shape = tuple(manifest.inputs[0].shape)
-    if inputs.ndim != 2 + len(shape) or inputs.shape[2:] != shape or 0 in inputs.shape[:2]:
-        raise UserError(f"inputs: shape {inputs.shape}; expected [N, T, {', '.join(map(str, shape))}] with N, T >= 1")
+    drives = {}
+    for tensor in manifest.inputs:
+        x = np.asarray(inputs.get(tensor.name), dtype=np.float64)
+        shape = tuple(tensor.shape)
+        if x.ndim != 2 + len(shape) or x.shape[2:] != shape or 0 in x.shape[:2] or (drives and x.shape[:2] != next(iter(drives.values())).shape[:2]):
+            raise UserError(f"inputs.{tensor.name}: shape {x.shape}; expected [N, T, {', '.join(map(str, shape))}] with N, T >= 1, as the other inputs")
+        drives[tensor.name] = x
     _lava_api()
-    recordings = _in_child(_simulate, (stages, inputs), timeout_s)
-    n, t = inputs.shape[:2]
-    spikes = {}
+    recordings = _in_child(_simulate, (stages, drives), timeout_s)
+    n, t = next(iter(drives.values())).shape[:2]
+    spikes, output = {}, None
+    (model_output,) = (tensor.name for tensor in manifest.outputs)
     for p, stage, recorded in zip(manifest.partitions, stages, recordings):
         if isinstance(stage, _Plan):
             spikes.update({f"{p.name}.{layer}": counts for layer, counts in _spike_counts(stage, recorded, n, t).items()})
-    last, recorded = stages[-1], recordings[-1]
-    if isinstance(last, _Plan):
-        output = _plan_output(last, recorded, n, t)
-    else:
-        output = _aligned(recorded[last.output_name], last.delay, last.output_shape, n, t)
-    return LavaResult(output=output, delay=offset, spikes=spikes)
+            if model_output in stage.outputs:
+                output = _plan_output(stage, recorded, n, t)
+        elif model_output in stage.outputs:
+            output = _aligned(recorded[model_output], stage.delay, stage.outputs[model_output], n, t)
+    return LavaResult(output=output, delay=arrival[model_output], spikes=spikes)
 
 
 def _spike_counts(plan: _Plan, recordings: dict[str, np.ndarray], n: int, t: int) -> dict[str, np.ndarray]:
@@ -313,40 +361,68 @@ def _spike_counts(plan: _Plan, recordings: dict[str, np.ndarray], n: int, t: int
     }
 
 
-def plan_network(graph: nir.NIRGraph, loihi: LoihiModel | None = None) -> _Plan:
+def plan_network(graph: nir.NIRGraph, loihi: LoihiModel | None = None, depths: dict[str, int] | None = None, handoff: bool = False) -> _Plan:
     """Check `graph` and describe the Lava network that runs it (see the module docstring), in
-    floating point, or with the integers of `loihi` when given."""
+    floating point, or with the integers of `loihi` when given.
+
+    depths: per Input node, how many Lava steps after the model's input its values arrive (0 for
+    each by default). handoff: the outputs feed other partitions, so each must be a Lava port
+    (module docstring, "Partitions"); otherwise there is one output, which may be a read-out.
+    """
+    if handoff:
+        graph = _pool_before_outputs(graph)
     graph = fold_avgpool(graph)
     nodes = graph.nodes
     sources = {name: [a for a, b in graph.edges if b == name] for name in nodes}
     inputs = [name for name, node in nodes.items() if isinstance(node, nir.Input)]
     outputs = [name for name, node in nodes.items() if isinstance(node, nir.Output)]
-    if len(inputs) != 1 or len(outputs) != 1:
+    if not handoff and (len(outputs) != 1 or (depths is None and len(inputs) != 1)):
         raise UserError(f"graph: {len(inputs)} Input and {len(outputs)} Output nodes; the Lava runner takes one of each")
     for name, node in nodes.items():
         if not isinstance(node, (nir.Input, nir.Output, *_SYNAPTIC, nir.Flatten, *_NEURONS)):
             raise UserError(f"{name} ({type(node).__name__}): no Lava mapping; the runner maps Conv2d, Affine, Linear, Flatten, LIF and IF")
         if not isinstance(node, nir.Input) and len(sources[name]) != 1 and not isinstance(node, _NEURONS):
             raise UserError(f"{name} ({type(node).__name__}): {len(sources[name])} inputs; only a neuron layer sums several")
-    builder = _Builder(nodes, sources, graph.metadata.get("dt"), inputs[0])
+    builder = _Builder(nodes, sources, graph.metadata.get("dt"), {name: (depths or {}).get(name, 0) for name in inputs})
     for name in _topological(nodes, graph.edges):
         builder.add(name)
-    producer = sources[outputs[0]][0]
-    if isinstance(nodes[producer], _SYNAPTIC):
-        builder.add_readout(producer)
-    elif producer not in builder.neurons:
-        raise UserError(f"{outputs[0]} (Output): reads {producer} ({type(nodes[producer]).__name__}); it must read a synaptic or neuron layer")
+    layers = {}
+    for output in outputs:
+        producer = builder.origin[sources[output][0]]
+        if producer in builder.neurons or (handoff and producer in builder.synapses):
+            layers[output] = producer
+        elif isinstance(nodes[producer], _SYNAPTIC):
+            builder.add_readout(producer)
+            layers[output] = producer
+        else:
+            raise UserError(f"{output} (Output): reads {producer} ({type(nodes[producer]).__name__}); it must read a synaptic or neuron layer")
+    biases = {output: _spread(getattr(nodes[layer], "bias", 0.0), nodes[layer], builder.shapes[layer])
+              for output, layer in layers.items() if handoff and layer in builder.synapses}
     plan = _Plan(
-        input_name=inputs[0],
-        input_shape=builder.shapes[inputs[0]],
+        inputs={name: builder.shapes[name] for name in inputs},
         synapses=list(builder.synapses.values()),
         neurons=list(builder.neurons.values()),
-        output=producer,
-        readout=isinstance(nodes[producer], _SYNAPTIC),
-        delay=builder.depth[producer],
-        source_shape=builder.shapes[inputs[0]],
+        outputs=layers,
+        readout=not handoff and isinstance(nodes[layers[outputs[0]]], _SYNAPTIC),
+        delay=max(builder.depth[layer] for layer in layers.values()),
+        output_bias={output: bias for output, bias in biases.items() if np.any(bias != 0)},
     )
     return plan if loihi is None else _fixed_point(plan, graph, loihi)
+
+
+def _pool_before_outputs(graph: nir.NIRGraph) -> nir.NIRGraph:
+    """`graph` with an identity Affine between every AvgPool2d -> Flatten and the Output it feeds,
+    so that `fold_avgpool` folds the pool into it: a Dense of weights 1/k^2, whose current (the
+    pooled spikes) is the graded tensor a host partition reads."""
+    nodes, edges = dict(graph.nodes), list(graph.edges)
+    for source, name in graph.edges:
+        pooled = isinstance(graph.nodes[name], nir.Output) and isinstance(graph.nodes[source], nir.Flatten) and any(
+            b == source and isinstance(graph.nodes[a], nir.AvgPool2d) for a, b in graph.edges)
+        if pooled:
+            size = int(np.prod(_ints(graph.nodes[source].output_type["output"])))
+            nodes[f"{name}_pool"] = nir.Affine(weight=np.eye(size, dtype=np.float32), bias=np.zeros(size, dtype=np.float32))
+            edges = [e for e in edges if e != (source, name)] + [(source, f"{name}_pool"), (f"{name}_pool", name)]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata), type_check=True)
 
 
 def _fixed_point(plan: _Plan, graph: nir.NIRGraph, loihi: LoihiModel) -> _Plan:
@@ -374,7 +450,7 @@ def _fixed_point(plan: _Plan, graph: nir.NIRGraph, loihi: LoihiModel) -> _Plan:
         fixed_neurons.append(dataclasses.replace(neuron, bias=bias, du=layer.du, dv=layer.dv, vth=layer.vth, depth=neuron.depth - 1))
     return dataclasses.replace(
         plan, synapses=fixed_synapses, neurons=fixed_neurons, delay=plan.delay - 1,
-        source_shape=first.shape, fixed_pt=True, readout_scale=loihi.layers[-1].scale,
+        fixed_pt=True, readout_scale=loihi.layers[-1].scale,
     )
 
 
@@ -382,15 +458,15 @@ class _Builder:
     """Walks the graph in topological order, turning each node into a _Synapse or _Neuron.
 
     For every node it records its NIR output shape, how many synaptic stages lie before it
-    (`depth`), and the layer whose Lava port carries its value (`origin`: a Flatten is no process,
-    just a view of the layer before it).
+    (`depth`, counted from the Lava step in which the inputs arrive), and the layer whose Lava port
+    carries its value (`origin`: a Flatten is no process, just a view of the layer before it).
     """
 
-    def __init__(self, nodes: dict, sources: dict, dt: float | None, input_name: str):
-        self.nodes, self.sources, self.dt, self.input_name = nodes, sources, dt, input_name
-        self.shapes = {input_name: _ints(nodes[input_name].input_type["input"])}
-        self.depth = {input_name: 0}
-        self.origin = {input_name: input_name}
+    def __init__(self, nodes: dict, sources: dict, dt: float | None, inputs: dict[str, int]):
+        self.nodes, self.sources, self.dt, self.inputs = nodes, sources, dt, inputs
+        self.shapes = {name: _ints(nodes[name].input_type["input"]) for name in inputs}
+        self.depth = dict(inputs)
+        self.origin = {name: name for name in inputs}
         self.synapses: dict[str, _Synapse] = {}
         self.neurons: dict[str, _Neuron] = {}
 
@@ -407,20 +483,20 @@ class _Builder:
         self.origin[name] = name
         if isinstance(node, _SYNAPTIC):
             self.synapses[name] = self._synapse(name, node)
-            self.depth[name] = self.depth[self.synapses[name].source] + 1
         else:
             self.neurons[name] = self._neuron(name, node)
-            self.depth[name] = self.neurons[name].depth
+        self.depth[name] = (self.synapses.get(name) or self.neurons[name]).depth
 
     def _synapse(self, name: str, node: nir.NIRNode) -> _Synapse:
         (read,) = self.sources[name]
         source = self.origin[read]
-        if source not in self.neurons and source != self.input_name:
+        if source not in self.neurons and source not in self.inputs:
             raise UserError(f"{name} ({type(node).__name__}): reads {read} ({type(self.nodes[read]).__name__}); "
-                            "a synaptic layer must read the input or a neuron layer")
+                            "a synaptic layer must read an input or a neuron layer")
         graded = source not in self.neurons
         source_shape = self.shapes[source]
         weight = np.asarray(node.weight, dtype=np.float64)
+        depth = self.depth[source] + 1
         if isinstance(node, nir.Conv2d):
             if len(source_shape) != 3 or read != source:
                 raise UserError(f"{name} (Conv2d): reads {read} of shape {self.shapes[read]}; a convolution needs a (C, H, W) map")
@@ -433,18 +509,19 @@ class _Builder:
                 "dilation": _xy(node.dilation),
                 "groups": int(node.groups),
             }
-            return _Synapse(name, source, _lava_weight(weight, True, source_shape), graded, conv)
-        return _Synapse(name, source, _lava_weight(weight, False, source_shape), graded)
+            return _Synapse(name, source, _lava_weight(weight, True, source_shape), graded, depth, conv)
+        return _Synapse(name, source, _lava_weight(weight, False, source_shape), graded, depth)
 
     def _neuron(self, name: str, node: nir.NIRNode) -> _Neuron:
         shape = self.shapes[name]
-        feeding = self.sources[name]
+        feeding = [self._shortcut(read, name) if self.origin[read] in self.neurons or self.origin[read] in self.inputs else read
+                   for read in self.sources[name]]
         if not feeding or any(s not in self.synapses for s in feeding):
-            raise UserError(f"{name} ({type(node).__name__}): reads {feeding}; a neuron layer reads only synaptic layers (Conv2d, Affine, Linear)")
-        depths = {s: self.depth[s] for s in feeding}
-        if len(set(depths.values())) != 1:
-            raise UserError(f"{name} ({type(node).__name__}): its inputs pass through different numbers of synaptic stages {depths}; "
-                            "Lava adds one step per stage, so their sum would mix timesteps")
+            raise UserError(f"{name} ({type(node).__name__}): reads {self.sources[name]}; a neuron layer reads synaptic layers (Conv2d, Affine, "
+                            "Linear), and inputs or neuron layers of its own shape")
+        depth = max(self.synapses[s].depth for s in feeding)
+        for s in feeding:
+            self._delay(s, depth - self.synapses[s].depth)
         threshold = _uniform(name, "v_threshold", node.v_threshold)
         if np.any(np.asarray(node.v_reset) != 0):
             raise UserError(f"{name} ({type(node).__name__}): v_reset must be 0 (Lava resets the voltage to 0)")
@@ -457,8 +534,37 @@ class _Builder:
             dv, gain = self._dt(name) / tau, self._dt(name) * _uniform(name, "r", node.r) / tau
         if abs(gain - 1) > _GAIN_TOLERANCE:
             raise UserError(f"{name} ({type(node).__name__}): input gain dt*r/tau = {gain:.6g}; the Lava runner needs 1 (r = tau/dt)")
-        bias = sum(_spread(getattr(self.nodes[s], "bias", 0.0), self.nodes[s], shape) for s in feeding)
-        return _Neuron(name, shape, list(feeding), _lava(bias), dv, threshold, depths[feeding[0]])
+        bias = sum(_spread(getattr(self.nodes.get(s), "bias", 0.0), self.nodes.get(s), shape) for s in feeding)
+        return _Neuron(name, shape, feeding, _lava(bias), dv, threshold, depth)
+
+    def _shortcut(self, read: str, neuron: str) -> str:
+        """An identity shortcut (an input or a neuron layer added straight into `neuron`) as an
+        identity Dense, which `_delay` lines up with the deeper paths into the same neuron."""
+        source = self.origin[read]
+        if self.shapes[source] != self.shapes[neuron]:
+            raise UserError(f"{neuron}: reads {read} (from {source} of shape {self.shapes[source]}) directly; "
+                            f"an identity shortcut needs the neuron's shape {self.shapes[neuron]}")
+        name = f"{source}_to_{neuron}"
+        size = int(np.prod(self.shapes[neuron]))
+        self.synapses[name] = _Synapse(name, source, np.eye(size), source not in self.neurons, self.depth[source] + 1)
+        return name
+
+    def _delay(self, name: str, steps: int) -> None:
+        """Delay synaptic layer `name` by `steps` Lava steps: a DelayDense, so a convolution
+        becomes its dense matrix (in Lava's (W, H, C) order on both sides)."""
+        if steps == 0:
+            return
+        synapse = self.synapses[name]
+        weight = synapse.weight
+        if synapse.conv is not None:
+            node = self.nodes[name]
+            in_shape, out_shape = self.shapes[synapse.source], self.shapes[name]
+            size = int(np.prod(in_shape)) * int(np.prod(out_shape))
+            if size > MAX_DELAYED_WEIGHTS:
+                raise UserError(f"{name} (Conv2d): is {steps} synaptic stages shallower than the other paths into its neuron; "
+                                f"its dense matrix for a DelayDense would hold {size} weights (at most {MAX_DELAYED_WEIGHTS})")
+            weight = _conv_matrix(node, in_shape, out_shape)
+        self.synapses[name] = dataclasses.replace(synapse, weight=weight, conv=None, delay=steps, depth=synapse.depth + steps)
 
     def add_readout(self, name: str) -> None:
         """The read-out behind synaptic layer `name`: dv = 1 forgets the last step, vth = inf never fires."""
@@ -482,7 +588,20 @@ def _lava_weight(weight: np.ndarray, conv: bool, source_shape: tuple[int, ...]) 
     return weight
 
 
-def _spread(bias, node: nir.NIRNode, shape: tuple[int, ...]) -> np.ndarray:
+def _conv_matrix(node: nir.Conv2d, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.ndarray:
+    """The convolution (bias aside) as a Dense weight [out, in], both maps flattened in Lava's (W, H, C) order."""
+    import torch
+
+    n_in = int(np.prod(in_shape))
+    basis = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape)
+    columns = torch.nn.functional.conv2d(basis, torch.as_tensor(np.asarray(node.weight), dtype=torch.float64), stride=_pair(node.stride),
+                                         padding=_pair(node.padding), dilation=_pair(node.dilation), groups=int(node.groups))
+    matrix = columns.reshape(n_in, *out_shape).numpy()  # [in (C, H, W), out (C, H, W)]
+    matrix = matrix.reshape(*in_shape, *out_shape).transpose(5, 4, 3, 2, 1, 0)  # [out (W, H, C), in (W, H, C)]
+    return np.ascontiguousarray(matrix.reshape(int(np.prod(out_shape)), n_in))
+
+
+def _spread(bias, node: nir.NIRNode | None, shape: tuple[int, ...]) -> np.ndarray:
     """A synaptic layer's bias over its output map (0 for a Linear; a Conv2d's is per channel)."""
     bias = np.asarray(bias)
     if isinstance(node, nir.Conv2d):
@@ -512,10 +631,15 @@ def _ints(shape) -> tuple[int, ...]:
     return tuple(int(n) for n in np.asarray(shape).ravel())
 
 
+def _pair(value) -> tuple[int, int]:
+    h, w = np.broadcast_to(np.asarray(value, dtype=int).ravel(), (2,))
+    return int(h), int(w)
+
+
 def _xy(value) -> tuple[int, int]:
     """NIR's (H, W) pair as Lava's (X, Y) = (W, H)."""
-    h, w = np.broadcast_to(np.asarray(value, dtype=int).ravel(), (2,))
-    return int(w), int(h)
+    h, w = _pair(value)
+    return w, h
 
 
 def _lava_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -542,31 +666,34 @@ def _aligned(recording: np.ndarray, depth: int, shape: tuple[int, ...], n: int, 
     return steps.reshape(n, t, *shape)
 
 
-def _simulate(stages: list[_Plan | _Host], drive: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """Build the Lava network of `stages` in a chain, send `drive` [N, T, *source shape] through its
-    RingBuffer (all samples back to back), and return per stage its recordings [steps, *lava_shape]:
-    each neuron layer's spikes or the read-out's voltage, a host partition's output. Runs in the
-    child process."""
+def _simulate(stages: list[_Plan | _Host], drives: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Build the Lava network of `stages` (in order: each reads tensors the model's inputs or
+    earlier stages give), send each of `drives` [N, T, *shape] through a RingBuffer of its own (all
+    samples back to back), and return per stage its recordings [steps, *lava_shape]: each neuron
+    layer's spikes or the read-out's voltage, a host partition's outputs. Runs in the child process."""
     lava = _lava_api()
-    first = stages[0]
-    fixed = isinstance(first, _Plan) and first.fixed_pt
-    n, t = drive.shape[:2]
-    steps = n * t + max(max((neuron.depth for neuron in s.neurons), default=0) if isinstance(s, _Plan) else s.delay for s in stages)
-    source_shape = first.source_shape if isinstance(first, _Plan) else first.input_shape
-    sequence = np.zeros((*_lava_shape(source_shape), steps), dtype=np.int32 if fixed else np.float64)
-    sequence[..., : n * t] = np.moveaxis(np.stack([_lava(x) for x in drive.reshape(n * t, *source_shape)]), 0, -1)
-    source = lava.Source(data=sequence)
-    port, probes = source.s_out, []
+    fixed = any(isinstance(s, _Plan) and s.fixed_pt for s in stages)
+    n, t = next(iter(drives.values())).shape[:2]
+    steps = n * t + max(max([s.delay, *(neuron.depth for neuron in s.neurons)]) if isinstance(s, _Plan) else s.delay for s in stages)
+    ports, sources, probes = {}, [], []
+    for name, drive in drives.items():
+        sequence = np.zeros((*_lava_shape(drive.shape[2:]), steps), dtype=np.int32 if fixed else np.float64)
+        sequence[..., : n * t] = np.moveaxis(np.stack([_lava(x) for x in drive.reshape(n * t, *drive.shape[2:])]), 0, -1)
+        sources.append(lava.Source(data=sequence))
+        ports[name] = sources[-1].s_out
     for stage in stages:
         if isinstance(stage, _Plan):
-            port, stage_probes = _build_plan(lava, stage, port, t, steps)
+            outputs, stage_probes = _build_plan(lava, stage, ports, t, steps)
         else:
-            host = lava.Host(onnx=stage.onnx, input_name=stage.input_name, output_name=stage.output_name, input_shape=stage.input_shape,
-                             output_shape=stage.output_shape, timesteps=t, buffer=stage.buffer, offset=stage.offset, samples=n, name=stage.name)
-            port.connect(host.x_in)
-            port = host.y_out
-            stage_probes = {stage.output_name: lava.Sink(shape=port.shape, buffer=steps)}
-            port.connect(stage_probes[stage.output_name].a_in)
+            host = lava.Host(onnx=stage.onnx, inputs=stage.inputs, outputs=stage.outputs, timesteps=t, buffer=stage.buffer,
+                             offset=stage.offset, samples=n, biases=stage.biases, name=stage.name)
+            for tensor, port in zip(stage.inputs, host.x_in):
+                ports[tensor].connect(port)
+            outputs = dict(zip(stage.outputs, host.y_out))
+            stage_probes = {tensor: lava.Sink(shape=port.shape, buffer=steps) for tensor, port in outputs.items()}
+            for tensor, port in outputs.items():
+                port.connect(stage_probes[tensor].a_in)
+        ports.update(outputs)
         probes.append(stage_probes)
     try:  # any process runs and stops the whole connected network
         with warnings.catch_warnings():
@@ -574,22 +701,23 @@ def _simulate(stages: list[_Plan | _Host], drive: np.ndarray) -> list[dict[str, 
             # on its own; outside their package the others fail (a dataclass needs its module
             # registered), one warning each. The model is found in lava_host, which loads.
             warnings.filterwarnings("ignore", message="Cannot import module .* when searching ProcessModels", category=UserWarning)
-            source.run(condition=lava.RunSteps(num_steps=steps), run_cfg=lava.Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt"))
+            sources[0].run(condition=lava.RunSteps(num_steps=steps), run_cfg=lava.Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt"))
         return [
             {name: (probe.get_data()[name]["v"] if isinstance(probe, lava.Monitor) else np.moveaxis(probe.data.get(), -1, 0)) for name, probe in stage.items()}
             for stage in probes
         ]
     finally:
-        source.stop()
+        sources[0].stop()
 
 
-def _build_plan(lava: SimpleNamespace, plan: _Plan, input_port, t: int, steps: int) -> tuple[object, dict]:
-    """The Lava processes of `plan`, reading `input_port`; returns the output layer's spike port
-    (None for a read-out) and the probe of every neuron layer: a RingBuffer sink on its spikes, or a
-    Monitor on the read-out's voltage."""
+def _build_plan(lava: SimpleNamespace, plan: _Plan, tensors: dict, t: int, steps: int) -> tuple[dict, dict]:
+    """The Lava processes of `plan`, reading its inputs from the ports in `tensors` (by name);
+    returns its output ports by output name (a neuron layer's spikes, or in a handoff a synaptic
+    layer's current; a read-out has none) and the probe of every neuron layer: a RingBuffer sink on
+    its spikes, or a Monitor on the read-out's voltage."""
     fixed = plan.fixed_pt
-    ports = {plan.input_name: input_port}
-    currents = {plan.input_name: input_port}  # loihi mode: the first LIF reads the input directly
+    ports = {name: tensors[name] for name in plan.inputs}
+    currents = dict(ports)  # loihi mode: the first LIF reads the input directly
     neurons, probes = {}, {}
     for neuron in plan.neurons:
         neurons[neuron.name] = lif = lava.LIFReset(
@@ -605,17 +733,22 @@ def _build_plan(lava: SimpleNamespace, plan: _Plan, input_port, t: int, steps: i
             lif.s_out.connect(sink.a_in)
     for synapse in plan.synapses:
         bits = GRADED_MESSAGE_BITS if synapse.graded else 0
-        if synapse.conv is None:
+        if synapse.delay:
+            delays = np.full(synapse.weight.shape, synapse.delay)
+            process = lava.DelayDense(weights=synapse.weight, delays=delays, num_message_bits=bits, name=synapse.name)
+        elif synapse.conv is None:
             process = lava.Dense(weights=synapse.weight, weight_exp=synapse.weight_exp, num_message_bits=bits, name=synapse.name)
         else:
             process = lava.Conv(weight=synapse.weight, num_message_bits=bits, name=synapse.name, **synapse.conv)
         port = ports[synapse.source]
         (port.flatten() if synapse.conv is None and len(port.shape) > 1 else port).connect(process.s_in)
-        currents[synapse.name] = process.a_out
+        currents[synapse.name] = ports[synapse.name] = process.a_out
     for neuron in plan.neurons:
+        a_in = neurons[neuron.name].a_in
         for name in neuron.synapses:
-            currents[name].connect(neurons[neuron.name].a_in)
-    return (None if plan.readout else ports[plan.output]), probes
+            current = currents[name]
+            (current if current.shape == a_in.shape else current.reshape(a_in.shape)).connect(a_in)
+    return ({} if plan.readout else {name: ports[layer] for name, layer in plan.outputs.items()}), probes
 
 
 def run_netx_fixed(path: str | os.PathLike, bias: np.ndarray, window: int, timeout_s: float = 600) -> tuple[list[np.ndarray], np.ndarray]:

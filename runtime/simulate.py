@@ -248,7 +248,7 @@ def run_in_lava(target: Target, inputs: dict[str, np.ndarray], device: torch.dev
             raise UserError("--backend lava --mode loihi: runs an export that is one neuromorphic partition; this one has host partitions (use --mode float)")
         parts = target.manifest.partitions
         graphs = {p.name: read_nir(target.export_dir / p.file) for p in parts if p.kind == "neuromorphic" and p.file is not None}
-        result = run_lava_manifest(target.manifest, target.export_dir, graphs, inputs[target.manifest.inputs[0].name])
+        result = run_lava_manifest(target.manifest, target.export_dir, graphs, inputs)
         return SimResult(result.output, result.spikes, result.delay)
     else:
         parts = target.manifest.partitions

@@ -15,7 +15,6 @@ from torch import nn
 
 from spikeport.errors import UserError
 from spikeport.export.exporter import export_model
-from spikeport.export.manifest import read_manifest
 from spikeport.runtime.simulate import resolve_target, run_in_lava, run_reference
 from spikeport.train import layers
 from spikeport.train.neuron import LIF
@@ -117,12 +116,20 @@ def test_a_failing_host_process_is_a_user_error_and_leaves_no_process(tmp_path, 
     assert _leftovers(start) == []
 
 
-def test_partitions_that_are_no_chain_are_refused(tmp_path):
-    """The Lava runner passes one tensor from partition to partition; the gated model of
-    test_export.py hands its host partition two (spikes and a second conv's current)."""
+def test_a_host_partition_reading_spikes_and_a_current_runs_in_lava(tmp_path):
+    """The gated model of test_export.py hands its host partition two tensors: the LIF's spikes and a
+    second convolution's current, which Lava's Conv sends without its bias; the host process adds
+    it as the timestep arrives, so the logits agree with the reference runtime."""
     from test_export import Gated
 
+    torch.manual_seed(0)
     export_model(Gated(over_time=True).eval(), (1, 8, 8), TIMESTEPS, tmp_path / "export", formats=("nir", "onnx"))
-    assert len(read_manifest(tmp_path / "export" / "manifest.json").partitions) == 3
-    with pytest.raises(UserError, match=r"partition neuromorphic0: reads x and writes .*; the Lava runner takes a chain of partitions"):
-        run_in_lava(resolve_target(tmp_path), {"x": np.zeros((1, TIMESTEPS, 1, 8, 8))}, torch.device("cpu"))
+    target = resolve_target(tmp_path)
+    assert [len(p.outputs) for p in target.manifest.partitions] == [2, 1, 1]
+    x = torch.rand(SAMPLES, TIMESTEPS, 1, 8, 8, generator=torch.Generator().manual_seed(1)).numpy() * 2
+    lava = run_in_lava(target, {"x": x}, torch.device("cpu"))
+    reference = run_reference(target, {"x": x}, torch.device("cpu"))
+    assert lava.delay == 1 + TIMESTEPS + 1
+    assert reference.spikes["neuromorphic0.lif"].sum() > 0
+    np.testing.assert_array_equal(lava.spikes["neuromorphic0.lif"], reference.spikes["neuromorphic0.lif"])
+    np.testing.assert_allclose(lava.output, reference.output, rtol=0, atol=1e-5)
