@@ -1,25 +1,45 @@
-"""The reference the multi-step engine is measured against: snnTorch's `Leaky`, one timestep at a time.
+"""The references the multi-step engine is measured against: snnTorch's `Leaky`, one timestep at a
+time, and SpikingJelly's multi-step `LIFNode`.
 
 `stepwise_snntorch(model)` returns a copy of a spikeport model, with the same weights, as an
 snnTorch user would write it: plain torch layers (nn.Conv2d, nn.BatchNorm2d, nn.AvgPool2d,
-nn.Flatten, nn.Linear) and, for every `LIF`, an `snn.Leaky(beta, threshold,
+nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear) and, for every `LIF`, an `snn.Leaky(beta, threshold,
 reset_mechanism="zero", reset_delay=False)` with the same triangle surrogate; its forward pass
-calls the whole network once per timestep on [B, ...]. Tests use it to prove the fast engine exact; the
-training-step benchmark uses it as the baseline.
+calls the network once per timestep on [B, ...]. The DTA MS-ResNet cannot be called one step at a
+time as a whole, because its attention block mixes timesteps: its encoder runs per step, the DTA
+block once on the stacked [T, B, ...] current and spikes, and the residual stages and head per step
+again. Tests use these copies to prove the fast engine exact; the training-step benchmarks use them
+as the baseline.
 
 Batch norm in training mode sees T*B samples in the engine but only B per step here, so compare
 the two with batch norm in eval mode.
+
+`spikingjelly_multistep(model)` is the same copy in SpikingJelly 0.0.0.0.14 (an optional
+dependency, imported only there), which folds time into the batch as the engine does:
+`layer.SeqToANNContainer` around each stateless layer and `neuron.LIFNode` in multi-step mode.
+Its neuron is configured to compute ours: `decay_input=False` and tau = 1 / (1 - beta), so that
+u = u * (1 - 1/tau) + x (exactly beta * u + x for beta = 0.5, where 1 - 1/2 is exact; other betas
+may differ in the last bit), hard reset to `v_reset=0` not detached, and as spike function the
+snnTorch copy's `_TriangleSpike` (SpikingJelly takes any callable there). SpikingJelly's own
+`surrogate.PiecewiseQuadratic(alpha=1)` has the same gradient, max(0, 1 - |u - threshold|), but
+fires at u >= threshold where ours fires at u > threshold, and in the DTA MS-ResNet that is no
+corner case: the gate's sigmoid saturates to exactly 1.0, so a gated spike arriving at a membrane
+at rest puts it exactly on the threshold (for one random batch through tests/test_dta_reference.py's
+network, 107 of the 1655 gated spikes were exactly 1.0 in float32, 9 in float64), and the spikes
+and logits would differ (they did, by up to 0.13 in the logits).
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import snntorch as snn
 import torch
 from torch import Tensor, nn
 
 from spikeport.train import layers
+from spikeport.train.dta import MSResNetDTA
 from spikeport.train.neuron import LIF, heaviside, triangle_surrogate
 
 
@@ -60,11 +80,11 @@ class SnnTorchLIF(nn.Module):
 
 
 def _plain(module: nn.Module) -> nn.Module | None:
-    """The plain torch (or snnTorch) module computing what a spikeport layer computes per step."""
-    if isinstance(module, LIF):
-        return SnnTorchLIF(module.beta, module.threshold)
+    """The plain torch module computing what a stateless spikeport layer computes per step."""
     if isinstance(module, layers.Flatten):
         return nn.Flatten()
+    if isinstance(module, layers.AdaptiveAvgPool2d):
+        return nn.AdaptiveAvgPool2d(module.output_size)
     plain: nn.Module
     if isinstance(module, layers.Conv2d):
         m = module
@@ -81,6 +101,27 @@ def _plain(module: nn.Module) -> nn.Module | None:
     return plain.train(module.training)
 
 
+def _converted(model: nn.Module, convert: Callable[[nn.Module], nn.Module | None]) -> nn.Module:
+    """A deep copy of `model` with every submodule that `convert` maps replaced by its image."""
+    network = copy.deepcopy(model)
+    for parent in list(network.modules()):
+        for name, child in parent.named_children():
+            replacement = convert(child)
+            if replacement is not None:
+                setattr(parent, name, replacement)
+    return network
+
+
+def _snntorch_layer(module: nn.Module) -> nn.Module | None:
+    return SnnTorchLIF(module.beta, module.threshold) if isinstance(module, LIF) else _plain(module)
+
+
+def _reset_snntorch(network: nn.Module) -> None:
+    for m in network.modules():
+        if isinstance(m, SnnTorchLIF):
+            m.mem = None
+
+
 class StepwiseModel(nn.Module):
     """Runs a network one timestep per call on [B, ...], with snnTorch neurons carrying the state."""
 
@@ -89,18 +130,72 @@ class StepwiseModel(nn.Module):
         self.network = network
 
     def forward(self, x: Tensor) -> Tensor:
-        for m in self.network.modules():
-            if isinstance(m, SnnTorchLIF):
-                m.mem = None
+        _reset_snntorch(self.network)
         return torch.stack([self.network(x[t]) for t in range(x.shape[0])])
 
 
-def stepwise_snntorch(model: nn.Module) -> StepwiseModel:
+class StepwiseMSResNetDTA(nn.Module):
+    """The DTA MS-ResNet stepped as an snnTorch user must: per timestep except for the DTA block.
+
+    The block's attention mixes timesteps, so it waits for the encoder's whole sequence; it is
+    the engine's own module (copied with the rest), run on the stacked [T, B, ...] tensors.
+    """
+
+    def __init__(self, network: MSResNetDTA):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor) -> Tensor:
+        net = self.network
+        _reset_snntorch(net)
+        currents = torch.stack([net.bn_in(net.conv_in(x[t])) for t in range(x.shape[0])])
+        spikes = torch.stack([net.lif_in(current) for current in currents])
+        y = spikes if net.dta is None else net.dta(currents, spikes)
+        return torch.stack([net.fc(net.flatten(net.pool(net.lif_out(net.blocks(y_t))))) for y_t in y])
+
+
+def stepwise_snntorch(model: nn.Module) -> nn.Module:
     """A copy of `model` (same weights) in plain torch layers and snn.Leaky, run one step at a time."""
-    network = copy.deepcopy(model)
-    for parent in list(network.modules()):
-        for name, child in parent.named_children():
-            plain = _plain(child)
-            if plain is not None:
-                setattr(parent, name, plain)
-    return StepwiseModel(network)
+    network = _converted(model, _snntorch_layer)
+    return StepwiseMSResNetDTA(network) if isinstance(model, MSResNetDTA) else StepwiseModel(network)
+
+
+class SpikingJellyModel(nn.Module):
+    """A SpikingJelly network in multi-step mode; resets the neurons' state before every sequence."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor) -> Tensor:
+        from spikingjelly.activation_based import functional
+
+        functional.reset_net(self.network)
+        return self.network(x)
+
+
+def spikingjelly_multistep(model: nn.Module) -> SpikingJellyModel:
+    """A copy of `model` (same weights) in SpikingJelly's multi-step layers, torch backend.
+
+    The copy keeps the model's own forward: with every layer taking [T, B, ...], it runs unchanged.
+    Keep its neurons in training mode to train it: in eval mode `LIFNode` switches to a scripted
+    forward without the surrogate gradient, so put only the batch norms in eval mode.
+    """
+    from spikingjelly.activation_based import layer, neuron
+
+    def convert(module: nn.Module) -> nn.Module | None:
+        if isinstance(module, LIF):
+            return neuron.LIFNode(
+                tau=1.0 / (1.0 - module.beta),
+                decay_input=False,
+                v_threshold=module.threshold,
+                v_reset=0.0,
+                surrogate_function=_TriangleSpike.apply,
+                detach_reset=False,
+                step_mode="m",
+                backend="torch",
+            )
+        plain = _plain(module)
+        return None if plain is None else layer.SeqToANNContainer(plain)
+
+    return SpikingJellyModel(_converted(model, convert))

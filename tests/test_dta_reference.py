@@ -1,0 +1,74 @@
+"""The DTA MS-ResNet's references compute what the engine computes, so the train-step benchmark
+(benchmarks/dta_train_step.py) times the same function three ways.
+
+In float64, with batch norm in eval mode (the stepped snnTorch copy normalises B samples per step,
+the engine T*B), the logits and every parameter's gradient must agree with the engine's.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from spikeport.train.models import dta_msresnet
+from spikeport.train.neuron import LIF
+from spikeport.train.reference import spikingjelly_multistep, stepwise_snntorch
+
+TIMESTEPS = 4
+
+
+def small_model(causal: bool = False) -> nn.Module:
+    """A small DTA MS-ResNet in float64 whose batch norms hold the statistics of a random batch.
+
+    With the initial statistics (mean 0, variance 1) most neurons stay silent; with real ones
+    every layer fires, and a mismatch in spikes or surrogate gradients shows.
+    """
+    torch.manual_seed(0)
+    model = dta_msresnet((3, 8, 8), 10, TIMESTEPS, stem_channels=8, stages=[[8, 1, 1], [16, 1, 2]], causal=causal)
+    model.double()
+    batch_norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in batch_norms:
+        m.momentum = 1.0  # the running statistics become the next batch's
+    with torch.no_grad():
+        model(torch.rand(TIMESTEPS, 8, 3, 8, 8, dtype=torch.float64) * 3)
+    for m in batch_norms:  # only batch norm: SpikingJelly's LIFNode drops its surrogate in eval mode
+        m.eval()
+    return model
+
+
+def logits_and_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """The gradients in parameter order: the copies replace modules in place, so the order is the
+    engine's, while the names are not (SpikingJelly's containers add a level)."""
+    logits = model(x)
+    nn.functional.cross_entropy(logits.mean(0), y).backward()
+    return logits.detach(), [p.grad for p in model.parameters()]
+
+
+def assert_same(engine: nn.Module, reference: nn.Module) -> None:
+    torch.manual_seed(1)
+    x = torch.rand(TIMESTEPS, 5, 3, 8, 8, dtype=torch.float64) * 3
+    y = torch.randint(0, 10, (5,))
+    rates = []  # every layer's firing rate, so that the test cannot pass on silent neurons
+    for m in engine.modules():
+        if isinstance(m, LIF):
+            m.register_forward_hook(lambda m, i, out: rates.append(out.mean().item()))
+    logits, grads = logits_and_gradients(engine, x, y)
+    ref_logits, ref_grads = logits_and_gradients(reference, x, y)
+    assert len(rates) == 6 and all(0.02 < rate < 0.98 for rate in rates), rates
+    torch.testing.assert_close(ref_logits, logits, rtol=1e-9, atol=1e-9)
+    names = [name for name, _ in engine.named_parameters()]
+    assert len(ref_grads) == len(grads) == len(names)
+    for name, grad, ref_grad in zip(names, grads, ref_grads):
+        assert grad is not None and grad.abs().sum() > 0, name
+        torch.testing.assert_close(ref_grad, grad, rtol=1e-7, atol=1e-9, msg=lambda message: f"{name}: {message}")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_stepwise_snntorch_equals_the_engine(causal):
+    engine = small_model(causal)
+    assert_same(engine, stepwise_snntorch(engine))
+
+
+def test_spikingjelly_multistep_equals_the_engine():
+    pytest.importorskip("spikingjelly")
+    engine = small_model()
+    assert_same(engine, spikingjelly_multistep(engine))
