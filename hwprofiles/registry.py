@@ -12,9 +12,10 @@ import re
 from pathlib import Path
 
 import yaml
+from spikeport.hwprofiles.schema import Profile, parse_profile
 
 from spikeport.errors import UserError
-from spikeport.hwprofiles.schema import Profile, parse_profile
+from spikeport.io import read_text
 
 BUILTIN_DIR = Path(__file__).parent / "profiles"
 
@@ -33,12 +34,7 @@ _Loader.add_implicit_resolver(
 def load_profile(path: str | os.PathLike) -> Profile:
     """Read and validate one profile file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file") from None
+    text = read_text(path)
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from spikeport.errors import UserError
+from spikeport.io import read_text
 
 OPTIMIZERS = ("sgd", "adamw")
 BATCH_AUGMENTS = ("none", "cutmix", "mixup")
@@ -122,12 +123,7 @@ def config_from_dict(data: dict, source: str = "config") -> Config:
 def read_yaml(path: str | Path) -> object:
     """Parse a YAML file, turning a missing file or a syntax error into a one-line UserError."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file") from None
+    text = read_text(path)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:

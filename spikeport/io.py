@@ -1,9 +1,10 @@
-"""Atomic file writes: every artifact appears whole or not at all.
+"""File helpers: atomic writes (every artifact appears whole or not at all) and checked reads.
 
 Each writer writes to a temporary file in the destination folder and renames it into place, so a
 killed process never leaves a half-written file that looks complete, and an older file of the same
 name stays intact until the new one is ready. `check_creatable` refuses an output folder that
-cannot be made before the work that would fill it starts.
+cannot be made before the work that would fill it starts; `read_text` turns an unreadable input
+file into one line naming it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from spikeport.errors import UserError
 
@@ -54,3 +56,14 @@ def check_creatable(folder: str | os.PathLike) -> None:
         raise UserError(f"{existing}: not a folder, so {folder} cannot be created")
     if not os.access(existing, os.W_OK):
         raise UserError(f"{existing}: not writable, so {folder} cannot be written")
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A text file's contents; a missing, unreadable or binary file is a one-line UserError naming it."""
+    path = Path(path)
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file") from None
