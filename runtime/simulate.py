@@ -288,7 +288,7 @@ def _fixed_point(target: Target, inputs: dict[str, np.ndarray]) -> _FixedPoint:
     graph = fold_avgpool(read_nir(target.export_dir / partition.file))
     model = read_loihi_json(target.export_dir / files["loihi"])
     (x,) = inputs.values()
-    n, t = x.shape[:2]
+    t = x.shape[1]
     window = t + len(model.layers) - 1
     # The first layer runs on the host (export/loihi.py): its current, one frame per step, is the
     # input layer's bias; after the sample's last frame the input layer's steps are never read.
