@@ -89,3 +89,19 @@ def load_trained_model(run: Path):
     model = model_for(checkpoint_config(state, run))
     load_weights(model, state, run)
     return model.eval()
+
+
+@pytest.fixture
+def interrupt_after_first_epoch(monkeypatch):
+    """Make `loop.train` stop right after its first checkpoint, as if the process were stopped
+    there (KeyboardInterrupt); call the returned function to let training run normally again."""
+    from spikeport.train import loop
+
+    real_save = loop.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    return lambda: monkeypatch.setattr(loop, "save_checkpoint", real_save)

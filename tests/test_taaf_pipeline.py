@@ -85,22 +85,14 @@ def test_accuracy_halves_match_the_model(av_root, tmp_path):
     np.testing.assert_allclose(history[0]["alpha"], out.alpha_audio.mean(1).numpy(), atol=1e-5)
 
 
-def test_resume_with_gradient_noise_equals_an_uninterrupted_run(av_root, tmp_path, monkeypatch):
+def test_resume_with_gradient_noise_equals_an_uninterrupted_run(av_root, tmp_path, request):
     """OGM-GE's noise is drawn from a generator seeded by (seed, epoch, step), so resuming replays it."""
-    from spikeport.train import loop
-
     config = av_config(av_root, "ogm-ge", epochs=2)
     train(config, tmp_path / "whole", device="cpu")
-    real_save = loop.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        raise KeyboardInterrupt  # as if the process were stopped right after epoch 1
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    resume_normal_saving = request.getfixturevalue("interrupt_after_first_epoch")
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "cut", device="cpu")
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    resume_normal_saving()
     train(config, tmp_path / "cut", device="cpu", resume=True)
     whole, cut = (load_checkpoint(tmp_path / run / "checkpoint.pt") for run in ("whole", "cut"))
     for key, tensor in whole["model"].items():

@@ -24,20 +24,14 @@ def test_training_writes_the_run_folder(tiny_config, tmp_path):
     assert state["epochs_done"] == 3 and state["config"] == config_from_dict(tiny_config).to_dict()
 
 
-def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tiny_config, tmp_path, request):
     config = config_from_dict(tiny_config)
     loop.train(config, tmp_path / "whole", device="cpu")
 
-    real_save = loop.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        raise KeyboardInterrupt  # as if the process were stopped right after epoch 1
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    resume_normal_saving = request.getfixturevalue("interrupt_after_first_epoch")
     with pytest.raises(KeyboardInterrupt):
         loop.train(config, tmp_path / "cut", device="cpu")
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    resume_normal_saving()
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epochs_done"] == 1
 
     history = loop.train(config, tmp_path / "cut", device="cpu", resume=True)

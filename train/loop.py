@@ -183,10 +183,10 @@ def train(config: Config, out: str | Path, device: str = "auto", resume: bool = 
             resumed = load_checkpoint(out / "checkpoint.pt")
     t = config.train
 
-    train_set = datasets.load(config.data.name, config.data.root, "train", config.data.timesteps, options=config.data.options)
-    test_set = datasets.load(config.data.name, config.data.root, "test", config.data.timesteps, options=config.data.options)
     if isinstance(datasets.spec(config.data.name).input_shape, dict) and t.batch_augment != "none":
         raise UserError(f"train.batch_augment: {t.batch_augment} mixes images of one input; {config.data.name} has several inputs")
+    train_set = datasets.load(config.data.name, config.data.root, "train", config.data.timesteps, options=config.data.options)
+    test_set = datasets.load(config.data.name, config.data.root, "test", config.data.timesteps, options=config.data.options)
     test_loader = DataLoader(test_set, batch_size=config.data.batch_size)
 
     torch.manual_seed(t.seed)
@@ -215,6 +215,7 @@ def train(config: Config, out: str | Path, device: str = "auto", resume: bool = 
     trained = DistributedDataParallel(model) if procs.world > 1 else model
 
     with progress() as bar:
+        noisy = gradient_noise(model) if isinstance(model, AudioVisualSNN) else None  # how gradients are modulated
         for epoch in range(len(history), t.epochs):
             started = time.perf_counter()
             batches = _global_batches(len(train_set), config.data.batch_size, t.seed, epoch)
@@ -252,9 +253,9 @@ def train(config: Config, out: str | Path, device: str = "auto", resume: bool = 
                         loss = ce * procs.world / len(batch)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
-                if balance and gradient_noise(model) is not None:  # OGM(-GE): after the all-reduce, alike in every process
+                if noisy is not None:  # OGM(-GE): after the all-reduce, alike in every process
                     noise = torch.Generator(device_).manual_seed(t.seed * 100_003 + epoch * 10_007 + step)
-                    modulate_gradients(model, *balance[-1][1:], noise=gradient_noise(model), generator=noise)
+                    modulate_gradients(model, *balance[-1][1:], noise=noisy, generator=noise)
                 scaler.step(optimizer)
                 scaler.update()
                 batch_loss, batch_correct = procs.sum(loss.item() * len(batch) / procs.world, (logits.argmax(1) == y).sum().item())
