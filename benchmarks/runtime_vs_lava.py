@@ -4,8 +4,13 @@ Two networks, each run by both on the same inputs, with equality checked in this
 
 - digits CNN: the exported model.net (loaded unchanged by lava-dl netx in Lava) on the same test
   samples; spikes of every layer and the read-out must be equal on the samples Lava ran. The second
-  baseline is the cost bound the emulator is held to: the same layers in float (the reference
-  runtime's float mode: T dense forward passes plus the neurons).
+  baseline is the cost bound the emulator is held to: the same layers in float, T dense forward
+  passes plus the neurons. "The same layers" are the deployed graph's (model.nir lowered for the
+  chip by fold_avgpool, the average pools folded into the convolutions, as model.net holds them),
+  run by the float runtime (NIRExecutor); the emulator is the host layer (input_bias) plus
+  simulate_netx on each block's sample steps. Both with their files read beforehand, alternated
+  over several repeats (medians). The end-to-end runners (`run_reference_loihi`, `run_reference`,
+  file reading included) are timed too.
 - lava-dl's pilotnet_lif (../shared/peer-tests/lava-dl, network.net as lava-dl wrote it), driven as
   tests/test_runtime_loihi.py drives it: image.npy as the input layer's bias, one window of 17 steps
   per sample (T = 8 input steps + 9 synaptic stages, netx resetting every layer once per window,
@@ -17,7 +22,7 @@ Two networks, each run by both on the same inputs, with equality checked in this
 Writes benchmarks/results/runtime_vs_lava.json.
 
     python benchmarks/runtime_vs_lava.py [--run runs/readme-dc] [--lava-samples 10] [--device cpu]
-        [--pilotnet-samples 64] [--pilotnet-lava-samples 2]
+        [--pilotnet-samples 64] [--pilotnet-lava-samples 2] [--repeats 9]
 """
 
 from __future__ import annotations
@@ -34,9 +39,20 @@ import torch
 
 from spikeport.config import load_config
 from spikeport.export.exporter import export
+from spikeport.export.loihi import input_bias, read_loihi_json
+from spikeport.export.lower import fold_avgpool
 from spikeport.io import write_json
-from spikeport.runtime.loihi_fixed import from_lava_order, simulate_netx
-from spikeport.runtime.simulate import load_inputs, netx_drive, resolve_target, run_netx_in_lava, run_reference, run_reference_loihi
+from spikeport.runtime.loihi_fixed import from_lava_order, read_netx, simulate_netx
+from spikeport.runtime.reference import NIRExecutor
+from spikeport.runtime.simulate import (
+    load_inputs,
+    netx_drive,
+    read_nir,
+    resolve_target,
+    run_netx_in_lava,
+    run_reference,
+    run_reference_loihi,
+)
 from spikeport.train.loop import train
 
 from train_step import machine  # the same machine description as the other benchmark (same folder)
@@ -62,6 +78,43 @@ def timed(function, repeats: int) -> tuple[float, object]:
         result = function()
         times.append(time.perf_counter() - started)
     return statistics.median(times), result
+
+
+def alternated(functions: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each function, run in turn `repeats` times (after one warm-up each), so
+    that a change in the machine's load falls on all of them alike."""
+    times = {name: [] for name in functions}
+    for function in functions.values():
+        function()
+    for _ in range(repeats):
+        for name, function in functions.items():
+            started = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def emulator_vs_float_bound(target, x: np.ndarray, device: torch.device, repeats: int) -> dict[str, float]:
+    """Seconds of the emulator's arithmetic and of the float bound on the same deployed layers (see
+    the module docstring), files read beforehand."""
+    partition = target.manifest.partitions[0]
+    deployed = fold_avgpool(read_nir(target.export_dir / partition.file))
+    model = read_loihi_json(target.export_dir / target.manifest.files["loihi"])
+    network = read_netx(target.export_dir / target.manifest.files["netx"])
+    window = x.shape[1] + len(network.blocks) - 1
+    executor = NIRExecutor(deployed, dt=target.manifest.dt).to(device)
+    (name,) = executor.inputs
+    frames = {name: torch.as_tensor(x, device=device).transpose(0, 1).contiguous()}
+
+    def emulator():
+        drive = input_bias(deployed, model, x)
+        return simulate_netx(network, bias=drive, steps=window, aligned=True, device=device, record=("v", "s"))
+
+    def float_bound():
+        with torch.no_grad():
+            return executor(frames)
+
+    return alternated({"emulator": emulator, "float_bound": float_bound}, repeats)
 
 
 def load_average() -> list[float]:
@@ -157,6 +210,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("runs/readme-dc"))
     parser.add_argument("--lava-samples", type=int, default=10)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=9, help="alternated timings of the reference runners (medians)")
     parser.add_argument("--pilotnet-samples", type=int, default=64, help="samples in the reference runtime's batch")
     parser.add_argument("--pilotnet-lava-samples", type=int, default=2, help="samples Lava runs (about two minutes each on 2 cores)")
     parser.add_argument("--pilotnet-lava-timeout", type=float, default=1800, help="seconds before the Lava session is killed")
@@ -170,8 +224,12 @@ def main() -> None:
     few = {k: v[: args.lava_samples] for k, v in inputs.items()}
 
     lava_s, lava = timed(lambda: run_netx_in_lava(target, few, device), 1)
-    reference_s, _ = timed(lambda: run_reference_loihi(target, inputs, device), 3)
-    float_s, _ = timed(lambda: run_reference(target, inputs, device), 3)
+    runners = alternated(
+        {"reference_loihi": lambda: run_reference_loihi(target, inputs, device), "reference_float": lambda: run_reference(target, inputs, device)},
+        args.repeats,
+    )
+    reference_s = runners["reference_loihi"]
+    arithmetic = emulator_vs_float_bound(target, next(iter(inputs.values())), device, args.repeats)
     check = run_reference_loihi(target, few, device)
     equal = bool(np.array_equal(check.output, lava.output)) and all(np.array_equal(check.spikes[k], lava.spikes[k]) for k in check.spikes)
     if not equal:
@@ -185,13 +243,17 @@ def main() -> None:
         "equal_on_lava_samples": equal,
         "lava_samples": args.lava_samples,
         "reference_samples": samples,
+        "repeats": args.repeats,
         "samples_per_s": {
             "reference_loihi": samples / reference_s,
             "lava_fixed_pt": args.lava_samples / lava_s,
-            "reference_float_bound": samples / float_s,
+            "reference_float": samples / runners["reference_float"],
+            "emulator_arithmetic": samples / arithmetic["emulator"],
+            "float_bound_arithmetic": samples / arithmetic["float_bound"],
         },
         "speedup_vs_lava": (samples / reference_s) / (args.lava_samples / lava_s),
-        "cost_vs_float_bound": reference_s / float_s,
+        "cost_vs_float_bound": arithmetic["emulator"] / arithmetic["float_bound"],
+        "end_to_end_cost_vs_float": reference_s / runners["reference_float"],
         "machine": machine(),
     }
     if PILOTNET.is_dir():

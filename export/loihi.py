@@ -58,6 +58,7 @@ import nir
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from spikeport.errors import UserError
 from spikeport.io import write_json
@@ -201,24 +202,29 @@ def _integers(weight: np.ndarray, bias: np.ndarray, scale: float, exp: int) -> t
 
 
 def input_bias(graph: nir.NIRGraph, model: LoihiModel, x: np.ndarray) -> np.ndarray:
-    """bias_mant (int64) for input frames x [..., *input shape]: [..., *host layer output shape].
+    """bias_mant for input frames x [..., *input shape]: [..., *host layer output shape], int16 as
+    Lava holds it (the values are 13-bit).
 
     The host layer's current conv(x) + b in the units of the LIF it feeds, clipped to 13 bits;
-    any leading axes (samples, timesteps) are computed in one batch.
+    any leading axes (samples, timesteps) are computed in one batch on the CPU, in float32 as the
+    float model, ONNX Runtime and a host processor compute that layer (torch's float64 convolution
+    has no fast kernel: it cost 4x the whole float model here).
     """
     host = model.layers[0]
     weight, bias = _float_weights(graph, host.synapse, host.neuron)
     node = graph.nodes[host.synapse]
-    x = np.asarray(x, dtype=np.float64)
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    weight, bias = torch.from_numpy(weight.astype(np.float32)), torch.from_numpy(bias.astype(np.float32))
     if isinstance(node, nir.Conv2d):
         frames = x.reshape(-1, *x.shape[-3:])
-        current = _conv2d(frames, weight.astype(np.float64), node) + bias.reshape(-1, 1, 1)
+        current = _conv2d(frames, weight, node, bias)
         current = current.reshape(*x.shape[:-3], *current.shape[1:])
     else:
         (graph_input,) = [n for n in graph.nodes.values() if isinstance(n, nir.Input)]
         lead = x.shape[: x.ndim - len(graph_input.input_type["input"])]
-        current = x.reshape(*lead, -1) @ weight.astype(np.float64).T + bias
-    return np.clip(np.round(current * host.scale), -BIAS_MAX - 1, BIAS_MAX).astype(np.int64)
+        current = x.reshape(*lead, -1) @ weight.T + bias
+    # in place: on a test set's frames these arrays are large, and fresh ones cost page faults
+    return current.mul_(host.scale).round_().clamp_(-BIAS_MAX - 1, BIAS_MAX).to(torch.int16).numpy()
 
 
 def write_loihi_json(model: LoihiModel, path: str | os.PathLike) -> None:
@@ -401,14 +407,14 @@ def _shape(graph: nir.NIRGraph, synapse: str) -> list[int]:
     return [int(n) for n in graph.nodes[synapse].output_type["output"]]
 
 
-def _conv2d(x: np.ndarray, weight: np.ndarray, node: nir.Conv2d) -> np.ndarray:
-    """NIR Conv2d of frames x [N, C, H, W], in float64 (torch's cross-correlation)."""
-    out = F.conv2d(
-        torch.from_numpy(x),
-        torch.from_numpy(weight),
+def _conv2d(x: Tensor, weight: Tensor, node: nir.Conv2d, bias: Tensor | None = None) -> Tensor:
+    """NIR Conv2d of frames x [N, C, H, W] (torch's cross-correlation)."""
+    return F.conv2d(
+        x,
+        weight,
+        bias,
         stride=tuple(np.atleast_1d(node.stride)),
         padding=tuple(np.atleast_1d(node.padding)),
         dilation=tuple(np.atleast_1d(node.dilation)),
         groups=node.groups,
     )
-    return out.numpy()

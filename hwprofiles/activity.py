@@ -191,11 +191,11 @@ def measure_netx(network, x: np.ndarray, device: torch.device, name: str) -> Net
 
     n, t = x.shape[:2]
     k = len(network.blocks) - 1
-    records = simulate_netx(network, steps=t + k, reset_interval=t + k, device=device, record=("s",), **netx_drive(network, x))
+    records = simulate_netx(network, steps=t + k, aligned=True, device=device, record=("s",), **netx_drive(network, x))
     layers = []
     for i, (block, record) in enumerate(zip(network.blocks, records)):
         readout = block.neuron.du < 0  # netx's non-spiking read-out integrator
-        per_step = record.s[:, i : i + t].flatten(2).sum(2).double().sum(0).cpu().numpy()
+        per_step = record.s.flatten(2).sum(2).double().sum(0).cpu().numpy()
         neurons = int(np.prod(block.shape))
         common = dict(
             name=block.name,
@@ -216,7 +216,7 @@ def measure_netx(network, x: np.ndarray, device: torch.device, name: str) -> Net
         weight = torch.as_tensor(block.weight, dtype=torch.float32)
         mask = (weight != 0).float()
         if i:
-            inputs = records[i - 1].s[:, i - 1 : i - 1 + t].float()  # what this block receives, one step later
+            inputs = records[i - 1].s.float()  # what this block receives: the previous block's sample steps, one step later
         else:
             inputs = torch.as_tensor(x, dtype=torch.float32)
         flat = inputs.flatten(0, 1)

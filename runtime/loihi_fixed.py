@@ -88,6 +88,7 @@ READOUT_NEURON = {
 }  # netx's default, 1 << 18 - 1
 NEURON_TYPES = ("LOIHI", "CUBA")
 RUNS = ("input", "conv", "dense", "flatten")
+CHUNK_ELEMENTS = 1 << 24  # a synapse computes at most this many outputs in one call (memory bound)
 
 
 @dataclass
@@ -676,14 +677,38 @@ def _wrap16(x: Tensor) -> Tensor:
     return ((x + (1 << 15)) & ((1 << 16) - 1)) - (1 << 15)
 
 
+def _bias_drive(mant: Tensor, exp: int) -> tuple[Tensor, int]:
+    """Lava's int16 bias_mant shifted by bias_exp in int32 (int64 holding it), and its largest |value|.
+
+    The wraps are applied only where the values' type or range shows they would change something:
+    on the large per-step drives of the input layer they are most of this function's cost otherwise.
+    """
+    if mant.numel() == 0:
+        return mant.to(torch.int32), 0
+    if mant.dtype in (torch.int8, torch.uint8, torch.int16):
+        lo, hi = -(1 << 15), (1 << 15) - 1  # holds nothing int16 would wrap
+    else:
+        lo, hi = (int(x) for x in torch.aminmax(mant))
+        if lo < -(1 << 15) or hi >= 1 << 15:
+            mant = _wrap16(mant)
+            lo, hi = (int(x) for x in torch.aminmax(mant))
+    if exp < 0:
+        return mant.to(torch.int32) >> -exp, max(-lo, hi) >> -exp
+    bound = max(-lo, hi) << exp
+    if bound < 1 << 31:
+        return mant.to(torch.int32).bitwise_left_shift_(exp), bound  # in int32 range: no wrap
+    return _wrap32(mant.to(torch.int64) << exp), 1 << 31
+
+
 def _as_int_tensor(x, device, name: str) -> Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
     if t.is_floating_point():
         if not torch.all(t == torch.round(t)):
             raise UserError(f"{name}: holds non-integer values")
-    elif t.dtype == torch.bool:
-        t = t.to(torch.int64)
-    return t.to(device=device, dtype=torch.int64)
+        return t.to(device=device, dtype=torch.int64)
+    # integers keep their type (an int16 drive needs no int16 wrap); bool and unsigned become int64
+    keep = t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64)
+    return t.to(device=device, dtype=t.dtype if keep else torch.int64)
 
 
 class _Synapse:
@@ -712,18 +737,23 @@ class _Synapse:
             self.weight = self.weight.t().contiguous()
 
     def __call__(self, s: Tensor) -> Tensor:
+        """int32 where the sums cannot leave int32's range, else int64 holding Lava's int32 values."""
         b = self.block
         x = s.to(self.dtype)
+        # The float sums are exact integers (see __init__), so converting them truncates nothing. The
+        # wraps below are skipped where the bound on |sum| shows they cannot change a value.
         if b.kind == "dense":
             if b.flatten:
                 x = x.reshape(x.shape[0], -1)
+            shifted = self.bound << b.weight_exp if b.weight_exp > 0 else self.bound >> -b.weight_exp
+            narrow = self.bound < 1 << 31 and shifted < 1 << 31
             with _exact_matmul():
-                a = torch.round(x @ self.weight).to(torch.int64)
+                a = (x @ self.weight).to(torch.int32 if narrow else torch.int64)
             # graded: weights.dot(s_in) in int32; binary: numpy's sum accumulates in int64
-            if b.input_message_bits > 0:
+            if b.input_message_bits > 0 and not narrow:
                 a = _wrap32(a)
             a = a << b.weight_exp if b.weight_exp > 0 else a >> -b.weight_exp
-            return _wrap32(a)  # a_out's int32 channel
+            return a if narrow else _wrap32(a)  # a_out's int32 channel
         with _exact_matmul():
             a = F.conv2d(
                 x,
@@ -732,8 +762,9 @@ class _Synapse:
                 padding=b.padding,
                 dilation=b.dilation,
                 groups=b.groups,
-            )
-        a = torch.round(a).to(torch.int64)
+            ).to(torch.int32)  # conv sums beyond int32 are refused in __init__
+        if self.bound < 1 << 23:
+            return a
         # lava.proc.conv.utils.signed_clamp(x, bits=24)
         return ((a + (1 << 23)) & ((1 << 24) - 1)) - (1 << 23)
 
@@ -765,6 +796,7 @@ def simulate_netx(
     device: str | torch.device = "cpu",
     record: Iterable[str] = ("u", "v", "s"),
     layers: Sequence[int] | None = None,
+    aligned: bool = False,
 ) -> list[LayerRecord]:
     """Run `network` for `steps` Lava steps on a batch; returns one LayerRecord per block (or per index in `layers`).
 
@@ -775,6 +807,12 @@ def simulate_netx(
         data[..., k]); non-zero is a spike unless the input is graded (input_message_bits > 0).
     reset_interval, reset_offset: as netx.hdf5.Network's.
     record: any of "u", "v", "s".
+    aligned: one sample per window of `steps` steps (as reset_interval=steps), and each block only
+        on the steps that carry the sample: block i from its reset at step i on, for steps - K
+        steps (K: the blocks after the first). Its records are [B, steps - K, ...], index j being
+        step i + j, the sample's timestep j; a per-step input needs only those steps - K steps. The steps it skips, before a block's reset, hold
+        only the pipeline's fill and cannot reach any later step: this is exact, and costs what
+        steps - K dense passes cost.
     """
     record = set(record)
     if not record <= {"u", "v", "s"}:
@@ -786,6 +824,8 @@ def simulate_netx(
     device = torch.device(device)
     blocks = network.blocks
     first = blocks[0]
+    if aligned and (reset_interval is not None or reset_offset != 0):
+        raise UserError("aligned: one window per sample of `steps` steps; pass no reset_interval or reset_offset")
 
     drive, per_step = None, False
     ext, ext_steps = None, None
@@ -808,9 +848,6 @@ def simulate_netx(
             raise UserError(
                 f"bias: shape {tuple(drive.shape)}; expected [B, *{list(shape)}] or [B, T, *{list(shape)}]"
             )
-        drive = _wrap32(
-            _wrap16(drive) << first.neuron.bias_exp
-        )  # Lava's int16 bias_mant, then << bias_exp in int32
         batch = drive.shape[0]
         if per_step:
             ext_steps = drive.shape[1]
@@ -838,8 +875,15 @@ def simulate_netx(
     if int(steps) != steps or steps < 1:
         raise UserError(f"steps: {steps!r} is not a positive integer")
     steps = int(steps)
-    if ext_steps is not None and ext_steps < steps:
-        raise UserError(f"input has {ext_steps} steps; {steps} requested")
+    if aligned and steps <= len(blocks) - 1:
+        raise UserError(f"steps: a window of {steps} steps holds no timestep of a sample after {len(blocks) - 1} synaptic stages")
+    length = steps - (len(blocks) - 1)  # aligned: the steps each block computes
+    needed = length if aligned else steps  # aligned reads the input only on the sample's own steps
+    if ext_steps is not None and ext_steps < needed:
+        raise UserError(f"input has {ext_steps} steps; {needed} needed")
+    drive_bound = 0
+    if drive is not None:
+        drive, drive_bound = _bias_drive(drive[:, :length] if aligned and per_step else drive, first.neuron.bias_exp)
     chosen = list(range(len(blocks))) if layers is None else list(layers)
     neurons = sum(math.prod(blocks[i].shape) for i in chosen)
     if batch * steps * neurons * len(record) > 4 * MAX_ELEMENTS:
@@ -848,7 +892,7 @@ def simulate_netx(
             f"{4 * MAX_ELEMENTS} values; record fewer layers or states, or split the batch"
         )
 
-    input_max = 1 if ext is None else max(1, int(ext.abs().max()) if ext.numel() else 1)
+    input_max = 1 if ext is None or ext.numel() == 0 else max(1, *(abs(int(x)) for x in torch.aminmax(ext)))
     synapses = [
         None if b.kind == "input" else _Synapse(b, device, input_max if i == 0 else 1)
         for i, b in enumerate(blocks)
@@ -858,7 +902,7 @@ def simulate_netx(
         bias_bound = 0
         if b.kind == "input":
             a_bound = 0
-            bias_bound = int(drive.abs().max()) if drive.numel() else 0
+            bias_bound = drive_bound
         else:
             a_bound = synapses[i].bound
             if b.kind == "conv":
@@ -880,81 +924,77 @@ def simulate_netx(
                 ) - (1 << 15)  # int16
                 bias_bound = int(np.abs(mant).max()) << max(b.neuron.bias_exp, 0)
         lifs.append(_Lif(b.neuron, a_bound, bias_bound))
-    state = []
-    for b in blocks:
-        zeros = torch.zeros((batch, *b.shape), dtype=torch.int64, device=device)
-        bias_term = None
-        if b.kind != "input" and b.neuron.bias_mant is not None:
-            bm = torch.as_tensor(
-                np.array(b.neuron.bias_mant, dtype=np.int64), device=device
-            )
-            shift = b.neuron.bias_exp
-            bias_term = (
-                _wrap32(_wrap16(bm) << shift) if shift >= 0 else _wrap16(bm) >> -shift
-            )
-        state.append(
-            {"u": zeros, "v": zeros.clone(), "a": zeros.clone(), "bias": bias_term}
-        )
-    out = {
-        i: {
-            k: torch.empty(
-                (batch, steps, *blocks[i].shape),
-                dtype=torch.int32 if k != "s" else torch.uint8,
-                device=device,
-            )
-            for k in record
-        }
-        for i in chosen
-    }
-
     offsets = None
     if reset_interval is not None:
         offsets = [(reset_offset + 1 + i) % reset_interval for i in range(len(blocks))]
-
-    with torch.no_grad():
-        for k in range(steps):
-            t = k + 1  # Lava's time_step
-            prev_s = None if ext is None else ext[:, k]
-            for i, b in enumerate(blocks):
-                st = state[i]
-                if b.kind == "input":
-                    a_in = None
-                    bias_term = drive[:, k] if per_step else drive
-                else:
-                    a_in = st["a"]  # computed last step: one step of delay per synapse
-                    st["a"] = synapses[i](prev_s)
-                    bias_term = st["bias"]
-                u, v = st["u"], st["v"]
+    # Block by block: the network is a chain, so block i's spikes at every step are known before
+    # block i + 1 runs; its synapse then sees many steps in one batched call (a chunk of steps at a
+    # time, to bound memory) and only the neuron's recurrence loops over steps.
+    last = max(chosen, default=-1)  # blocks after the last recorded one need not run
+    source, source_first = ext, 0  # the spikes the next synapse reads [B, steps, ...], the step of index 0
+    out: dict[int, dict[str, Tensor]] = {}
+    for i, b in enumerate(blocks[: last + 1]):
+        first_step = i if aligned else 0  # aligned: the block's reset step, where its sample begins
+        n = length if aligned else steps
+        lif = lifs[i]
+        u = torch.zeros((batch, *b.shape), dtype=lif.dtype, device=device)
+        v = u.clone()
+        bias_term, block_drive = None, None
+        if b.kind == "input":
+            block_drive = drive.to(lif.dtype)
+        elif b.neuron.bias_mant is not None:
+            bm = torch.as_tensor(np.array(b.neuron.bias_mant, dtype=np.int64), device=device)
+            shift = b.neuron.bias_exp
+            bias_term = (_wrap32(_wrap16(bm) << shift) if shift >= 0 else _wrap16(bm) >> -shift).to(lif.dtype)
+        spikes_out = torch.empty((batch, n, *b.shape), dtype=torch.uint8, device=device)
+        rec = {k: torch.empty((batch, n, *b.shape), dtype=torch.int32, device=device) for k in record - {"s"}} if i in chosen else {}
+        chunk = max(1, CHUNK_ELEMENTS // max(1, batch * math.prod(b.shape)))
+        for j0 in range(0, n, chunk):
+            c = min(chunk, n - j0)
+            if b.kind == "input":
+                a = None
+            else:  # Lava's a_buff: the synapse's output at step k is of the spikes sent at step k - 1
+                x = _steps(source, first_step + j0 - 1 - source_first, c)
+                a = synapses[i](x.flatten(0, 1)).unflatten(0, (batch, c)).to(lif.dtype)
+            for j in range(j0, j0 + c):
+                t = first_step + j + 1  # Lava's time_step
                 if offsets is not None and t % reset_interval == offsets[i]:
                     u, v = torch.zeros_like(u), torch.zeros_like(v)
-                u, v, s = lifs[i](u, v, a_in, bias_term)
-                st["u"], st["v"] = u, v
-                prev_s = s
-                if i in out:
-                    rec = out[i]
-                    if "u" in rec:
-                        rec["u"][:, k] = u
-                    if "v" in rec:
-                        rec["v"][:, k] = v
-                    if "s" in rec:
-                        rec["s"][:, k] = s
+                if b.kind == "input":
+                    bias_term = block_drive[:, first_step + j] if per_step else block_drive
+                u, v, s = lif(u, v, None if a is None else a[:, j - j0], bias_term)
+                spikes_out[:, j] = s
+                if "u" in rec:
+                    rec["u"][:, j] = u
+                if "v" in rec:
+                    rec["v"][:, j] = v
+        if i in chosen:
+            out[i] = {**rec, **({"s": spikes_out} if "s" in record else {})}
+        source, source_first = spikes_out, first_step
     return [
-        LayerRecord(
-            blocks[i].name,
-            blocks[i].kind,
-            out[i].get("u"),
-            out[i].get("v"),
-            out[i].get("s"),
-        )
+        LayerRecord(blocks[i].name, blocks[i].kind, out[i].get("u"), out[i].get("v"), out[i].get("s"))
         for i in chosen
     ]
+
+
+def _steps(source: Tensor, first: int, count: int) -> Tensor:
+    """source[:, first : first + count], with zeros for indices before 0 (no spike sent yet) or past its end."""
+    lead = max(0, -first)
+    part = source[:, max(first, 0) : first + count]
+    missing = count - lead - part.shape[1]
+    if lead == 0 and missing == 0:
+        return part
+    zeros = lambda k: torch.zeros((source.shape[0], k, *source.shape[2:]), dtype=source.dtype, device=source.device)
+    return torch.cat([zeros(lead), part, zeros(missing)], dim=1)
 
 
 class _Lif:
     """One LIF layer's step (AbstractPyLifModelFixed.subthr_dynamics, then PyLifModelBitAcc's spike and reset).
 
     The int32 wraps and the 24-bit current wrap are skipped where bounds from the weights prove that
-    they cannot apply (they are exact no-ops there), so the common layers cost a few tensor ops.
+    they cannot apply (they are exact no-ops there); a layer that needs none of them runs in int32
+    (`dtype`), the others in int64 holding Lava's int32 values, so the common layers cost a few
+    narrow tensor ops.
     """
 
     def __init__(self, n: Neuron, a_bound: float, bias_bound: int):
@@ -972,19 +1012,28 @@ class _Lif:
         self.wrap_u = not u_bound < UV_MAX - 1
         u_bound = min(u_bound, 2**31) if not self.wrap_u else 2**31
         self.wrap_v = not UV_MAX + u_bound + bias_bound < 2**31
+        self.dtype = torch.int64 if self.wrap_in or self.wrap_u or self.wrap_v else torch.int32
 
     @staticmethod
     def _decay(x: Tensor, keep: int) -> Tensor | None:
-        """sign(x * keep) * (|x * keep| >> 12), Lava's decay truncating toward zero; None for 0."""
-        if keep <= 0:
-            return (
-                None
-                if keep == 0
-                else torch.div(x * keep, DECAY_UNITY, rounding_mode="trunc")
-            )
+        """x * keep / 4096 truncated toward zero, Lava's decay; None for keep 0.
+
+        keep = 2**k (beta 0.5 gives 2048): a division by 2**(12 - k), truncated toward zero by
+        adding 2**(12 - k) - 1 to negative values before the arithmetic shift. Otherwise in
+        float64, where it is exact: |x| < 2**32 and keep has at most 13 bits, so the product has
+        at most 45 significant bits (< 53), dividing by 4096 only moves the exponent, and
+        converting back truncates toward zero. Both are several times faster than torch's
+        integer division.
+        """
+        if keep == 0:
+            return None
         if keep == DECAY_UNITY:
             return x
-        return torch.div(x * keep, DECAY_UNITY, rounding_mode="trunc")
+        if keep & (keep - 1) == 0:
+            shift = DECAY_SHIFT - keep.bit_length() + 1
+            bits = 8 * x.element_size() - 1
+            return (x + ((x >> bits) & ((1 << shift) - 1))) >> shift
+        return (x.to(torch.float64) * (keep / DECAY_UNITY)).to(x.dtype)
 
     def __call__(
         self, u: Tensor, v: Tensor, a_in: Tensor | None, bias: Tensor | None
@@ -997,8 +1046,13 @@ class _Lif:
             current = a if current is None else current + a
             if self.wrap_in:
                 current = _wrap32(current)
-        if current is None:
-            current = torch.zeros_like(u)
+        if current is None:  # the input layer: no synapse, so u stays 0
+            volt = self._decay(v, self.keep_v)
+            if volt is None or volt is v:  # _fire works in place: it needs a tensor of its own
+                volt = torch.zeros_like(v) if volt is None else v.clone()
+            if bias is not None:
+                volt += bias
+            return self._fire(u, volt)
         if self.wrap_u:
             wrapped = torch.where(current > UV_MAX, current - 2 * UV_MAX, current)
             current = _wrap32(
@@ -1011,6 +1065,10 @@ class _Lif:
             volt = volt + bias
         elif volt is u:
             volt = u.clone()  # clamp_ and masked_fill_ below must not touch u
+        return self._fire(u, volt)
+
+    def _fire(self, u: Tensor, volt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Wrap and clip the new voltage (a tensor of its own), spike above threshold, reset to 0."""
         if self.wrap_v:
             volt = _wrap32(volt)
         volt = volt.clamp_(-UV_MAX + 1, UV_MAX - 1)

@@ -271,10 +271,15 @@ class _FixedPoint:
     """What running an export's model.net needs: the Loihi parameters and the input layer's drive."""
 
     layers: list  # export.loihi.LoihiLayer, one per netx block
-    bias: np.ndarray  # [N, window, *input layer shape]: the host layer's current, per step
+    bias: np.ndarray  # [N, T, *input layer shape]: the host layer's current, per step of the sample
     window: int  # steps per sample: T + the synaptic stages after the input layer
     timesteps: int
     prefix: str
+
+    def window_bias(self) -> np.ndarray:
+        """The bias for whole windows [N, window, ...], as Lava runs them: after the sample's last
+        frame the input layer's steps are never read, so the last frame is held."""
+        return np.concatenate([self.bias, np.repeat(self.bias[:, -1:], self.window - self.timesteps, axis=1)], axis=1)
 
 
 def _fixed_point(target: Target, inputs: dict[str, np.ndarray]) -> _FixedPoint:
@@ -291,26 +296,30 @@ def _fixed_point(target: Target, inputs: dict[str, np.ndarray]) -> _FixedPoint:
     t = x.shape[1]
     window = t + len(model.layers) - 1
     # The first layer runs on the host (export/loihi.py): its current, one frame per step, is the
-    # input layer's bias; after the sample's last frame the input layer's steps are never read.
+    # input layer's bias.
     frames = input_bias(graph, model, x)  # [N, T, *input layer shape]
-    bias = np.concatenate([frames, np.repeat(frames[:, -1:], window - t, axis=1)], axis=1)
-    return _FixedPoint(model.layers, bias, window, t, f"{partition.name}.")
+    return _FixedPoint(model.layers, frames, window, t, f"{partition.name}.")
 
 
 def _fixed_point_result(fp: _FixedPoint, spikes: list, voltage) -> SimResult:
-    """Layer i holds a sample from step i of its window on; the read-out's voltage is 64 s times
-    the running sum of the logits (export/loihi.py), so its increments are the logits per step."""
-    t, readout = fp.timesteps, len(fp.layers) - 1
-    counts = {name: s.reshape(len(fp.bias), t, -1).sum(-1) for name, s in _aligned_spikes(fp, spikes).items()}
-    v = np.asarray(voltage, dtype=np.float64)[:, readout : readout + t]
+    """From every block's spikes and the read-out's voltage on the steps that carry the sample
+    ([N, T, ...], block i from step i of its window on): the read-out's voltage is 64 s times the
+    running sum of the logits (export/loihi.py), so its increments are the logits per step."""
+    counts = {name: s.reshape(len(fp.bias), fp.timesteps, -1).sum(-1) for name, s in _named_spikes(fp, spikes).items()}
+    v = np.asarray(voltage, dtype=np.float64)
     logits = np.diff(v, axis=1, prepend=0.0) / (64 * fp.layers[-1].scale)
-    return SimResult(logits, counts, delay=readout)
+    return SimResult(logits, counts, delay=len(fp.layers) - 1)
 
 
-def _aligned_spikes(fp: _FixedPoint, spikes: list) -> dict[str, np.ndarray]:
-    """Every neuron layer's spikes [N, T, *shape] from per-block recordings [N, window, *shape]."""
-    t = fp.timesteps
-    return {f"{fp.prefix}{layer.neuron}": np.asarray(spikes[i])[:, i : i + t] for i, layer in enumerate(fp.layers) if layer.neuron is not None}
+def _named_spikes(fp: _FixedPoint, spikes: list) -> dict[str, np.ndarray]:
+    """Every neuron layer's spikes [N, T, *shape] by its layer name, from per-block spikes [N, T, *shape]."""
+    return {f"{fp.prefix}{layer.neuron}": np.asarray(spikes[i]) for i, layer in enumerate(fp.layers) if layer.neuron is not None}
+
+
+def _sample_steps(window_records: list, t: int) -> list:
+    """Per-block records of whole windows [N, window, ...] cut to the T steps that carry the sample:
+    block i from step i on (what simulate_netx(aligned=True) computes directly)."""
+    return [np.asarray(r)[:, i : i + t] for i, r in enumerate(window_records)]
 
 
 def fixed_point_spikes(target: Target, inputs: dict[str, np.ndarray], device: torch.device, backend: str = "reference") -> dict[str, np.ndarray]:
@@ -323,13 +332,14 @@ def fixed_point_spikes(target: Target, inputs: dict[str, np.ndarray], device: to
     if backend == "lava":
         from spikeport.runtime.lava_runner import run_netx_fixed
 
-        spikes, _ = run_netx_fixed(path, fp.bias, fp.window)
+        spikes, _ = run_netx_fixed(path, fp.window_bias(), fp.window)
+        spikes = _sample_steps(spikes, fp.timesteps)
     else:
         from spikeport.runtime.loihi_fixed import read_netx, simulate_netx
 
-        records = simulate_netx(read_netx(path), bias=fp.bias, steps=fp.window, reset_interval=fp.window, device=device, record=("s",))
+        records = simulate_netx(read_netx(path), bias=fp.bias, steps=fp.window, aligned=True, device=device, record=("s",))
         spikes = [record.s.cpu().numpy() for record in records]
-    return _aligned_spikes(fp, spikes)
+    return _named_spikes(fp, spikes)
 
 
 def netx_drive(network, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -351,14 +361,14 @@ def _run_netx_file(network, x: np.ndarray, device: torch.device) -> SimResult:
     from spikeport.runtime.loihi_fixed import simulate_netx
 
     t, k = x.shape[1], len(network.blocks) - 1
-    records = simulate_netx(network, steps=t + k, reset_interval=t + k, device=device, record=("v", "s"), **netx_drive(network, x))
+    records = simulate_netx(network, steps=t + k, aligned=True, device=device, record=("v", "s"), **netx_drive(network, x))
     spikes = {
-        block.name: record.s[:, i : i + t].flatten(2).sum(2).cpu().numpy()
-        for i, (block, record) in enumerate(zip(network.blocks, records))
+        block.name: record.s.flatten(2).sum(2).cpu().numpy()
+        for block, record in zip(network.blocks, records)
         if block.neuron.du >= 0  # netx's read-out integrator (du -1) does not spike
     }
     last, block = records[-1], network.blocks[-1]
-    output = (last.v if block.neuron.du < 0 else last.s)[:, k : k + t]
+    output = last.v if block.neuron.du < 0 else last.s
     return SimResult(output.cpu().numpy().astype(np.float64), spikes, delay=k)
 
 
@@ -370,7 +380,7 @@ def run_reference_loihi(target: Target, inputs: dict[str, np.ndarray], device: t
         return _run_netx_file(target.netx, next(iter(inputs.values())), device)
     fp = _fixed_point(target, inputs)
     network = read_netx(target.export_dir / target.manifest.files["netx"])
-    records = simulate_netx(network, bias=fp.bias, steps=fp.window, reset_interval=fp.window, device=device, record=("v", "s"))
+    records = simulate_netx(network, bias=fp.bias, steps=fp.window, aligned=True, device=device, record=("v", "s"))
     return _fixed_point_result(fp, [r.s.cpu().numpy() for r in records], records[-1].v.cpu().numpy())
 
 
@@ -385,8 +395,9 @@ def run_netx_in_lava(target: Target, inputs: dict[str, np.ndarray], device: torc
     from spikeport.runtime.lava_runner import run_netx_fixed
 
     fp = _fixed_point(target, inputs)
-    spikes, voltage = run_netx_fixed(target.export_dir / target.manifest.files["netx"], fp.bias, fp.window)
-    return _fixed_point_result(fp, spikes, voltage)
+    spikes, voltage = run_netx_fixed(target.export_dir / target.manifest.files["netx"], fp.window_bias(), fp.window)
+    readout = len(fp.layers) - 1
+    return _fixed_point_result(fp, _sample_steps(spikes, fp.timesteps), np.asarray(voltage)[:, readout : readout + fp.timesteps])
 
 
 RUNNERS = {

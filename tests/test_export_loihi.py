@@ -141,7 +141,8 @@ def test_dense_host_layer_and_its_input_bias():
     assert q.layers[0].dv == 2048 and q.layers[0].kind == "dense"
     x = np.full(5, 2.0)
     current = w1[0] @ x
-    assert np.abs(input_bias(graph, q, x) / q.layers[0].scale - current).max() <= 0.5 / q.layers[0].scale + 1e-9
+    # the host layer computes in float32: within half a unit and float32's rounding
+    assert np.abs(input_bias(graph, q, x) / q.layers[0].scale - current).max() <= 0.5 / q.layers[0].scale + 1e-6
 
 
 def _lava_dense(weights: np.ndarray, weight_exp: int, num_weight_bits: int, spikes: np.ndarray) -> np.ndarray:

@@ -166,6 +166,32 @@ def test_simulation_is_batched_and_reset_windows_are_independent():
     assert int(batched[-1].s.sum()) > 0
 
 
+def test_aligned_simulation_is_the_windows_sample_steps():
+    """aligned=True computes block i only from its reset at step i on: the same u, v and spikes as
+    the whole window on those steps, for a chain starting with an input layer (pilotnet_lif, every
+    block active) and one starting with a synapse (a dense block fed by spikes)."""
+    folder = needs_shared("peer-tests/lava-dl/pilotnet_lif")
+    net = read_netx(folder / "network.net")
+    image = from_lava_order(np.load(folder / "image.npy")).astype(np.int64)
+    k = len(net.blocks) - 1
+    t, window = 3, 3 + k
+    bias = np.stack([np.repeat(image[None] + i, window, axis=0) for i in range(2)])
+    whole = simulate_netx(net, bias=bias, steps=window, reset_interval=window)
+    aligned = simulate_netx(net, bias=bias, steps=window, aligned=True)
+    for i, (w, a) in enumerate(zip(whole, aligned)):
+        for key in ("u", "v", "s"):
+            assert getattr(a, key).shape[1] == t
+            assert torch.equal(getattr(a, key), getattr(w, key)[:, i : i + t]), (i, key)
+    assert sum(int(a.s.sum()) for a in aligned[:-1]) > 1000
+
+    rng = np.random.default_rng(1)
+    chain = dense_block(rng.integers(-100, 100, size=(6, 9)), du=100, dv=300, vth=40, bias=5)
+    spikes = (rng.random((4, 7, 9)) < 0.4).astype(np.int64)
+    whole = simulate_netx(chain, spikes=spikes, reset_interval=7)
+    (aligned,) = simulate_netx(chain, spikes=spikes, aligned=True)
+    assert torch.equal(aligned.v, whole[0].v) and aligned.s.sum() > 0
+
+
 # ------------------------------------------------------------------------------------------- refusals
 
 
@@ -325,7 +351,7 @@ def test_arguments_are_checked():
         UserError, match=r"spikes: shape \(1, 2, 4\); expected \[B, T, \*\[3\]\]"
     ):
         simulate_netx(net, spikes=np.zeros((1, 2, 4)))
-    with pytest.raises(UserError, match="input has 2 steps; 5 requested"):
+    with pytest.raises(UserError, match="input has 2 steps; 5 needed"):
         simulate_netx(net, spikes=np.zeros((1, 2, 3)), steps=5)
     with pytest.raises(
         UserError, match=r"dense: du 4096, dv 0, vth 10; Lava's LIF takes du -1\.\.4095"
@@ -496,6 +522,8 @@ def test_neuron_step_equals_lavas_model_at_the_extremes():
         (4095, 1024, 25, 2**18),
         (100, 4096, 0, 2**24),
         (2000, 7, 1000, 2**12),
+        (2047, 2048, 300, 2**20),  # power-of-two decays: the shift path
+        (3071, 1024, 5000, 2**26),
     ]:
         lava = PyLifModelBitAcc(proc_params={})
         lava.u = rng.integers(-(2**23), 2**23, n).astype(np.int32)
@@ -531,6 +559,40 @@ def test_neuron_step_equals_lavas_model_at_the_extremes():
             )
             np.testing.assert_array_equal(spikes.numpy(), s)
         assert s.any() or vth == 131071
+
+
+def test_narrow_neuron_step_equals_lavas_model_from_rest():
+    """The int32 path (taken where the bounds rule out every wrap) and the shift path of power-of-two
+    decays (beta 0.5: dv 2048), against PyLifModelBitAcc from rest with activations within bound."""
+    from lava.proc.lif.models import PyLifModelBitAcc
+    from spikeport.runtime.loihi_fixed import Neuron, _Lif
+
+    rng = np.random.default_rng(3)
+    n, a_bound = 4000, 2**14
+    for du, dv, vth in [(2047, 2048, 300), (3071, 3072, 40), (4095, 2048, 500), (1000, 7, 200), (4095, 1, 900)]:
+        lava = PyLifModelBitAcc(proc_params={})
+        lava.u, lava.v = np.zeros(n, np.int32), np.zeros(n, np.int32)
+        lava.du, lava.dv, lava.vth = du, dv, np.int32(vth)
+        bias = rng.integers(-(2**12), 2**12, n)
+        lava.bias_mant, lava.bias_exp = bias.astype(np.int16), np.full(n, 6, np.int16)
+        lava.scale_bias()
+        lava.scale_threshold()
+        narrow = _Lif(Neuron(du=du, dv=dv, vth=vth, bias_mant=bias), a_bound=a_bound, bias_bound=2**18)
+        assert narrow.dtype == torch.int32, (du, dv)
+        u = v = torch.zeros(n, dtype=torch.int32)
+        bias_term = torch.as_tensor(bias, dtype=torch.int32) << 6
+        fired = 0
+        for step in range(12):
+            a = rng.integers(-a_bound // 64, a_bound // 16, n).astype(np.int32)
+            lava.subthr_dynamics(activation_in=a)
+            s = lava.spiking_activation()
+            lava.reset_voltage(s)
+            u, v, spikes = narrow(u, v, torch.as_tensor(a), bias_term)
+            np.testing.assert_array_equal(u.numpy(), lava.u, err_msg=f"u, du {du}, step {step}")
+            np.testing.assert_array_equal(v.numpy(), lava.v, err_msg=f"v, dv {dv}, step {step}")
+            np.testing.assert_array_equal(spikes.numpy(), s)
+            fired += int(s.sum())
+        assert fired > 0 and (v < 0).any()
 
 
 def test_conv_synapse_equals_lavas_conv_after_netxs_kernel_transform():
