@@ -39,7 +39,16 @@ input type, and a LIF sends booleans), so `message_bits` is recorded but changes
 
 Records are aligned to Lava's steps: index k of the time axis is Lava's time_step k + 1, the value
 a probe (or a RingBuffer sink, or `var.get()` after k + 1 steps) shows. Shapes are torch's
-(C, H, W) or (N,); `lava_order` turns a record into Lava's (X, Y, Z) = (W, H, C) order.
+(C, H, W) or (N,); `lava_order` turns a record into Lava's (X, Y, Z) = (W, H, C) order. With
+`aligned=True` (one sample per window), block i is run and recorded only on its steps i .. i+T-1,
+the ones that carry the sample, so index j is the sample's timestep j in every block.
+
+How it is fast. A netx network is a chain, so the simulation goes block by block: a block's spikes
+at every step are known before the next block runs, whose synapse then takes many steps in one
+batched convolution or matrix product; only the neuron's recurrence loops over steps. Where the
+bounds of the weights and inputs show that no int32 or 24-bit wrap can happen, a layer's neurons
+run in int32 and skip the wraps (exact: the wraps would change nothing); decays by a power of two
+(beta 0.5) are shifts. Aligned windows skip the pipeline's fill, which no later step can see.
 
 Sums are computed as float32 (float64 where a row's sum of |weights| times the largest input
 reaches 2**24) and are exact integers; TF32 is switched off on CUDA while they run. int32 wraps
@@ -677,14 +686,17 @@ def _wrap16(x: Tensor) -> Tensor:
     return ((x + (1 << 15)) & ((1 << 16) - 1)) - (1 << 15)
 
 
-def _bias_drive(mant: Tensor, exp: int) -> tuple[Tensor, int]:
-    """Lava's int16 bias_mant shifted by bias_exp in int32 (int64 holding it), and its largest |value|.
+def _bias_drive(mant: Tensor, exp: int) -> tuple[Tensor, int, int]:
+    """Lava's int16 bias_mant shifted by bias_exp in int32, as (values, scale, bound): the bias is
+    values * scale, and |bias| <= bound.
 
-    The wraps are applied only where the values' type or range shows they would change something:
-    on the large per-step drives of the input layer they are most of this function's cost otherwise.
+    Where the values' type or range shows that neither the int16 nor the int32 wrap can change
+    anything, the mantissa is kept as it is with scale 2**bias_exp, so that the neuron adds it
+    scaled in one pass (the input layer's per-step drive is large, and converting and shifting it
+    would cost about as much as the neurons themselves). Otherwise the wrapped int64 values, scale 1.
     """
     if mant.numel() == 0:
-        return mant.to(torch.int32), 0
+        return mant, 1, 0
     if mant.dtype in (torch.int8, torch.uint8, torch.int16):
         lo, hi = -(1 << 15), (1 << 15) - 1  # holds nothing int16 would wrap
     else:
@@ -693,11 +705,11 @@ def _bias_drive(mant: Tensor, exp: int) -> tuple[Tensor, int]:
             mant = _wrap16(mant)
             lo, hi = (int(x) for x in torch.aminmax(mant))
     if exp < 0:
-        return mant.to(torch.int32) >> -exp, max(-lo, hi) >> -exp
+        return mant.to(torch.int32) >> -exp, 1, max(-lo, hi) >> -exp
     bound = max(-lo, hi) << exp
     if bound < 1 << 31:
-        return mant.to(torch.int32).bitwise_left_shift_(exp), bound  # in int32 range: no wrap
-    return _wrap32(mant.to(torch.int64) << exp), 1 << 31
+        return mant, 1 << exp, bound
+    return _wrap32(mant.to(torch.int64) << exp), 1, 1 << 31
 
 
 def _as_int_tensor(x, device, name: str) -> Tensor:
@@ -881,9 +893,9 @@ def simulate_netx(
     needed = length if aligned else steps  # aligned reads the input only on the sample's own steps
     if ext_steps is not None and ext_steps < needed:
         raise UserError(f"input has {ext_steps} steps; {needed} needed")
-    drive_bound = 0
+    drive_scale, drive_bound = 1, 0
     if drive is not None:
-        drive, drive_bound = _bias_drive(drive[:, :length] if aligned and per_step else drive, first.neuron.bias_exp)
+        drive, drive_scale, drive_bound = _bias_drive(drive[:, :length] if aligned and per_step else drive, first.neuron.bias_exp)
     chosen = list(range(len(blocks))) if layers is None else list(layers)
     neurons = sum(math.prod(blocks[i].shape) for i in chosen)
     if batch * steps * neurons * len(record) > 4 * MAX_ELEMENTS:
@@ -939,9 +951,9 @@ def simulate_netx(
         lif = lifs[i]
         u = torch.zeros((batch, *b.shape), dtype=lif.dtype, device=device)
         v = u.clone()
-        bias_term, block_drive = None, None
+        bias_term, bias_scale = None, 1
         if b.kind == "input":
-            block_drive = drive.to(lif.dtype)
+            bias_scale = drive_scale
         elif b.neuron.bias_mant is not None:
             bm = torch.as_tensor(np.array(b.neuron.bias_mant, dtype=np.int64), device=device)
             shift = b.neuron.bias_exp
@@ -961,8 +973,8 @@ def simulate_netx(
                 if offsets is not None and t % reset_interval == offsets[i]:
                     u, v = torch.zeros_like(u), torch.zeros_like(v)
                 if b.kind == "input":
-                    bias_term = block_drive[:, first_step + j] if per_step else block_drive
-                u, v, s = lif(u, v, None if a is None else a[:, j - j0], bias_term)
+                    bias_term = drive[:, first_step + j] if per_step else drive
+                u, v, s = lif(u, v, None if a is None else a[:, j - j0], bias_term, bias_scale)
                 spikes_out[:, j] = s
                 if "u" in rec:
                     rec["u"][:, j] = u
@@ -1036,8 +1048,9 @@ class _Lif:
         return (x.to(torch.float64) * (keep / DECAY_UNITY)).to(x.dtype)
 
     def __call__(
-        self, u: Tensor, v: Tensor, a_in: Tensor | None, bias: Tensor | None
+        self, u: Tensor, v: Tensor, a_in: Tensor | None, bias: Tensor | None, bias_scale: int = 1
     ) -> tuple[Tensor, Tensor, Tensor]:
+        """One step from u, v (not modified); the bias term is bias * bias_scale."""
         current = self._decay(u, self.keep_u)
         if a_in is not None:
             a = a_in << ACT_SHIFT
@@ -1046,25 +1059,24 @@ class _Lif:
             current = a if current is None else current + a
             if self.wrap_in:
                 current = _wrap32(current)
-        if current is None:  # the input layer: no synapse, so u stays 0
-            volt = self._decay(v, self.keep_v)
-            if volt is None or volt is v:  # _fire works in place: it needs a tensor of its own
-                volt = torch.zeros_like(v) if volt is None else v.clone()
-            if bias is not None:
-                volt += bias
-            return self._fire(u, volt)
-        if self.wrap_u:
+        silent = current is None  # the input layer: no synapse, so u stays 0 and adds nothing
+        if silent:
+            current = u
+        elif self.wrap_u:
             wrapped = torch.where(current > UV_MAX, current - 2 * UV_MAX, current)
             current = _wrap32(
                 torch.where(wrapped <= -UV_MAX, current + 2 * UV_MAX, wrapped)
             )
         u = current
-        volt = self._decay(v, self.keep_v)
-        volt = u if volt is None else volt + u
+        volt = self._decay(v, self.keep_v)  # v itself (keep 4096), None (keep 0) or a new tensor
+        if volt is None:
+            volt = u.clone()
+        elif volt is v:
+            volt = v.clone() if silent else v + u
+        elif not silent:
+            volt += u
         if bias is not None:
-            volt = volt + bias
-        elif volt is u:
-            volt = u.clone()  # clamp_ and masked_fill_ below must not touch u
+            volt.add_(bias, alpha=bias_scale)
         return self._fire(u, volt)
 
     def _fire(self, u: Tensor, volt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
