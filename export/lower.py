@@ -18,6 +18,23 @@ layer is linear, so it is folded into that layer's weights, exactly:
 
 Anything else (overlapping or padded pools, a pool feeding several layers, a dilated convolution
 after it) is refused with a UserError naming the node.
+
+A synapse on a chip reads spikes, never another synapse's current. MS-ResNet's membrane shortcut
+(DTA's backbone) sums currents, and a projection shortcut (a 1x1 convolution) then reads that sum.
+`compose_synapses` removes such reads: a synaptic layer S reading layers A1, A2, ... (the sum of
+their outputs) becomes one layer per source, S o A_j for a synaptic source and S itself for a
+neuron or input, all feeding S's consumers. Composing is linear algebra, exact up to the order of
+floating-point sums:
+
+- Affine S after Affine A: weight W_S W_A, bias W_S b_A.
+- Conv2d S of kernel 1x1 (no padding, no groups) after Conv2d A (no groups): kernel
+  W[o, i, y, x] = sum_m W_S[o, m] W_A[m, i, y, x], stride A's times S's (output pixel Y of S is
+  pixel s_S Y of A, which reads input pixels s_A s_S Y + tap - p_A), A's padding and dilation,
+  bias W_S b_A.
+- S's own bias goes to its first copy only, so that the copies add it once.
+
+Anything else (a 3x3 convolution after a convolution, a convolution after an affine) is refused,
+naming both layers.
 """
 
 from __future__ import annotations
@@ -63,6 +80,78 @@ def fold_avgpool(graph: nir.NIRGraph) -> nir.NIRGraph:
         edges = [(a, folded_into if b == name else b) for a, b in edges if a != name]
         del nodes[name]
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata), type_check=True)
+
+
+_SYNAPTIC = (nir.Affine, nir.Linear, nir.Conv2d)
+
+
+def compose_synapses(graph: nir.NIRGraph) -> nir.NIRGraph:
+    """`graph` with no synaptic layer reading another one's current (see the module docstring)."""
+    nodes, edges = dict(graph.nodes), list(graph.edges)
+    while True:
+        reading = [n for n, node in nodes.items() if isinstance(node, _SYNAPTIC) and any(isinstance(nodes[s], _SYNAPTIC) for s in _sources(edges, n))]
+        if not reading:
+            return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata), type_check=True)
+        name = reading[0]
+        layer, sources = nodes.pop(name), _sources(edges, name)
+        consumers = [b for a, b in edges if a == name]
+        edges = [(a, b) for a, b in edges if name not in (a, b)]
+        for i, source in enumerate(sources):
+            copy = f"{name}__{source}"
+            if isinstance(nodes[source], _SYNAPTIC):
+                nodes[copy] = _composed(name, layer, source, nodes[source], keep_bias=i == 0)
+                reads = _sources(edges, source)
+            else:
+                nodes[copy] = _with_bias(layer, _bias(layer) if i == 0 else np.zeros_like(_bias(layer)))
+                reads = [source]
+            edges += [(r, copy) for r in reads] + [(copy, c) for c in consumers]
+        for source in sources:  # a source that fed only `name` is now read by nothing
+            if isinstance(nodes.get(source), _SYNAPTIC) and not any(a == source for a, _ in edges):
+                del nodes[source]
+                edges = [(a, b) for a, b in edges if b != source]
+
+
+def _composed(name: str, outer: nir.NIRNode, inner_name: str, inner: nir.NIRNode, keep_bias: bool) -> nir.NIRNode:
+    """The layer `outer` o `inner` (module docstring); UserError where it is not one layer."""
+    outer_bias = _bias(outer) if keep_bias else np.zeros_like(_bias(outer))
+    if isinstance(outer, (nir.Affine, nir.Linear)) and isinstance(inner, (nir.Affine, nir.Linear)):
+        mix = outer.weight.astype(np.float64)
+        weight, bias = mix @ inner.weight.astype(np.float64), mix @ _bias(inner) + outer_bias
+        return nir.Affine(weight=weight.astype(outer.weight.dtype), bias=bias.astype(outer.weight.dtype), metadata=dict(outer.metadata))
+    pointwise = isinstance(outer, nir.Conv2d) and outer.weight.shape[2:] == (1, 1) and not any(_pair(outer.padding)) and outer.groups == 1
+    if pointwise and isinstance(inner, nir.Conv2d) and inner.groups == 1 and not isinstance(inner.padding, str):
+        mix = outer.weight[:, :, 0, 0].astype(np.float64)
+        weight = np.einsum("om,miyx->oiyx", mix, inner.weight.astype(np.float64))
+        stride = tuple(a * b for a, b in zip(_pair(inner.stride), _pair(outer.stride)))
+        _, height, width = (int(n) for n in inner.input_type["input"])
+        return nir.Conv2d(
+            input_shape=(height, width),
+            weight=weight.astype(outer.weight.dtype),
+            stride=stride,
+            padding=_pair(inner.padding),
+            dilation=_pair(inner.dilation),
+            groups=1,
+            bias=(mix @ _bias(inner) + outer_bias).astype(outer.weight.dtype),
+            metadata=dict(outer.metadata),
+        )
+    raise UserError(
+        f"{name} ({type(outer).__name__}) reads the current of {inner_name} ({type(inner).__name__}); "
+        "a chip's synapse reads spikes, and only a 1x1 convolution after a convolution or an affine after an affine "
+        "compose into one synaptic layer"
+    )
+
+
+def _bias(layer: nir.NIRNode) -> np.ndarray:
+    """A synaptic layer's bias (zeros for nir.Linear, which has none)."""
+    return np.asarray(getattr(layer, "bias", np.zeros(layer.weight.shape[0], dtype=layer.weight.dtype)), dtype=np.float64)
+
+
+def _with_bias(layer: nir.NIRNode, bias: np.ndarray) -> nir.NIRNode:
+    if isinstance(layer, nir.Conv2d):
+        _, height, width = (int(n) for n in layer.input_type["input"])
+        return nir.Conv2d(input_shape=(height, width), weight=layer.weight, stride=layer.stride, padding=layer.padding,
+                          dilation=layer.dilation, groups=layer.groups, bias=bias.astype(layer.weight.dtype), metadata=dict(layer.metadata))
+    return nir.Affine(weight=layer.weight, bias=bias.astype(layer.weight.dtype), metadata=dict(layer.metadata))
 
 
 def _fold_into_conv(pool_name: str, kernel: tuple[int, int], shape: tuple[int, ...], name: str, conv: nir.Conv2d) -> nir.Conv2d:

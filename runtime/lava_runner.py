@@ -5,8 +5,10 @@ and host partitions of an export, in Lava's CPU simulator.
     run_lava(graph, inputs, mode="loihi", loihi=read_loihi_json("loihi.json")) -> LavaResult
     run_lava_manifest(manifest, export_dir, {partition: graph}, {input: [N, T, *shape]}) -> LavaResult
 
-The graph is first lowered with `fold_avgpool`, so only synaptic layers (Conv2d, Affine, Linear)
-lie between neuron layers (LIF, IF), then mapped onto Lava processes:
+The graph is first lowered with `fold_avgpool` and `compose_synapses` (export/lower.py: a synaptic
+layer reading a sum of currents, as MS-ResNet's projection shortcut does, becomes one composed
+layer per path), so only synaptic layers (Conv2d, Affine, Linear) lie between neuron layers (LIF,
+IF), each reading spikes or an input, then mapped onto Lava processes:
 
 - the Input is a `lava.proc.io.source.RingBuffer` holding the whole input sequence. It sends real
   values (the first layer reads graded images), so the layer it feeds gets `num_message_bits=24`;
@@ -121,7 +123,7 @@ import numpy as np
 
 from spikeport.errors import UserError
 from spikeport.export.loihi import BIAS_EXP, LoihiModel, chain_layers, input_bias, integers
-from spikeport.export.lower import fold_avgpool
+from spikeport.export.lower import compose_synapses, fold_avgpool
 from spikeport.export.manifest import Manifest
 
 MODES = ("float", "loihi")  # Lava's floating_pt models; its fixed_pt ones with loihi.json's integers
@@ -371,7 +373,7 @@ def plan_network(graph: nir.NIRGraph, loihi: LoihiModel | None = None, depths: d
     """
     if handoff:
         graph = _pool_before_outputs(graph)
-    graph = fold_avgpool(graph)
+    graph = compose_synapses(fold_avgpool(graph))
     nodes = graph.nodes
     sources = {name: [a for a, b in graph.edges if b == name] for name in nodes}
     inputs = [name for name, node in nodes.items() if isinstance(node, nir.Input)]

@@ -1,4 +1,4 @@
-"""fold_avgpool: the folded graph computes what the model computes.
+"""fold_avgpool and compose_synapses: the lowered graph computes what the model computes.
 
 Meaning is checked twice: one folded convolution against pool-then-convolution on random maps
 for many kernel/stride/padding/pool combinations, and the whole digits CNN (float64) against its
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from spikeport.errors import UserError
-from spikeport.export.lower import fold_avgpool
+from spikeport.export.lower import compose_synapses, fold_avgpool
 from spikeport.export.nir_graph import to_nir
 from spikeport.train.models import spiking_cnn
 
@@ -159,3 +159,51 @@ def _odd_conv_graph(size: int = 6, stride: int = 4) -> nir.NIRGraph:
         },
         edges=[("input", "pool1"), ("pool1", "conv"), ("conv", "output")],
     )
+
+
+def _residual_graph(outer_kernel: int = 1) -> nir.NIRGraph:
+    """An MS-ResNet stage in NIR: a projection shortcut (1x1, stride 2) reading the sum of a 3x3
+    convolution's current and an identity path from the input; and a dense head reading the sum of
+    two affines' currents."""
+    rng = np.random.default_rng(0)
+    f = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    lif = lambda n: nir.LIF(tau=np.full(n, 2e-3), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.full(n, 0.5), v_reset=np.zeros(n))  # noqa: E731
+    pad = outer_kernel // 2
+    nodes = {
+        "input": nir.Input(np.array([4, 8, 8])),
+        "lif0": lif((4, 8, 8)),
+        "conv": nir.Conv2d((8, 8), f(4, 4, 3, 3), 1, 1, 1, 1, f(4)),
+        "proj": nir.Conv2d((8, 8), f(6, 4, outer_kernel, outer_kernel), 2, pad, 1, 1, f(6)),
+        "lif1": lif((6, 4, 4)),
+        "flatten": nir.Flatten({"input": np.array([6, 4, 4])}, 0, 2),
+        "fc_a": nir.Affine(f(5, 96), f(5)),
+        "fc_b": nir.Linear(f(5, 96)),
+        "head": nir.Affine(f(3, 5), f(3)),
+        "output": nir.Output(np.array([3])),
+    }
+    edges = [("input", "lif0"), ("lif0", "conv"), ("conv", "proj"), ("input", "proj"), ("proj", "lif1"), ("lif1", "flatten"),
+             ("flatten", "fc_a"), ("flatten", "fc_b"), ("fc_a", "head"), ("fc_b", "head"), ("head", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1e-3}, type_check=True)
+
+
+def test_composed_synapses_compute_what_the_sum_of_currents_computed():
+    """No synaptic layer reads a current any more, each copy reads spikes or the input, and the
+    reference runtime gives the same spikes and outputs (to float32's rounding of the sums)."""
+    from spikeport.runtime.reference import NIRExecutor
+
+    graph = _residual_graph()
+    composed = compose_synapses(graph)
+    synaptic = (nir.Conv2d, nir.Affine, nir.Linear)
+    for a, b in composed.edges:
+        assert not (isinstance(composed.nodes[a], synaptic) and isinstance(composed.nodes[b], synaptic)), (a, b)
+    assert {"proj__conv", "proj__input", "head__fc_a", "head__fc_b"} <= set(composed.nodes)
+    assert "conv" not in composed.nodes and "fc_a" not in composed.nodes  # they fed only the composed layers
+    x = {"input": 2 * torch.rand(6, 3, 4, 8, 8)}
+    want, got = NIRExecutor(graph)(x), NIRExecutor(composed)(x)
+    assert all(torch.equal(want.spikes[k], got.spikes[k]) for k in want.spikes) and want.spikes["lif1"].sum() > 0
+    torch.testing.assert_close(got.outputs["output"], want.outputs["output"], rtol=0, atol=1e-4)
+
+
+def test_refuses_a_current_it_cannot_compose():
+    with pytest.raises(UserError, match=r"proj \(Conv2d\) reads the current of conv \(Conv2d\); .* only a 1x1 convolution after a convolution"):
+        compose_synapses(_residual_graph(outer_kernel=3))

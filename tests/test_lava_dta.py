@@ -1,0 +1,47 @@
+"""A small DTA MS-ResNet's export in Lava: the encoder on the chip, the DTA gate on the host (ONNX,
+buffering T timesteps, or none for the causal variant), the residual stages with membrane
+shortcuts on the chip, their projection shortcut composed with the convolutions whose currents it
+reads (export/lower.py compose_synapses); compared with the reference runtime layer by layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spikeport.export.exporter import export_model
+from spikeport.runtime.simulate import resolve_target, run_in_lava, run_reference
+from spikeport.train.models import build_model
+
+SAMPLES, T = 4, 4
+GAIN = 2.5  # the residual stages' kernels scaled up, so that every layer of an untrained model spikes
+
+
+@pytest.mark.parametrize("causal, buffer", [(False, T), (True, 0)])
+def test_dta_export_in_lava_equals_the_reference_runtime(causal, buffer, tmp_path):
+    """Every LIF layer spikes as in the reference runtime, timestep by timestep, and the logits
+    agree; `delay` is the deepest path's synaptic stages (the encoder's conv, the identity into the
+    first block's LIF, two blocks of two convolutions, the read-out) plus the gate's buffer."""
+    torch.manual_seed(0)
+    config = {"name": "dta-msresnet", "stem_channels": 8, "stages": [[16, 1, 1], [32, 1, 2]], "causal": causal}
+    model = build_model(config, (1, 8, 8), 10, T).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("blocks") and p.ndim == 4:
+                p.mul_(GAIN)
+    export_model(model, (1, 8, 8), T, tmp_path / "export", formats=("nir", "onnx"))
+    target = resolve_target(tmp_path / "export" / "manifest.json")
+    assert [(p.kind, p.buffer_timesteps) for p in target.manifest.partitions] == [("neuromorphic", 0), ("host", buffer), ("neuromorphic", 0)]
+    x = {"x": 3 * torch.rand(SAMPLES, T, 1, 8, 8).numpy()}
+
+    lava = run_in_lava(target, x, torch.device("cpu"))
+    reference = run_reference(target, x, torch.device("cpu"))
+    assert lava.delay == 7 + buffer
+    assert sorted(lava.spikes) == sorted(reference.spikes) and len(reference.spikes) == 6
+    for name, counts in reference.spikes.items():
+        assert counts.sum() > 0, f"{name}: the comparison needs spikes"
+        np.testing.assert_array_equal(lava.spikes[name], counts, err_msg=name)
+    with torch.no_grad():
+        logits = model(torch.as_tensor(x["x"]).transpose(0, 1)).transpose(0, 1).numpy()
+    np.testing.assert_allclose(reference.output, logits, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(lava.output, reference.output, rtol=0, atol=1e-4)
