@@ -46,6 +46,7 @@ from spikeport.runtime.loihi_fixed import from_lava_order, read_netx, simulate_n
 from spikeport.runtime.reference import NIRExecutor
 from spikeport.runtime.simulate import (
     load_inputs,
+    export_outputs,
     netx_drive,
     read_nir,
     resolve_target,
@@ -108,7 +109,7 @@ def emulator_vs_float_bound(target, x: np.ndarray, device: torch.device, repeats
 
     def emulator():
         drive = input_bias(deployed, model, x)
-        return simulate_netx(network, bias=drive, steps=window, aligned=True, device=device, record=("v", "s"))
+        return simulate_netx(network, bias=drive, steps=window, aligned=True, device=device, record=export_outputs(network))
 
     def float_bound():
         with torch.no_grad():

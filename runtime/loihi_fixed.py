@@ -806,7 +806,7 @@ def simulate_netx(
     reset_interval: int | None = None,
     reset_offset: int = 0,
     device: str | torch.device = "cpu",
-    record: Iterable[str] = ("u", "v", "s"),
+    record: Iterable[str] | dict[int, Iterable[str]] = ("u", "v", "s"),
     layers: Sequence[int] | None = None,
     aligned: bool = False,
 ) -> list[LayerRecord]:
@@ -818,7 +818,8 @@ def simulate_netx(
         index k is what the first synapse receives at Lava step k + 1 (a RingBuffer source's
         data[..., k]); non-zero is a spike unless the input is graded (input_message_bits > 0).
     reset_interval, reset_offset: as netx.hdf5.Network's.
-    record: any of "u", "v", "s".
+    record: any of "u", "v", "s", for every block in `layers`; or {block index: states}, to record
+        different states of different blocks (those blocks only, in that order; no `layers` then).
     aligned: one sample per window of `steps` steps (as reset_interval=steps), and each block only
         on the steps that carry the sample: block i from its reset at step i on, for steps - K
         steps (K: the blocks after the first). Its records are [B, steps - K, ...], index j being
@@ -826,9 +827,15 @@ def simulate_netx(
         only the pipeline's fill and cannot reach any later step: this is exact, and costs what
         steps - K dense passes cost.
     """
-    record = set(record)
-    if not record <= {"u", "v", "s"}:
-        raise UserError(f"record: {sorted(record - {'u', 'v', 's'})} not among u, v, s")
+    if isinstance(record, dict):
+        if layers is not None:
+            raise UserError("layers: give the blocks as the keys of record, not both")
+        wanted = {int(i): set(states) for i, states in record.items()}
+    else:
+        wanted = {int(i): set(record) for i in (range(len(network.blocks)) if layers is None else layers)}
+    for states in wanted.values():
+        if not states <= {"u", "v", "s"}:
+            raise UserError(f"record: {sorted(states - {'u', 'v', 's'})} not among u, v, s")
     if reset_interval is not None and (
         int(reset_interval) != reset_interval or reset_interval < 1
     ):
@@ -896,12 +903,14 @@ def simulate_netx(
     drive_scale, drive_bound = 1, 0
     if drive is not None:
         drive, drive_scale, drive_bound = _bias_drive(drive[:, :length] if aligned and per_step else drive, first.neuron.bias_exp)
-    chosen = list(range(len(blocks))) if layers is None else list(layers)
-    neurons = sum(math.prod(blocks[i].shape) for i in chosen)
-    if batch * steps * neurons * len(record) > 4 * MAX_ELEMENTS:
+    chosen = list(wanted)
+    if any(not 0 <= i < len(blocks) for i in chosen):
+        raise UserError(f"layers: {chosen} are not all block indices 0..{len(blocks) - 1}")
+    values = batch * steps * sum(math.prod(blocks[i].shape) * len(wanted[i]) for i in chosen)
+    if values > 4 * MAX_ELEMENTS:
         raise UserError(
-            f"records of {batch} samples x {steps} steps x {neurons} neurons x {len(record)} states exceed "
-            f"{4 * MAX_ELEMENTS} values; record fewer layers or states, or split the batch"
+            f"records of {batch} samples x {steps} steps of the chosen layers' states are {values} values, more than "
+            f"{4 * MAX_ELEMENTS}; record fewer layers or states, or split the batch"
         )
 
     input_max = 1 if ext is None or ext.numel() == 0 else max(1, *(abs(int(x)) for x in torch.aminmax(ext)))
@@ -959,7 +968,7 @@ def simulate_netx(
             shift = b.neuron.bias_exp
             bias_term = (_wrap32(_wrap16(bm) << shift) if shift >= 0 else _wrap16(bm) >> -shift).to(lif.dtype)
         spikes_out = torch.empty((batch, n, *b.shape), dtype=torch.uint8, device=device)
-        rec = {k: torch.empty((batch, n, *b.shape), dtype=torch.int32, device=device) for k in record - {"s"}} if i in chosen else {}
+        rec = {k: torch.empty((batch, n, *b.shape), dtype=torch.int32, device=device) for k in wanted.get(i, set()) - {"s"}}
         chunk = max(1, CHUNK_ELEMENTS // max(1, batch * math.prod(b.shape)))
         for j0 in range(0, n, chunk):
             c = min(chunk, n - j0)
@@ -980,8 +989,8 @@ def simulate_netx(
                     rec["u"][:, j] = u
                 if "v" in rec:
                     rec["v"][:, j] = v
-        if i in chosen:
-            out[i] = {**rec, **({"s": spikes_out} if "s" in record else {})}
+        if i in wanted:
+            out[i] = {**rec, **({"s": spikes_out} if "s" in wanted[i] else {})}
         source, source_first = spikes_out, first_step
     return [
         LayerRecord(blocks[i].name, blocks[i].kind, out[i].get("u"), out[i].get("v"), out[i].get("s"))

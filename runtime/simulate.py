@@ -351,6 +351,19 @@ def netx_drive(network, x: np.ndarray) -> dict[str, np.ndarray]:
     return {"spikes": np.concatenate([x, np.zeros((x.shape[0], k, *x.shape[2:]), x.dtype)], axis=1)}
 
 
+def netx_outputs(network) -> dict[int, tuple[str, ...]]:
+    """simulate_netx's `record` for a simulation result: every spiking block's spikes, and the
+    voltage of netx's non-spiking read-out integrator (du -1), which is the output."""
+    return {i: ("v",) if block.neuron.du < 0 else ("s",) for i, block in enumerate(network.blocks)}
+
+
+def export_outputs(network) -> dict[int, tuple[str, ...]]:
+    """simulate_netx's `record` for an export's model.net: the spikes of every block but the
+    read-out, and the read-out's voltage (export/netx.py: it integrates the logits)."""
+    last = len(network.blocks) - 1
+    return {**{i: ("s",) for i in range(last)}, last: ("v",)}
+
+
 def _run_netx_file(network, x: np.ndarray, device: torch.device) -> SimResult:
     """A lava-dl .net file in Lava's fixed-point arithmetic, one fresh window of T + K steps per
     sample (K: the blocks after the first; netx resets every layer once per window).
@@ -361,7 +374,7 @@ def _run_netx_file(network, x: np.ndarray, device: torch.device) -> SimResult:
     from spikeport.runtime.loihi_fixed import simulate_netx
 
     t, k = x.shape[1], len(network.blocks) - 1
-    records = simulate_netx(network, steps=t + k, aligned=True, device=device, record=("v", "s"), **netx_drive(network, x))
+    records = simulate_netx(network, steps=t + k, aligned=True, device=device, record=netx_outputs(network), **netx_drive(network, x))
     spikes = {
         block.name: record.s.flatten(2).sum(2).cpu().numpy()
         for block, record in zip(network.blocks, records)
@@ -380,8 +393,8 @@ def run_reference_loihi(target: Target, inputs: dict[str, np.ndarray], device: t
         return _run_netx_file(target.netx, next(iter(inputs.values())), device)
     fp = _fixed_point(target, inputs)
     network = read_netx(target.export_dir / target.manifest.files["netx"])
-    records = simulate_netx(network, bias=fp.bias, steps=fp.window, aligned=True, device=device, record=("v", "s"))
-    return _fixed_point_result(fp, [r.s.cpu().numpy() for r in records], records[-1].v.cpu().numpy())
+    records = simulate_netx(network, bias=fp.bias, steps=fp.window, aligned=True, device=device, record=export_outputs(network))
+    return _fixed_point_result(fp, [None if r.s is None else r.s.cpu().numpy() for r in records], records[-1].v.cpu().numpy())
 
 
 def run_lava_loihi(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:

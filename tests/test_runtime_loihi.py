@@ -183,6 +183,12 @@ def test_aligned_simulation_is_the_windows_sample_steps():
             assert getattr(a, key).shape[1] == t
             assert torch.equal(getattr(a, key), getattr(w, key)[:, i : i + t]), (i, key)
     assert sum(int(a.s.sum()) for a in aligned[:-1]) > 1000
+    # per-block states: the blocks named, in that order, with only their states
+    first, last = simulate_netx(net, bias=bias, steps=window, aligned=True, record={k: ("v",), 1: ("s",)})
+    assert torch.equal(first.v, aligned[k].v) and first.s is None and first.u is None
+    assert torch.equal(last.s, aligned[1].s) and last.v is None
+    with pytest.raises(UserError, match="give the blocks as the keys of record"):
+        simulate_netx(net, bias=bias, steps=window, aligned=True, record={1: ("s",)}, layers=[1])
 
     rng = np.random.default_rng(1)
     chain = dense_block(rng.integers(-100, 100, size=(6, 9)), du=100, dv=300, vth=40, bias=5)
