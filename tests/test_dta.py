@@ -134,3 +134,31 @@ def test_dta_deploys_with_the_gate_on_the_host(causal, buffer, tmp_path):
         want = model(x.transpose(0, 1)).transpose(0, 1).numpy()
     assert np.abs(got["output"] - want).max() < 1e-4
     assert sum(got[k].sum() for k in got.files if k.startswith("spikes.")) > 0
+
+
+@pytest.mark.parametrize("causal, buffer", [(False, 4), (True, 0)])
+def test_dta_report_shows_the_gates_buffer_and_what_each_chip_cannot_hold(causal, buffer, cli, tmp_path):
+    """`spikeport report` on a DTA export: the layers of both chip partitions, the gate as a host
+    partition buffering T timesteps (none when causal), and per chip whether the rest fits."""
+    import json
+
+    import numpy as np
+
+    from spikeport.export.exporter import export_model
+
+    torch.manual_seed(0)
+    config = {"name": "dta-msresnet", "stem_channels": 8, "stages": [[16, 1, 1], [32, 1, 2]], "causal": causal}
+    model = build_model(config, (1, 8, 8), 10, 4).eval()
+    export = export_model(model, (1, 8, 8), 4, tmp_path / "export", formats=("nir", "onnx"))
+    np.savez(tmp_path / "in.npz", input=3 * torch.rand(5, 4, 1, 8, 8).numpy())
+    code, _, err = cli("report", export / "manifest.json", "--input", tmp_path / "in.npz", "--profiles", "loihi2,xylo-audio2", "--out", tmp_path)
+    assert code == 3, err  # Xylo cannot hold convolutions
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [(h["name"], h["buffer_timesteps"], h["causal"]) for h in report["host"]] == [("host0", buffer, causal)]
+    assert report["host"][0]["macs"] > 0
+    names = [layer["name"] for layer in report["layers"]]
+    assert "neuromorphic0.conv_in" in names and "neuromorphic1.blocks_1_shortcut_0" in names and "neuromorphic1.fc" in names
+    loihi2 = report["profiles"]["loihi2"]  # every chip layer fits; the gate is named as what runs on the host
+    assert [(v["layer"], v["constraint"]) for v in loihi2["violations"]] == [("host0", "host_partition")]
+    xylo = report["profiles"]["xylo-audio2"]
+    assert xylo["fits"] is False and "layer_type" in {v["constraint"] for v in xylo["violations"]}
