@@ -118,7 +118,10 @@ def _composed(name: str, outer: nir.NIRNode, inner_name: str, inner: nir.NIRNode
         mix = outer.weight.astype(np.float64)
         weight, bias = mix @ inner.weight.astype(np.float64), mix @ _bias(inner) + outer_bias
         return nir.Affine(weight=weight.astype(outer.weight.dtype), bias=bias.astype(outer.weight.dtype), metadata=dict(outer.metadata))
-    pointwise = isinstance(outer, nir.Conv2d) and outer.weight.shape[2:] == (1, 1) and not any(_pair(outer.padding)) and outer.groups == 1
+    pointwise = (
+        isinstance(outer, nir.Conv2d) and outer.weight.shape[2:] == (1, 1) and outer.groups == 1
+        and not isinstance(outer.padding, str) and not any(_pair(outer.padding))
+    )
     if pointwise and isinstance(inner, nir.Conv2d) and inner.groups == 1 and not isinstance(inner.padding, str):
         mix = outer.weight[:, :, 0, 0].astype(np.float64)
         weight = np.einsum("om,miyx->oiyx", mix, inner.weight.astype(np.float64))
