@@ -1,14 +1,15 @@
-"""How much of a training step is convolution arithmetic, the same in every engine: the bound on
-what any engine can gain by a faster neuron or by folding time into the batch (Amdahl).
+"""How much of a training step is the layers' arithmetic, the same work in every engine: the bound
+on what any engine can gain by a faster neuron or by folding time into the batch (Amdahl).
 
 For the two benchmark networks (train_step.py's 64/128/256-channel CNN, dta_train_step.py's small
 DTA MS-ResNet), each run by spikeport's engine and by the snnTorch per-timestep baseline with the
-same weights and batch, torch.profiler sums the CPU time of the convolution operators (forward
-and backward) over a few training steps, against all operators' time. If the baseline spends a
-share c of its step in convolutions, an engine that computes the same convolutions can be at most
-1 / c times faster. Written to benchmarks/results/conv_share.json.
+same weights and batch, torch.profiler sums the time of the convolution, batch-norm and pooling
+operators (forward and backward) over a few training steps, against all operators' time. If the
+baseline spends a share c of its step in them, an engine that computes the same layers can be at
+most 1 / c times faster. Written to benchmarks/results/layer_share.json. The profiler times
+operators by the wall clock: run it on an otherwise idle machine.
 
-    OMP_NUM_THREADS=1 python benchmarks/conv_share.py [--steps 3]
+    python benchmarks/layer_share.py [--steps 3]
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from spikeport.train.reference import stepwise_snntorch
 from dta_train_step import SMALL, batch_norm_eval  # benchmarks/ is the script's folder, so on sys.path
 from train_step import machine
 
-RESULTS = Path(__file__).parent / "results" / "conv_share.json"
+RESULTS = Path(__file__).parent / "results" / "layer_share.json"
+LAYER_OPERATORS = ("convolution", "batch_norm", "pool")  # aten operator names containing these
 
 
-def convolution_share(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> dict:
-    """CPU seconds per training step, and the share of them in convolution operators."""
+def layer_shares(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> dict:
+    """Seconds per training step (the operators' sum), and the shares of the convolutions and of
+    all the layers' arithmetic (convolution, batch norm, pooling)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 
     def step() -> None:
@@ -47,8 +50,8 @@ def convolution_share(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps:
             step()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    convolutions = sum(e.self_cpu_time_total for e in events if "convolution" in e.key)
-    return {"cpu_s_per_step": total / steps / 1e6, "convolution_share": convolutions / total}
+    share = lambda *names: sum(e.self_cpu_time_total for e in events if any(n in e.key for n in names)) / total  # noqa: E731
+    return {"s_per_step": total / steps / 1e6, "convolution_share": share("convolution"), "layer_share": share(*LAYER_OPERATORS)}
 
 
 def main() -> None:
@@ -62,10 +65,10 @@ def main() -> None:
         "cnn-64-128-256-32x32-T6-B32": (cnn, torch.rand(6, 32, 3, 32, 32) * 2, torch.randint(0, 10, (32,))),
         "dta-msresnet-small-32x32-T6-B16": (dta, torch.rand(6, 16, 3, 32, 32) * 2, torch.randint(0, 10, (16,))),
     }
-    result = {"benchmark": "conv_share", "steps": args.steps, "cases": {}, "machine": machine()}
+    result = {"benchmark": "layer_share", "steps": args.steps, "cases": {}, "machine": machine()}
     for name, (engine, x, y) in cases.items():
-        measured = {label: convolution_share(model, x, y, args.steps) for label, model in (("spikeport", engine), ("snntorch_stepwise", stepwise_snntorch(engine)))}
-        measured["max_speedup_over_snntorch_with_the_same_convolutions"] = 1 / measured["snntorch_stepwise"]["convolution_share"]
+        measured = {label: layer_shares(model, x, y, args.steps) for label, model in (("spikeport", engine), ("snntorch_stepwise", stepwise_snntorch(engine)))}
+        measured["max_speedup_over_snntorch_with_the_same_layers"] = 1 / measured["snntorch_stepwise"]["layer_share"]
         result["cases"][name] = measured
     write_json(RESULTS, result)
     print(json.dumps(result, indent=2))
