@@ -744,6 +744,8 @@ class _Synapse:
         # every partial sum of integer inputs times integer weights is an integer: float32 is exact below 2**24
         self.dtype = torch.float32 if bound < 2**24 else torch.float64
         self.bound = bound
+        shifted = bound << block.weight_exp if block.weight_exp > 0 else bound >> -block.weight_exp
+        self.narrow = bound < 1 << 31 and shifted < 1 << 31  # dense: no int32 wrap can happen
         self.weight = w.to(device=device, dtype=self.dtype)
         if block.kind == "dense":
             self.weight = self.weight.t().contiguous()
@@ -757,15 +759,13 @@ class _Synapse:
         if b.kind == "dense":
             if b.flatten:
                 x = x.reshape(x.shape[0], -1)
-            shifted = self.bound << b.weight_exp if b.weight_exp > 0 else self.bound >> -b.weight_exp
-            narrow = self.bound < 1 << 31 and shifted < 1 << 31
             with _exact_matmul():
-                a = (x @ self.weight).to(torch.int32 if narrow else torch.int64)
+                a = (x @ self.weight).to(torch.int32 if self.narrow else torch.int64)
             # graded: weights.dot(s_in) in int32; binary: numpy's sum accumulates in int64
-            if b.input_message_bits > 0 and not narrow:
+            if b.input_message_bits > 0 and not self.narrow:
                 a = _wrap32(a)
             a = a << b.weight_exp if b.weight_exp > 0 else a >> -b.weight_exp
-            return a if narrow else _wrap32(a)  # a_out's int32 channel
+            return a if self.narrow else _wrap32(a)  # a_out's int32 channel
         with _exact_matmul():
             a = F.conv2d(
                 x,

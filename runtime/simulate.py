@@ -279,7 +279,7 @@ class _FixedPoint:
     def window_bias(self) -> np.ndarray:
         """The bias for whole windows [N, window, ...], as Lava runs them: after the sample's last
         frame the input layer's steps are never read, so the last frame is held."""
-        return np.concatenate([self.bias, np.repeat(self.bias[:, -1:], self.window - self.timesteps, axis=1)], axis=1)
+        return _hold_last(self.bias, self.window - self.timesteps)
 
 
 def _fixed_point(target: Target, inputs: dict[str, np.ndarray]) -> _FixedPoint:
@@ -342,12 +342,17 @@ def fixed_point_spikes(target: Target, inputs: dict[str, np.ndarray], device: to
     return _named_spikes(fp, spikes)
 
 
+def _hold_last(x: np.ndarray, k: int) -> np.ndarray:
+    """x [N, T, ...] with its last step repeated k more times: [N, T + k, ...]."""
+    return np.concatenate([x, np.repeat(x[:, -1:], k, axis=1)], axis=1)
+
+
 def netx_drive(network, x: np.ndarray) -> dict[str, np.ndarray]:
     """simulate_netx's drive for samples x [N, T, ...], padded to windows of T + K steps: the input
     layer's bias (held at the last frame: those steps are never read) or the first synapse's spikes."""
     k = len(network.blocks) - 1
     if network.has_input_layer:
-        return {"bias": np.concatenate([x, np.repeat(x[:, -1:], k, axis=1)], axis=1).round().astype(np.int64)}
+        return {"bias": _hold_last(x, k).round().astype(np.int64)}
     return {"spikes": np.concatenate([x, np.zeros((x.shape[0], k, *x.shape[2:]), x.dtype)], axis=1)}
 
 
