@@ -13,7 +13,7 @@ import pytest
 
 from bad_inputs.corpus import CASES, Case
 
-SUBPROCESS_CASES = ("pt-hostile-pickle", "net-truncated")
+SUBPROCESS_CASES = ("pt-hostile-pickle", "pt-torchscript-export", "pt-torchscript-resume", "net-truncated")
 
 
 def snapshot(folder: Path) -> dict[str, str]:

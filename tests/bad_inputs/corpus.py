@@ -124,6 +124,26 @@ def hostile_checkpoint(path: Path) -> None:
     torch.save({**state, "model": Exploit()}, path, pickle_module=pickle)
 
 
+class _ScriptedPayload(torch.nn.Module):
+    """A TorchScript module whose __setstate__ runs on load (torch < 2.6 loads it under weights_only)."""
+
+    def forward(self, a):
+        return a
+
+    @torch.jit.export
+    def __getstate__(self):
+        return (self.training,)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[bool]):
+        print("pwned")
+        self.training = state[0]
+
+
+def torchscript_checkpoint(path: Path) -> None:
+    torch.jit.save(torch.jit.script(_ScriptedPayload()), path)
+
+
 def edit_manifest(change: Callable[[dict], None]) -> Callable[[Path], None]:
     def damage(path: Path) -> None:
         data = json.loads(path.read_text())
@@ -318,6 +338,8 @@ CASES: list[Case] = [
     Case("pt-truncated", in_run("checkpoint.pt", truncated, "export", "RUN"), ("checkpoint.pt", "not a readable checkpoint")),
     Case("pt-random", in_run("checkpoint.pt", overwrite(lambda: random_bytes(4096, 4)), "export", "RUN"), ("checkpoint.pt", "not a torch zip archive")),
     Case("pt-hostile-pickle", in_run("checkpoint.pt", hostile_checkpoint, "export", "RUN"), ("checkpoint.pt", "refused to load")),
+    Case("pt-torchscript-export", in_run("checkpoint.pt", torchscript_checkpoint, "export", "RUN"), ("checkpoint.pt", "refused to load", "TorchScript")),
+    Case("pt-torchscript-resume", in_run("checkpoint.pt", torchscript_checkpoint, "train", "RUN/config.yaml", "--out", "RUN", "--resume"), ("checkpoint.pt", "refused to load", "TorchScript")),
     Case("yaml-random-config", bytes_file("r.yaml", noise(5), lambda p: ["train", p, "--out", p.parent / "out"]), ("r.yaml", "not a text file")),
     Case("yaml-random-profile", bytes_file("r.yaml", noise(6), lambda p: ["profiles", "validate", p]), ("r.yaml", "not a text file")),
     Case("yaml-truncated-profile", bytes_file("t.yaml", lambda run: PROFILE.read_bytes()[:1500], lambda p: ["profiles", "validate", p]), ("t.yaml", "invalid YAML at line")),
