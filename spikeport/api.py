@@ -1,0 +1,237 @@
+"""The Python API: the four stages as keyword-only functions that return values.
+
+    run = spikeport.train(config="configs/digits-cnn.yaml", out="runs/dc")
+    deployment = spikeport.export(run=run)
+    sim = spikeport.simulate(target=deployment, samples=100)
+    report = spikeport.report(target=deployment, profiles=["loihi2", "speck"])
+
+Each function is what the CLI command of the same name runs, and each stage still leaves its files
+in the run folder (ARCHITECTURE.md, "The run folder"): the values returned here are read back from
+those files, so what a notebook holds is exactly what a later stage, or another tool, reads.
+Bad input raises `spikeport.errors.UserError` with the one line the CLI would print.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from spikeport.errors import UserError
+
+PathLike = str | Path
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder written by `train`: its resolved config and one metrics row per epoch."""
+
+    folder: Path
+    config: dict
+    metrics: list[dict]
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.metrics[-1].get("test_acc") if self.metrics else None
+
+    @classmethod
+    def load(cls, folder: PathLike) -> Run:
+        from spikeport.config import load_config
+        from spikeport.io import read_text
+
+        folder = Path(folder)
+        if not (folder / "config.yaml").is_file():
+            raise UserError(f"{folder}: not a run folder (no config.yaml; `spikeport train` writes one)")
+        lines = read_text(folder / "metrics.jsonl").splitlines() if (folder / "metrics.jsonl").exists() else []
+        return cls(folder, load_config(folder / "config.yaml").to_dict(), [json.loads(line) for line in lines if line.strip()])
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What the chip runs: an export folder (manifest and the files it names), a .nir or a .net file."""
+
+    path: Path  # the export folder, or the single .nir / .net file
+    manifest: dict | None  # manifest.json as written by export; None for a single file
+
+    @property
+    def folder(self) -> Path:
+        """Where sim/ and report/ go by default: the run folder, or the file's folder."""
+        return self.path.parent
+
+    @property
+    def timesteps(self) -> int | None:
+        return self.manifest["timesteps"] if self.manifest else None
+
+    @property
+    def partitions(self) -> dict[str, dict]:
+        """Partition name -> its manifest entry (kind, file, boundary tensors, host buffer)."""
+        return {p["name"]: p for p in self.manifest["partitions"]} if self.manifest else {}
+
+    @classmethod
+    def load(cls, path: PathLike) -> Deployment:
+        """A run folder, an export folder, a manifest.json, a .nir or a lava-dl .net file."""
+        from spikeport.export.manifest import read_manifest
+
+        path = Path(path)
+        if path.suffix in (".nir", ".net"):
+            if not path.is_file():
+                raise UserError(f"{path}: no such file")
+            return cls(path, None)
+        manifest = path if path.name == "manifest.json" else path / "manifest.json" if (path / "manifest.json").exists() else path / "export" / "manifest.json"
+        if not manifest.is_file():
+            raise UserError(f"{path}: no deployment there (no export/manifest.json: run `spikeport export` first)")
+        read_manifest(manifest)  # validates it, naming the field that is wrong
+        return cls(manifest.parent, json.loads(manifest.read_text()))
+
+    def target(self) -> Path:
+        """The path the stages take: the run folder for a run's export, else the file itself."""
+        if self.manifest is None:
+            return self.path
+        return self.path.parent if self.path.name == "export" else self.path / "manifest.json"
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """One backend's run, read from its sim/<backend>-<mode>.npz."""
+
+    path: Path
+    output: np.ndarray  # [N, T, *output_shape], aligned to the input timesteps
+    spikes: dict[str, np.ndarray]  # neuron layer -> spike counts [N, T]
+    labels: np.ndarray | None = None
+    delay: int = 0  # pipeline steps the backend's output was shifted back by
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """Class per sample: the output averaged over time (the rate read-out)."""
+        return self.output.reshape(*self.output.shape[:2], -1).mean(1).argmax(-1)
+
+    @property
+    def accuracy(self) -> float | None:
+        return None if self.labels is None else float((self.predictions == self.labels).mean())
+
+    @property
+    def activity(self) -> dict[str, float]:
+        """Spikes per sample in each neuron layer."""
+        return {layer: float(counts.sum(1).mean()) for layer, counts in self.spikes.items()}
+
+    @classmethod
+    def load(cls, path: PathLike) -> SimResult:
+        path = Path(path)
+        with np.load(path, allow_pickle=False) as data:
+            return cls(
+                path,
+                data["output"],
+                {key.removeprefix("spikes."): data[key] for key in data.files if key.startswith("spikes.")},
+                data["labels"] if "labels" in data.files else None,
+                int(data["delay"]) if "delay" in data.files else 0,
+            )
+
+
+@dataclass(frozen=True)
+class Report:
+    """report.json of one network against several chips."""
+
+    path: Path  # the report folder: report.json, report.md, report.html, plots/
+    data: dict = field(repr=False)
+    passed: bool = True  # every requested check (fit, budget) passed
+
+    @property
+    def profiles(self) -> dict[str, dict]:
+        """Profile name -> its entry: fit, energy, latency."""
+        return dict(self.data["profiles"])
+
+
+def _target(target: Deployment | Run | PathLike) -> Path:
+    if isinstance(target, Deployment):
+        return target.target()
+    if isinstance(target, Run):
+        return target.folder
+    return Path(target)
+
+
+def train(
+    *,
+    config: PathLike | Mapping,
+    out: PathLike,
+    epochs: int | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    resume: bool = False,
+) -> Run:
+    """Train a config (a YAML path or the same data as a dict) into the run folder `out`."""
+    from spikeport.config import config_from_dict, load_config
+    from spikeport.train.loop import model_for
+    from spikeport.train.loop import train as run_training
+
+    source = "config" if isinstance(config, Mapping) else str(config)
+    resolved = dict(config) if isinstance(config, Mapping) else load_config(config).to_dict()
+    resolved = json.loads(json.dumps(resolved))  # a deep copy: the caller's dict stays as it was
+    resolved.setdefault("train", {})
+    if epochs is not None:
+        resolved["train"]["epochs"] = epochs
+    if seed is not None:
+        resolved["train"]["seed"] = seed
+    checked = config_from_dict(resolved, source=source)
+    try:
+        model_for(checked)  # a wrong model option is named against the config that holds it
+    except UserError as e:
+        raise UserError(f"{source}: {e}") from None
+    run_training(checked, out, device=device, resume=resume)
+    return Run.load(out)
+
+
+def export(
+    *,
+    run: Run | PathLike,
+    formats: Sequence[str] = ("nir", "onnx", "lava"),
+    quantize: str | None = None,
+) -> Deployment:
+    """Export a trained run to RUN/export (manifest, NIR, ONNX, Loihi integers, netx)."""
+    from spikeport.export.exporter import export as run_export
+
+    return Deployment.load(run_export(_target(run), tuple(formats), quantize))
+
+
+def simulate(
+    *,
+    target: Deployment | Run | PathLike,
+    backend: str = "reference",
+    mode: str = "float",
+    samples: int | None = None,
+    inputs: PathLike | None = None,
+    device: str = "auto",
+    out: PathLike | None = None,
+    dt: float | None = None,
+) -> SimResult:
+    """Run the deployment on one backend (reference, onnx, lava) in float or Loihi fixed point."""
+    from spikeport.runtime.simulate import simulate as run_simulation
+
+    path = run_simulation(_target(target), backend, mode, samples, Path(inputs) if inputs else None, device, Path(out) if out else None, dt)
+    return SimResult.load(path)
+
+
+def report(
+    *,
+    target: Deployment | Run | PathLike,
+    profiles: Sequence[str] | str = "all",
+    profiles_dirs: Sequence[PathLike] = (),
+    inputs: PathLike | None = None,
+    samples: int = 256,
+    backend: str = "reference",
+    mode: str | None = None,
+    budget_ms: float | None = None,
+    out: PathLike | None = None,
+    device: str = "auto",
+    dt: float | None = None,
+) -> Report:
+    """Activity, fit, energy and latency of the deployment per hardware profile."""
+    from spikeport.hwprofiles.run import make_report
+
+    if samples < 1:
+        raise UserError(f"samples: must be at least 1, got {samples}")
+    names = [] if profiles == "all" else [profiles] if isinstance(profiles, str) else list(profiles)
+    result = make_report(_target(target), names, list(profiles_dirs), inputs, samples, budget_ms, out, device, dt, backend, mode)
+    return Report(Path(result.out_dir), result.data, result.passed)

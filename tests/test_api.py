@@ -1,0 +1,63 @@
+"""The public API (docs/api.md): the notebook example runs as written, and its values are the files."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import spikeport
+from spikeport import Deployment, SimResult, UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def docs_example() -> str:
+    (block,) = re.findall(r"## A notebook, start to end.*?```python\n(.*?)```", (ROOT / "docs" / "api.md").read_text(), re.S)
+    return block
+
+
+def test_the_docs_notebook_runs_as_written(tmp_path, monkeypatch, capsys):
+    (tmp_path / "configs").mkdir()
+    shutil.copy(ROOT / "configs" / "digits-cnn.yaml", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(docs_example(), "docs/api.md", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "loihi2 fits:" in out and "speck fits:" in out
+    run, deployment, sim, fixed, report = (namespace[k] for k in ("run", "deployment", "sim", "fixed", "report"))
+    assert run.test_accuracy > 0.5 and len(run.metrics) == 2
+    assert list(deployment.partitions) == ["neuromorphic0"] and deployment.timesteps == 4
+    # The values are what the stages wrote: read back from the files, they are the same.
+    again = SimResult.load(sim.path)
+    assert np.array_equal(again.output, sim.output) and again.accuracy == sim.accuracy
+    assert sim.accuracy == float((sim.output.mean(1).argmax(-1) == sim.labels).mean())
+    assert abs(fixed.accuracy - sim.accuracy) < 0.05
+    assert set(sim.activity) == set(sim.spikes) and all(v > 0 for v in sim.activity.values())
+    assert set(report.profiles) == {"loihi2", "speck"} and (report.path / "report.json").is_file()
+    assert Deployment.load("runs/api-demo") == Deployment.load("runs/api-demo/export/manifest.json") == deployment
+
+
+def test_the_stage_packages_are_also_the_api_functions():
+    import spikeport.train.loop  # binds spikeport.train to the package
+
+    assert callable(spikeport.train) and callable(spikeport.export)
+    assert spikeport.train.loop.resolve_device is not None
+
+
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (lambda ws: Deployment.load(ws / "nothing"), "no deployment there"),
+        (lambda ws: Deployment.load(ws / "x.nir"), "no such file"),
+        (lambda ws: spikeport.train(config={"model": {"name": "nope"}}, out=ws / "r"), "config"),
+        (lambda ws: spikeport.report(target=ws, samples=0), "samples: must be at least 1"),
+    ],
+)
+def test_bad_input_raises_one_user_error(call, fragment, tmp_path):
+    with pytest.raises(UserError, match=fragment):
+        call(tmp_path)
+    assert not (tmp_path / "r").exists()
