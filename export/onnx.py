@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from spikeport.errors import UserError
 from spikeport.io import atomic_open
+from spikeport.readers import check_onnx_external
 from spikeport.train.neuron import LIF, heaviside
 
 OPSET = 17
@@ -175,5 +176,6 @@ def run_onnx(path: str | Path, x: np.ndarray, device: str = "cpu") -> np.ndarray
     providers = ["CPUExecutionProvider"]
     if device == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
+    check_onnx_external(path)
     session = onnxruntime.InferenceSession(str(path), providers=providers)
     return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})[0]

@@ -15,7 +15,7 @@ import yaml
 from spikeport.hwprofiles.schema import Profile, parse_profile
 
 from spikeport.errors import UserError
-from spikeport.io import read_text
+from spikeport.readers import load_yaml
 
 BUILTIN_DIR = Path(__file__).parent / "profiles"
 
@@ -33,14 +33,7 @@ _Loader.add_implicit_resolver(
 
 def load_profile(path: str | os.PathLike) -> Profile:
     """Read and validate one profile file."""
-    path = Path(path)
-    text = read_text(path)
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        where = f" at line {line + 1}" if line is not None else ""
-        raise UserError(f"{path}: invalid YAML{where}") from None
+    data = load_yaml(path, _Loader)
     return parse_profile(data, path)
 
 

@@ -28,7 +28,9 @@ Size2 = Annotated[list[PosInt], Field(min_length=2, max_length=2)]  # (height, w
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan=False: an infinite energy or step time passes every ge/gt bound and makes every
+    # total infinite, and a NaN in an unbounded field (low, high, a measurement) passes any check.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class Sourced(_Strict, Generic[T]):

@@ -125,6 +125,7 @@ from spikeport.errors import UserError
 from spikeport.export.loihi import BIAS_EXP, LoihiModel, chain_layers, input_bias, integers
 from spikeport.export.lower import compose_synapses, fold_avgpool
 from spikeport.export.manifest import Manifest
+from spikeport.readers import check_hdf5, check_onnx_external
 
 MODES = ("float", "loihi")  # Lava's floating_pt models; its fixed_pt ones with loihi.json's integers
 GRADED_MESSAGE_BITS = 24  # Lava's widest graded payload; only the float models read it as "not binary"
@@ -325,6 +326,7 @@ def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs:
             path = os.path.join(export_dir, p.file)
             if not os.path.isfile(path):
                 raise UserError(f"partition {p.name}: {path}: no such file")
+            check_onnx_external(path)  # the host process's onnxruntime reads only what is inside the export
             offsets = {t.name: arrival[t.name] for t in p.inputs}
             if len(set(offsets.values())) != 1:
                 raise UserError(f"partition {p.name}: its inputs arrive after different numbers of Lava steps {offsets}; a host process takes them in one step")
@@ -761,6 +763,7 @@ def run_netx_fixed(path: str | os.PathLike, bias: np.ndarray, window: int, timeo
     Returns every layer's spikes [N, window, *shape] and the last layer's voltage [N, window, *shape],
     in the (C, H, W) order of the file's shapes. Same process handling as `run_lava`.
     """
+    check_hdf5(path, "netx HDF5")  # lava-dl's netx opens it with h5py: nothing outside the file
     _lava_api()
     return _in_child(_simulate_netx, (str(path), np.asarray(bias), window), timeout_s)
 

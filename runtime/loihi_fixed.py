@@ -79,6 +79,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from spikeport.errors import UserError
+from spikeport.readers import check_hdf5
 
 MAX_ELEMENTS = (
     10**8
@@ -172,7 +173,9 @@ class LayerRecord:
 
 
 def read_netx(path: str | os.PathLike) -> NetxNetwork:
-    """The netx HDF5 file at `path` as the integers Lava runs; UserError for what cannot be run."""
+    """The netx HDF5 file at `path` as the integers Lava runs; UserError for what cannot be run.
+    Links and storage outside the file are refused before any data is read (readers.check_hdf5)."""
+    check_hdf5(path, "netx HDF5")
     try:
         return _read_netx(str(path))
     except (OSError, RuntimeError, KeyError) as e:  # h5py on a damaged file: bad object headers, links past the end

@@ -13,20 +13,20 @@ steps removed), `labels` when known, and `spikes.<layer>` spike counts [N, T] pe
 from __future__ import annotations
 
 import io
-import zipfile
-import zlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import nir
 import numpy as np
 import onnxruntime
 import torch
 
+from spikeport.config import check_number
 from spikeport.errors import UserError
 from spikeport.export.manifest import Manifest, read_manifest
 from spikeport.io import atomic_open, check_creatable, write_json
+from spikeport.readers import check_hdf5, check_onnx_external, load_npz, memory_budget
 from spikeport.runtime.reference import NIRExecutor
 from spikeport.train import datasets
 from spikeport.train.loop import resolve_device
@@ -34,6 +34,7 @@ from spikeport.train.loop import resolve_device
 BACKENDS = {"reference": ("float", "loihi"), "onnx": ("float",), "lava": ("float", "loihi")}
 MAX_NIR_DATASET_ELEMENTS = 10**8  # one array of an NIR file (400 MB of float32)
 MAX_NIR_TOTAL_ELEMENTS = 2 * 10**8  # all arrays of an NIR file together
+MAX_NIR_NODE_ELEMENTS = 10**7  # values per sample and step into or out of one node (a conv's padding makes them)
 
 
 @dataclass
@@ -56,16 +57,17 @@ class SimResult:
 def read_nir(path: Path) -> nir.NIRGraph:
     """An NIR file the reference runtime can run; UserError naming the file (and node) otherwise.
 
-    Its HDF5 datasets are sized from their metadata first: nir.read loads every dataset whole, and
-    a file of a few KiB can declare terabytes (MAX_NIR_DATASET_ELEMENTS, MAX_NIR_TOTAL_ELEMENTS)."""
-    if not Path(path).is_file():
-        raise UserError(f"{path}: no such file")
-    _check_hdf5_sizes(path)
+    The file is checked before nir.read sees it (spikeport/readers.py `check_hdf5`): no links or
+    storage outside the file, and dataset sizes from their metadata, since nir.read loads every
+    dataset whole and a file of a few KiB can declare terabytes (MAX_NIR_DATASET_ELEMENTS,
+    MAX_NIR_TOTAL_ELEMENTS). The nodes' declared shapes are bounded before anything runs on them."""
+    check_hdf5(path, "NIR", MAX_NIR_DATASET_ELEMENTS, MAX_NIR_TOTAL_ELEMENTS)
     try:
         with np.errstate(all="raise"):  # nir computes shapes from the file's fields: a stride 0 divides by zero
             graph = nir.read(path)
     except Exception as e:  # noqa: BLE001 - h5py and nir raise many types on a bad file; all mean "unreadable"
         raise UserError(f"{path}: not a readable NIR file ({_first_line(e)})") from None
+    _check_node_sizes(path, graph)
     try:
         NIRExecutor(graph, dt=1.0).check_runs()  # dt: the file's own, or any (it changes no shape)
     except UserError as e:
@@ -77,18 +79,18 @@ def _first_line(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def _check_hdf5_sizes(path: Path) -> None:
-    sizes: dict[str, int] = {}
-    try:
-        with h5py.File(path, "r") as f:
-            f.visititems(lambda name, item: sizes.__setitem__(name, item.size or 0) if isinstance(item, h5py.Dataset) else None)
-    except Exception as e:  # noqa: BLE001 - as above: a file h5py cannot walk is unreadable
-        raise UserError(f"{path}: not a readable NIR file ({_first_line(e)})") from None
-    for name, size in sizes.items():
-        if size > MAX_NIR_DATASET_ELEMENTS:
-            raise UserError(f"{path}: {name}: declares {size} elements, more than {MAX_NIR_DATASET_ELEMENTS}; refused")
-    if sum(sizes.values()) > MAX_NIR_TOTAL_ELEMENTS:
-        raise UserError(f"{path}: declares {sum(sizes.values())} elements in all, more than {MAX_NIR_TOTAL_ELEMENTS}; refused")
+def _check_node_sizes(path: Path, graph: nir.NIRGraph) -> None:
+    """Refuse a node whose input or output, as nir infers it from the fields (a conv's padding,
+    a pool's stride), holds more than MAX_NIR_NODE_ELEMENTS values per sample and step: a few
+    bytes of padding would otherwise make the first step allocate gigabytes."""
+    for name, node in graph.nodes.items():
+        for port, shape in [*(getattr(node, "input_type", None) or {}).items(), *(getattr(node, "output_type", None) or {}).items()]:
+            dims = np.asarray(shape).reshape(-1)
+            if dims.dtype.kind not in "iu" or not dims.size:
+                continue  # not a shape: the runtime's own checks name it
+            values = math.prod(abs(int(d)) for d in dims)
+            if values > MAX_NIR_NODE_ELEMENTS:
+                raise UserError(f"{path}: node {name!r}: its {port} holds {values} values per step ({list(map(int, dims))}), more than {MAX_NIR_NODE_ELEMENTS}; refused")
 
 
 def resolve_target(target: str | Path) -> Target:
@@ -133,6 +135,7 @@ def load_inputs(target: Target, input_file: Path | None, samples: int | None) ->
         data_config = target.manifest.source["data"]
         test = datasets.load(data_config["name"], data_config["root"], "test", target.manifest.timesteps, options=data_config.get("options"))
         n = len(test) if samples is None else min(samples, len(test))
+        _check_batch_fits(target.manifest, n, data_config["name"])
         items = [test[i] for i in range(n)]
         if isinstance(items[0][0], tuple):  # a multi-input dataset: one tensor per input, in the manifest's order
             inputs = {name: torch.stack([x[i] for x, _ in items]).numpy() for i, name in enumerate(names)}
@@ -145,17 +148,22 @@ def load_inputs(target: Target, input_file: Path | None, samples: int | None) ->
 
 
 def read_npz(path: Path, keys: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
-    """The names of an npz file's arrays, and those of `keys` it holds. numpy reads members lazily,
-    so a damaged member fails only when it is read: the ones asked for are read here."""
-    if not Path(path).is_file():
-        raise UserError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("a single .npy array, not an npz archive")
-            return data.files, {k: data[k] for k in keys if k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise UserError(f"{path}: not a readable npz file ({_first_line(e)})") from None
+    """The names of an npz file's arrays, and those of `keys` it holds, read whole and sized from
+    their headers before any data (spikeport/readers.py `load_npz`)."""
+    return load_npz(path, keys)
+
+
+def _check_batch_fits(manifest: Manifest, n: int, dataset: str) -> None:
+    """Refuse, before any sample is framed, a batch of test samples that is empty or that would not
+    fit in memory (the manifest's timesteps times its inputs' shapes, float32, framed then stacked)."""
+    if n == 0:
+        raise UserError(f"{dataset}: the test set holds 0 samples; nothing to simulate")
+    need = n * manifest.timesteps * sum(math.prod(t.shape) for t in manifest.inputs) * 4 * 2
+    if need > memory_budget():
+        raise UserError(
+            f"{n} samples of {dataset} at {manifest.timesteps} timesteps need {need / 2**30:.1f} GiB, more than the "
+            f"{memory_budget() / 2**30:.1f} GiB free for them; refused (give fewer --samples)"
+        )
 
 
 def _check_input(name: str, x: np.ndarray, target: Target, source) -> None:
@@ -173,6 +181,8 @@ def _check_input(name: str, x: np.ndarray, target: Target, source) -> None:
         shape = [int(n) for n in target.nir_graph.nodes[name].input_type["input"]]
         if x.ndim != 2 + len(shape) or list(x.shape[2:]) != shape:
             raise UserError(f"{where}: input {name!r} has shape {list(x.shape)}; expected [N, T, {', '.join(map(str, shape))}]")
+    if x.ndim == 0 or len(x) == 0:
+        raise UserError(f"{where}: input {name!r} holds 0 samples; nothing to simulate")
     if not np.all(np.isfinite(x)):
         raise UserError(f"{where}: input {name!r} holds NaN or infinite values")
 
@@ -216,6 +226,7 @@ def run_reference(target: Target, inputs: dict[str, np.ndarray], device: torch.d
 
 
 def _onnx_session(path: Path, providers: list[str]) -> onnxruntime.InferenceSession:
+    check_onnx_external(path)  # before onnxruntime reads any tensor stored outside the file
     try:
         return onnxruntime.InferenceSession(str(path), providers=providers)
     except Exception as e:  # noqa: BLE001 - onnxruntime's errors (InvalidProtobuf, Fail, NoSuchFile ...) share no base but Exception
@@ -447,6 +458,7 @@ def simulate(
         raise UserError(f"--mode {mode}: backend {backend} runs {', '.join(BACKENDS[backend])} only")
     if samples is not None and samples < 1:
         raise UserError(f"--samples: must be at least 1, got {samples}")
+    check_number("--dt", dt, 0, low_open=True)
     resolved = resolve_target(target)
     resolved.dt = dt
     if resolved.netx is not None and (backend, mode) != ("reference", "loihi"):

@@ -17,7 +17,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from spikeport.config import config_from_dict, load_config
+from spikeport.config import check_number, config_from_dict, load_config
 from spikeport.console import console
 from spikeport.errors import UserError
 
@@ -202,6 +202,8 @@ def report(
 
     if samples < 1:
         raise UserError(f"--samples: must be at least 1, got {samples}")
+    check_number("--budget-ms", budget_ms, 0, low_open=True)
+    check_number("--dt", dt, 0, low_open=True)
     names = [] if profiles == "all" else [p.strip() for p in profiles.split(",") if p.strip()]
     result = make_report(target, names, profiles_dir, input, samples, budget_ms, out, device, dt, backend, mode)
     print_report(result.data, console)
@@ -272,6 +274,7 @@ def data_build(
     option: list[str] = typer.Option([], "--option", help="KEY=VALUE generator setting, as data.options in a config (repeatable)."),
 ) -> None:
     """Generate a built-in dataset into the dataset root (cached: a second build is instant)."""
+    from spikeport.readers import parse_yaml
     from spikeport.train import datasets
 
     options = {}
@@ -279,7 +282,7 @@ def data_build(
         key, equals, value = item.partition("=")
         if not equals or not key:
             raise UserError(f"--option {item!r}: expected KEY=VALUE, e.g. visual_noise=0.8")
-        options[key] = yaml.safe_load(value)
+        options[key] = parse_yaml(value, f"--option {key}")
     path = datasets.build(name, out, options=options)
     console.print(f"{name}: {path}")
 

@@ -9,14 +9,13 @@ keyword arguments (checked there). The resolved config — every default filled 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from spikeport.errors import UserError
-from spikeport.io import read_text
+from spikeport.readers import load_yaml
 
 OPTIMIZERS = ("sgd", "adamw")
 BATCH_AUGMENTS = ("none", "cutmix", "mixup")
@@ -64,7 +63,56 @@ def _check_type(source: str, key: str, value, annotation: str):
     expected = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict}[annotation]
     if isinstance(value, bool) and annotation != "bool" or not isinstance(value, expected):
         raise UserError(f"{source}: {key} must be {annotation}, got {value!r}")
-    return float(value) if annotation == "float" else value
+    if annotation == "float":
+        return finite(f"{source}: {key}", value)
+    if annotation == "int":
+        _int64(f"{source}: {key}", value)
+    return value
+
+
+def _int64(name: str, value: int) -> None:
+    if not -(2**63) <= value < 2**63:
+        raise UserError(f"{name} must fit in 64 bits, got an integer of {value.bit_length()} bits")
+
+
+def finite(name: str, value: int | float) -> float:
+    """`value` as a float, or a UserError naming `name` when it is NaN, infinite or too large to
+    be one (a YAML `.nan`, `1e999`, a 400-digit integer): no numeric field, option or CLI value
+    of spikeport means anything there, and NaN passes every `<=` check after it."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise UserError(f"{name} must be a finite number, got {value if isinstance(value, float) else 'a number too large for a float'}")
+    return number
+
+
+def check_number(name: str, value: int | float | None, low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False) -> None:
+    """The one numeric check of configs, model options and CLI options: `value` (None: not given)
+    must be finite and lie within `low` and `high` (excluded with low_open / high_open)."""
+    if value is None:
+        return
+    number = finite(name, value)
+    if low is not None and (number <= low if low_open else number < low):
+        raise UserError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value}")
+    if high is not None and (number >= high if high_open else number > high):
+        raise UserError(f"{name} must be {'<' if high_open else '<='} {high:g}, got {value}")
+
+
+def _finite_everywhere(source: str, key: str, value) -> None:
+    """Every number in a free-form section (model options, dataset options), at any depth: floats
+    finite, integers within int64 (what torch and numpy hold)."""
+    if isinstance(value, float):
+        finite(f"{source}: {key}", value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        _int64(f"{source}: {key}", value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _finite_everywhere(source, f"{key}.{k if str(k).isprintable() else repr(k)}", v)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _finite_everywhere(source, f"{key}[{i}]", v)
 
 
 def _section(source: str, name: str, cls, values) -> object:
@@ -92,6 +140,11 @@ def _validate(source: str, config: Config) -> None:
             raise UserError(f"{source}: {key} must be positive, got {value}")
     if config.train.weight_decay < 0:
         raise UserError(f"{source}: train.weight_decay must be >= 0, got {config.train.weight_decay}")
+    check_number(f"{source}: train.momentum", config.train.momentum, 0, 1, high_open=True)
+    if not 0 <= config.train.seed < 2**32:
+        raise UserError(f"{source}: train.seed must be in [0, 2^32), got {config.train.seed}")
+    _finite_everywhere(source, "model", config.model)
+    _finite_everywhere(source, "data.options", config.data.options)
     if config.train.batch_augment not in BATCH_AUGMENTS:
         raise UserError(f"{source}: train.batch_augment must be one of {', '.join(BATCH_AUGMENTS)}, got {config.train.batch_augment!r}")
     if config.train.optimizer not in OPTIMIZERS:
@@ -121,16 +174,9 @@ def config_from_dict(data: dict, source: str = "config") -> Config:
 
 
 def read_yaml(path: str | Path) -> object:
-    """Parse a YAML file, turning a missing file or a syntax error into a one-line UserError."""
-    path = Path(path)
-    text = read_text(path)
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise UserError(f"{path}: invalid YAML{where}: {problem}") from None
+    """Parse a YAML file, bounded (spikeport/readers.py): a missing file, a syntax error or a
+    document that would expand without bound is a one-line UserError."""
+    return load_yaml(path)
 
 
 def load_config(path: str | Path) -> Config:

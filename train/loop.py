@@ -51,7 +51,7 @@ def resolve_device(name: str) -> torch.device:
 
 def model_for(config: Config) -> nn.Module:
     spec = datasets.spec(config.data.name)
-    return build_model(config.model, spec.input_shape, spec.num_classes, config.data.timesteps)
+    return build_model(config.model, spec.input_shape, spec.num_classes, config.data.timesteps, config.data.batch_size)
 
 
 def time_major(x: torch.Tensor | list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:

@@ -10,6 +10,7 @@ key or a missing required one is reported with the allowed names.
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from collections import OrderedDict
@@ -18,6 +19,7 @@ from typing import Callable
 from torch import nn
 
 from spikeport.errors import UserError
+from spikeport.readers import memory_budget
 from spikeport.train import layers
 from spikeport.train.dta import ATTENTION, DEPTHS, MSResNetDTA
 from spikeport.train.neuron import LIF
@@ -127,8 +129,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 SUPPLIED = ("input_shape", "num_classes", "timesteps")  # from the data section, not the model section
 
 
-def build_model(model_config: dict, input_shape: tuple[int, ...], num_classes: int, timesteps: int) -> nn.Module:
-    """Build the model named by `model_config["name"]` with the rest of the section as arguments."""
+def build_model(model_config: dict, input_shape: tuple[int, ...], num_classes: int, timesteps: int, batch_size: int = 1) -> nn.Module:
+    """Build the model named by `model_config["name"]` with the rest of the section as arguments,
+    once it is known to fit in memory for training batches of `batch_size` (`check_fits`)."""
     options = dict(model_config)
     name = options.pop("name", None)
     if name not in MODELS:
@@ -151,12 +154,62 @@ def build_model(model_config: dict, input_shape: tuple[int, ...], num_classes: i
         raise UserError(f"model.beta: the neuron's decay must lie in [0, 1], got {options['beta']!r}")
     if options.get("threshold", 1.0) <= 0:
         raise UserError(f"model.threshold: must be positive, got {options['threshold']!r}")
-    supplied = {"timesteps": timesteps} if "timesteps" in parameters else {}
-    if isinstance(input_shape, dict):  # several named inputs: only a multi-input model takes them
-        if name != "taaf-resnet":
-            raise UserError(f"model.name: {name!r} takes one input; this dataset has inputs {', '.join(input_shape)} (use taaf-resnet)")
-        return builder(input_shape, num_classes, **supplied, **options)
-    return builder(tuple(input_shape), num_classes, **supplied, **options)
+    if isinstance(input_shape, dict) and name != "taaf-resnet":  # several named inputs: only a multi-input model takes them
+        raise UserError(f"model.name: {name!r} takes one input; this dataset has inputs {', '.join(input_shape)} (use taaf-resnet)")
+    shape = input_shape if isinstance(input_shape, dict) else tuple(input_shape)
+
+    def build(steps: int) -> nn.Module:
+        return builder(shape, num_classes, **({"timesteps": steps} if "timesteps" in parameters else {}), **options)
+
+    check_fits(build, input_shape, timesteps, batch_size)
+    return build(timesteps)
+
+
+def check_fits(build: Callable[[int], nn.Module], input_shape, timesteps: int, batch_size: int) -> None:
+    """Refuse a model that would not fit in memory (`readers.memory_budget`) before allocating it:
+    its input batch [T, B, *shape], then its parameters (float32 weights, gradients and two AdamW
+    moments: 16 bytes each) counted on torch's meta device, which allocates nothing, then the
+    values its layers keep for the backward pass, from a meta forward pass over a few timesteps
+    scaled to T (8 bytes each: the value and its gradient). An absurd T or channel count is
+    refused in milliseconds instead of failing in the allocator, or in the kernel's OOM killer."""
+    import torch
+
+    budget = memory_budget()
+    shapes = list(input_shape.values()) if isinstance(input_shape, dict) else [input_shape]
+    values = timesteps * batch_size * sum(math.prod(s) for s in shapes)
+    if 4 * values > budget:
+        raise UserError(f"data: a batch of {batch_size} samples over {timesteps} timesteps is {4 * values / 2**30:.1f} GiB of input alone, more than the {budget / 2**30:.1f} GiB free; refused")
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build(timesteps).parameters())
+        activations = 0
+        if 16 * params <= budget:
+            steps = min(timesteps, 4)
+            activations = _activation_values(build(steps), shapes, steps, batch_size) * timesteps // steps
+    need = 16 * params + 8 * activations
+    if need > budget:
+        counted = f"{params:,} parameters" + (f", {activations:,} activation values for a batch of {batch_size} over {timesteps} timesteps" if activations else "")
+        raise UserError(f"model: needs about {need / 2**30:.1f} GiB ({counted}), more than the {budget / 2**30:.1f} GiB free; refused (fewer channels, timesteps or a smaller batch)")
+
+
+def _activation_values(model: nn.Module, shapes: list[tuple], steps: int, batch_size: int) -> int:
+    """Values the leaf modules of `model` (on the meta device) output for one training batch."""
+    import torch
+
+    total = 0
+
+    def count(module, inputs, output) -> None:
+        nonlocal total
+        total += sum(t.numel() for t in (output if isinstance(output, (tuple, list)) else [output]) if isinstance(t, torch.Tensor))
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    try:
+        model.train()(*(torch.zeros(steps, batch_size, *s) for s in shapes))
+    except NotImplementedError:  # an op without a meta kernel: the parameters and inputs are still bounded
+        pass
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
 
 
 def _fits(value, hint) -> bool:
