@@ -1,8 +1,12 @@
-"""Energy per sample, by the estimator a profile names; every term is reported on its own.
+"""Energy per sample, by the estimator a profile names; every term is reported on its own, as a
+central value with the interval its figures allow.
 
 Estimators (`energy.estimator` in a profile), all in joules per sample:
 - `components`: SOPs x E_synop + neuron updates x E_neuron + spikes x E_hop (one hop per spike)
-  + host MACs x E_mac + static power x latency.
+  + host MACs x E_mac + static power x active time. The active time is (T + host buffer steps) x
+  step time: samples stream through the chip, so its pipeline delay overlaps the next sample (as in
+  lava-dl's PilotNet measurement, 1 / fps = 16 steps); an event-driven chip without a step time is on
+  for as long as its input lasts (T x dt).
 - `synop_all_in`: SOPs x E_synop + host MACs x E_mac, for a per-synop figure that is a whole-chip
   average already including neuron updates, routing and static power (TrueNorth's 26 pJ).
 - `paper`: the convention SNN papers compare with (Spikformer, Spike-driven Transformer):
@@ -11,9 +15,12 @@ Estimators (`energy.estimator` in a profile), all in joules per sample:
 SOPs are NeuroBench effective ACs + effective MACs (nonzero weights only); for dense weights this
 equals the papers' rate x T x FLOPs.
 
-A term whose constant is unknown is None, unless its count is zero (then it is 0: nothing happens,
-whatever it would cost). The total adds the known terms and is marked partial when any is None;
-a partial total whose known terms are all zero is None (unknown), never a misleading 0 J.
+Each figure gives (low, value, high): its stated interval, or its value three times. A term is the
+count times each of the three (static: power interval times active-time interval), and the total
+sums the terms' lows, values and highs, since the figures' errors are not known to cancel. A term
+whose figure is unknown (no value, no bound) is None, unless its count is zero (then it is 0:
+nothing happens, whatever it would cost); the total then adds the known terms and is marked
+partial, naming the unknown terms. `dominant` names the terms that make most of the interval.
 """
 
 from __future__ import annotations
@@ -22,13 +29,12 @@ from dataclasses import dataclass
 
 from spikeport.hwprofiles import timing
 from spikeport.hwprofiles.network import Network
-from spikeport.hwprofiles.schema import Profile
+from spikeport.hwprofiles.schema import Profile, Sourced
 
 PJ = 1e-12
-METADATA_KEYS = {"estimator", "formula", "total", "partial", "unknown"}  # the rest of to_dict() are terms
 
 FORMULAS = {
-    "components": "SOPs*E_synop + neuron_updates*E_neuron + spikes*E_hop + host_MACs*E_mac + P_static*latency",
+    "components": "SOPs*E_synop + neuron_updates*E_neuron + spikes*E_hop + host_MACs*E_mac + P_static*active time",
     "synop_all_in": "SOPs*E_synop (whole-chip average) + host_MACs*E_mac",
     "paper": "E_MAC*FLOPs(first, non-spiking-input layer) + E_AC*SOPs(other layers) + E_MAC*host_MACs",
 }
@@ -42,61 +48,108 @@ CONSTANTS = {  # the profile figures each estimator reads (the report cites thei
     "paper": ["energy_per_mac_pj", "energy_per_synop_pj"],
 }
 
+Interval = tuple[float, float, float]  # (low, value, high)
+
 
 @dataclass
 class EnergyEstimate:
     estimator: str
-    terms: dict[str, float | None]  # joules per sample
-    total: float | None
+    terms: dict[str, Interval | None]  # joules per sample
+    total: Interval | None
     partial: bool
 
+    def dominant(self) -> list[str]:
+        """The terms that together make at least two thirds of the total's interval, widest first."""
+        widths = {name: t[2] - t[0] for name, t in self.terms.items() if t is not None and t[2] > t[0]}
+        whole, out, covered = sum(widths.values()), [], 0.0
+        for name in sorted(widths, key=widths.get, reverse=True):
+            if covered >= 2 / 3 * whole:
+                break
+            out.append(name)
+            covered += widths[name]
+        return out
+
     def to_dict(self) -> dict:
-        unknown = [name for name, value in self.terms.items() if value is None]
+        def triple(t):
+            return None if t is None else {"low": t[0], "value": t[1], "high": t[2]}
+
         return {
             "estimator": self.estimator,
             "formula": FORMULAS[self.estimator],
-            **self.terms,
-            "total": self.total,
+            "terms": {name: triple(t) for name, t in self.terms.items()},
+            "total": None if self.total is None else self.total[1],
+            "low": None if self.total is None else self.total[0],
+            "high": None if self.total is None else self.total[2],
             "partial": self.partial,
-            "unknown": unknown,
+            "unknown": [name for name, t in self.terms.items() if t is None],
+            "dominant": self.dominant(),
         }
 
 
-def _term(count: float, per_op: float | None, scale: float = PJ) -> float | None:
+def _figure(figure: Sourced, scale: float) -> Interval | None:
+    bounds = figure.interval()
+    return None if bounds is None else (bounds[0] * scale, figure.value * scale, bounds[1] * scale)
+
+
+def _term(count: float, figure: Sourced, scale: float = PJ) -> Interval | None:
     if count == 0:
-        return 0.0
-    return None if per_op is None else count * per_op * scale
+        return (0.0, 0.0, 0.0)
+    per_op = _figure(figure, scale)
+    return None if per_op is None else tuple(count * v for v in per_op)
+
+
+def active_time_s(network: Network, profile: Profile) -> Interval | None:
+    """How long the chip is on for one sample when samples stream: its steps but the pipeline delay,
+    or the input's duration (T x dt) for an event-driven chip without a step time; None when
+    neither is known."""
+    step = _figure(profile.timing.step_time_s, 1.0)
+    if step is not None:
+        return tuple((timing.steps(network) - network.pipeline_delay) * s for s in step)
+    if network.dt and network.dt > 0:
+        duration = network.timesteps * network.dt
+        return (duration, duration, duration)
+    return None
 
 
 def estimate(network: Network, profile: Profile) -> EnergyEstimate:
     e = profile.energy
     kind = e.estimator.value
     layers = network.layers
-    host = _term(sum(part.macs for part in network.host), e.energy_per_mac_pj.value)
+    host = _term(sum(part.macs for part in network.host), e.energy_per_mac_pj)
     if kind == "paper":
         encoder = layers[:1] if layers and layers[0].input_kind == "graded" else []
         others = layers[len(encoder):]
         terms = {
-            "first_layer_macs": _term(sum(layer.flops for layer in encoder), e.energy_per_mac_pj.value),
-            "acs": _term(_sops(others), e.energy_per_synop_pj.value),
+            "first_layer_macs": _term(sum(layer.flops for layer in encoder), e.energy_per_mac_pj),
+            "acs": _term(_sops(others), e.energy_per_synop_pj),
             "host_macs": host,
         }
     else:
-        terms = {"synops": _term(_sops(layers), e.energy_per_synop_pj.value)}
+        terms = {"synops": _term(_sops(layers), e.energy_per_synop_pj)}
         if kind == "components":
-            latency = timing.latency_s(network, profile)
-            static = None if latency is None or e.static_power_w.value is None else latency * e.static_power_w.value
+            time = active_time_s(network, profile)
+            power = _figure(e.static_power_w, 1.0)
             terms |= {
-                "neuron_updates": _term(sum(layer.neuron_updates for layer in layers), e.energy_per_neuron_update_pj.value),
-                "spike_hops": _term(sum(layer.spikes for layer in layers), e.energy_per_spike_hop_pj.value),
-                "static": static,
+                "neuron_updates": _term(sum(layer.neuron_updates for layer in layers), e.energy_per_neuron_update_pj),
+                "spike_hops": _term(sum(layer.spikes for layer in layers), e.energy_per_spike_hop_pj),
+                "static": None if time is None or power is None else tuple(t * p for t, p in zip(time, power)),
             }
         terms["host_macs"] = host
-    known = [value for value in terms.values() if value is not None]
+    known = [t for t in terms.values() if t is not None]
     partial = len(known) < len(terms)
+    total = tuple(sum(t[i] for t in known) for i in range(3))
     # a partial total made only of terms that are zero says nothing: unknown, not "0 J"
-    total = sum(known) if not partial or any(known) else None
+    if partial and not any(total):
+        total = None
     return EnergyEstimate(kind, terms, total, partial)
+
+
+def versus(estimate: dict, baseline: dict) -> dict | None:
+    """Energy per sample as a ratio to the baseline's (the ANN paper convention), with its interval."""
+    base = baseline["total"]
+    if estimate["total"] is None or not base:
+        return None
+    return {"value": estimate["total"] / base, "low": estimate["low"] / base, "high": estimate["high"] / base}
 
 
 def _sops(layers) -> float:

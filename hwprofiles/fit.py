@@ -4,7 +4,8 @@ The layers are those of the graph as deployed (activity.py folds average pools i
 layer first), so a pool is no layer and the layer after it reads spikes.
 
 A check whose limit the profile does not know (null) cannot fail; its name goes to `unchecked`
-instead, so "fits" never hides a limit nobody looked up. Read-out layers (neuron_model None) skip
+instead, so "fits" never hides a limit nobody looked up: `verdict` is "yes" only when every
+constraint that applies to the network was checked, else "yes (N of M constraints checked)". Read-out layers (neuron_model None) skip
 the neuron-model and leak checks: they only integrate, they do not spike.
 
 Packing (cores needed), by the profile's memory model (memory.py):
@@ -14,6 +15,13 @@ Packing (cores needed), by the profile's memory model (memory.py):
   split evenly. One neuron's synapses (fan_in x bits) must fit one core.
 - `speck`: one layer per core, and each layer must get a distinct core whose neuron and kernel
   memory both hold it (a bipartite matching over the chip's 9 unequal cores, as sinabs does).
+- `loihi2_tiles`: as the Loihi 2 compiler maps lava-dl networks (the per-core distribution it prints
+  in lava-dl's PilotNet benchmark notebooks): every layer gets cores of its own; a layer with a
+  (C, H, W) output (convolutions, an input layer) is cut along W into tiles of w columns x all H x
+  all C, w the largest power of two <= W whose tile holds at most neurons_per_core neurons; a dense
+  layer puts n = floor(synapse bits per core / (inputs x weight bits)) neurons in a core (at most
+  neurons_per_core; every input is stored at the chip's weight width, zero weights too, which is
+  what PilotNet's 12 cores for its 2560 x 100 layer of 3-bit weights require). Cores per layer are listed in `layer_cores`.
 Chips = ceil(cores / cores_per_chip), checked against chips_max.
 """
 
@@ -44,9 +52,19 @@ class Fit:
     unchecked: list[str]  # constraints whose limit is unknown for this profile
     cores: int | None
     chips: int | None
+    constraints: int = 0  # constraints that apply to this network, checked or not
+    layer_cores: dict[str, int] | None = None  # cores per layer, where the memory model assigns them
+
+    @property
+    def verdict(self) -> str:
+        if not self.fits:
+            return "no"
+        if not self.unchecked:
+            return "yes"
+        return f"yes ({self.constraints - len(self.unchecked)} of {self.constraints} constraints checked)"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "verdict": self.verdict}
 
 
 @dataclass
@@ -54,10 +72,12 @@ class _Checker:
     profile: Profile
     violations: list[Violation] = field(default_factory=list)
     unchecked: set[str] = field(default_factory=set)
+    considered: set[str] = field(default_factory=set)
 
     def limit(self, section: str, name: str, constraint: str):
         """The profile's limit, or None after noting the constraint as unchecked."""
         value = getattr(getattr(self.profile, section), name).value
+        self.considered.add(constraint)
         if value is None:
             self.unchecked.add(constraint)
         return value
@@ -74,14 +94,18 @@ def check_fit(network: Network, profile: Profile) -> Fit:
     for index, layer in enumerate(network.layers):
         _check_layer(c, layer, first=index == 0)
     _check_network(c, network)
-    pack = _pack_speck if profile.capacity.memory_model.value == "speck" else _pack_bits
+    pack = {"speck": _pack_speck, "loihi2_tiles": _pack_tiles}.get(profile.capacity.memory_model.value, _pack_bits)
     cores = pack(c, network.layers)
+    layer_cores = None
+    if isinstance(cores, dict):
+        layer_cores, cores = cores, sum(cores.values())
     chips = None
     per_chip = c.limit("capacity", "cores_per_chip", "chips")
     if cores is not None and per_chip is not None:
         chips = math.ceil(cores / per_chip)
         c.at_most(NETWORK, "chips", chips, c.limit("capacity", "chips_max", "chips"))
-    return Fit(not c.violations, c.violations, sorted(c.unchecked), cores, chips)
+    c.considered |= c.unchecked
+    return Fit(not c.violations, c.violations, sorted(c.unchecked), cores, chips, len(c.considered), layer_cores)
 
 
 def _check_layer(c: _Checker, layer: Layer, first: bool) -> None:
@@ -145,7 +169,7 @@ def _check_network(c: _Checker, network: Network) -> None:
         c.at_most(last.name, "network_outputs", last.neurons, c.limit("capacity", "network_outputs_max", "network_outputs"))
     if network.host and c.limit("support", "runs_host_partitions", "host_partition") is False:
         for part in network.host:
-            c.violations.append(Violation(part.name, "host_partition", part.macs, "runs on the host"))
+            c.violations.append(Violation(part.name, "host_partition", part.macs, "no host partition on chip"))
 
 
 def _pack_bits(c: _Checker, layers: list[Layer]) -> int | None:
@@ -171,6 +195,33 @@ def _pack_bits(c: _Checker, layers: list[Layer]) -> int | None:
         cores += need
         free_neurons = need * per_core - layer.neurons if per_core else math.inf
         free_bits = need * bits_per_core - bits if bits_per_core else math.inf
+    return cores
+
+
+def _pack_tiles(c: _Checker, layers: list[Layer]) -> dict[str, int] | None:
+    per_core = c.limit("capacity", "neurons_per_core", "neurons_per_core")
+    bits_per_core = c.limit("capacity", "synapse_memory_per_core_bits", "synapse_memory_per_core")
+    if per_core is None or bits_per_core is None:
+        c.unchecked.add("cores")
+        return None
+    weight_bits_max = c.profile.precision.weight_bits_max.value
+    cores = {}
+    for layer in layers:
+        if len(layer.output_shape) == 3:
+            channels, height, width = layer.output_shape
+            column = channels * height
+            if column > per_core:  # not even one column fits a core: split by neurons alone
+                cores[layer.name] = math.ceil(layer.neurons / per_core)
+                continue
+            tile = 1 << int(math.log2(width))
+            while tile > 1 and tile * column > per_core:
+                tile //= 2
+            cores[layer.name] = math.ceil(width / tile)
+        else:
+            per_neuron = math.prod(layer.input_shape) * (weight_bits_max or 8)  # dense rows at the chip's width
+            c.at_most(layer.name, "synapse_memory_per_core", per_neuron, bits_per_core)
+            fit = min(per_core, bits_per_core // per_neuron) if per_neuron else per_core
+            cores[layer.name] = math.ceil(layer.neurons / max(fit, 1))
     return cores
 
 

@@ -8,8 +8,9 @@ in the YAML while the arithmetic lives here once.
   wider layer is reported as a weight_bits violation and would be quantized to the chip's width).
   Index and routing tables are not counted, so this is a lower bound.
 - `speck` (DYNAP-CNN cores, sinabs chips/dynapcnn.py): a layer takes one whole core; its kernel
-  memory is c * 2^(ceil(log2(kx*ky)) + ceil(log2 f)) entries and its neuron memory f * fx * fy
-  entries. A dense layer runs as a conv whose kernel covers its whole input (c channels of
+  memory is c * 2^(ceil(log2(kx*ky)) + ceil(log2 f)) entries and its neuron memory
+  f * 2^(ceil(log2 fy) + ceil(log2 fx)) entries (each side of the output map rounded up to a power
+  of two, sinabs DynapcnnLayer.memory_summary). A dense layer runs as a conv whose kernel covers its whole input (c channels of
   kx x ky); a flat input is c = features with a 1 x 1 kernel.
 """
 
@@ -49,5 +50,8 @@ def speck_kernel_entries(layer: Layer) -> int:
 
 
 def speck_neuron_entries(layer: Layer) -> int:
-    """f * fx * fy: one entry per output neuron."""
+    """f * 2^(ceil(log2 fy) + ceil(log2 fx)); a dense layer's output is f x 1 x 1."""
+    if len(layer.output_shape) == 3:
+        f, fy, fx = layer.output_shape
+        return f * 2 ** (math.ceil(math.log2(fy)) + math.ceil(math.log2(fx)))
     return layer.neurons

@@ -1,16 +1,14 @@
 """report.md and report.html from report.json data: the same tables, two markups.
 
 `sections` turns the data into (title, header, rows) tables once; the markdown and HTML writers
-only lay them out, so the two files cannot disagree. None prints as "unknown"; a partial energy
-total prints with the names of its unknown terms.
+only lay them out, so the two files cannot disagree. None prints as "unknown"; an energy prints as
+its central value with its interval, and a partial total with the names of its unknown terms.
 """
 
 from __future__ import annotations
 
 import base64
 import html as html_lib
-
-from spikeport.hwprofiles.energy import METADATA_KEYS
 
 Table = tuple[str, list[str], list[list[str]]]
 
@@ -31,12 +29,38 @@ def fmt(value, unit: str = "") -> str:
     return f"{text} {unit}".rstrip()
 
 
+def interval(value, low, high, unit: str = "") -> str:
+    """`value [low, high] unit`; a point (low == high) prints as the value alone."""
+    if value is None:
+        return "unknown"
+    if low is None or low == high:
+        return fmt(value, unit)
+    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}] {unit}".rstrip()
+
+
 def energy_total(energy_j: dict, *, short: bool = False) -> str:
-    """The total, flagged when terms are unknown (`short`: without naming them, for narrow tables)."""
-    total = fmt(energy_j["total"], "J")
+    """The total with its interval, flagged when terms are unknown (`short`: without naming them)."""
+    total = interval(energy_j["total"], energy_j["low"], energy_j["high"], "J")
     if not energy_j["partial"]:
         return total
     return f"{total} (partial)" if short else f"{total} (partial: {', '.join(energy_j['unknown'])} unknown)"
+
+
+def ratio(vs: dict | None) -> str:
+    return "n/a" if vs is None else interval(vs["value"], vs["low"], vs["high"]) + " x"
+
+
+def violation_text(v: dict) -> str:
+    """One violation as a sentence: what the layer has and what the chip allows."""
+    constraint, value, limit = v["constraint"], v["value"], v["limit"]
+    if constraint == "host_partition":
+        return f"{v['layer']}: a host partition ({fmt(value)} MACs per sample) runs off the fabric; this chip runs no host partition"
+    if isinstance(limit, list) and constraint in ("neuron_model", "layer_type", "stride"):
+        allowed = ", ".join(map(str, limit)) if limit else "none"
+        return f"{v['layer']}: {constraint} is {fmt(value)}; the chip supports: {allowed}"
+    if constraint in ("leak", "graded_input", "core_assignment"):
+        return f"{v['layer']}: {constraint} is {fmt(value)}; the chip needs: {fmt(limit)}"
+    return f"{v['layer']}: {constraint} is {fmt(value)}, above the chip's limit of {fmt(limit)}"
 
 
 def summary_rows(data: dict) -> list[list[str]]:
@@ -46,14 +70,15 @@ def summary_rows(data: dict) -> list[list[str]]:
         if p["kind"] == "baseline":  # no capacity or timing model: nothing to be unknown about
             fits, cores, chips, latency, budget = "n/a (baseline)", "n/a", "n/a", "n/a", "n/a"
         else:
-            fits, cores, chips, latency = fmt(p["fits"]), fmt(p["cores"]), fmt(p["chips"]), fmt(p["latency_s"], "s")
+            fits, cores, chips, latency = p["verdict"], fmt(p["cores"]), fmt(p["chips"]), fmt(p["latency_s"], "s")
             budget = "not asked" if data["budget_ms"] is None else fmt(p["budget_ok"])
         violations = str(len(p["violations"]))
-        rows.append([name, fits, violations, cores, chips, energy_total(p["energy_j"], short=True), latency, budget])
+        energy = energy_total(p["energy_j"], short=True)
+        rows.append([name, fits, violations, cores, chips, energy, ratio(p.get("energy_vs_baseline")), latency, budget])
     return rows
 
 
-SUMMARY_HEADER = ["profile", "fits", "violations", "cores", "chips", "energy / sample", "latency", "budget ok"]
+SUMMARY_HEADER = ["profile", "fits", "violations", "cores", "chips", "energy / sample", "x ANN baseline", "latency", "budget ok"]
 
 
 def sections(data: dict) -> list[Table]:
@@ -84,36 +109,55 @@ def sections(data: dict) -> list[Table]:
                 [[h["name"], fmt(h["macs"]), fmt(h["buffer_timesteps"]), fmt(h["causal"])] for h in data["host"]],
             )
         )
+    if data.get("accuracy"):
+        tables.insert(0, (
+            "Task accuracy (the simulated network, on the target's labels)",
+            ["arithmetic", "accuracy", "samples"],
+            [[mode, fmt(a["accuracy"]), fmt(a["samples"])] for mode, a in data["accuracy"].items()],
+        ))
     violations = [
-        [name, v["layer"], v["constraint"], fmt(v["value"]), fmt(v["limit"])]
-        for name, p in data["profiles"].items()
-        for v in p["violations"]
+        [name, v["layer"], v["constraint"], violation_text(v)] for name, p in data["profiles"].items() for v in p["violations"]
     ]
-    tables.append(("Violations", ["profile", "layer", "constraint", "value", "limit"], violations))
+    tables.append(("Violations", ["profile", "layer", "constraint", "what is wrong"], violations))
+    per_layer = [
+        [name, layer, str(cores)] for name, p in data["profiles"].items() for layer, cores in (p.get("layer_cores") or {}).items()
+    ]
+    if per_layer:
+        tables.append(("Cores per layer (as the chip's compiler maps them)", ["profile", "layer", "cores"], per_layer))
     tables.append(
         (
             "Unchecked constraints (limit unknown for the profile)",
             ["profile", "constraints"],
-            [[name, ", ".join(p["unchecked"])] for name, p in data["profiles"].items() if p["unchecked"]],
+            [[name, p["verdict"], ", ".join(p["unchecked"])] for name, p in data["profiles"].items() if p["unchecked"]],
         )
     )
     energy_rows = []
     for name, p in [*data["profiles"].items(), ("paper convention (ann-45nm)", {"energy_j": data["paper_convention"]})]:
         e = p["energy_j"]
-        terms = "; ".join(f"{k} {fmt(v, 'J')}" for k, v in e.items() if k not in METADATA_KEYS)
-        energy_rows.append([name, e["estimator"], e["formula"], terms, energy_total(e)])
-    tables.append(("Energy per sample", ["profile", "estimator", "formula", "terms", "total"], energy_rows))
+        terms = "; ".join(
+            f"{k} {'unknown' if t is None else interval(t['value'], t['low'], t['high'], 'J')}" for k, t in e["terms"].items()
+        )
+        dominant = ", ".join(e["dominant"]) or "none (no interval)"
+        energy_rows.append([name, e["estimator"], e["formula"], terms, energy_total(e), dominant])
+    tables.append(("Energy per sample", ["profile", "estimator", "formula", "terms", "total", "interval from"], energy_rows))
     tables.append(
         (
-            "Figures used (H: vendor or primary source, M: secondary or derived, L: press)",
-            ["profile", "figure", "value", "confidence", "source"],
+            "Figures used (H: vendor or primary source, M: secondary or derived, L: press or generic bound)",
+            ["profile", "figure", "value", "confidence", "derived from", "source"],
             [
-                [name, figure, fmt(f["value"]), f["confidence"] or "-", f["source"]]
+                [name, figure, interval(f["value"], f.get("low"), f.get("high")), f["confidence"] or "-", f.get("derived_from") or "-", f["source"]]
                 for name, p in data["profiles"].items()
                 for figure, f in p["figures"].items()
             ],
         )
     )
+    measurements = [
+        [name, key, f"{fmt(m['value'])} {m['unit']}", m["network"], m["source"]]
+        for name, p in data["profiles"].items()
+        for key, m in (p.get("measurements") or {}).items()
+    ]
+    if measurements:
+        tables.append(("Measurements the derived figures come from", ["profile", "measurement", "value", "network", "source"], measurements))
     return tables
 
 
@@ -130,9 +174,12 @@ def _title(data: dict) -> tuple[str, str]:
     return f"spikeport report: {data['network']}", line
 
 
-def markdown(data: dict) -> str:
+def markdown(data: dict, plots: list[str] = ()) -> str:
+    """`plots`: paths of the plot images relative to report.md, linked under the title."""
     title, line = _title(data)
     out = [f"# {title}", "", line, ""]
+    if plots:
+        out += ["## Plots", ""] + [f"![{path.rsplit('/', 1)[-1][:-4].replace('_', ' ')}]({path})" for path in plots] + [""]
     for name, header, rows in sections(data):
         out += [f"## {name}", ""]
         if not rows:

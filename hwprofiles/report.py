@@ -23,7 +23,7 @@ from spikeport.hwprofiles.registry import BUILTIN_DIR, load_profile
 from spikeport.hwprofiles.schema import Profile, sourced_fields
 from spikeport.io import write_json, write_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: energy terms as {low, value, high}, verdicts with checked counts, cores per layer
 PAPER_BASELINE = BUILTIN_DIR / "ann-45nm.yaml"  # constants of the paper convention
 
 
@@ -99,27 +99,37 @@ def _totals(network: Network) -> dict:
     }
 
 
-def _profile_entry(network: Network, profile: Profile, budget_ms: float | None) -> dict:
+def _profile_entry(network: Network, profile: Profile, budget_ms: float | None, paper: dict) -> dict:
     result = fit.check_fit(network, profile)
+    energy_j = energy.estimate(network, profile).to_dict()
     latency = timing.latency_s(network, profile)
     baseline = profile.kind == "baseline"
     used = [f"energy.{name}" for name in energy.CONSTANTS[profile.energy.estimator.value]] + ["timing.step_time_s"]
+    if profile.capacity.memory_model.value == "loihi2_tiles":
+        used += ["capacity.neurons_per_core", "capacity.synapse_memory_per_core_bits"]
     figures = sourced_fields(profile)
     return {
         "chip": profile.chip,
         "vendor": profile.vendor,
         "kind": profile.kind,
         **result.to_dict(),
-        "energy_j": energy.estimate(network, profile).to_dict(),
+        "energy_j": energy_j,
+        "energy_vs_baseline": None if baseline else energy.versus(energy_j, paper),  # x the ANN paper convention
         "step_time_s": profile.timing.step_time_s.value,
         "latency_s": latency,
         "budget_ok": None if baseline else timing.budget_ok(latency, budget_ms),
-        "figures": {name: figures[name].model_dump() for name in used},  # value, source, confidence
+        "figures": {name: figures[name].model_dump() for name in used},  # value, interval, source, confidence
+        "measurements": {name: m.model_dump() for name, m in profile.measurements.items()},
     }
 
 
-def build_report(network: Network, profiles: list[Profile], budget_ms: float | None = None) -> Report:
-    entries = {profile.name: _profile_entry(network, profile, budget_ms) for profile in profiles}
+def build_report(
+    network: Network, profiles: list[Profile], budget_ms: float | None = None, accuracy: dict | None = None
+) -> Report:
+    """`accuracy`: the task accuracy of the simulated network where the target has labels
+    ({"float": ..., "loihi": ...}; a mode not run is absent), shown beside the energies."""
+    baseline = energy.estimate(network, load_profile(PAPER_BASELINE)).to_dict()
+    entries = {profile.name: _profile_entry(network, profile, budget_ms, baseline) for profile in profiles}
     chips = {name: entry for name, entry in entries.items() if entry["kind"] != "baseline"}
     fit_ok = all(entry["fits"] for entry in chips.values())
     budget_passed = None if budget_ms is None else all(entry["budget_ok"] is True for entry in chips.values())
@@ -134,7 +144,8 @@ def build_report(network: Network, profiles: list[Profile], budget_ms: float | N
         "totals": _totals(network),
         "layers": _layers(network),
         "host": [asdict(part) for part in network.host],
-        "paper_convention": energy.estimate(network, load_profile(PAPER_BASELINE)).to_dict(),
+        "accuracy": accuracy,
+        "paper_convention": baseline,
         "profiles": entries,
         "checks": {"fit": fit_ok, "budget": budget_passed},
     }
@@ -142,14 +153,18 @@ def build_report(network: Network, profiles: list[Profile], budget_ms: float | N
 
 
 def write_report(
-    network: Network, profiles: list[Profile], out_dir: str | os.PathLike, budget_ms: float | None = None
+    network: Network,
+    profiles: list[Profile],
+    out_dir: str | os.PathLike,
+    budget_ms: float | None = None,
+    accuracy: dict | None = None,
 ) -> Report:
     """Write report.json, report.md, report.html and plots/*.png into out_dir; return the report."""
     out_dir = Path(out_dir)
-    report = build_report(network, profiles, budget_ms)
+    report = build_report(network, profiles, budget_ms, accuracy)
     report.out_dir = out_dir
     images = plots.save_plots(report.data, out_dir / "plots")
     write_json(out_dir / "report.json", report.data)
-    write_text(out_dir / "report.md", render.markdown(report.data))
+    write_text(out_dir / "report.md", render.markdown(report.data, [f"plots/{name}.png" for name in images]))
     write_text(out_dir / "report.html", render.html(report.data, images))
     return report

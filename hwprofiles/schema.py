@@ -3,8 +3,12 @@
 Every figure is a `Sourced` value so that a report can never show a number without its origin:
 `value` is null when the figure was not found (the report then says "unknown"), `source` says where
 it was read (or where it was looked for), and `confidence` is H (vendor code/docs or a primary
-table), M (a secondary copy of a primary, or derived from one) or L (press/wiki) as defined in
-hardware-sources.md; a range such as "M-H" is recorded as its lower end. Units are part of field
+table), M (a secondary copy of a primary, or derived from one) or L (press/wiki); a range such as
+"M-H" is recorded as its lower end. A figure known only within bounds carries `low` and `high`
+(published figures that bound it) around its central `value`; a figure computed from a measurement
+names it in `derived_from`, a key of the profile's `measurements`, so that the measurement a figure
+was fitted on is known (benchmarks/validate_hardware.py does not count it as validated by it).
+Units are part of field
 names (`_pj`, `_w`, `_s`, `_bits`, `_entries`) so that a YAML file cannot be read in the wrong unit.
 Validation is strict (no "3" for 3, no true for 1) and one error becomes one line naming the file
 and the field (`errors.UserError`).
@@ -34,17 +38,46 @@ class _Strict(BaseModel):
 
 
 class Sourced(_Strict, Generic[T]):
-    """A figure with its provenance. `value` must be given explicitly, even when it is null."""
+    """A figure with its provenance. `value` must be given explicitly, even when it is null.
+    `low`/`high`: the interval the published figures allow (numbers only), the value inside it."""
 
     value: T | None
     source: str = Field(min_length=1)
     confidence: Literal["H", "M", "L"] | None
+    low: float | None = None
+    high: float | None = None
+    derived_from: str | None = None  # a key of Profile.measurements
 
     @model_validator(mode="after")
     def _known_values_have_a_confidence(self):
         if self.value is not None and self.confidence is None:
             raise ValueError("confidence (H, M or L) is required when value is known")
+        if (self.low is None) != (self.high is None):
+            raise ValueError("an interval needs both low and high")
+        if self.low is not None:
+            if self.value is None or isinstance(self.value, (bool, list, str)):
+                raise ValueError("an interval (low, high) needs a numeric central value")
+            if self.low > self.high:
+                raise ValueError(f"interval inverted: low {self.low:g} > high {self.high:g}")
+            if not self.low <= self.value <= self.high:
+                raise ValueError(f"value {self.value:g} lies outside its interval [{self.low:g}, {self.high:g}]")
         return self
+
+    def interval(self) -> tuple[float, float] | None:
+        """(low, high): the stated interval, or the value itself; None when unknown."""
+        if self.value is None:
+            return None
+        return (self.low, self.high) if self.low is not None else (self.value, self.value)
+
+
+class Measurement(_Strict):
+    """A published measurement that profile figures are derived from (a network on the chip)."""
+
+    value: float
+    unit: str = Field(min_length=1)
+    network: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    confidence: Literal["H", "M", "L"]
 
 
 # What a profile file that leaves out a later field gets: unknown, so its check is listed as unchecked.
@@ -60,7 +93,7 @@ class Capacity(_Strict):
     synapse_memory_per_core_bits: Sourced[PosInt]  # memory_model synapse_bits
     neuron_memory_per_core_entries: Sourced[list[PosInt]]  # memory_model speck: one per core
     kernel_memory_per_core_entries: Sourced[list[PosInt]]  # memory_model speck: one per core
-    memory_model: Sourced[Literal["synapse_bits", "speck"]]  # selects a function in memory.py
+    memory_model: Sourced[Literal["synapse_bits", "speck", "loihi2_tiles"]]  # selects the packing in fit.py
     fan_in_max: Sourced[PosInt]  # nonzero synapses into one neuron
     fan_out_max: Sourced[PosInt]  # nonzero synapses out of one input
     input_size_max: Sourced[Size2]  # spatial input of a conv layer
@@ -116,6 +149,7 @@ class Profile(_Strict):
     support: Support
     energy: Energy
     timing: Timing
+    measurements: dict[str, Measurement] = {}
 
 
 def sourced_fields(profile: Profile) -> dict[str, Sourced]:
@@ -136,7 +170,7 @@ def _short(value: object, limit: int = 60) -> str:
 def parse_profile(data: object, source: str | Path) -> Profile:
     """Validate a loaded YAML document; the first problem becomes a one-line UserError."""
     try:
-        return Profile.model_validate(data)
+        profile = Profile.model_validate(data)
     except ValidationError as e:
         errors = e.errors()
         # A field in another unit (`_nj` for `_pj`) is both unknown and missing: name the unknown one.
@@ -144,3 +178,8 @@ def parse_profile(data: object, source: str | Path) -> Profile:
         field = ".".join(str(part) if str(part).isprintable() else repr(part) for part in error["loc"]) or "(top level)"
         got = "" if error["type"] == "missing" else f", got {_short(error['input'])}"
         raise UserError(f"{source}: {field}: {error['msg']}{got}") from None
+    for name, figure in sourced_fields(profile).items():
+        if figure.derived_from is not None and figure.derived_from not in profile.measurements:
+            known = ", ".join(sorted(profile.measurements)) or "none"
+            raise UserError(f"{source}: {name}: derived_from '{figure.derived_from}' names no entry of measurements (has: {known})")
+    return profile

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from spikeport.hwprofiles.render import SUMMARY_HEADER, fmt, summary_rows
+from spikeport.hwprofiles.render import SUMMARY_HEADER, fmt, summary_rows, violation_text
 from spikeport.hwprofiles.schema import Profile, sourced_fields
 
 
@@ -17,19 +17,33 @@ def print_report(data: dict, console: Console) -> None:
         table.add_row(*row)
     console.print(table)
     console.print(f"activity: {data['activity']}; layers: {data['lowering']}")
+    for mode, a in (data.get("accuracy") or {}).items():
+        console.print(f"accuracy ({mode}): {fmt(a['accuracy'])} on {a['samples']} samples")
     for name, p in data["profiles"].items():
         for v in p["violations"]:
-            console.print(f"  {name}: {v['layer']}: {v['constraint']} is {fmt(v['value'])}, limit {fmt(v['limit'])}")
+            console.print(f"  {name}: {violation_text(v)}")
+        if p["unchecked"]:
+            console.print(f"  {name}: {p['verdict']}; unchecked: {', '.join(p['unchecked'])}")
 
 
 def print_profiles(profiles: list[Profile], console: Console) -> None:
     """What `spikeport profiles` shows: each profile and how many of its figures are known."""
     table = Table(title="Hardware profiles")
-    for column in ["name", "chip", "vendor", "kind", "known figures", "unknown"]:
+    for column in ["name", "chip", "vendor", "kind", "known figures", "unknown", "sources"]:
         table.add_column(column)
     for profile in profiles:
         figures = sourced_fields(profile)
         unknown = [name.split(".")[1] for name, f in figures.items() if f.value is None]
         known = f"{len(figures) - len(unknown)} / {len(figures)}"
-        table.add_row(profile.name, profile.chip, profile.vendor, profile.kind, known, ", ".join(unknown))
+        table.add_row(profile.name, profile.chip, profile.vendor, profile.kind, known, ", ".join(unknown), "; ".join(_sources(figures)))
     console.print(table)
+
+
+def _sources(figures: dict) -> list[str]:
+    """The works a profile's known figures cite, each once: a source's text up to its first colon."""
+    cited = []
+    for figure in figures.values():
+        work = figure.source.split(":")[0].strip()
+        if figure.value is not None and work not in cited:
+            cited.append(work)
+    return cited

@@ -36,9 +36,36 @@ def test_paper_baseline_constants():
 
 def test_unknown_figures_stay_null():
     loihi2 = available_profiles()["loihi2"]
-    assert loihi2.energy.energy_per_synop_pj.value is None
-    assert loihi2.energy.energy_per_synop_pj.confidence is None
-    assert "not found" in loihi2.energy.energy_per_synop_pj.source
+    assert loihi2.precision.state_bits.value is None
+    assert loihi2.precision.state_bits.confidence is None
+    assert "not found" in loihi2.precision.state_bits.source
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_every_energy_figure_a_chip_uses_is_a_number_or_a_sourced_range(name):
+    """Issue 12: no energy term of a shipped profile is unknown; bounds, where given, hold the value."""
+    from spikeport.hwprofiles.energy import CONSTANTS
+
+    profile = available_profiles()[name]
+    for field in CONSTANTS[profile.energy.estimator.value]:
+        figure = getattr(profile.energy, field)
+        assert figure.value is not None, field
+        low, high = figure.interval()
+        assert 0 <= low <= figure.value <= high, field
+
+
+def test_derived_figures_name_a_measurement_that_exists():
+    loihi2 = available_profiles()["loihi2"]
+    derived = {name: f.derived_from for name, f in sourced_fields(loihi2).items() if f.derived_from}
+    assert derived["energy.energy_per_synop_pj"] == "pilotnet_lif_dynamic_energy"
+    assert derived["capacity.neurons_per_core"] == "pilotnet_lif_cores"
+    assert set(derived.values()) <= set(loihi2.measurements)
+    assert loihi2.measurements["pilotnet_lif_throughput"].value == 408.91
+
+
+def test_no_profile_cites_the_teams_notes_instead_of_a_primary_source():
+    for path in BUILTIN_DIR.glob("*.yaml"):
+        assert "hardware-sources" not in path.read_text(), path.name
 
 
 def _loihi() -> dict:
@@ -57,6 +84,10 @@ def _loihi() -> dict:
         (lambda p: p["timing"]["step_time_s"].update(confidence=None), "timing.step_time_s", "confidence (H, M or L) is required"),
         (lambda p: p["timing"]["step_time_s"].pop("source"), "timing.step_time_s.source", "Field required"),
         (lambda p: p["timing"].update(step_time_ms={"value": 1.0, "source": "x", "confidence": "H"}), "timing.step_time_ms", "Extra inputs"),
+        (lambda p: p["energy"]["energy_per_neuron_update_pj"].update(low=90.0, high=60.0), "energy.energy_per_neuron_update_pj", "interval inverted: low 90 > high 60"),
+        (lambda p: p["energy"]["energy_per_neuron_update_pj"].update(low=10.0, high=20.0), "energy.energy_per_neuron_update_pj", "value 66.5 lies outside its interval [10, 20]"),
+        (lambda p: p["energy"]["static_power_w"].update(low=0.01), "energy.static_power_w", "an interval needs both low and high"),
+        (lambda p: p["energy"]["energy_per_synop_pj"].update(derived_from="kws_power"), "energy.energy_per_synop_pj", "derived_from 'kws_power' names no entry of measurements (has: none)"),
     ],
 )
 def test_bad_profiles_name_the_file_and_field(tmp_path, change, field, message):
@@ -113,3 +144,19 @@ def test_resolve_by_name_and_path(tmp_path):
     assert {p.name for p in resolve_profiles([])} >= REQUIRED
     with pytest.raises(UserError, match=r"unknown profile 'lohi' \(available: akida-akd1000, ann-45nm"):
         resolve_profiles(["lohi"])
+
+
+def test_bad_profile_through_the_cli_is_one_line_exit_2_and_writes_nothing(cli, tmp_path):
+    data = _loihi()
+    data["energy"]["energy_per_neuron_update_pj"].update(low=90.0, high=60.0)
+    path = tmp_path / "inverted.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code, _, err = cli("profiles", "validate", path)
+    assert code == 2 and err.count("\n") == 1 and "interval inverted" in err and "Traceback" not in err
+    data = _loihi()
+    data["energy"]["energy_per_synop_pj"]["derived_from"] = "kws_power"
+    path = tmp_path / "underived.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code, _, err = cli("report", tmp_path, "--profiles", path, "--out", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1 and "derived_from 'kws_power'" in err
+    assert not (tmp_path / "out").exists()  # nothing written

@@ -160,49 +160,81 @@ def two_layer(delay=2):
     )
 
 
+def central(e) -> dict:
+    return {name: None if t is None else t[1] for name, t in e.terms.items()}
+
+
 def test_component_energy_by_hand():
     net = two_layer()
     e = estimate(net, PROFILES["loihi"])
     sops = (20 * 10 * 4) + (10 * 4 * 4) / 10  # fc1 effective MACs (graded), fc2 effective ACs
     latency = (4 + 3 + 2) * 1e-3
+    active = (4 + 3) * 1e-3  # samples stream: the pipeline delay overlaps the next sample
+    updates = 10 * 4 + 4 * 4
     expected = {
         "synops": sops * 23.6e-12,
-        "neuron_updates": (10 * 4 + 4 * 4) * 81e-12,
+        "neuron_updates": updates * 66.5e-12,
         "spike_hops": 36 * 3.0e-12,
-        "static": 0.029 * latency,
+        "static": 0.029 * active,
         "host_macs": 1000 * 4.6e-12,
     }
     assert e.estimator == "components" and not e.partial
-    assert e.terms == pytest.approx(expected)
-    assert e.total == pytest.approx(sum(expected.values()))
+    assert central(e) == pytest.approx(expected)
+    assert e.total[1] == pytest.approx(sum(expected.values()))
+    # Davies 2018: 52-81 pJ per neuron update, 1.7-4.0 pJ per hop; the other figures are points
+    low = sum(expected.values()) - updates * (66.5 - 52) * 1e-12 - 36 * (3.0 - 1.7) * 1e-12
+    high = sum(expected.values()) + updates * (81 - 66.5) * 1e-12 + 36 * (4.0 - 3.0) * 1e-12
+    assert e.total[0] == pytest.approx(low) and e.total[2] == pytest.approx(high)
+    assert e.to_dict()["dominant"] == ["neuron_updates"]
     assert latency_s(net, PROFILES["loihi"]) == pytest.approx(latency)
 
 
 def test_paper_convention_by_hand():
     e = estimate(two_layer(), PROFILES["ann-45nm"])
     # fc1 reads graded input: E_MAC x its FLOPs; fc2: E_AC x its SOPs
-    assert e.terms == pytest.approx({"first_layer_macs": 800 * 4.6e-12, "acs": 16 * 0.9e-12, "host_macs": 1000 * 4.6e-12})
+    assert central(e) == pytest.approx({"first_layer_macs": 800 * 4.6e-12, "acs": 16 * 0.9e-12, "host_macs": 1000 * 4.6e-12})
+    assert e.total[0] == e.total[1] == e.total[2]  # the convention's constants are exact by definition
     spike_input = network(dense("fc1", 20, 10), dense("fc2", 10, 4))
-    assert estimate(spike_input, PROFILES["ann-45nm"]).terms["first_layer_macs"] == 0.0
+    assert estimate(spike_input, PROFILES["ann-45nm"]).terms["first_layer_macs"] == (0.0, 0.0, 0.0)
 
 
-def test_unknown_constants_make_a_partial_total():
-    e = estimate(two_layer(), PROFILES["loihi2"])
+@pytest.mark.parametrize("name", sorted(n for n, p in PROFILES.items()))
+def test_every_profile_gives_a_number_with_an_interval(name):
+    e = estimate(two_layer(), PROFILES[name])
+    assert not e.partial and e.total is not None
+    low, value, high = e.total
+    assert 0 < low <= value <= high
+
+
+def test_unknown_constants_make_a_partial_total(tmp_path):
+    data = yaml.safe_load((BUILTIN_DIR / "loihi.yaml").read_text())
+    for field in ("energy_per_synop_pj", "energy_per_neuron_update_pj", "energy_per_spike_hop_pj"):
+        data["energy"][field] = {"value": None, "confidence": None, "source": "not found"}
+    (tmp_path / "unknown.yaml").write_text(yaml.safe_dump(data))
+    from spikeport.hwprofiles.registry import load_profile
+
+    unknown = load_profile(tmp_path / "unknown.yaml")
+    e = estimate(two_layer(), unknown)
     assert e.terms["synops"] is None and e.terms["neuron_updates"] is None
     assert e.partial and set(e.to_dict()["unknown"]) == {"synops", "neuron_updates", "spike_hops"}
-    assert e.total == pytest.approx(0.232 * 9 * 1.528e-4 + 1000 * 4.6e-12)
-    speck = estimate(two_layer(), PROFILES["speck"])  # no step time: static unknown too
-    assert speck.terms["static"] is None and speck.total == pytest.approx(1000 * 4.6e-12)
-    silent = estimate(network(dense("fc", 20, 10, spikes=0.0)), PROFILES["loihi2"])
-    assert silent.terms["spike_hops"] == 0.0  # nothing happens, whatever it would cost
-    no_host = estimate(network(dense("fc", 20, 10)), PROFILES["xylo-audio2"])
-    assert no_host.terms["host_macs"] == 0.0 and no_host.total is None and no_host.partial  # not "0 J"
+    assert e.total[1] == pytest.approx(0.029 * 7e-3 + 1000 * 4.6e-12)
+    silent = estimate(network(dense("fc", 20, 10, spikes=0.0)), unknown)
+    assert silent.terms["spike_hops"] == (0.0, 0.0, 0.0)  # nothing happens, whatever it would cost
+    data["energy"]["static_power_w"] = {"value": None, "confidence": None, "source": "not found"}
+    (tmp_path / "unknown.yaml").write_text(yaml.safe_dump(data))
+    no_host = estimate(network(dense("fc", 20, 10)), load_profile(tmp_path / "unknown.yaml"))
+    assert no_host.terms["host_macs"] == (0.0, 0.0, 0.0) and no_host.total is None and no_host.partial  # not "0 J"
+
+
+def test_event_driven_chip_is_on_for_the_input_duration():
+    speck = estimate(two_layer(), PROFILES["speck"])  # no step time: static power over T x dt
+    assert speck.terms["static"] == pytest.approx((0.00042 * 4e-3, 0.00042 * 4e-3, 0.00117 * 4e-3))
 
 
 def test_truenorth_per_synop_figure_is_all_in():
     e = estimate(two_layer(), PROFILES["truenorth"])
     assert set(e.terms) == {"synops", "host_macs"} and not e.partial
-    assert e.terms["synops"] == pytest.approx(816 * 26e-12)
+    assert e.terms["synops"][1] == pytest.approx(816 * 26e-12)
 
 
 def test_budget_check():
@@ -237,7 +269,7 @@ def test_write_report(tmp_path):
     report = write_report(two_layer(), [PROFILES[n] for n in ("loihi", "loihi2", "speck", "ann-45nm")], out, budget_ms=50)
     data = json.loads((out / "report.json").read_text())
     assert data == json.loads(json.dumps(report.data))
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert set(data["totals"]) >= {
         "spikes", "sops_dense", "sops_effective_ac", "sops_effective_mac", "neuron_updates",
         "host_macs", "timesteps", "samples",
@@ -250,7 +282,14 @@ def test_write_report(tmp_path):
         assert "total" in entry["energy_j"]
         for v in entry["violations"]:
             assert set(v) == {"layer", "constraint", "value", "limit"}
-    assert data["profiles"]["loihi2"]["energy_j"]["synops"] is None  # unknown is null, not a number
+    loihi2 = data["profiles"]["loihi2"]
+    assert set(loihi2["energy_j"]["terms"]["synops"]) == {"low", "value", "high"}
+    assert loihi2["energy_j"]["low"] <= loihi2["energy_j"]["total"] <= loihi2["energy_j"]["high"]
+    vs = loihi2["energy_vs_baseline"]
+    assert vs["value"] == pytest.approx(loihi2["energy_j"]["total"] / data["paper_convention"]["total"])
+    assert vs["low"] <= vs["value"] <= vs["high"]
+    assert loihi2["figures"]["energy.energy_per_synop_pj"]["derived_from"] == "pilotnet_lif_dynamic_energy"
+    assert "pilotnet_lif_dynamic_energy" in loihi2["measurements"]
     assert data["profiles"]["speck"]["latency_s"] is None
     assert data["paper_convention"]["estimator"] == "paper"
     synop = data["profiles"]["loihi"]["figures"]["energy.energy_per_synop_pj"]
@@ -262,8 +301,40 @@ def test_write_report(tmp_path):
         "energy_breakdown.png", "energy_per_profile.png", "firing_rate_per_step.png", "spikes_per_layer.png",
     ]
     md = (out / "report.md").read_text()
-    assert "| loihi2 |" in md and "unknown" in md and "partial: synops, neuron_updates, spike_hops unknown" in md
+    assert "| loihi2 |" in md and "unknown" in md
+    for name in ("spikes_per_layer", "firing_rate_per_step", "energy_per_profile", "energy_breakdown"):
+        assert f"](plots/{name}.png)" in md  # report.md links its plots
+
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_fits_is_yes_only_when_every_constraint_was_checked(tmp_path):
+    from spikeport.hwprofiles.fit import Fit
+
+    assert Fit(True, [], [], 1, 1, constraints=12).verdict == "yes"
+    assert Fit(False, [], ["fan_in"], 1, 1, constraints=12).verdict == "no"
+    net = network(dense("fc1", 20, 10), dense("fc2", 10, 4))
+    fit = check_fit(net, PROFILES["loihi2"])
+    checked = fit.constraints - len(fit.unchecked)
+    assert fit.fits and fit.unchecked and fit.verdict == f"yes ({checked} of {fit.constraints} constraints checked)"
+    report = write_report(net, [PROFILES["loihi2"]], tmp_path / "report")
+    md, html = (tmp_path / "report" / "report.md").read_text(), (tmp_path / "report" / "report.html").read_text()
+    for text in (md, html):
+        assert fit.verdict in text and ", ".join(fit.unchecked) in text  # verdict and the unchecked ones
+    console = Console(record=True, width=300)
+    print_report(report.data, console)
+    text = console.export_text()
+    assert fit.verdict in text and "unchecked: " + ", ".join(fit.unchecked) in text
+
+
+def test_violation_lines_say_what_the_value_and_limit_are():
+    from spikeport.hwprofiles.render import violation_text
+
+    host = violation_text({"layer": "head", "constraint": "host_partition", "value": 1000.0, "limit": "x"})
+    assert host == "head: a host partition (1e+03 MACs per sample) runs off the fabric; this chip runs no host partition"
+    none = violation_text({"layer": "fc", "constraint": "neuron_model", "value": "LIF", "limit": []})
+    assert none == "fc: neuron_model is LIF; the chip supports: none"
+    assert violation_text({"layer": "fc", "constraint": "fan_in", "value": 70, "limit": 63}) == "fc: fan_in is 70, above the chip's limit of 63"
 
 
 def test_terminal_tables():
@@ -271,7 +342,8 @@ def test_terminal_tables():
     print_report(build_report(two_layer(), [PROFILES["loihi"], PROFILES["speck"]]).data, console)
     print_profiles(list(PROFILES.values()), console)
     text = console.export_text()
-    assert "graded_input" in text and "unknown" in text and "xylo-audio2" in text
+    assert "graded_input" in text and "xylo-audio2" in text
+    assert "Davies et al. 2018 (IEEE Micro 38" in text  # `profiles list` names the sources
 
 
 # --- limits added later: Speck's destinations and padding, Akida's input layer ---------------
