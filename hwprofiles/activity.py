@@ -151,7 +151,7 @@ def _layers_of(exported: nir.NIRGraph, deployed: nir.NIRGraph, prefix: str, dt: 
     or the pool folded into it (that pool's input is what the folded layer reads), and the exported
     nodes between its source and itself, which loihi mode applies to the source's spikes."""
     synapses = {}
-    for name, node in exported.nodes.items():
+    for name, node in _graph_order(exported):
         if isinstance(node, SYNAPTIC):
             after = [s for s in _successors(exported, name) if isinstance(exported.nodes[s], NEURONS)]
             neuron = after[0] if after else None
@@ -166,6 +166,17 @@ def _layers_of(exported: nir.NIRGraph, deployed: nir.NIRGraph, prefix: str, dt: 
                 source=source and f"{prefix}{source}", route=route, deployed_from=f"{prefix}{pools[-1] if pools else name}",
             )
     return synapses
+
+
+def _graph_order(graph: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
+    """Nodes breadth first from the inputs, as data flows (a NIR file stores them sorted by name,
+    '11' before '2'); cycles are fine, unreachable nodes come last. Reports list layers, and chips
+    place them (Speck's cores, as sinabs does), in this order."""
+    seen = [name for name, node in graph.nodes.items() if isinstance(node, nir.Input)]
+    for name in seen:  # grows while it is walked
+        seen += [dst for src, dst in graph.edges if src == name and dst not in seen]
+    seen += [name for name in graph.nodes if name not in seen]
+    return [(name, graph.nodes[name]) for name in seen]
 
 
 def _pipeline_delay(graph: nir.NIRGraph) -> int:

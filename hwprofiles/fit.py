@@ -14,7 +14,8 @@ Packing (cores needed), by the profile's memory model (memory.py):
   max(ceil(neurons / neurons_per_core), ceil(bits / synapse_memory_per_core_bits)) fresh cores,
   split evenly. One neuron's synapses (fan_in x bits) must fit one core.
 - `speck`: one layer per core, and each layer must get a distinct core whose neuron and kernel
-  memory both hold it (a bipartite matching over the chip's 9 unequal cores, as sinabs does).
+  memory both hold it (a bipartite matching over the chip's 9 unequal cores, found as sinabs finds
+  it, so that `placement` names the cores sinabs would use).
 - `loihi2_tiles`: as the Loihi 2 compiler maps lava-dl networks (the per-core distribution it prints
   in lava-dl's PilotNet benchmark notebooks): every layer gets cores of its own; a layer with a
   (C, H, W) output (convolutions, an input layer) is cut along W into tiles of w columns x all H x
@@ -28,6 +29,7 @@ Chips = ceil(cores / cores_per_chip), checked against chips_max.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import asdict, dataclass, field
 
 from spikeport.hwprofiles import memory
@@ -54,6 +56,7 @@ class Fit:
     chips: int | None
     constraints: int = 0  # constraints that apply to this network, checked or not
     layer_cores: dict[str, int] | None = None  # cores per layer, where the memory model assigns them
+    placement: dict[str, int] | None = None  # the core index of each layer (Speck: as sinabs places them)
 
     @property
     def verdict(self) -> str:
@@ -73,6 +76,7 @@ class _Checker:
     violations: list[Violation] = field(default_factory=list)
     unchecked: set[str] = field(default_factory=set)
     considered: set[str] = field(default_factory=set)
+    placement: dict[str, int] | None = None
 
     def limit(self, section: str, name: str, constraint: str):
         """The profile's limit, or None after noting the constraint as unchecked."""
@@ -105,7 +109,7 @@ def check_fit(network: Network, profile: Profile) -> Fit:
         chips = math.ceil(cores / per_chip)
         c.at_most(NETWORK, "chips", chips, c.limit("capacity", "chips_max", "chips"))
     c.considered |= c.unchecked
-    return Fit(not c.violations, c.violations, sorted(c.unchecked), cores, chips, len(c.considered), layer_cores)
+    return Fit(not c.violations, c.violations, sorted(c.unchecked), cores, chips, len(c.considered), layer_cores, c.placement)
 
 
 def _check_layer(c: _Checker, layer: Layer, first: bool) -> None:
@@ -238,24 +242,49 @@ def _pack_speck(c: _Checker, layers: list[Layer]) -> int:
         fits_core = [
             [i for i in range(len(neuron_mem)) if n <= neuron_mem[i] and k <= kernel_mem[i]] for n, k in needs
         ]
-        for index in _unmatched(fits_core, len(neuron_mem)):
-            if fits_core[index]:  # a layer that fits no core at all is already reported above
-                layer = layers[index]
-                c.violations.append(Violation(layer.name, "core_assignment", list(needs[index]), "no free core holds it"))
+        cores = sinabs_mapping(fits_core, len(neuron_mem))
+        c.placement = {layer.name: core for layer, core in zip(layers, cores) if core is not None}
+        for layer, need, candidates, core in zip(layers, needs, fits_core, cores):
+            if core is None and candidates:  # a layer that fits no core at all is already reported above
+                c.violations.append(Violation(layer.name, "core_assignment", list(need), "no free core holds it"))
     return len(layers)
 
 
-def _unmatched(candidates: list[list[int]], n_cores: int) -> list[int]:
-    """Layers left without a core by a maximum matching (Kuhn's augmenting paths)."""
+def sinabs_mapping(candidates: list[list[int]], n_cores: int) -> list[int | None]:
+    """Each layer's core, as sinabs assigns them (backend/dynapcnn/mapping.py `get_valid_mapping`):
+    a maximum matching found by Edmonds-Karp, breadth first over the flow graph source -> layers ->
+    cores -> sink, layers and cores in index order. Written here because sinabs 3.1.3 requires
+    nir <= 1.0.4 and cannot be installed beside this project's nir 1.0.8; the same search order
+    gives the same cores, which tests/test_hwprofiles_mapping.py checks on the NIR paper's CNN.
+    None: the layer got no core."""
+    core_of: list[int | None] = [None] * len(candidates)
     owner: list[int | None] = [None] * n_cores
-
-    def place(layer: int, seen: set[int]) -> bool:
-        for core in candidates[layer]:
-            if core not in seen:
-                seen.add(core)
-                if owner[core] is None or place(owner[core], seen):
-                    owner[core] = layer
-                    return True
-        return False
-
-    return [layer for layer in range(len(candidates)) if not place(layer, set())]
+    while True:
+        pred: dict[tuple[str, int], tuple[str, int] | None] = {}
+        queue = deque()
+        for layer, core in enumerate(core_of):
+            if core is None:  # the source's edge to the layer still has capacity
+                pred["layer", layer] = None
+                queue.append(("layer", layer))
+        free = None
+        while queue:
+            kind, index = queue.popleft()
+            if kind == "layer":
+                for core in candidates[index]:
+                    if ("core", core) not in pred and core_of[index] != core:
+                        pred["core", core] = ("layer", index)
+                        queue.append(("core", core))
+                continue
+            held_by = owner[index]
+            if held_by is not None and ("layer", held_by) not in pred:  # the residual edge back to its layer
+                pred["layer", held_by] = ("core", index)
+                queue.append(("layer", held_by))
+            if held_by is None and free is None:
+                free = index
+        if free is None:
+            return core_of
+        node = ("core", free)
+        while node is not None:  # augment: each layer on the path moves to the core after it
+            layer = pred[node][1]
+            core_of[layer], owner[node[1]] = node[1], layer
+            node = pred["layer", layer]

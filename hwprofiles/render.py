@@ -120,10 +120,12 @@ def sections(data: dict) -> list[Table]:
     ]
     tables.append(("Violations", ["profile", "layer", "constraint", "what is wrong"], violations))
     per_layer = [
-        [name, layer, str(cores)] for name, p in data["profiles"].items() for layer, cores in (p.get("layer_cores") or {}).items()
+        [name, layer, str(cores), "-"] for name, p in data["profiles"].items() for layer, cores in (p.get("layer_cores") or {}).items()
+    ] + [
+        [name, layer, "1", str(core)] for name, p in data["profiles"].items() for layer, core in (p.get("placement") or {}).items()
     ]
     if per_layer:
-        tables.append(("Cores per layer (as the chip's compiler maps them)", ["profile", "layer", "cores"], per_layer))
+        tables.append(("Cores per layer (as the chip's toolchain maps them)", ["profile", "layer", "cores", "core index"], per_layer))
     tables.append(
         (
             "Unchecked constraints (limit unknown for the profile)",
