@@ -12,13 +12,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from spikeport.hwprofiles.activity import measure
 from spikeport.hwprofiles.registry import resolve_profiles
-from spikeport.hwprofiles.report import Report, write_report
 from spikeport.io import check_creatable
-from spikeport.runtime.simulate import load_inputs, resolve_target
-from spikeport.train.loop import resolve_device
+from spikeport.progress import stage
+
+if TYPE_CHECKING:
+    from spikeport.hwprofiles.report import Report
 
 
 def make_report(
@@ -38,6 +39,12 @@ def make_report(
     where it is the only one (Lava, whose float runner gives no per-neuron spikes; a lava-dl .net
     file), float otherwise."""
     chosen = resolve_profiles(list(profiles), list(profiles_dirs))  # bad profiles fail before any work
+    # Imported only now: the runtime (torch) and the plots (matplotlib) take seconds to load.
+    from spikeport.hwprofiles.activity import measure
+    from spikeport.hwprofiles.report import write_report
+    from spikeport.runtime.simulate import load_inputs, resolve_target
+    from spikeport.train.loop import resolve_device
+
     resolved = resolve_target(target)
     resolved.dt = dt
     final = Path(out or resolved.folder) / "report"
@@ -45,11 +52,13 @@ def make_report(
     inputs, _ = load_inputs(resolved, Path(input_file) if input_file else None, None if input_file else samples)
     name = Path(target).stem if Path(target).suffix else Path(target).name
     mode = mode or ("loihi" if backend == "lava" or resolved.netx is not None else "float")
-    network = measure(resolved, inputs, resolve_device(device), name=name, backend=backend, mode=mode)
+    with stage(f"activity of {len(next(iter(inputs.values())))} samples ({backend}, {mode})"):
+        network = measure(resolved, inputs, resolve_device(device), name=name, backend=backend, mode=mode)
     final.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=".report.", dir=final.parent))
     try:
-        report = write_report(network, chosen, build, budget_ms)
+        with stage(f"report for {len(chosen)} profiles"):
+            report = write_report(network, chosen, build, budget_ms)
         old = final.with_name(f".report.old-{os.getpid()}")
         if final.exists():
             os.replace(final, old)

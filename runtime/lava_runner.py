@@ -125,6 +125,7 @@ from spikeport.errors import UserError
 from spikeport.export.loihi import BIAS_EXP, LoihiModel, chain_layers, input_bias, integers
 from spikeport.export.lower import compose_synapses, fold_avgpool
 from spikeport.export.manifest import Manifest
+from spikeport.progress import stage
 from spikeport.readers import check_hdf5, check_onnx_external
 
 MODES = ("float", "loihi")  # Lava's floating_pt models; its fixed_pt ones with loihi.json's integers
@@ -808,7 +809,7 @@ def _in_child(function: Callable, args: tuple, timeout_s: float):
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_child_main, args=(function, args, sender), name="spikeport-lava")
     status = "error"
-    with _subreaper():
+    with stage("Lava session (Loihi2SimCfg, CPU)"), _subreaper():  # the stage's line only for a run that worked
         child.start()
         sender.close()
         try:
@@ -825,8 +826,8 @@ def _in_child(function: Callable, args: tuple, timeout_s: float):
         finally:
             _stop(child, grace_s=5 if status == "ok" else 0)
             receiver.close()
-    if status == "error":
-        raise UserError(f"Lava run failed: {value}")
+        if status == "error":
+            raise UserError(f"Lava run failed: {value}")
     return value
 
 

@@ -7,7 +7,7 @@ shape [N, T, *input_shape]) or, for a run, from the first N samples of the run's
 
 The npz holds `output` [N, T, *output_shape] aligned to the input timesteps, `delay` (pipeline
 steps removed), `labels` when known, and `spikes.<layer>` spike counts [N, T] per neuron layer.
-`--compare A,B` also writes parity.json: how far two backends' outputs and spikes agree.
+`--compare A,B` also writes parity-A-vs-B.json: how far two backends' outputs and spikes agree.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from pathlib import Path
 import nir
 import numpy as np
 import onnxruntime
-import torch
 
 from spikeport.config import check_number
 from spikeport.errors import UserError
 from spikeport.export.manifest import Manifest, read_manifest
 from spikeport.io import atomic_open, check_creatable, write_json
 from spikeport.readers import check_hdf5, check_onnx_external, load_npz, memory_budget
-from spikeport.runtime.reference import NIRExecutor
-from spikeport.train import datasets
-from spikeport.train.loop import resolve_device
+from spikeport.progress import stage
+
+# torch and the training package are imported where they are used: they take seconds to load, and
+# a bad argument or file should be refused before that (`spikeport simulate` starts here).
 
 BACKENDS = {"reference": ("float", "loihi"), "onnx": ("float",), "lava": ("float", "loihi")}
 MAX_NIR_DATASET_ELEMENTS = 10**8  # one array of an NIR file (400 MB of float32)
@@ -68,6 +68,8 @@ def read_nir(path: Path) -> nir.NIRGraph:
     except Exception as e:  # noqa: BLE001 - h5py and nir raise many types on a bad file; all mean "unreadable"
         raise UserError(f"{path}: not a readable NIR file ({_first_line(e)})") from None
     _check_node_sizes(path, graph)
+    from spikeport.runtime.reference import NIRExecutor
+
     try:
         NIRExecutor(graph, dt=1.0).check_runs()  # dt: the file's own, or any (it changes no shape)
     except UserError as e:
@@ -131,7 +133,11 @@ def load_inputs(target: Target, input_file: Path | None, samples: int | None) ->
         labels = data.get("labels")
     else:
         if target.manifest is None or "data" not in target.manifest.source:
-            raise UserError("no --input given, and the target names no dataset to take samples from")
+            raise UserError(f"no --input given, and the target names no dataset to take samples from; give --input FILE.npz holding {_npz_layout(target, names)}")
+        import torch
+
+        from spikeport.train import datasets
+
         data_config = target.manifest.source["data"]
         test = datasets.load(data_config["name"], data_config["root"], "test", target.manifest.timesteps, options=data_config.get("options"))
         n = len(test) if samples is None else min(samples, len(test))
@@ -145,6 +151,19 @@ def load_inputs(target: Target, input_file: Path | None, samples: int | None) ->
     for name, x in inputs.items():
         _check_input(name, x, target, input_file)
     return inputs, labels
+
+
+def _npz_layout(target: Target, names: list[str]) -> str:
+    """The arrays an --input file for `target` holds, for a message: keys and shapes."""
+    if target.manifest:
+        shapes = [[target.manifest.timesteps, *next(t.shape for t in target.manifest.inputs if t.name == n)] for n in names]
+    elif target.netx is not None:
+        shapes = [["T", *target.netx.input_shape]]
+    else:
+        shapes = [["T", *(int(d) for d in target.nir_graph.nodes[n].input_type["input"])] for n in names]
+    keys = ["input"] if len(names) == 1 else [f"input.{n}" for n in names]
+    arrays = [f"{key!r} [N, {', '.join(map(str, shape))}]" for key, shape in zip(keys, shapes)]
+    return ", ".join(arrays) + " (numbers), and optionally 'labels' [N] (integers)"
 
 
 def read_npz(path: Path, keys: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -188,6 +207,8 @@ def _check_input(name: str, x: np.ndarray, target: Target, source) -> None:
 
 
 def _time_major(inputs: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    import torch
+
     return {n: torch.as_tensor(x, dtype=torch.float32, device=device).transpose(0, 1) for n, x in inputs.items()}
 
 
@@ -197,6 +218,10 @@ def run_reference(target: Target, inputs: dict[str, np.ndarray], device: torch.d
     `observe(layer, input, output)` sees every NIR node's input and output (NIRExecutor.forward);
     layers of a manifest are named `<partition>.<node>`.
     """
+    import torch
+
+    from spikeport.runtime.reference import NIRExecutor
+
     if target.manifest is None:
         executor = NIRExecutor(target.nir_graph, dt=target.dt).to(device)
         with torch.no_grad():
@@ -466,7 +491,10 @@ def simulate(
     path = Path(out or resolved.folder) / "sim" / f"{backend}-{mode}.npz"
     check_creatable(path.parent)
     inputs, labels = load_inputs(resolved, Path(input_file) if input_file else None, samples)
-    result = RUNNERS[backend, mode](resolved, inputs, resolve_device(device))
+    from spikeport.train.loop import resolve_device
+
+    with stage(f"{backend}-{mode}: {len(next(iter(inputs.values())))} samples"):
+        result = RUNNERS[backend, mode](resolved, inputs, resolve_device(device))
     arrays = {"output": result.output, "delay": np.array(result.delay)}
     if labels is not None:
         arrays["labels"] = labels

@@ -90,7 +90,7 @@ def test_simulate_backend_lava_runs_an_export_with_a_host_partition(tmp_path, cl
     exported(MeanGate(), tmp_path)
     code, _, err = cli("simulate", tmp_path, "--input", tmp_path / "in.npz", "--compare", "reference-float,lava-float")
     assert code == 0, err
-    parity = json.loads((tmp_path / "sim" / "parity.json").read_text())
+    parity = json.loads((tmp_path / "sim" / "parity-reference-float-vs-lava-float.json").read_text())
     assert parity["output_max_abs_diff"] < 1e-5 and parity["prediction_agreement"] == 1.0
     assert set(parity["layers"]) == {"neuromorphic0.lif1", "neuromorphic1.lif2"}
     assert all(layer["spike_count_mismatches"] == 0 and layer["spikes_a"] > 0 for layer in parity["layers"].values())

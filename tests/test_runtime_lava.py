@@ -249,7 +249,7 @@ def test_simulate_compares_reference_and_lava(trained_run, cli):
     """`spikeport simulate --compare reference-float,lava-float`: the same spikes in every layer."""
     code, _, err = cli("simulate", trained_run, "--samples", "5", "--compare", "reference-float,lava-float")
     assert code == 0, err
-    parity = json.loads((trained_run / "sim" / "parity.json").read_text())
+    parity = json.loads((trained_run / "sim" / "parity-reference-float-vs-lava-float.json").read_text())
     assert parity["prediction_agreement"] == 1.0 and parity["output_max_abs_diff"] < 1e-4
     assert set(parity["layers"]) == {"neuromorphic0.lif1", "neuromorphic0.lif2"}
     for layer in parity["layers"].values():
@@ -263,11 +263,11 @@ def test_reference_loihi_equals_lava_fixed_pt_through_the_cli(trained_run, cli):
     runtime's loihi mode on model.net: every spike count and every read-out voltage equal."""
     code, _, err = cli("simulate", trained_run, "--samples", "3", "--compare", "reference-loihi,lava-loihi")
     assert code == 0, err
-    parity = json.loads((trained_run / "sim" / "parity.json").read_text())
+    parity = json.loads((trained_run / "sim" / "parity-reference-loihi-vs-lava-loihi.json").read_text())
     assert parity["output_max_abs_diff"] == 0.0
     for layer in parity["layers"].values():
         assert layer["spike_count_mismatches"] == 0 and layer["spikes_a"] > 0
     fixed = np.load(trained_run / "sim" / "reference-loihi.npz")
     assert int(fixed["delay"]) == 2 and fixed["output"].shape == (3, 4, 10)
     code, _, err = cli("simulate", trained_run, "--samples", "3", "--compare", "reference-float,reference-loihi")
-    assert code == 0 and json.loads((trained_run / "sim" / "parity.json").read_text())["prediction_agreement"] >= 2 / 3
+    assert code == 0 and json.loads((trained_run / "sim" / "parity-reference-float-vs-reference-loihi.json").read_text())["prediction_agreement"] >= 2 / 3

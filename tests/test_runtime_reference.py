@@ -32,7 +32,7 @@ def test_reference_float_equals_the_trained_model(trained_run, cli):
         assert 0 < counts.mean() and np.array_equal(sim[f"spikes.neuromorphic0.{name}"], counts), name
     assert np.array_equal(sim["labels"], [test[i][1] for i in range(len(test))])
 
-    parity = (trained_run / "sim" / "parity.json").read_text()
+    parity = (trained_run / "sim" / "parity-reference-float-vs-onnx-float.json").read_text()
     assert '"prediction_agreement": 1.0' in parity
 
 

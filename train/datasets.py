@@ -32,6 +32,7 @@ from tonic.transforms import ToFrame
 
 from spikeport.errors import UserError
 from spikeport.io import atomic_open
+from spikeport.progress import stage
 from spikeport.train import av_datasets, av_digits, real_datasets
 
 
@@ -126,7 +127,8 @@ def build(name: str, root: str | Path, download: bool = False, options: dict | N
     suffix = "".join(f"-{key}={value}" for key, value in sorted(options.items()))
     path = Path(root) / name / f"{name}-v{CACHE_VERSION}{suffix}.npz"
     if not path.exists():
-        arrays = _BUILDERS[name](**options)
+        with stage(f"generating {name} into {path.parent}"):
+            arrays = _BUILDERS[name](**options)
         with atomic_open(path, "wb") as f:
             np.savez(f, **arrays)
     return path

@@ -28,7 +28,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, default_collate
 
 from spikeport.config import Config, config_from_dict, read_yaml
-from spikeport.console import console, progress
+from spikeport.console import console
+from spikeport.progress import display
 from spikeport.errors import UserError
 from spikeport.io import check_creatable, write_text
 from spikeport.train import datasets
@@ -214,7 +215,7 @@ def train(config: Config, out: str | Path, device: str = "auto", resume: bool = 
         write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     trained = DistributedDataParallel(model) if procs.world > 1 else model
 
-    with progress() as bar:
+    with display() as bar:
         noisy = gradient_noise(model) if isinstance(model, AudioVisualSNN) else None  # how gradients are modulated
         for epoch in range(len(history), t.epochs):
             started = time.perf_counter()
