@@ -8,6 +8,7 @@ host partition is causal in time and how many timesteps it buffers, T and dt.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -98,9 +99,11 @@ def read_manifest(path: str | Path) -> Manifest:
         raise UserError(f"{path}: missing field {e}") from None
     except (TypeError, ValueError, OverflowError) as e:  # OverflowError: int() of an infinite number
         raise UserError(f"{path}: malformed field ({e})") from None
-    if manifest.timesteps < 1 or manifest.dt <= 0:
-        raise UserError(f"{path}: timesteps must be >= 1 and dt > 0, got {manifest.timesteps} and {manifest.dt}")
+    if manifest.timesteps < 1 or not 0 < manifest.dt < math.inf:  # `not`: a NaN dt fails too
+        raise UserError(f"{path}: timesteps must be >= 1 and dt > 0 (finite), got {manifest.timesteps} and {manifest.dt}")
     for p in manifest.partitions:
+        if not 0 <= p.macs_per_sample < math.inf:
+            raise UserError(f"{path}: partitions.{p.name}.macs_per_sample must be a finite number >= 0, got {p.macs_per_sample}")
         if p.kind not in ("neuromorphic", "host"):
             raise UserError(f"{path}: partitions.{p.name}.kind must be neuromorphic or host, got {p.kind!r}")
     named = {f"partitions.{p.name}.file": p.file for p in manifest.partitions if p.file is not None}

@@ -10,9 +10,9 @@ file, before it allocates or follows anything:
 - `load_yaml`: at most MAX_TEXT_BYTES, nesting at most MAX_YAML_DEPTH, at most MAX_YAML_NODES
   nodes counted with every alias expanded, no alias that contains itself.
 - `load_npz`: each member's .npy header (shape, dtype) is read from the zip without the data; the
-  members together must fit in `memory_budget()`; stored or deflated members only (deflate expands
-  at most ~1032x, and the header's size is then the bound), no Python objects, no member shorter
-  than its header says.
+  members together must fit in `memory_budget()`; stored or deflated members only, none expanding
+  more than NPZ_MAX_RATIO-fold beyond NPZ_RATIO_FROM (a zip bomb), no Python objects, no member
+  shorter than its header says.
 - `check_hdf5`: every link walked without following it; soft, external and user-defined links,
   external storage and virtual datasets are refused, and dataset sizes are bounded from metadata.
 - `check_onnx_external`: tensors stored outside the .onnx file only in regular files inside the
@@ -40,6 +40,8 @@ MAX_TEXT_BYTES = 16 * 2**20  # a config or profile is a few KiB
 MAX_YAML_NODES = 10**5  # scalars, lists and mappings, every alias expanded
 MAX_YAML_DEPTH = 64  # lists and mappings inside each other
 NPY_MAX_HEADER = 10_000  # numpy's own default limit on an .npy header
+NPZ_MAX_RATIO = 200  # a deflated npz member expanding more than this is taken for a zip bomb ...
+NPZ_RATIO_FROM = 256 * 2**20  # ... once it expands to more than this (small members compress as they like)
 
 
 def _first_line(e: BaseException) -> str:
@@ -225,6 +227,11 @@ def _member_bytes(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -
     name = info.filename
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise UserError(f"{path}: {name}: compressed with method {info.compress_type}; npz members are stored or deflated")
+    if info.file_size > NPZ_RATIO_FROM and info.file_size > NPZ_MAX_RATIO * max(1, info.compress_size):
+        raise UserError(
+            f"{path}: {name}: {_size(info.compress_size)} that expand to {_size(info.file_size)}, more than {NPZ_MAX_RATIO}-fold: "
+            "taken for a zip bomb and refused (save real data with np.savez, uncompressed)"
+        )
     with archive.open(info) as f:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):

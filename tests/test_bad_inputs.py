@@ -43,7 +43,7 @@ def check(case: Case, ws: Path, before: dict, code: int, err: str) -> None:
 
 def test_the_corpus_is_large_and_names_are_unique():
     names = [case.name for case in CASES]
-    assert len(names) >= 40 and len(set(names)) == len(names)
+    assert len(names) >= 120 and len(set(names)) == len(names)
 
 
 def params(cases: list[Case]) -> list:

@@ -326,6 +326,187 @@ def _first_partition(**fields) -> Callable[[dict], None]:
     return lambda data: data["partitions"][0].update(fields)
 
 
+# --- round 2 builders: readers, bombs, numbers (issue 19) ------------------------------------------
+
+
+def fifo(ws: Path, name: str) -> Path:
+    """A named pipe: reading it blocks until someone writes (nobody does)."""
+    os.mkfifo(ws / name)
+    return ws / name
+
+
+def hdf5_copy(relative: str, name: str, change: Callable[[Path, h5py.File], None]):
+    """The trained run's `relative` HDF5 file as ws/NAME, changed by change(ws, file), simulated
+    as a bare file (NIR: on ws/in.npz; netx: in Loihi fixed point)."""
+
+    def build(ws: Path, run: Path) -> list:
+        shutil.copy2(run / relative, ws / name)
+        with h5py.File(ws / name, "r+") as f:
+            change(ws, f)
+        if name.endswith(".net"):
+            return ["simulate", ws / name, "--mode", "loihi", "--out", ws / "out"]
+        return ["simulate", ws / name, "--input", inputs_npz(ws), "--out", ws / "out"]
+
+    return build
+
+
+def _secret(ws: Path, nbytes: int) -> Path:
+    return written(ws / "secret.bin", random_bytes(nbytes, 9))
+
+
+def stored_outside(key: str, target: Callable[[Path, int], Path]):
+    """Dataset `key` re-created with HDF5 external storage: its bytes are read from target(ws, nbytes)."""
+
+    def change(ws: Path, f: h5py.File) -> None:
+        data = np.asarray(f[key])
+        del f[key]
+        f.create_dataset(key, shape=data.shape, dtype=data.dtype, external=[(str(target(ws, data.nbytes)), 0, data.nbytes)])
+
+    return change
+
+
+def _other_file(ws: Path, shape=(4,)) -> Path:
+    with h5py.File(ws / "other.h5", "w") as other:
+        other["w"] = np.ones(shape, np.float32)
+    return ws / "other.h5"
+
+
+def linked_outside(key: str):
+    def change(ws: Path, f: h5py.File) -> None:
+        del f[key]
+        f[key] = h5py.ExternalLink(str(_other_file(ws)), "/w")
+
+    return change
+
+
+def soft_linked(key: str, to: str):
+    def change(ws: Path, f: h5py.File) -> None:
+        del f[key]
+        f[key] = h5py.SoftLink(to)
+
+    return change
+
+
+def virtual(key: str):
+    """Dataset `key` as an HDF5 virtual dataset mapped from another file."""
+
+    def change(ws: Path, f: h5py.File) -> None:
+        shape = f[key].shape
+        source = h5py.VirtualSource(str(_other_file(ws, shape)), "w", shape=shape)
+        layout = h5py.VirtualLayout(shape=shape, dtype="f4")
+        layout[...] = source
+        del f[key]
+        f.create_virtual_dataset(key, layout)
+
+    return change
+
+
+def onnx_external(location: Callable[[Path], str], length: int | None = None):
+    """model.onnx with its largest initializer's bytes said to be in the file `location(export)`."""
+
+    def damage(path: Path) -> None:
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.load(str(path))
+        tensor = max(model.graph.initializer, key=lambda t: numpy_helper.to_array(t).nbytes)
+        nbytes = numpy_helper.to_array(tensor).nbytes
+        for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data"):
+            tensor.ClearField(field)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", location(path.parent)), ("offset", "0"), ("length", str(nbytes if length is None else length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        path.write_bytes(model.SerializeToString())
+
+    return damage
+
+
+def _symlink_to_passwd(export: Path) -> str:
+    (export / "weights.bin").symlink_to("/etc/passwd")
+    return "weights.bin"
+
+
+def _short_file(export: Path) -> str:
+    written(export / "weights.bin", b"\0" * 16)
+    return "weights.bin"
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """A YAML document of 9 aliases of 9 aliases ...: 1 KiB of text, 9^levels values when expanded."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def laughing_profile(run: Path) -> bytes:
+    """loihi2.yaml with its description replaced by the billion laughs."""
+    return (PROFILE.read_text() + billion_laughs().replace("a0:", "laughs:", 1)).encode()
+
+
+def npz_member(ws: Path, header: dict, data: bytes | Callable, compression: int = 8) -> Path:
+    """ws/in.npz holding one member input.npy: an .npy header of our choosing, then `data` (bytes, or
+    a function writing chunks to the member), stored, deflated (8) or bzip2-compressed (12)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    with zipfile.ZipFile(ws / "in.npz", "w", compression=compression) as archive, archive.open("input.npy", "w", force_zip64=True) as member:
+        member.write(buffer.getvalue())
+        data(member) if callable(data) else member.write(data)
+    return ws / "in.npz"
+
+
+def _zeros(nbytes: int) -> Callable:
+    chunk = bytes(2**20)
+
+    def write(member) -> None:
+        for _ in range(nbytes // len(chunk)):
+            member.write(chunk)
+
+    return write
+
+
+def declared(shape: tuple, data, compression: int = 8):
+    """simulate a copy of the run on an npz whose input.npy header declares `shape` (float32)."""
+
+    def build(ws: Path, run: Path) -> list:
+        header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+        return ["simulate", copy_run(run, ws), "--input", npz_member(ws, header, data, compression)]
+
+    return build
+
+
+def _padded_conv(ws: Path, run: Path) -> list:
+    """An NIR graph Input -> Conv2d -> Output whose conv pads an 8x8 input by 5000 on every side:
+    a 1x10008x10008 output, 400 MB per sample and step, declared by a file of a few KiB."""
+    weight = np.ones((1, 1, 3, 3), np.float32)
+    conv = nir.Conv2d(input_shape=(8, 8), weight=weight, stride=1, padding=5000, dilation=1, groups=1, bias=np.zeros(1, np.float32))
+    graph = nir.NIRGraph(
+        nodes={"input": nir.Input(np.array([1, 8, 8])), "conv": conv, "output": nir.Output(np.array([1, 10006, 10006]))},
+        edges=[("input", "conv"), ("conv", "output")],
+        metadata={"dt": 1e-3},
+    )
+    nir.write(ws / "pad.nir", graph)
+    return ["simulate", ws / "pad.nir", "--input", inputs_npz(ws), "--out", ws / "out"]
+
+
+def in_hdf5(change: Callable[[Path, h5py.File], None]) -> Callable[[Path], None]:
+    """Change an HDF5 file of a run copied into the workspace (ws/run/export/FILE)."""
+
+    def damage(path: Path) -> None:
+        with h5py.File(path, "r+") as f:
+            change(path.parents[2], f)
+
+    return damage
+
+
+def bare_nir(ws: Path, run: Path) -> Path:
+    shutil.copy2(run / "export" / "model.nir", ws / "model.nir")
+    return ws / "model.nir"
+
+
 CASES: list[Case] = [
     *(config_case(path) for path in sorted((HERE / "configs").glob("*.yaml"))),
     # truncated and random-byte files of every format a command reads
@@ -398,4 +579,53 @@ CASES: list[Case] = [
     Case("path-sim-out-under-a-file", lambda ws, run: ["simulate", copy_run(run, ws), "--samples", "2", "--out", regular_file(ws) / "sim"], ("a-file", "not a folder")),
     Case("path-report-out-under-a-file", lambda ws, run: ["report", copy_run(run, ws), "--samples", "2", "--out", regular_file(ws) / "r"], ("a-file", "not a folder")),
     Case("path-train-out-under-a-file", lambda ws, run: ["train", valid_config(ws), "--out", regular_file(ws) / "run"], ("a-file", "not a folder")),
+    # --- round 2: readers, bombs, numbers (issue 19) ------------------------------------------------
+    # reading outside the file: HDF5 external storage, external and soft links, virtual datasets
+    Case("nir-external-storage", hdf5_copy("export/model.nir", "bad.nir", stored_outside("node/nodes/fc/weight", _secret)), ("bad.nir", "node/nodes/fc/weight", "external file", "refused")),
+    Case("nir-external-storage-passwd", hdf5_copy("export/model.nir", "bad.nir", stored_outside("node/nodes/fc/weight", lambda ws, n: Path("/etc/passwd"))), ("bad.nir", "'/etc/passwd'", "refused")),
+    Case("nir-external-storage-fifo", hdf5_copy("export/model.nir", "bad.nir", stored_outside("node/nodes/fc/weight", lambda ws, n: fifo(ws, "pipe"))), ("bad.nir", "external file", "refused")),
+    Case("nir-external-link", hdf5_copy("export/model.nir", "bad.nir", linked_outside("node/nodes/fc/weight")), ("bad.nir", "node/nodes/fc/weight", "an external link", "refused")),
+    Case("nir-soft-link", hdf5_copy("export/model.nir", "bad.nir", soft_linked("node/nodes/fc/bias", "/node/nodes/conv1/bias")), ("bad.nir", "node/nodes/fc/bias", "a soft link", "refused")),
+    Case("nir-virtual-dataset", hdf5_copy("export/model.nir", "bad.nir", virtual("node/nodes/fc/weight")), ("bad.nir", "a virtual dataset", "refused")),
+    Case("netx-external-storage", hdf5_copy("export/model.net", "bad.net", stored_outside("layer/3/weight", _secret)), ("bad.net", "layer/3/weight", "external file", "refused")),
+    Case("netx-external-storage-fifo", hdf5_copy("export/model.net", "bad.net", stored_outside("layer/3/weight", lambda ws, n: fifo(ws, "pipe"))), ("bad.net", "external file", "refused")),
+    Case("netx-external-link", hdf5_copy("export/model.net", "bad.net", linked_outside("layer/3/weight")), ("bad.net", "layer/3/weight", "an external link", "refused")),
+    Case("netx-soft-link", hdf5_copy("export/model.net", "bad.net", soft_linked("layer/3/bias", "/layer/1/bias")), ("bad.net", "layer/3/bias", "a soft link", "refused")),
+    Case("netx-external-storage-report", in_run("export/model.net", in_hdf5(stored_outside("layer/3/weight", _secret)), "report", "RUN", "--samples", "2", "--mode", "loihi"), ("model.net", "external file", "refused")),
+    # ... ONNX external data outside the export folder, or not a plain file within it
+    Case("onnx-external-passwd", in_run("export/model.onnx", onnx_external(lambda export: "/etc/passwd"), "simulate", "RUN", "--backend", "onnx", "--samples", "2"), ("model.onnx", "'/etc/passwd'", "outside the model's folder")),
+    Case("onnx-external-parent", in_run("export/model.onnx", onnx_external(lambda export: "../checkpoint.pt"), "simulate", "RUN", "--backend", "onnx", "--samples", "2"), ("model.onnx", "'../checkpoint.pt'", "outside the model's folder")),
+    Case("onnx-external-symlink", in_run("export/model.onnx", onnx_external(_symlink_to_passwd), "simulate", "RUN", "--backend", "onnx", "--samples", "2"), ("model.onnx", "'weights.bin'", "outside the model's folder")),
+    Case("onnx-external-fifo", in_run("export/model.onnx", onnx_external(lambda export: fifo(export, "weights.bin").name), "simulate", "RUN", "--backend", "onnx", "--samples", "2"), ("model.onnx", "not a regular file")),
+    Case("onnx-external-past-end", in_run("export/model.onnx", onnx_external(_short_file), "simulate", "RUN", "--backend", "onnx", "--samples", "2"), ("model.onnx", "lie outside the file")),
+    # ... and files that are not files: a FIFO given where a file is read blocks forever
+    Case("fifo-nir", lambda ws, run: ["simulate", fifo(ws, "f.nir"), "--input", inputs_npz(ws)], ("f.nir", "a FIFO")),
+    Case("fifo-net", lambda ws, run: ["simulate", fifo(ws, "f.net"), "--mode", "loihi"], ("f.net", "a FIFO")),
+    Case("fifo-config", lambda ws, run: ["train", fifo(ws, "f.yaml"), "--out", ws / "out"], ("f.yaml", "not a regular file")),
+    Case("fifo-profile", lambda ws, run: ["profiles", "validate", fifo(ws, "f.yaml")], ("f.yaml", "not a regular file")),
+    Case("fifo-npz", lambda ws, run: ["simulate", copy_run(run, ws), "--input", fifo(ws, "f.npz")], ("f.npz", "a FIFO")),
+    # resource bombs: refused from what the file declares, before it is expanded or allocated
+    Case("yaml-billion-laughs-profile", bytes_file("p.yaml", laughing_profile, lambda p: ["profiles", "validate", p]), ("p.yaml", "expands to more than")),
+    Case("yaml-billion-laughs-report", lambda ws, run: ["report", copy_run(run, ws), "--samples", "2", "--profiles", written(ws / "p.yaml", laughing_profile(run))], ("p.yaml", "expands to more than")),
+    Case("yaml-huge-profile", bytes_file("p.yaml", lambda run: PROFILE.read_bytes() + b"#" * (17 * 2**20) + b"\n", lambda p: ["profiles", "validate", p]), ("p.yaml", "17.0 MiB", "more than the 16.0 MiB")),
+    Case("npz-declared-huge", declared((10**9, 4, 1, 8, 8), bytes(64)), ("in.npz", "declares shape [1000000000, 4, 1, 8, 8]", "not a readable npz file")),
+    Case("npz-zip-bomb", declared((2**19, 4, 1, 8, 8), _zeros(2**29)), ("in.npz", "512.0 MiB", "zip bomb")),
+    Case("npz-bzip2", declared((2, 4, 1, 8, 8), bytes(2048), compression=12), ("in.npz", "compressed with method 12")),
+    Case("input-zero-samples", with_input((0, 4, 1, 8, 8)), ("in.npz", "holds 0 samples")),
+    Case("input-zero-samples-report", lambda ws, run: ["report", copy_run(run, ws), "--input", inputs_npz(ws, (0, 4, 1, 8, 8))], ("in.npz", "holds 0 samples")),
+    Case("manifest-absurd-timesteps", in_run("export/manifest.json", edit_manifest(lambda d: d.update(timesteps=10**9)), "simulate", "RUN", "--samples", "2"), ("at 1000000000 timesteps", "refused")),
+    Case("nir-absurd-padding", _padded_conv, ("pad.nir", "node 'conv'", "100120036 values per step", "refused")),
+    # values that are not numbers, at the schema that holds them (configs: configs/*.yaml)
+    Case("profile-nan-energy", profile_file(set_in("energy.energy_per_synop_pj.value", float("nan"))), ("p.yaml", "energy.energy_per_synop_pj.value", "finite number")),
+    Case("profile-inf-step-time", profile_file(set_in("timing.step_time_s.value", float("inf"))), ("p.yaml", "timing.step_time_s.value", "finite number")),
+    Case("profile-inf-energy-report", profile_file(set_in("energy.static_power_w.value", float("inf")), "report"), ("p.yaml", "energy.static_power_w.value", "finite number")),
+    Case("cli-budget-nan", lambda ws, run: ["report", copy_run(run, ws), "--samples", "2", "--budget-ms", "nan"], ("--budget-ms must be a finite number, got nan",)),
+    Case("cli-budget-inf", lambda ws, run: ["report", copy_run(run, ws), "--samples", "2", "--budget-ms", "inf"], ("--budget-ms must be a finite number, got inf",)),
+    Case("cli-budget-negative", lambda ws, run: ["report", copy_run(run, ws), "--samples", "2", "--budget-ms=-5"], ("--budget-ms must be > 0, got -5",)),
+    Case("cli-dt-nan", lambda ws, run: ["simulate", bare_nir(ws, run), "--input", inputs_npz(ws), "--dt", "nan", "--out", ws / "out"], ("--dt must be a finite number, got nan",)),
+    Case("cli-dt-zero-report", lambda ws, run: ["report", bare_nir(ws, run), "--input", inputs_npz(ws), "--dt", "0", "--out", ws / "out"], ("--dt must be > 0, got 0",)),
+    Case("cli-seed-negative", lambda ws, run: ["train", valid_config(ws), "--seed=-1", "--out", ws / "out"], ("ok.yaml", "train.seed must be in [0, 2^32), got -1")),
+    Case("manifest-nan-dt", in_run("export/manifest.json", edit_manifest(lambda d: d.update(dt=float("nan"))), "simulate", "RUN", "--samples", "2"), ("manifest.json", "dt > 0 (finite)", "nan")),
+    Case("manifest-inf-macs", in_run("export/manifest.json", edit_manifest(_first_partition(macs_per_sample=float("inf"))), "simulate", "RUN", "--samples", "2"), ("manifest.json", "macs_per_sample must be a finite number")),
+    Case("nir-nan-dt", nir_hdf5(_set("node/metadata/dt", np.nan)), ("bad.nir", "dt must be a positive number", "nan")),
 ]
