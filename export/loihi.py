@@ -52,7 +52,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nir
 import numpy as np
@@ -64,7 +64,7 @@ from spikeport.errors import UserError
 from spikeport.io import write_json
 
 FORMAT = "spikeport-loihi"
-VERSION = 1
+VERSION = 2
 DU_INSTANT = 4095  # with Lava's ds_offset of 1: the current decays by 4096/4096, i.e. is this step's input
 DECAY_MAX = 4095  # du and dv are 12-bit unsigned
 VTH_MAX = 2**17 - 1  # vth is 17-bit unsigned (shifted left by 6 in the model)
@@ -108,6 +108,25 @@ class LoihiLayer:
     bias_exp: int
     shape: list[int]  # the neuron layer's shape (C, H, W) or (N,)
     errors: QuantError
+    partition: str = ""  # the neuromorphic partition (graphs of several partitions; "" for a chain)
+    input_scale: float = 1.0  # integer units per float unit of what the synapse reads: 1 for spikes, a payload's scale
+    weight_zeroed_fraction: float = 0.0  # nonzero float weights whose integer is 0
+
+
+@dataclass
+class LoihiBoundary:
+    """A tensor between partitions as the chip exchanges it: spikes (1 bit) or a graded payload of
+    `payload_bits` signed bits holding round(value * scale)."""
+
+    tensor: str
+    kind: str  # "spike" or "graded"
+    direction: str  # "to_chip" (a host partition sends it) or "to_host" (a neuromorphic partition sends it)
+    payload_bits: int  # 1 for spikes; netx's num_message_bits for a graded payload
+    scale: float  # integer units per float unit (1 for spikes)
+    layer: str | None  # to_host graded: the "partition.synapse" whose current it is; None otherwise
+    host_layer: bool  # to_host: the current of a first layer computed on the host (its bias included)
+    max_abs: float | None  # the largest |value| on the calibration samples
+    saturated_fraction: float | None  # of the calibration values, those beyond the payload's range
 
 
 @dataclass
@@ -115,6 +134,8 @@ class LoihiModel:
     layers: list[LoihiLayer]
     input_bound: float  # |input| <= input_bound, for which the host layer's current fits bias_mant
     dt: float
+    boundaries: list[LoihiBoundary] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what is usable but lossy, one line each, naming the layer
 
 
 def quantize(graph: nir.NIRGraph, input_bound: float = 1.0) -> LoihiModel:
@@ -192,8 +213,8 @@ def integers(graph: nir.NIRGraph, layer: LoihiLayer) -> tuple[np.ndarray, np.nda
     """
     if layer.on_host:
         raise UserError(f"{layer.synapse}: the host layer has no integer weights (its current is input_bias)")
-    weight, bias = _float_weights(graph, layer.synapse, layer.neuron)
-    return _integers(weight, bias, layer.scale, layer.weight_exp)
+    weight, bias = _float_weights(graph, layer.synapse, layer.neuron, layer.kind)
+    return _integers(weight, bias, layer.scale / layer.input_scale, layer.weight_exp)
 
 
 def _integers(weight: np.ndarray, bias: np.ndarray, scale: float, exp: int) -> tuple[np.ndarray, np.ndarray]:
@@ -234,8 +255,10 @@ def write_loihi_json(model: LoihiModel, path: str | os.PathLike) -> None:
         "version": VERSION,
         "dt": model.dt,
         "input_bound": model.input_bound,
-        "integer_weights": "not stored here: in model.net, and from spikeport.export.loihi.integers("
-        "fold_avgpool(nir.read('model.nir')), layer)",
+        "integer_weights": "not stored here: recomputed exactly by spikeport.export.loihi.integers(graph, layer) from "
+        "each partition's graph as deployed (export.lower.deploy); a plain chain's are also in model.net",
+        "warnings": model.warnings,
+        "boundaries": [dataclasses.asdict(b) for b in model.boundaries],
         "layers": [dataclasses.asdict(layer) for layer in model.layers],
     }
     write_json(path, data)
@@ -253,13 +276,27 @@ def read_loihi_json(path: str | os.PathLike) -> LoihiModel:
         )
     try:
         layers = [LoihiLayer(**{**layer, "errors": QuantError(**layer["errors"])}) for layer in data["layers"]]
-        return LoihiModel(layers=layers, input_bound=data["input_bound"], dt=data["dt"])
+        boundaries = [LoihiBoundary(**b) for b in data.get("boundaries", [])]
+        model = LoihiModel(layers=layers, input_bound=data["input_bound"], dt=data["dt"], boundaries=boundaries,
+                           warnings=list(data.get("warnings", [])))
     except (KeyError, TypeError) as e:
         raise UserError(f"{path}: malformed layer entry: {e}") from None
+    scales = {}
+    for layer in model.layers:
+        if layer.neuron is not None:
+            key = (layer.partition, layer.neuron)
+            if scales.setdefault(key, layer.scale) != layer.scale:
+                raise UserError(f"{path}: {layer.neuron}: its synaptic layers have scales {scales[key]:.6g} and {layer.scale:.6g}; "
+                                "inputs summed into one neuron must share its scale")
+    return model
 
 
-def _float_weights(graph: nir.NIRGraph, synapse: str, neuron: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """The synaptic layer's weight and bias with the neuron's input gain dt r / tau folded in."""
+def _float_weights(graph: nir.NIRGraph, synapse: str, neuron: str | None, kind: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """The synaptic layer's weight and bias with the neuron's input gain dt r / tau folded in (an
+    identity shortcut: one weight 1, no bias)."""
+    if kind == IDENTITY:
+        gain = 1.0 if neuron is None else _neuron_constants(graph, neuron)[1]
+        return np.full(1, gain, dtype=np.float32), np.zeros(1, dtype=np.float32)
     node = graph.nodes[synapse]
     bias = getattr(node, "bias", None)
     bias = np.zeros(node.weight.shape[0], dtype=node.weight.dtype) if bias is None else np.asarray(bias)
@@ -418,3 +455,342 @@ def _conv2d(x: Tensor, weight: Tensor, node: nir.Conv2d, bias: Tensor | None = N
         dilation=tuple(np.atleast_1d(node.dilation)),
         groups=node.groups,
     )
+
+
+# ----------------------------------------------------------------------------------------------- graphs
+#
+# Any exported neuromorphic partition, as deployed (export.lower.deploy: pools folded, synapses
+# composed), with several partitions and host boundaries between them. The rules:
+#
+# - Spikes are 1-bit messages (input scale 1). A graded tensor a host partition sends to the chip
+#   is a payload of PAYLOAD_BITS signed bits, round(x * s_p): s_p = 1 when the calibration values
+#   are all integers that fit (a max pool of spikes, exact), else (2**(bits-1) - 1) / max |x|.
+# - A neuron layer N sums the currents of its synaptic layers j (a membrane shortcut: several; an
+#   input or neuron layer added straight in is an identity synapse of weight 1). They must share
+#   N's scale S (integer units of N's voltage per float unit), so each synapse's weights are
+#   quantized at S / s_in_j, and S is the largest scale every input allows:
+#       S = min(2 * base_j * s_in_j over j,  VTH_MAX / theta,  BIAS_MAX / max |bias|,
+#               CURRENT_MAX / (HEADROOM * the largest calibrated current of N))
+#   with base_j = min(127 / max w_j, 128 / -min w_j). So nothing is clipped: the input with the
+#   largest weights (relative to its payload) gets the full 8-bit mantissa, the others fewer bits.
+#   Each synapse takes the exponent e_j = 0 when its integers fit the 8-bit mantissa, else 1.
+#   Where an input's weights all round to 0 at that shared scale, the scales cannot be reconciled
+#   and the export is refused naming both; where more than ZEROED_WARN of them do, it warns.
+# - A first layer reading a model input (images) runs on the host as in a chain (input_bias).
+# - A synaptic layer's current handed to a host partition (a pool's Dense, a first layer's current)
+#   is a graded payload in that layer's units: CURRENT_BITS bits (HOST_LAYER_BITS for a first
+#   layer's, which is clipped to bias_mant's 13 bits). More than SATURATION_LIMIT of the
+#   calibration values beyond the payload's range is refused; fewer, but some, is a warning.
+
+IDENTITY = "identity"  # LoihiLayer.kind of an identity shortcut (an input or neuron layer added straight into a neuron)
+HOST_LAYER = "host"
+PAYLOAD_BITS = 8
+CURRENT_BITS = 24  # Lava's widest graded message
+HOST_LAYER_BITS = 13  # a first layer's current is clipped to bias_mant's 13 bits (input_bias)
+CURRENT_MAX = 2**17 - 1  # |a_in| of a LIF: a << 6 must stay in Lava's 24-bit current u
+HEADROOM = 2.0
+ZEROED_WARN = 0.5
+SATURATION_LIMIT = 0.01
+
+
+@dataclass
+class Calibration:
+    """The float model on calibration samples: each boundary tensor's values and each neuron
+    layer's largest |summed input current| ("partition.neuron"), which the scales leave room for."""
+
+    tensors: dict[str, np.ndarray]
+    currents: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PartitionSpec:
+    """What the quantizer needs of a manifest partition: its name, kind and boundary tensors."""
+
+    name: str
+    kind: str  # "neuromorphic" or "host"
+    inputs: list[tuple[str, str]]  # (tensor, "spike" | "graded")
+    outputs: list[tuple[str, str]]
+
+
+def quantize_partitions(
+    partitions: list[PartitionSpec], graphs: dict[str, nir.NIRGraph], model_inputs: list[str], model_outputs: list[str],
+    calibration: Calibration, input_bound: float = 1.0, payload_bits: int = PAYLOAD_BITS, dt: float | None = None,
+) -> LoihiModel:
+    """The Loihi integers of every neuromorphic partition of an export (rules above).
+
+    `graphs` holds each neuromorphic partition's graph as exported (model.nir); it is deployed here
+    as the Lava runner deploys it. Raises UserError naming the layer where a model cannot be
+    quantized; lossy but usable results are listed in `warnings`."""
+    if not 2 <= payload_bits <= CURRENT_BITS:
+        raise UserError(f"payload_bits: {payload_bits}; a graded payload has 2..{CURRENT_BITS} bits")
+    if not input_bound > 0:
+        raise UserError(f"input_bound: must be positive, got {input_bound!r}")
+    layers: list[LoihiLayer] = []
+    boundaries: list[LoihiBoundary] = []
+    warnings: list[str] = []
+    scales: dict[str, float] = {}  # tensor -> input scale on the chip (to_chip), or None for a model input
+    currents: dict[str, tuple[str, float, bool]] = {}  # tensor handed to a host -> (producing layer, its scale, host layer)
+    final = [t for t in model_outputs]
+    for p in partitions:
+        if p.kind == "host":
+            for tensor, kind in p.inputs:
+                if tensor in model_inputs:
+                    raise UserError(f"partition {p.name}: reads the model input {tensor} on the host; the Loihi export needs the chip to read it")
+                if kind == "spike":
+                    boundaries.append(LoihiBoundary(tensor, kind, "to_host", 1, 1.0, None, False, None, None))
+                    continue
+                if tensor not in currents:
+                    raise UserError(f"partition {p.name}: reads {tensor}, which no neuromorphic partition sends as a current")
+                layer, scale, host_layer = currents[tensor]
+                bits = HOST_LAYER_BITS if host_layer else CURRENT_BITS
+                boundaries.append(_boundary(tensor, "to_host", bits, scale, calibration, warnings, layer, host_layer))
+            for tensor, kind in p.outputs:
+                if kind == "spike":
+                    scales[tensor] = 1.0
+                    boundaries.append(LoihiBoundary(tensor, kind, "to_chip", 1, 1.0, None, False, None, None))
+                    continue
+                values = _calibration_values(calibration, tensor)
+                bound = 2 ** (payload_bits - 1) - 1
+                biggest = float(np.abs(values).max(initial=0.0))
+                if not np.isfinite(biggest) or biggest == 0:
+                    raise UserError(f"{tensor} ({p.name} -> chip): calibration values up to {biggest}; a payload scale needs a finite, nonzero range")
+                integral = bool(np.all(values == np.round(values))) and biggest <= bound
+                scale = 1.0 if integral else bound / biggest
+                scales[tensor] = scale
+                boundaries.append(_boundary(tensor, "to_chip", payload_bits, scale, calibration, warnings, None, False))
+            continue
+        handoff = [t for t, _ in p.outputs] != final
+        graph = _deploy(graphs[p.name], handoff)
+        made = _quantize_partition(p, graph, model_inputs, scales, calibration, input_bound, warnings)
+        layers += made
+        by_synapse = {layer.synapse: layer for layer in made}
+        for tensor, kind in p.outputs:
+            if kind == "spike":
+                continue
+            node = f"output_{tensor}" if len(p.outputs) > 1 else "output"
+            (producer,) = [a for a, b in graph.edges if b == node] or [None]
+            producer = _origin(graph, producer) if producer else None
+            if producer not in by_synapse:
+                raise UserError(f"{p.name}: hands on {tensor}, the value of {producer}; a chip hands on spikes or a synaptic layer's current")
+            layer = by_synapse[producer]
+            currents[tensor] = (f"{p.name}.{producer}", layer.scale, layer.on_host)
+    return LoihiModel(layers=layers, input_bound=float(input_bound), dt=float(dt if dt is not None else next(iter(graphs.values())).metadata["dt"]),
+                      boundaries=boundaries, warnings=warnings)
+
+
+def _deploy(graph: nir.NIRGraph, handoff: bool) -> nir.NIRGraph:
+    from spikeport.export.lower import deploy
+
+    return deploy(graph, handoff)
+
+
+def _calibration_values(calibration: Calibration, tensor: str) -> np.ndarray:
+    if tensor not in calibration.tensors:
+        raise UserError(f"{tensor}: no calibration values; the quantizer needs the float model's values of every boundary tensor")
+    return np.asarray(calibration.tensors[tensor], dtype=np.float64)
+
+
+def _boundary(tensor: str, direction: str, bits: int, scale: float, calibration: Calibration, warnings: list[str],
+              layer: str | None, host_layer: bool) -> LoihiBoundary:
+    """A graded boundary with its calibration's saturation; refused beyond SATURATION_LIMIT, a warning below."""
+    values = _calibration_values(calibration, tensor)
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    ints = np.round(values * scale)
+    saturated = float(np.mean((ints < low) | (ints > high))) if ints.size else 0.0
+    where = f"{tensor} ({direction.replace('_', ' ')}, {bits}-bit payload at scale {scale:.6g})"
+    if saturated > SATURATION_LIMIT:
+        raise UserError(f"{where}: {100 * saturated:.2f}% of the calibration values overflow the payload "
+                        f"(|value| up to {np.abs(values).max():.4g}, at most {high / scale:.4g} fits); the limit is {100 * SATURATION_LIMIT:g}%")
+    if saturated > 0:
+        warnings.append(f"{where}: {100 * saturated:.3f}% of the calibration values saturate the payload")
+    return LoihiBoundary(tensor, "graded", direction, bits, float(scale), layer, host_layer, float(np.abs(values).max(initial=0.0)), saturated)
+
+
+def _origin(graph: nir.NIRGraph, name: str) -> str:
+    """The node whose value `name` carries: through Flatten nodes, which only reshape."""
+    while isinstance(graph.nodes[name], nir.Flatten):
+        (name,) = [a for a, b in graph.edges if b == name]
+    return name
+
+
+def _quantize_partition(p: PartitionSpec, graph: nir.NIRGraph, model_inputs: list[str], scales: dict[str, float],
+                        calibration: Calibration, input_bound: float, warnings: list[str]) -> list[LoihiLayer]:
+    nodes = graph.nodes
+    sources = {name: [a for a, b in graph.edges if b == name] for name in nodes}
+    consumers = {name: [b for a, b in graph.edges if a == name] for name in nodes}
+    kinds = dict(p.inputs)
+    input_scale = {}
+    for name, node in nodes.items():
+        if isinstance(node, nir.Input):
+            if name in model_inputs:
+                input_scale[name] = None  # graded images: the layer reading them runs on the host
+            elif kinds.get(name) == "spike":
+                input_scale[name] = 1.0
+            elif name in scales:
+                input_scale[name] = scales[name]
+            else:
+                raise UserError(f"{p.name}: input {name} comes from no partition the quantizer has seen")
+    layers: list[LoihiLayer] = []
+    synapse_source = {}
+    for name, node in nodes.items():
+        if isinstance(node, (nir.Conv2d, nir.Affine, nir.Linear)):
+            (read,) = sources[name]
+            synapse_source[name] = _origin(graph, read)
+    for name, node in nodes.items():
+        if not isinstance(node, (nir.LIF, nir.IF)):
+            continue
+        feeds = []  # (synapse, kind, input scale)
+        for read in sources[name]:
+            origin = _origin(graph, read)
+            if origin in synapse_source:
+                source = synapse_source[origin]
+                feeds.append((origin, _kind(graph, origin), input_scale.get(source, 1.0), source))
+            else:
+                feeds.append((f"{origin}_to_{name}", IDENTITY, input_scale.get(origin, 1.0), origin))
+        host = [f for f in feeds if f[3] in input_scale and input_scale[f[3]] is None and f[1] != IDENTITY]
+        if host:
+            if len(feeds) != 1:
+                raise UserError(f"{name}: sums {', '.join(f[0] for f in feeds)}, one of which reads the model input {host[0][3]} and runs on "
+                                "the host; the Loihi export needs a first layer's neuron to read that layer only")
+            synapse = host[0][0]
+            weight, bias = _float_weights(graph, synapse, name)
+            layers.append(dataclasses.replace(_host_layer(graph, synapse, name, weight, bias, input_bound), partition=p.name))
+            continue
+        if any(f[2] is None for f in feeds):
+            raise UserError(f"{name}: reads the model input directly; the Loihi export needs a synaptic layer between")
+        layers += _summing_layers(graph, p.name, name, feeds, calibration.currents.get(f"{p.name}.{name}"), warnings)
+    for name, node in nodes.items():
+        if not isinstance(node, (nir.Conv2d, nir.Affine, nir.Linear)):
+            continue
+        if any(isinstance(nodes[c], (nir.LIF, nir.IF)) for c in consumers[name]):
+            continue
+        source = synapse_source[name]
+        s_in = input_scale.get(source, 1.0)
+        if s_in is None:
+            raise UserError(f"{name}: reads the model input and feeds no neuron; the Loihi export runs a first layer on the host only before a LIF")
+        layers.append(_single_layer(graph, p.name, name, s_in))
+    return layers
+
+
+def _base(weight: np.ndarray) -> float:
+    wmax, wmin = float(weight.max()), float(weight.min())
+    return min(MANTISSA_MAX / wmax if wmax > 0 else np.inf, MANTISSA_MIN / wmin if wmin < 0 else np.inf)
+
+
+def _summing_layers(graph: nir.NIRGraph, partition: str, neuron: str, feeds: list, current: float | None,
+                    warnings: list[str]) -> list[LoihiLayer]:
+    """The layers feeding one neuron, at the scale they share (rules above)."""
+    beta, theta, dv = _neuron_fields(graph, neuron)
+    weights = {synapse: _float_weights(graph, synapse, neuron, kind) for synapse, kind, _, _ in feeds}
+    shape = _neuron_shape(graph, neuron)
+    bias_total = sum(_spread_bias(graph, synapse, kind, b, shape) for (synapse, kind, _, _), (_, b) in zip(feeds, weights.values()))
+    limits = {}
+    for synapse, kind, s_in, _ in feeds:
+        w = weights[synapse][0]
+        if not np.any(w != 0):
+            raise UserError(f"{synapse}: all weights are zero; there is nothing to scale")
+        limits[f"the 8-bit weights of {synapse}"] = 2 * _base(w) * s_in
+    limits[f"the threshold of {neuron} (vth at most {VTH_MAX})"] = VTH_MAX / theta
+    biggest_bias = float(np.abs(bias_total).max(initial=0.0))
+    if biggest_bias > 0:
+        limits[f"the bias of {neuron} (bias_mant at most {BIAS_MAX})"] = BIAS_MAX / biggest_bias
+    if current:
+        limits[f"the current of {neuron} (|a| up to {current:.4g} in float units, at most {CURRENT_MAX} / {HEADROOM:g})"] = CURRENT_MAX / (HEADROOM * current)
+    reason, scale = min(limits.items(), key=lambda item: item[1])
+    vth = round(theta * scale)
+    if vth < 1:
+        raise UserError(f"{neuron}: v_threshold {theta} rounds to vth 0 at the scale {scale:.4g} that {reason} allows")
+    bias_mant = np.round(bias_total.astype(np.float64) * scale)
+    layers = []
+    for i, (synapse, kind, s_in, _) in enumerate(feeds):
+        weight, _ = weights[synapse]
+        w_scale = scale / s_in
+        raw = np.round(weight.astype(np.float64) * w_scale)
+        exp = 0 if raw.min() >= MANTISSA_MIN and raw.max() <= MANTISSA_MAX else 1
+        w_int, _ = _integers(weight, np.zeros(1), w_scale, exp)
+        nonzero = weight != 0
+        zeroed = float(np.mean(w_int[nonzero] == 0)) if nonzero.any() else 0.0
+        if not np.any(w_int != 0):
+            raise UserError(f"{synapse} -> {neuron}: its weights (up to {np.abs(weight).max():.4g}) all round to 0 at the scale {scale:.4g} "
+                            f"that {reason} sets; the inputs summed into {neuron} cannot share one scale")
+        if zeroed > ZEROED_WARN:
+            warnings.append(f"{synapse} -> {neuron}: {100 * zeroed:.0f}% of its nonzero weights round to 0 at the scale {scale:.4g} that {reason} sets")
+        error = np.abs(w_int / w_scale - weight)
+        raw_e = np.round(weight.astype(np.float64) * w_scale / 2**exp)
+        layers.append(LoihiLayer(
+            synapse=synapse, neuron=neuron, kind=kind, on_host=False, scale=float(scale), weight_exp=exp, du=DU_INSTANT, dv=dv, vth=int(vth),
+            bias_exp=BIAS_EXP, shape=list(shape),
+            errors=QuantError(
+                weight_max_abs=float(error.max()), weight_mean_abs=float(error.mean()),
+                weight_clipped_fraction=float(np.mean((raw_e < MANTISSA_MIN) | (raw_e > MANTISSA_MAX))),
+                bias_max_abs=float(np.abs(bias_mant / scale - bias_total).max(initial=0)) if i == 0 else 0.0,
+                threshold_abs=abs(vth / scale - theta), beta_abs=abs((1 - dv / 4096) - beta), current_max_abs=None,
+            ),
+            partition=partition, input_scale=float(s_in), weight_zeroed_fraction=zeroed,
+        ))
+    return layers
+
+
+def _single_layer(graph: nir.NIRGraph, partition: str, synapse: str, s_in: float) -> LoihiLayer:
+    """A synaptic layer feeding no neuron: the model's read-out (an integrator, as in a chain) or a
+    current handed to a host partition; its scale is its own, base * s_in, all 8 bits."""
+    weight, bias = _float_weights(graph, synapse, None)
+    if not np.any(weight != 0):
+        raise UserError(f"{synapse}: all weights are zero; there is nothing to scale")
+    scale = _base(weight) * s_in
+    w_int, bias_mant = _integers(weight, bias, scale / s_in, READOUT_EXP)
+    error = np.abs(w_int / (scale / s_in) - weight)
+    return LoihiLayer(
+        synapse=synapse, neuron=None, kind=_kind(graph, synapse), on_host=False, scale=float(scale), weight_exp=READOUT_EXP,
+        du=DU_INSTANT, dv=0, vth=VTH_MAX, bias_exp=BIAS_EXP, shape=_shape(graph, synapse),
+        errors=QuantError(weight_max_abs=float(error.max()), weight_mean_abs=float(error.mean()), weight_clipped_fraction=0.0,
+                          bias_max_abs=float(np.abs(bias_mant / scale - bias).max(initial=0)), threshold_abs=None, beta_abs=None, current_max_abs=None),
+        partition=partition, input_scale=float(s_in),
+    )
+
+
+def _neuron_shape(graph: nir.NIRGraph, neuron: str) -> tuple[int, ...]:
+    node = graph.nodes[neuron]
+    return tuple(int(n) for n in np.asarray(node.output_type["output"]).ravel())
+
+
+def _spread_bias(graph: nir.NIRGraph, synapse: str, kind: str, bias: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A synaptic layer's bias over the neuron's map (per channel for a convolution)."""
+    bias = np.asarray(bias, dtype=np.float64)
+    if kind == IDENTITY:
+        return np.zeros(shape)
+    if isinstance(graph.nodes[synapse], nir.Conv2d):
+        bias = bias.reshape(-1, *([1] * (len(shape) - 1)))
+    return np.broadcast_to(bias, shape).copy()
+
+
+def host_current(graph: nir.NIRGraph, layer: LoihiLayer, x: np.ndarray) -> np.ndarray:
+    """A first layer's current for input frames x [..., *input shape], as input_bias (int16)."""
+    return input_bias(graph, LoihiModel(layers=[layer], input_bound=1.0, dt=0.0), x)
+
+
+def neuron_bias(graph: nir.NIRGraph, layers: list[LoihiLayer]) -> np.ndarray:
+    """bias_mant of one neuron layer (NIR's order, int64): its synaptic layers' biases summed at its scale."""
+    first = layers[0]
+    shape = _neuron_shape(graph, first.neuron)
+    total = sum(_spread_bias(graph, l.synapse, l.kind, _float_weights(graph, l.synapse, l.neuron, l.kind)[1], shape) for l in layers)
+    return np.round(np.asarray(total, dtype=np.float64) * first.scale).astype(np.int64)
+
+
+def to_payload(values: np.ndarray, boundary: LoihiBoundary) -> np.ndarray:
+    """What a host partition sends the chip for float values: round(x * scale), saturated to the
+    payload's signed bits (int32). One function for Lava's host process and the emulator."""
+    if boundary.kind == "spike":
+        return (np.asarray(values) != 0).astype(np.int32)
+    bound = 2 ** (boundary.payload_bits - 1)
+    scaled = np.round(np.asarray(values, dtype=np.float64) * boundary.scale)
+    return np.clip(scaled, -bound, bound - 1).astype(np.int32)
+
+
+def from_payload(ints: np.ndarray, boundary: LoihiBoundary, bias: np.ndarray | float = 0.0) -> np.ndarray:
+    """What a host partition makes of a payload from the chip (float32, NIR's order): int / scale,
+    plus the bias a synaptic layer leaves to the host (none for a first layer's current)."""
+    if boundary.kind == "spike":
+        return (np.asarray(ints) != 0).astype(np.float32)
+    values = np.asarray(ints, dtype=np.float64) / boundary.scale
+    return (values + (0.0 if boundary.host_layer else np.asarray(bias, dtype=np.float64))).astype(np.float32)

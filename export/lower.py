@@ -35,6 +35,12 @@ floating-point sums:
 
 Anything else (a 3x3 convolution after a convolution, a convolution after an affine) is refused,
 naming both layers.
+
+`deploy(graph, handoff)` is the whole lowering, what both the Lava runner and the Loihi quantizer
+(export/loihi.py) read: in a partition whose outputs feed other partitions (`handoff`), a global
+average pool -> Flatten before an Output first gets an identity Affine after it
+(`pool_before_outputs`), so that the pool folds into a synaptic layer whose current (the pooled
+spikes) is the graded tensor handed on; then pools are folded and synapses composed.
 """
 
 from __future__ import annotations
@@ -83,6 +89,26 @@ def fold_avgpool(graph: nir.NIRGraph) -> nir.NIRGraph:
 
 
 _SYNAPTIC = (nir.Affine, nir.Linear, nir.Conv2d)
+
+
+def deploy(graph: nir.NIRGraph, handoff: bool = False) -> nir.NIRGraph:
+    """The graph as a chip runs it (module docstring): pools folded, synapses composed."""
+    return compose_synapses(fold_avgpool(pool_before_outputs(graph) if handoff else graph))
+
+
+def pool_before_outputs(graph: nir.NIRGraph) -> nir.NIRGraph:
+    """`graph` with an identity Affine between every AvgPool2d -> Flatten and the Output it feeds,
+    so that `fold_avgpool` folds the pool into it: a Dense of weights 1/k^2, whose current (the
+    pooled spikes) is the graded tensor a host partition reads."""
+    nodes, edges = dict(graph.nodes), list(graph.edges)
+    for source, name in graph.edges:
+        pooled = isinstance(graph.nodes[name], nir.Output) and isinstance(graph.nodes[source], nir.Flatten) and any(
+            b == source and isinstance(graph.nodes[a], nir.AvgPool2d) for a, b in graph.edges)
+        if pooled:
+            size = int(np.prod(np.asarray(graph.nodes[source].output_type["output"]).ravel()))
+            nodes[f"{name}_pool"] = nir.Affine(weight=np.eye(size, dtype=np.float32), bias=np.zeros(size, dtype=np.float32))
+            edges = [e for e in edges if e != (source, name)] + [(source, f"{name}_pool"), (f"{name}_pool", name)]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata), type_check=True)
 
 
 def compose_synapses(graph: nir.NIRGraph) -> nir.NIRGraph:

@@ -22,7 +22,13 @@ A Lava process model declares its ports in its class, so the process has MAX_TEN
 those beyond the partition's tensors stay unconnected (one element each, never read or sent).
 
 Tensors travel in Lava's layout ((W, H, C) for a map, see lava_runner) and are fed to ONNX Runtime
-in NIR's (C, H, W). Only the float models exist (`floating_pt`): a host computes in float.
+in NIR's (C, H, W). A host computes in float; in `fixed_pt` (Loihi fixed point) it exchanges
+integers with the chip: each graded tensor it receives is a payload in the units loihi.json's
+boundary gives (`export.loihi.from_payload`: int / scale, plus the bias a synaptic layer leaves to
+the host), each one it sends the chip is `export.loihi.to_payload` (round(x * scale), saturated to
+the payload's bits), spikes stay 0/1, and a tensor no chip reads (the model's output) leaves as its
+float32 bits in the int32 port, which the runner reads back exactly. The emulator
+(runtime/loihi_fixed.py) calls the same two functions, so both compute the same numbers.
 
 This module imports Lava at its top, and Lava's compiler finds the process model here by scanning
 the process's module, so it is imported only through `lava_runner._lava_api` (after Lava's own
@@ -42,6 +48,7 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from spikeport.export.loihi import LoihiBoundary, from_payload, to_payload
 from spikeport.runtime.lava_runner import _lava, _lava_shape
 
 
@@ -55,15 +62,17 @@ class HostPartition(AbstractProcess):
     NIR's order (the manifest's, in its order), on x_in0, ... and y_out0, ...; timesteps: T;
     buffer: the manifest's buffer_timesteps; offset: see the module docstring; samples: how many
     samples the stream holds; biases: per input that is a synaptic layer's current, its bias
-    (NIR's order), added to each timestep as it arrives (Lava's Dense and Conv have none).
+    (NIR's order), added to each timestep as it arrives (Lava's Dense and Conv have none);
+    payloads: fixed point only, per boundary tensor its loihi.json entry (module docstring).
     """
 
     def __init__(self, *, onnx: str, inputs: dict[str, tuple[int, ...]], outputs: dict[str, tuple[int, ...]],
-                 timesteps: int, buffer: int, offset: int, samples: int, biases: dict[str, np.ndarray], name: str | None = None) -> None:
+                 timesteps: int, buffer: int, offset: int, samples: int, biases: dict[str, np.ndarray], payloads: dict[str, dict] | None = None,
+                 name: str | None = None) -> None:
         if len(inputs) > MAX_TENSORS or len(outputs) > MAX_TENSORS:
             raise ValueError(f"host partition {name}: {len(inputs)} inputs and {len(outputs)} outputs; the Lava process takes {MAX_TENSORS} of each")
         super().__init__(onnx=onnx, inputs=dict(inputs), outputs=dict(outputs), timesteps=timesteps, buffer=buffer, offset=offset,
-                         samples=samples, biases=dict(biases), name=name)
+                         samples=samples, biases=dict(biases), payloads=dict(payloads or {}), name=name)
         in_shapes, out_shapes = list(inputs.values()), list(outputs.values())
         for i in range(MAX_TENSORS):
             setattr(self, f"x_in{i}", InPort(shape=_lava_shape(in_shapes[i]) if i < len(in_shapes) else (1,)))
@@ -77,6 +86,8 @@ class HostPartition(AbstractProcess):
 @tag("floating_pt")
 class PyHostPartitionModel(PyLoihiProcessModel):
     """Buffers each sample's timesteps and sends the ONNX outputs `buffer` steps later (module docstring)."""
+
+    message_type = np.float64
 
     x_in0: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     x_in1: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
@@ -95,6 +106,7 @@ class PyHostPartitionModel(PyLoihiProcessModel):
         self.timesteps, self.buffer = proc_params["timesteps"], proc_params["buffer"]
         self.offset, self.samples = proc_params["offset"], proc_params["samples"]
         self.biases = proc_params["biases"]
+        self.payloads = {name: LoihiBoundary(**b) for name, b in proc_params["payloads"].items()}
         self.session: onnxruntime.InferenceSession | None = None  # opened in the step that first needs it, in this model's process
         self.frames: dict[int, dict[str, np.ndarray]] = {}  # sample -> per input its timesteps received so far, [T, *shape], zeros after
         self.computed: tuple[int, int, list[np.ndarray]] | None = None  # (sample, timesteps seen, ONNX outputs [T, *shape] each)
@@ -108,20 +120,26 @@ class PyHostPartitionModel(PyLoihiProcessModel):
             sample, t = divmod(position, self.timesteps)
             frames = self.frames.setdefault(sample, {name: np.zeros((self.timesteps, *shape), dtype=np.float32) for name, shape in self.inputs.items()})
             for name, x in received.items():
-                frames[name][t] = _lava(x) + self.biases.get(name, 0)
+                frames[name][t] = self._receive(name, _lava(x))
         due = position - self.buffer  # which output timestep leaves now
         if not 0 <= due < stream:
             for port in out_ports:
-                port.send(np.zeros(port.shape))
+                port.send(np.zeros(port.shape, dtype=self.message_type))
             return
         sample, t = divmod(due, self.timesteps)
         seen = min(self.timesteps, position - sample * self.timesteps + 1)
         if self.computed is None or self.computed[:2] != (sample, seen):
             self.computed = (sample, seen, self._run(self.frames[sample]))
-        for port, y in zip(out_ports, self.computed[2]):
-            port.send(_lava(y[t]))
+        for name, port, y in zip(self.outputs, out_ports, self.computed[2]):
+            port.send(_lava(self._send(name, y[t])))
         if t == self.timesteps - 1:
             del self.frames[sample]
+
+    def _receive(self, name: str, x: np.ndarray) -> np.ndarray:
+        return x + self.biases.get(name, 0)
+
+    def _send(self, name: str, y: np.ndarray) -> np.ndarray:
+        return y
 
     def _run(self, frames: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The ONNX file on one sample's timesteps, [T, *shape] per input -> [T, *shape] per output."""
@@ -131,3 +149,29 @@ class PyHostPartitionModel(PyLoihiProcessModel):
             self.session = onnxruntime.InferenceSession(self.onnx, options, providers=["CPUExecutionProvider"])
         outputs = self.session.run(self.outputs, {name: x[:, None] for name, x in frames.items()})
         return [y[:, 0] for y in outputs]
+
+
+@implements(proc=HostPartition, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyHostPartitionModelFixed(PyHostPartitionModel):
+    """The same buffering, exchanging Loihi integers with the chip (module docstring)."""
+
+    message_type = np.int32
+
+    x_in0: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    x_in1: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    x_in2: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    x_in3: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    y_out0: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    y_out1: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    y_out2: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    y_out3: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def _receive(self, name: str, x: np.ndarray) -> np.ndarray:
+        return from_payload(x, self.payloads[name], self.biases.get(name, 0.0))
+
+    def _send(self, name: str, y: np.ndarray) -> np.ndarray:
+        if name in self.payloads:
+            return to_payload(y, self.payloads[name])
+        return np.ascontiguousarray(y, dtype=np.float32).view(np.int32)  # no chip reads it: its float32 bits

@@ -122,8 +122,8 @@ import nir
 import numpy as np
 
 from spikeport.errors import UserError
-from spikeport.export.loihi import BIAS_EXP, LoihiModel, chain_layers, input_bias, integers
-from spikeport.export.lower import compose_synapses, fold_avgpool
+from spikeport.export.loihi import BIAS_EXP, IDENTITY, LoihiModel, chain_layers, host_current, input_bias, integers, neuron_bias
+from spikeport.export.lower import deploy, fold_avgpool
 from spikeport.export.manifest import Manifest
 from spikeport.progress import stage
 from spikeport.readers import check_hdf5, check_onnx_external
@@ -193,6 +193,7 @@ class _Synapse:
     conv: dict | None = None  # Conv's input_shape, stride, padding, dilation, groups, in Lava's (X, Y) order
     weight_exp: int = 0  # fixed point, Dense: the weighted sum is shifted by it
     delay: int = 0  # extra steps (a DelayDense) that align it with a deeper path into the same neuron
+    host: bool = False  # fixed point: a first layer run on the host; its current is the input's RingBuffer itself
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,7 @@ class _Host:
     buffer: int
     offset: int
     biases: dict[str, np.ndarray]  # input -> the bias of the synaptic layer whose current it is, added on arrival
+    payloads: dict[str, dict] = dataclasses.field(default_factory=dict)  # fixed point: tensor -> its loihi.json boundary
 
     @property
     def delay(self) -> int:
@@ -290,7 +292,7 @@ def run_lava(
 
 
 def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs: dict[str, nir.NIRGraph], inputs: dict[str, np.ndarray],
-                      timeout_s: float = 600) -> LavaResult:
+                      timeout_s: float = 600, loihi: LoihiModel | None = None) -> LavaResult:
     """Every partition of an export in one Lava run (floating_pt): each neuromorphic partition as
     in `run_lava`, each host partition as a `lava_host.HostPartition` process running its ONNX file.
 
@@ -298,7 +300,9 @@ def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs:
     `inputs` holds [N, T, *shape] per model input. The partitions form a graph through their named
     boundary tensors (module docstring, "Partitions"). `delay` counts the synaptic stages and host
     buffers in front of the model's output; spike counts are named `<partition>.<layer>`. Raises
-    UserError as `run_lava` does.
+    UserError as `run_lava` does. With `loihi` (the export's loihi.json) it runs fixed_pt: the
+    neuromorphic partitions with its integers, the model inputs as their first layers' currents,
+    and the host partitions exchanging its graded payloads (module docstring, "Fixed point").
     """
     arrival = {t.name: 0 for t in manifest.inputs}  # boundary tensor -> Lava steps between an input timestep and its value
     biases = {}  # boundary tensor -> the bias its synaptic layer leaves to the host partition reading it
@@ -315,7 +319,7 @@ def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs:
                 raise UserError(f"partition {p.name}: reads {', '.join(biased)}, a synaptic layer's current with a bias, which Lava's Dense "
                                 "and Conv do not add; the Lava runner leaves it to a host partition reading the current")
             final = [t.name for t in p.outputs] == [t.name for t in manifest.outputs]
-            plan = plan_network(graphs[p.name], depths={t.name: arrival[t.name] for t in p.inputs}, handoff=not final)
+            plan = plan_network(graphs[p.name], loihi, depths={t.name: arrival[t.name] for t in p.inputs}, handoff=not final, partition=p.name)
             nodes = {t.name: "output" if len(p.outputs) == 1 else f"output_{t.name}" for t in p.outputs}
             if set(nodes.values()) != set(plan.outputs):
                 raise UserError(f"partition {p.name}: its graph's Output nodes {sorted(plan.outputs)} are not the manifest's {sorted(nodes.values())}")
@@ -331,8 +335,11 @@ def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs:
             offsets = {t.name: arrival[t.name] for t in p.inputs}
             if len(set(offsets.values())) != 1:
                 raise UserError(f"partition {p.name}: its inputs arrive after different numbers of Lava steps {offsets}; a host process takes them in one step")
+            payloads = {} if loihi is None else {b.tensor: dataclasses.asdict(b) for b in loihi.boundaries
+                                                 if b.tensor in {t.name for t in [*p.inputs, *p.outputs]}}
             stage = _Host(p.name, path, {t.name: tuple(t.shape) for t in p.inputs}, {t.name: tuple(t.shape) for t in p.outputs},
-                          p.buffer_timesteps, next(iter(offsets.values())), {t.name: biases[t.name] for t in p.inputs if t.name in biases})
+                          p.buffer_timesteps, next(iter(offsets.values())), {t.name: biases[t.name] for t in p.inputs if t.name in biases},
+                          payloads)
             arrival.update({t.name: stage.delay for t in p.outputs})
         stages.append(stage)
     drives = {}
@@ -341,7 +348,7 @@ def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs:
         shape = tuple(tensor.shape)
         if x.ndim != 2 + len(shape) or x.shape[2:] != shape or 0 in x.shape[:2] or (drives and x.shape[:2] != next(iter(drives.values())).shape[:2]):
             raise UserError(f"inputs.{tensor.name}: shape {x.shape}; expected [N, T, {', '.join(map(str, shape))}] with N, T >= 1, as the other inputs")
-        drives[tensor.name] = x
+        drives[tensor.name] = x if loihi is None else _first_layer_current(tensor.name, manifest, stages, graphs, loihi, x)
     _lava_api()
     recordings = _in_child(_simulate, (stages, drives), timeout_s)
     n, t = next(iter(drives.values())).shape[:2]
@@ -352,9 +359,31 @@ def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs:
             spikes.update({f"{p.name}.{layer}": counts for layer, counts in _spike_counts(stage, recorded, n, t).items()})
             if model_output in stage.outputs:
                 output = _plan_output(stage, recorded, n, t)
+                if stage.fixed_pt:
+                    output = np.diff(output.astype(np.float64), axis=1, prepend=0.0) / (64 * stage.readout_scale)
         elif model_output in stage.outputs:
             output = _aligned(recorded[model_output], stage.delay, stage.outputs[model_output], n, t)
+            if loihi is not None:  # float32 values sent bit for bit through the int32 port (lava_host)
+                output = np.ascontiguousarray(output).astype(np.int32).view(np.float32).astype(np.float64)
     return LavaResult(output=output, delay=arrival[model_output], spikes=spikes)
+
+
+def _first_layer_current(tensor: str, manifest: Manifest, stages: list, graphs: dict[str, nir.NIRGraph], loihi: LoihiModel,
+                         x: np.ndarray) -> np.ndarray:
+    """Fixed point: what the RingBuffer of model input `tensor` sends, the current of the first layer
+    reading it, computed on the host in its neuron's integer units (export.loihi.host_current)."""
+    for p, stage in zip(manifest.partitions, stages):
+        if not isinstance(stage, _Plan) or tensor not in stage.inputs:
+            continue
+        readers = [s.name for s in stage.synapses if s.source == tensor]
+        hosts = [s.name for s in stage.synapses if s.source == tensor and s.host]
+        if len(readers) != 1 or len(hosts) != 1:
+            raise UserError(f"partition {p.name}: the model input {tensor} is read by {', '.join(readers) or 'nothing'}; "
+                            "in fixed point one first layer reads it, on the host")
+        (layer,) = [l for l in loihi.layers if l.partition == p.name and l.synapse == hosts[0]]
+        final = [t.name for t in p.outputs] == [t.name for t in manifest.outputs]
+        return host_current(deploy(graphs[p.name], not final), layer, x)
+    raise UserError(f"inputs.{tensor}: no neuromorphic partition reads it")
 
 
 def _spike_counts(plan: _Plan, recordings: dict[str, np.ndarray], n: int, t: int) -> dict[str, np.ndarray]:
@@ -366,7 +395,8 @@ def _spike_counts(plan: _Plan, recordings: dict[str, np.ndarray], n: int, t: int
     }
 
 
-def plan_network(graph: nir.NIRGraph, loihi: LoihiModel | None = None, depths: dict[str, int] | None = None, handoff: bool = False) -> _Plan:
+def plan_network(graph: nir.NIRGraph, loihi: LoihiModel | None = None, depths: dict[str, int] | None = None, handoff: bool = False,
+                 partition: str = "") -> _Plan:
     """Check `graph` and describe the Lava network that runs it (see the module docstring), in
     floating point, or with the integers of `loihi` when given.
 
@@ -374,9 +404,7 @@ def plan_network(graph: nir.NIRGraph, loihi: LoihiModel | None = None, depths: d
     each by default). handoff: the outputs feed other partitions, so each must be a Lava port
     (module docstring, "Partitions"); otherwise there is one output, which may be a read-out.
     """
-    if handoff:
-        graph = _pool_before_outputs(graph)
-    graph = compose_synapses(fold_avgpool(graph))
+    graph = deploy(graph, handoff)
     nodes = graph.nodes
     sources = {name: [a for a, b in graph.edges if b == name] for name in nodes}
     inputs = [name for name, node in nodes.items() if isinstance(node, nir.Input)]
@@ -388,7 +416,13 @@ def plan_network(graph: nir.NIRGraph, loihi: LoihiModel | None = None, depths: d
             raise UserError(f"{name} ({type(node).__name__}): no Lava mapping; the runner maps Conv2d, Affine, Linear, Flatten, LIF and IF")
         if not isinstance(node, nir.Input) and len(sources[name]) != 1 and not isinstance(node, _NEURONS):
             raise UserError(f"{name} ({type(node).__name__}): {len(sources[name])} inputs; only a neuron layer sums several")
-    builder = _Builder(nodes, sources, graph.metadata.get("dt"), {name: (depths or {}).get(name, 0) for name in inputs})
+    quantized = [] if loihi is None else [layer for layer in loihi.layers if layer.partition == partition]
+    if loihi is not None and not partition:
+        pairs = chain_layers(graph)  # a chain's loihi.json is the chain export/loihi.py `quantize` gives
+        if [(layer.synapse, layer.neuron) for layer in quantized] != pairs:
+            raise UserError(f"loihi.json: layers {[layer.synapse for layer in quantized]} do not match the graph's chain {[s for s, _ in pairs]}")
+    builder = _Builder(nodes, sources, graph.metadata.get("dt"), {name: (depths or {}).get(name, 0) for name in inputs},
+                       {layer.synapse for layer in quantized if layer.on_host})
     for name in _topological(nodes, graph.edges):
         builder.add(name)
     layers = {}
@@ -412,51 +446,54 @@ def plan_network(graph: nir.NIRGraph, loihi: LoihiModel | None = None, depths: d
         delay=max(builder.depth[layer] for layer in layers.values()),
         output_bias={output: bias for output, bias in biases.items() if np.any(bias != 0)},
     )
-    return plan if loihi is None else _fixed_point(plan, graph, loihi)
+    return plan if loihi is None else _fixed_point(plan, graph, quantized)
 
 
-def _pool_before_outputs(graph: nir.NIRGraph) -> nir.NIRGraph:
-    """`graph` with an identity Affine between every AvgPool2d -> Flatten and the Output it feeds,
-    so that `fold_avgpool` folds the pool into it: a Dense of weights 1/k^2, whose current (the
-    pooled spikes) is the graded tensor a host partition reads."""
-    nodes, edges = dict(graph.nodes), list(graph.edges)
-    for source, name in graph.edges:
-        pooled = isinstance(graph.nodes[name], nir.Output) and isinstance(graph.nodes[source], nir.Flatten) and any(
-            b == source and isinstance(graph.nodes[a], nir.AvgPool2d) for a, b in graph.edges)
-        if pooled:
-            size = int(np.prod(_ints(graph.nodes[source].output_type["output"])))
-            nodes[f"{name}_pool"] = nir.Affine(weight=np.eye(size, dtype=np.float32), bias=np.zeros(size, dtype=np.float32))
-            edges = [e for e in edges if e != (source, name)] + [(source, f"{name}_pool"), (f"{name}_pool", name)]
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata), type_check=True)
-
-
-def _fixed_point(plan: _Plan, graph: nir.NIRGraph, loihi: LoihiModel) -> _Plan:
-    """The float plan of the lowered `graph` with loihi.json's integers (module docstring, "Fixed point")."""
-    pairs = chain_layers(graph)  # refuses anything but the plain chains export/loihi.py quantizes
-    if [(layer.synapse, layer.neuron) for layer in loihi.layers] != pairs:
-        raise UserError(f"loihi.json: layers {[layer.synapse for layer in loihi.layers]} do not match the graph's chain {[s for s, _ in pairs]}")
-    host, *chip = loihi.layers
-    synapses, neurons = {s.name: s for s in plan.synapses}, {n.name: n for n in plan.neurons}
-    first = neurons[host.neuron]
-    fixed_neurons = [
-        dataclasses.replace(first, synapses=[plan.input_name], bias=np.zeros_like(first.bias, dtype=np.int64),
-                            du=host.du, dv=host.dv, vth=host.vth, depth=0)
-    ]
+def _fixed_point(plan: _Plan, graph: nir.NIRGraph, layers: list) -> _Plan:
+    """The float plan of the deployed `graph` with loihi.json's integers (module docstring, "Fixed
+    point"): each synapse's integer weights in Lava's layout, each neuron's du, dv, vth and bias
+    mantissa; a first layer computed on the host (`host`) has no process and no stage."""
+    by_synapse = {layer.synapse: layer for layer in layers}
+    by_neuron: dict[str, list] = {}
+    for layer in layers:
+        by_neuron.setdefault(layer.neuron or layer.synapse, []).append(layer)
+    missing = [s.name for s in plan.synapses if s.name not in by_synapse]
+    if missing:
+        raise UserError(f"loihi.json: no integers for synaptic layer(s) {', '.join(missing)} of the graph; export again")
+    neurons = {n.name: n for n in plan.neurons}
     fixed_synapses = []
-    for layer in chip:
-        synapse, neuron = synapses[layer.synapse], neurons[layer.neuron or layer.synapse]
-        w_int, bias_mant = integers(graph, layer)
-        weight = _lava_weight(w_int, synapse.conv is not None, neurons[synapse.source].shape)
-        if synapse.conv is None:
+    for synapse in plan.synapses:
+        layer = by_synapse[synapse.name]
+        if synapse.host:
+            fixed_synapses.append(synapse)
+            continue
+        w_int, _ = integers(graph, layer)
+        source_shape = neurons[synapse.source].shape if synapse.source in neurons else plan.inputs[synapse.source]
+        if layer.kind == IDENTITY:
+            weight = np.eye(synapse.weight.shape[0], dtype=np.int64) * int(w_int[0])
+        elif synapse.delay and synapse.conv is None and isinstance(graph.nodes[synapse.name], nir.Conv2d):
+            weight = _conv_matrix(graph.nodes[synapse.name], source_shape, neurons[layer.neuron].shape, w_int).astype(np.int64)
+        else:
+            weight = _lava_weight(w_int, synapse.conv is not None, source_shape)
+        if synapse.conv is None:  # Dense, DelayDense: 8-bit even weights 2m, the exponent e - 1 (export/loihi.py)
             fixed_synapses.append(dataclasses.replace(synapse, weight=weight << (1 - layer.weight_exp), weight_exp=layer.weight_exp - 1))
         else:
             fixed_synapses.append(dataclasses.replace(synapse, weight=weight))
-        bias = _lava(_spread(bias_mant, graph.nodes[layer.synapse], neuron.shape))
-        fixed_neurons.append(dataclasses.replace(neuron, bias=bias, du=layer.du, dv=layer.dv, vth=layer.vth, depth=neuron.depth - 1))
-    return dataclasses.replace(
-        plan, synapses=fixed_synapses, neurons=fixed_neurons, delay=plan.delay - 1,
-        fixed_pt=True, readout_scale=loihi.layers[-1].scale,
-    )
+    fixed_neurons = []
+    for neuron in plan.neurons:
+        feeding = by_neuron[neuron.name]
+        first = feeding[0]
+        if first.neuron is None:  # the read-out integrator
+            _, bias_mant = integers(graph, first)
+            bias = _lava(_spread(bias_mant, graph.nodes[first.synapse], neuron.shape))
+        elif first.on_host:  # the host's current includes the layer's bias
+            bias = np.zeros_like(neuron.bias, dtype=np.int64)
+        else:
+            bias = _lava(neuron_bias(graph, feeding))
+        fixed_neurons.append(dataclasses.replace(neuron, bias=bias, du=first.du, dv=first.dv, vth=first.vth))
+    readout = by_neuron[plan.output] if plan.readout else None
+    return dataclasses.replace(plan, synapses=fixed_synapses, neurons=fixed_neurons, fixed_pt=True,
+                               readout_scale=readout[0].scale if readout else 1.0)
 
 
 class _Builder:
@@ -467,8 +504,8 @@ class _Builder:
     carries its value (`origin`: a Flatten is no process, just a view of the layer before it).
     """
 
-    def __init__(self, nodes: dict, sources: dict, dt: float | None, inputs: dict[str, int]):
-        self.nodes, self.sources, self.dt, self.inputs = nodes, sources, dt, inputs
+    def __init__(self, nodes: dict, sources: dict, dt: float | None, inputs: dict[str, int], host: set[str] = frozenset()):
+        self.nodes, self.sources, self.dt, self.inputs, self.host = nodes, sources, dt, inputs, host
         self.shapes = {name: _ints(nodes[name].input_type["input"]) for name in inputs}
         self.depth = dict(inputs)
         self.origin = {name: name for name in inputs}
@@ -500,6 +537,8 @@ class _Builder:
                             "a synaptic layer must read an input or a neuron layer")
         graded = source not in self.neurons
         source_shape = self.shapes[source]
+        if name in self.host:  # fixed point: computed on the host, its current arrives with the input (no stage)
+            return _Synapse(name, source, np.zeros((1, 1)), graded, self.depth[source], host=True)
         weight = np.asarray(node.weight, dtype=np.float64)
         depth = self.depth[source] + 1
         if isinstance(node, nir.Conv2d):
@@ -593,13 +632,15 @@ def _lava_weight(weight: np.ndarray, conv: bool, source_shape: tuple[int, ...]) 
     return weight
 
 
-def _conv_matrix(node: nir.Conv2d, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.ndarray:
-    """The convolution (bias aside) as a Dense weight [out, in], both maps flattened in Lava's (W, H, C) order."""
+def _conv_matrix(node: nir.Conv2d, in_shape: tuple[int, ...], out_shape: tuple[int, ...], weight: np.ndarray | None = None) -> np.ndarray:
+    """The convolution (bias aside; its kernel, or `weight`) as a Dense weight [out, in], both maps
+    flattened in Lava's (W, H, C) order."""
     import torch
 
     n_in = int(np.prod(in_shape))
     basis = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape)
-    columns = torch.nn.functional.conv2d(basis, torch.as_tensor(np.asarray(node.weight), dtype=torch.float64), stride=_pair(node.stride),
+    kernel = np.asarray(node.weight if weight is None else weight)
+    columns = torch.nn.functional.conv2d(basis, torch.as_tensor(kernel, dtype=torch.float64), stride=_pair(node.stride),
                                          padding=_pair(node.padding), dilation=_pair(node.dilation), groups=int(node.groups))
     matrix = columns.reshape(n_in, *out_shape).numpy()  # [in (C, H, W), out (C, H, W)]
     matrix = matrix.reshape(*in_shape, *out_shape).transpose(5, 4, 3, 2, 1, 0)  # [out (W, H, C), in (W, H, C)]
@@ -691,7 +732,7 @@ def _simulate(stages: list[_Plan | _Host], drives: dict[str, np.ndarray]) -> lis
             outputs, stage_probes = _build_plan(lava, stage, ports, t, steps)
         else:
             host = lava.Host(onnx=stage.onnx, inputs=stage.inputs, outputs=stage.outputs, timesteps=t, buffer=stage.buffer,
-                             offset=stage.offset, samples=n, biases=stage.biases, name=stage.name)
+                             offset=stage.offset, samples=n, biases=stage.biases, payloads=stage.payloads if fixed else None, name=stage.name)
             for tensor, port in zip(stage.inputs, host.x_in):
                 ports[tensor].connect(port)
             outputs = dict(zip(stage.outputs, host.y_out))
@@ -737,10 +778,13 @@ def _build_plan(lava: SimpleNamespace, plan: _Plan, tensors: dict, t: int, steps
             probes[neuron.name] = sink = lava.Sink(shape=lif.s_out.shape, buffer=steps)
             lif.s_out.connect(sink.a_in)
     for synapse in plan.synapses:
+        if synapse.host:
+            currents[synapse.name] = ports[synapse.name] = ports[synapse.source]
+            continue
         bits = GRADED_MESSAGE_BITS if synapse.graded else 0
         if synapse.delay:
             delays = np.full(synapse.weight.shape, synapse.delay)
-            process = lava.DelayDense(weights=synapse.weight, delays=delays, num_message_bits=bits, name=synapse.name)
+            process = lava.DelayDense(weights=synapse.weight, delays=delays, weight_exp=synapse.weight_exp, num_message_bits=bits, name=synapse.name)
         elif synapse.conv is None:
             process = lava.Dense(weights=synapse.weight, weight_exp=synapse.weight_exp, num_message_bits=bits, name=synapse.name)
         else:

@@ -1119,3 +1119,241 @@ def from_lava_order(x: np.ndarray) -> np.ndarray:
     """An array in Lava's (X, Y, Z) order, e.g. a bias_mant, in torch's (C, H, W) order."""
     a = np.asarray(x)
     return np.ascontiguousarray(a.transpose(tuple(reversed(range(a.ndim)))))
+
+
+# ----------------------------------------------------------------------------------------------- exports as graphs
+#
+# An export that is not one plain chain (residual sums, several partitions, host partitions in
+# between) has no model.net: its integers are loihi.json's on the partitions' graphs as deployed
+# (export/loihi.py), and `simulate_export` runs them the way spikeport's Lava graph does in
+# fixed_pt (runtime/lava_runner.py), bit for bit, batched and aligned: every layer on the
+# timesteps of the sample only (Lava delays the shorter paths into a neuron with DelayDense, so a
+# neuron sums the currents of one input timestep, and resets when the sample's first timestep
+# reaches it, which is what computing each sample's T steps from zero is). Synapses are the
+# Dense / Conv arithmetic above (`_Synapse`: Dense takes 8-bit even weights 2m with exponent
+# e - 1, Conv the integers themselves); an identity shortcut multiplies by its one integer; the
+# first layer reading a model input is its host-computed current (export.loihi.host_current);
+# host partitions run their ONNX files on the payloads of export.loihi.from_payload and send
+# export.loihi.to_payload, as the Lava host process does, with the same view of time: output
+# timestep t comes from a run on the input timesteps 0..t + buffer, later ones zero.
+
+
+@dataclass
+class ExportRecord:
+    """What `simulate_export` gives: the model output [B, T, ...] (float64), every neuron layer's
+    spikes [B, T, *shape] by "partition.layer", and every boundary tensor's values as the partition
+    reading it receives them (payload integers, or spikes) by tensor name."""
+
+    output: np.ndarray
+    spikes: dict[str, Tensor]
+    tensors: dict[str, Tensor]
+
+
+def simulate_export(manifest, export_dir, graphs: dict, loihi, inputs: dict[str, np.ndarray], device: str | torch.device = "cpu") -> ExportRecord:
+    """Every partition of an export in Lava's fixed-point arithmetic (section comment above).
+
+    graphs: each neuromorphic partition's NIR graph as exported (model.nir files), by name;
+    loihi: the export's loihi.json (export.loihi.read_loihi_json); inputs: [B, T, *shape] per
+    model input."""
+    from spikeport.export.loihi import from_payload, host_current, to_payload
+    from spikeport.export.lower import deploy
+
+    device = torch.device(device)
+    boundaries = {b.tensor: b for b in loihi.boundaries}
+    final = [t.name for t in manifest.outputs]
+    values: dict[str, Tensor] = {}  # tensor -> what travels: ints (payloads, currents) or 0/1 spikes, [B, T, *shape]
+    floats: dict[str, np.ndarray] = {}  # host outputs no chip reads (the model output), float32
+    model_inputs = {t.name for t in manifest.inputs}
+    spikes: dict[str, Tensor] = {}
+    output = None
+    biases: dict[str, np.ndarray] = {}
+    for p in manifest.partitions:
+        if p.kind == "host":
+            frames = {}
+            for t in p.inputs:
+                ints = values[t.name].cpu().numpy()
+                frames[t.name] = from_payload(ints, boundaries[t.name], biases.get(t.name, 0.0)) if t.name in boundaries else ints.astype(np.float32)
+            outs = _run_host(os.path.join(export_dir, p.file), frames, [t.name for t in p.outputs], p.buffer_timesteps)
+            for t, y in zip(p.outputs, outs):
+                if t.name in boundaries:
+                    values[t.name] = torch.as_tensor(to_payload(y, boundaries[t.name]), device=device)
+                else:
+                    floats[t.name] = y
+            continue
+        handoff = [t.name for t in p.outputs] != final
+        graph = deploy(graphs[p.name], handoff)
+        layers = [layer for layer in loihi.layers if layer.partition == p.name]
+        drives = {}
+        for t in p.inputs:
+            if t.name in model_inputs:
+                (host,) = [l for l in layers if l.on_host and (t.name, l.synapse) in graph.edges] or [None]
+                if host is None:
+                    raise UserError(f"partition {p.name}: no first layer on the host reads the model input {t.name}")
+                drives[t.name] = torch.as_tensor(host_current(graph, host, inputs[t.name]), device=device)
+            else:
+                drives[t.name] = values[t.name]
+        result = _simulate_partition(graph, layers, drives, device, handoff)
+        spikes.update({f"{p.name}.{name}": s for name, s in result.spikes.items()})
+        for t in p.outputs:
+            node = "output" if len(p.outputs) == 1 else f"output_{t.name}"
+            values[t.name] = result.outputs[node]
+            if node in result.biases:
+                biases[t.name] = result.biases[node]
+        if result.readout is not None and [t.name for t in p.outputs] == final:
+            v, scale = result.readout
+            output = np.diff(v.cpu().numpy().astype(np.float64), axis=1, prepend=0.0) / (64 * scale)
+    (model_output,) = final
+    if output is None:
+        output = floats[model_output].astype(np.float64)
+    return ExportRecord(output=output, spikes=spikes, tensors=values)
+
+
+def _run_host(path: str, frames: dict[str, np.ndarray], outputs: list[str], buffer: int) -> list[np.ndarray]:
+    """A host partition's ONNX file on [B, T, *shape] frames as Lava's host process runs it: output
+    timestep t from the input timesteps 0..t + buffer (later ones zero); [B, T, *shape] per output."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1  # as the Lava host process: the same sums
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feeds = {name: np.ascontiguousarray(np.swapaxes(x, 0, 1), dtype=np.float32) for name, x in frames.items()}  # [T, B, ...]
+    steps = next(iter(feeds.values())).shape[0]
+    results = None
+    cache = {}
+    for t in range(steps):
+        seen = min(steps, t + buffer + 1)
+        if seen not in cache:
+            masked = {name: np.concatenate([x[:seen], np.zeros_like(x[seen:])]) for name, x in feeds.items()}
+            cache[seen] = session.run(outputs, masked)
+        ys = cache[seen]
+        if results is None:
+            results = [np.empty_like(y) for y in ys]
+        for r, y in zip(results, ys):
+            r[t] = y[t]
+    return [np.swapaxes(r, 0, 1) for r in results]
+
+
+@dataclass
+class _PartitionResult:
+    spikes: dict[str, Tensor]  # neuron -> [B, T, *shape] uint8
+    outputs: dict[str, Tensor]  # Output node -> what it hands on (spikes, or a synaptic layer's current without bias)
+    biases: dict[str, np.ndarray]  # Output node handing on a current -> the bias left to the host (float, NIR's order)
+    readout: tuple[Tensor, float] | None  # the read-out's voltage [B, T, *shape] and its scale
+
+
+def _simulate_partition(graph, layers: list, drives: dict[str, Tensor], device: torch.device, handoff: bool) -> _PartitionResult:
+    """One neuromorphic partition, deployed, on its inputs' values [B, T, ...] (ints or 0/1 spikes)."""
+    import nir
+
+    from spikeport.export.loihi import IDENTITY, _origin, integers, neuron_bias
+
+    nodes = graph.nodes
+    sources = {name: [a for a, b in graph.edges if b == name] for name in nodes}
+    by_synapse = {layer.synapse: layer for layer in layers}
+    by_neuron: dict[str, list] = {}
+    for layer in layers:
+        by_neuron.setdefault(layer.neuron or layer.synapse, []).append(layer)
+    values: dict[str, Tensor] = dict(drives)  # node -> its value: inputs, spikes, currents (ints), [B, T, *shape]
+    graded = {name for name in drives if drives[name].dtype != torch.uint8}
+    batch, steps = next(iter(drives.values())).shape[:2]
+    spikes, readout = {}, None
+    order = _topological_order(nodes, graph.edges)
+
+    def current(synapse: str) -> Tensor:
+        layer = by_synapse[synapse]
+        if layer.on_host:
+            return values[_origin(graph, sources[synapse][0])]
+        if layer.kind == IDENTITY:
+            source = synapse[: -len(f"_to_{layer.neuron}")]
+            w_int, _ = integers(graph, layer)
+            return values[source].to(torch.int64) * int(w_int[0])
+        node = nodes[synapse]
+        source = _origin(graph, sources[synapse][0])
+        x = values[source]
+        w_int, _ = integers(graph, layer)
+        bits = 24 if source in graded else 0
+        if isinstance(node, nir.Conv2d):
+            block = Block(synapse, "conv", tuple(layer.shape), Neuron(0, 0, 0, None), input_shape=tuple(x.shape[2:]), weight=w_int,
+                          stride=_pair(node.stride), padding=_pair(node.padding), dilation=_pair(node.dilation), groups=int(node.groups),
+                          input_message_bits=bits)
+        else:
+            block = Block(synapse, "dense", tuple(layer.shape), Neuron(0, 0, 0, None), input_shape=(math.prod(x.shape[2:]),),
+                          weight=(w_int >> layer.weight_exp) << 1, weight_exp=layer.weight_exp - 1, flatten=x.ndim > 3, input_message_bits=bits)
+        input_max = int(x.abs().max()) if bits and x.numel() else 1
+        syn = _Synapse(block, device, max(1, input_max))
+        return syn(x.flatten(0, 1)).unflatten(0, (batch, steps)).to(torch.int64)
+
+    for name in order:
+        node = nodes[name]
+        if isinstance(node, nir.Input):
+            continue
+        if isinstance(node, nir.Flatten):
+            values[name] = values[_origin(graph, name)]
+            continue
+        if isinstance(node, (nir.Conv2d, nir.Affine, nir.Linear)):
+            layer = by_synapse[name]
+            values[name] = current(name)
+            graded.add(name)
+            continue
+        if isinstance(node, (nir.LIF, nir.IF)):
+            feeding = by_neuron[name]
+            a = sum(current(l.synapse) if l.kind == IDENTITY else values[l.synapse] for l in feeding)
+            bias = np.zeros(feeding[0].shape, np.int64) if feeding[0].on_host else neuron_bias(graph, feeding)
+            spikes[name], _ = _run_lif(feeding[0], a, bias, device, record_v=False)
+            values[name] = spikes[name]
+            continue
+    outputs, biases = {}, {}
+    for name, node in nodes.items():
+        if not isinstance(node, nir.Output):
+            continue
+        producer = _origin(graph, sources[name][0])
+        layer = by_synapse.get(producer)
+        if layer is not None and layer.neuron is None and not handoff:  # the read-out integrator
+            w_int, bias_mant = integers(graph, layer)
+            shape = tuple(layer.shape)
+            spread = np.broadcast_to(bias_mant.reshape(-1, *([1] * (len(shape) - 1))), shape).copy()
+            _, v = _run_lif(layer, values[producer], spread, device, record_v=True)
+            readout = (v, layer.scale)
+        outputs[name] = values[producer]
+        if layer is not None and not layer.on_host and layer.neuron is None:
+            b = getattr(nodes[producer], "bias", None)
+            if b is not None:
+                biases[name] = np.broadcast_to(np.asarray(b).reshape(-1, *([1] * (len(layer.shape) - 1))), tuple(layer.shape)).copy()
+    return _PartitionResult(spikes, outputs, biases, readout)
+
+
+def _run_lif(layer, a: Tensor, bias_mant: np.ndarray, device: torch.device, record_v: bool) -> tuple[Tensor, Tensor | None]:
+    """One LIF layer (LIFReset from the sample's first timestep) over the T steps of `a` [B, T, *shape]."""
+    neuron = Neuron(du=layer.du, dv=layer.dv, vth=layer.vth, bias_mant=bias_mant)
+    a_bound = int(a.abs().max()) if a.numel() else 0
+    bm = torch.as_tensor(bias_mant, dtype=torch.int64, device=device)
+    lif = _Lif(neuron, a_bound, int(_wrap16(bm).abs().max()) << NETX_BIAS_EXP if bm.numel() else 0)
+    bias_term = _wrap32(_wrap16(bm) << NETX_BIAS_EXP).to(lif.dtype)
+    batch, steps = a.shape[:2]
+    u = torch.zeros((batch, *a.shape[2:]), dtype=lif.dtype, device=device)
+    v = u.clone()
+    spikes = torch.empty(a.shape, dtype=torch.uint8, device=device)
+    volts = torch.empty(a.shape, dtype=torch.int32, device=device) if record_v else None
+    a = a.to(lif.dtype) if lif.dtype == torch.int64 or a_bound < 2**31 else a
+    for t in range(steps):
+        u, v, s = lif(u, v, a[:, t], bias_term)
+        spikes[:, t] = s
+        if record_v:
+            volts[:, t] = v
+    return spikes, volts
+
+
+def _topological_order(nodes: dict, edges) -> list[str]:
+    order, placed = [], set()
+    while len(order) < len(nodes):
+        ready = [n for n in nodes if n not in placed and all(a in placed for a, b in edges if b == n)]
+        if not ready:
+            raise UserError(f"graph: a cycle through {sorted(set(nodes) - placed)}")
+        order += ready
+        placed.update(ready)
+    return order
+
+
+def _pair(value) -> tuple[int, int]:
+    flat = np.broadcast_to(np.asarray(value, dtype=int).ravel(), (2,))
+    return int(flat[0]), int(flat[1])

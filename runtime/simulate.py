@@ -279,12 +279,10 @@ def run_in_lava(target: Target, inputs: dict[str, np.ndarray], device: torch.dev
 
     if target.manifest is None:
         graph = target.nir_graph
-    elif len(target.manifest.partitions) > 1:
-        if mode != "float":
-            raise UserError("--backend lava --mode loihi: runs an export that is one neuromorphic partition; this one has host partitions (use --mode float)")
+    elif len(target.manifest.partitions) > 1 or _graph_loihi(target, mode):
         parts = target.manifest.partitions
         graphs = {p.name: read_nir(target.export_dir / p.file) for p in parts if p.kind == "neuromorphic" and p.file is not None}
-        result = run_lava_manifest(target.manifest, target.export_dir, graphs, inputs)
+        result = run_lava_manifest(target.manifest, target.export_dir, graphs, inputs, loihi=_loihi_json(target) if mode == "loihi" else None)
         return SimResult(result.output, result.spikes, result.delay)
     else:
         parts = target.manifest.partitions
@@ -300,6 +298,19 @@ def run_in_lava(target: Target, inputs: dict[str, np.ndarray], device: torch.dev
     result = run_lava(graph, x, mode=mode, loihi=loihi)
     prefix = "" if target.manifest is None else f"{target.manifest.partitions[0].name}."
     return SimResult(result.output, {f"{prefix}{k}": v for k, v in result.spikes.items()}, result.delay)
+
+
+def _loihi_json(target: Target):
+    from spikeport.export.loihi import read_loihi_json
+
+    if target.manifest is None or "loihi" not in target.manifest.files:
+        raise UserError("--mode loihi: needs an export with loihi.json (spikeport export RUN --quantize loihi)")
+    return read_loihi_json(target.export_dir / target.manifest.files["loihi"])
+
+
+def _graph_loihi(target: Target, mode: str) -> bool:
+    """Loihi fixed point of an export that is not one plain chain (loihi.json's layers name their partitions)."""
+    return mode == "loihi" and target.manifest is not None and "netx" not in target.manifest.files and "loihi" in target.manifest.files
 
 
 @dataclass
@@ -432,10 +443,21 @@ def run_reference_loihi(target: Target, inputs: dict[str, np.ndarray], device: t
 
     if target.netx is not None:
         return _run_netx_file(target.netx, next(iter(inputs.values())), device)
+    if _graph_loihi(target, "loihi"):
+        record = run_export_fixed(target, inputs, device)
+        return SimResult(record.output, {k: v.flatten(2).sum(2).cpu().numpy() for k, v in record.spikes.items()})
     fp = _fixed_point(target, inputs)
     network = read_netx(target.export_dir / target.manifest.files["netx"])
     records = simulate_netx(network, bias=fp.bias, steps=fp.window, aligned=True, device=device, record=export_outputs(network))
     return _fixed_point_result(fp, [None if r.s is None else r.s.cpu().numpy() for r in records], records[-1].v.cpu().numpy())
+
+
+def run_export_fixed(target: Target, inputs: dict[str, np.ndarray], device: torch.device):
+    """An export that is not one plain chain in Lava's fixed-point arithmetic (loihi_fixed.simulate_export)."""
+    from spikeport.runtime.loihi_fixed import simulate_export
+
+    graphs = {p.name: read_nir(target.export_dir / p.file) for p in target.manifest.partitions if p.kind == "neuromorphic" and p.file}
+    return simulate_export(target.manifest, target.export_dir, graphs, _loihi_json(target), inputs, device)
 
 
 def run_lava_loihi(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:

@@ -10,18 +10,15 @@ import pytest
 import torch
 
 from spikeport.export.exporter import export_model
-from spikeport.runtime.simulate import resolve_target, run_in_lava, run_reference
+from spikeport.export.loihi import read_loihi_json
+from spikeport.runtime.simulate import resolve_target, run_in_lava, run_reference, run_reference_loihi
 from spikeport.train.models import build_model
 
 SAMPLES, T = 4, 4
 GAIN = 2.5  # the residual stages' kernels scaled up, so that every layer of an untrained model spikes
 
 
-@pytest.mark.parametrize("causal, buffer", [(False, T), (True, 0)])
-def test_dta_export_in_lava_equals_the_reference_runtime(causal, buffer, tmp_path):
-    """Every LIF layer spikes as in the reference runtime, timestep by timestep, and the logits
-    agree; `delay` is the deepest path's synaptic stages (the encoder's conv, the identity into the
-    first block's LIF, two blocks of two convolutions, the read-out) plus the gate's buffer."""
+def _dta(causal: bool):
     torch.manual_seed(0)
     config = {"name": "dta-msresnet", "stem_channels": 8, "stages": [[16, 1, 1], [32, 1, 2]], "causal": causal}
     model = build_model(config, (1, 8, 8), 10, T).eval()
@@ -29,6 +26,42 @@ def test_dta_export_in_lava_equals_the_reference_runtime(causal, buffer, tmp_pat
         for name, p in model.named_parameters():
             if name.startswith("blocks") and p.ndim == 4:
                 p.mul_(GAIN)
+    return model
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_dta_fixed_point_in_lava_equals_the_emulator_bit_for_bit(causal, tmp_path):
+    """The export quantizes by default (a residual MS-ResNet, the gate's graded payload to the
+    chip, the encoder's current to the host); Lava's fixed_pt run of spikeport's graph (Dense/Conv
+    with summed inputs, DelayDense on the shorter paths, the host process exchanging integers)
+    and the reference runtime's loihi mode agree exactly: every layer's spike count at every
+    timestep and the read-out's logits."""
+    model = _dta(causal)
+    calibration = [3 * torch.rand(T, 32, 1, 8, 8)]
+    export_model(model, (1, 8, 8), T, tmp_path / "export", formats=("nir", "onnx"), input_bound=3.0, calibration=calibration)
+    target = resolve_target(tmp_path / "export" / "manifest.json")
+    loihi = read_loihi_json(tmp_path / "export" / "loihi.json")
+    assert {(b.tensor, b.kind, b.direction, b.payload_bits) for b in loihi.boundaries} == {
+        ("bn_in", "graded", "to_host", 13), ("lif_in", "spike", "to_host", 1), ("dta", "graded", "to_chip", 8)}
+    shared = [l for l in loihi.layers if l.neuron == "lif_out"]
+    assert len(shared) == 3 and len({l.scale for l in shared}) == 1  # a membrane shortcut: three inputs, one scale
+    x = {"x": 3 * torch.rand(SAMPLES, T, 1, 8, 8).numpy()}
+
+    lava = run_in_lava(target, x, torch.device("cpu"), mode="loihi")
+    emulator = run_reference_loihi(target, x, torch.device("cpu"))
+    assert sorted(lava.spikes) == sorted(emulator.spikes) and len(lava.spikes) == 6
+    for name, counts in emulator.spikes.items():
+        assert counts.sum() > 0, f"{name}: the comparison needs spikes"
+        assert int((lava.spikes[name] != counts).sum()) == 0, name
+    assert np.abs(lava.output - emulator.output).max() == 0.0 and np.abs(emulator.output).max() > 0
+
+
+@pytest.mark.parametrize("causal, buffer", [(False, T), (True, 0)])
+def test_dta_export_in_lava_equals_the_reference_runtime(causal, buffer, tmp_path):
+    """Every LIF layer spikes as in the reference runtime, timestep by timestep, and the logits
+    agree; `delay` is the deepest path's synaptic stages (the encoder's conv, the identity into the
+    first block's LIF, two blocks of two convolutions, the read-out) plus the gate's buffer."""
+    model = _dta(causal)
     export_model(model, (1, 8, 8), T, tmp_path / "export", formats=("nir", "onnx"))
     target = resolve_target(tmp_path / "export" / "manifest.json")
     assert [(p.kind, p.buffer_timesteps) for p in target.manifest.partitions] == [("neuromorphic", 0), ("host", buffer), ("neuromorphic", 0)]
