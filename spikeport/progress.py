@@ -59,12 +59,12 @@ def stage(description: str, total: int | None = None) -> Iterator[Callable[[int]
     if outermost:
         _live = display()
         _live.start()
-    display = _live
-    task = display.add_task(description, total=total, info="")
+    live = _live
+    task = live.add_task(description, total=total, info="")
     try:
-        yield lambda steps=1: display.advance(task, steps)
+        yield lambda steps=1: live.advance(task, steps)
     finally:
-        display.remove_task(task)
+        live.remove_task(task)
         if outermost:
-            display.stop()
+            live.stop()
             _live = None

@@ -169,3 +169,35 @@ def test_the_command_line_starts_without_torch(module):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_lava_runs_write_their_stage_lines(trained_run, cli, tmp_path):
+    code, _, err = cli("simulate", trained_run, "--backend", "lava", "--mode", "loihi", "--samples", "3", "--out", tmp_path)
+    assert code == 0, err
+    lines = err.splitlines()
+    session = next(i for i, line in enumerate(lines) if re.fullmatch(r"Lava session \(Loihi2SimCfg, CPU\): \d+\.\d s", line))
+    run = next(i for i, line in enumerate(lines) if re.fullmatch(r"lava-loihi: 3 samples: \d+\.\d s", line))
+    assert session < run  # the session is a stage inside the run's stage
+    assert "accuracy" in lines[run + 1] and not ESCAPES_AND_BARS.search(err), err
+
+
+def test_stages_on_a_terminal_are_a_live_display(monkeypatch):
+    """On a terminal, nested stages share one live display, which clears itself: no log lines."""
+    import io
+
+    from spikeport import progress
+    from spikeport.console import console
+
+    screen = io.StringIO()
+    monkeypatch.setattr(console, "_force_terminal", True)
+    monkeypatch.setattr(console, "_file", screen)
+    with progress.stage("outer stage") as advance_outer:
+        with progress.stage("inner stage", total=3) as advance:
+            for _ in range(3):
+                advance()
+            assert progress._live is not None and len(progress._live.tasks) == 2
+        advance_outer()
+    assert progress._live is None
+    written = screen.getvalue()
+    assert "\x1b[" in written  # drawn with cursor and colour codes
+    assert not re.search(r"outer stage: \d+\.\d s", written) and not re.search(r"inner stage: \d+\.\d s", written)
