@@ -545,6 +545,8 @@ def quantize_partitions(
                 bits = HOST_LAYER_BITS if host_layer else CURRENT_BITS
                 boundaries.append(_boundary(tensor, "to_host", bits, scale, calibration, warnings, layer, host_layer))
             for tensor, kind in p.outputs:
+                if tensor in model_outputs:  # the host's result: no chip reads it
+                    continue
                 if kind == "spike":
                     scales[tensor] = 1.0
                     boundaries.append(LoihiBoundary(tensor, kind, "to_chip", 1, 1.0, None, False, None, None))

@@ -6,10 +6,12 @@ host, compared with the reference runtime layer by layer."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from spikeport.export.exporter import export
-from spikeport.runtime.simulate import resolve_target, run_in_lava, run_reference
+from spikeport.export.loihi import read_loihi_json
+from spikeport.runtime.simulate import resolve_target, run_in_lava, run_reference, run_reference_loihi
 from spikeport.train import datasets
 from spikeport.train.loop import train
 from test_taaf_pipeline import OPTIONS, av_config, av_root  # noqa: F401 - av_root is a fixture
@@ -18,19 +20,51 @@ SAMPLES = 3
 GAIN = 3  # the inputs scaled up, so that every layer of a one-epoch model spikes
 
 
-def test_taaf_export_in_lava_equals_the_reference_runtime(av_root, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def taaf_run(av_root, tmp_path_factory):  # noqa: F811
+    run = tmp_path_factory.mktemp("taaf") / "run"
+    train(av_config(av_root, epochs=1), run, device="cpu")
+    return run
+
+
+def _inputs(av_root):  # noqa: F811
+    test = datasets.load("av-digits", av_root, "test", 3, options=OPTIONS)
+    (audio, visual), _ = torch.utils.data.default_collate([test[i] for i in range(SAMPLES)])
+    return {"audio": GAIN * audio.numpy(), "visual": GAIN * visual.numpy()}
+
+
+def test_taaf_fixed_point_in_lava_equals_the_emulator_bit_for_bit(taaf_run, av_root):  # noqa: F811
+    """`spikeport export` quantizes the two-branch model by default: the stems' first layers on the
+    host, the max-pooled spikes from the host as exact integer payloads (scale 1), identity and
+    strided shortcuts sharing their neuron's scale, the pooled features to the fusion head as
+    currents; Lava's fixed_pt run and the reference runtime's loihi mode agree exactly on every
+    layer and timestep, and on the head's logits."""
+    export(taaf_run, ("nir", "onnx"))
+    target = resolve_target(taaf_run)
+    loihi = read_loihi_json(taaf_run / "export" / "loihi.json")
+    payloads = {b.tensor: b for b in loihi.boundaries}
+    assert payloads["unflatten"].scale == 1.0 and payloads["audio_flatten"].direction == "to_host"
+    assert all(b.saturated_fraction in (None, 0.0) for b in loihi.boundaries)
+    inputs = _inputs(av_root)
+    lava = run_in_lava(target, inputs, torch.device("cpu"), mode="loihi")
+    emulator = run_reference_loihi(target, inputs, torch.device("cpu"))
+    assert sorted(lava.spikes) == sorted(emulator.spikes) and len(emulator.spikes) == 10
+    for name, counts in emulator.spikes.items():
+        assert int((lava.spikes[name] != counts).sum()) == 0, name
+    assert sum(int(c.sum()) for c in emulator.spikes.values()) > 0
+    assert np.abs(lava.output - emulator.output).max() == 0.0 and np.abs(emulator.output).max() > 0.01
+
+
+def test_taaf_export_in_lava_equals_the_reference_runtime(taaf_run, av_root):  # noqa: F811
     """Every neuron layer of both branches spikes as in the reference runtime, timestep by
     timestep; the logits agree; `delay` is the deepest path's 6 synaptic stages (stem conv, two
     residual stages of two convolutions, the pool's Dense) plus the head's buffer of T = 3."""
-    run = tmp_path / "run"
-    train(av_config(av_root, epochs=1), run, device="cpu")
+    run = taaf_run
     export(run, ("nir", "onnx"), "none")
     target = resolve_target(run)
     assert [(p.name, len(p.inputs), len(p.outputs), p.buffer_timesteps) for p in target.manifest.partitions] == [
         ("neuromorphic0", 2, 2, 0), ("host0", 2, 2, 0), ("neuromorphic1", 2, 2, 0), ("host1", 2, 1, 3)]
-    test = datasets.load("av-digits", av_root, "test", 3, options=OPTIONS)
-    (audio, visual), _ = torch.utils.data.default_collate([test[i] for i in range(SAMPLES)])
-    inputs = {"audio": GAIN * audio.numpy(), "visual": GAIN * visual.numpy()}
+    inputs = _inputs(av_root)
 
     lava = run_in_lava(target, inputs, torch.device("cpu"))
     reference = run_reference(target, inputs, torch.device("cpu"))
