@@ -28,10 +28,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from spikeport.console import console
 from spikeport.errors import UserError
 from spikeport.export import manifest as mf
+from spikeport.export.loihi import Calibration, PartitionSpec, chain_layers, quantize_partitions, write_loihi_json
 from spikeport.export.loihi import quantize as quantize_loihi
-from spikeport.export.loihi import write_loihi_json
 from spikeport.export.lower import fold_avgpool
 from spikeport.export.netx import write_netx
 from spikeport.export.nir_graph import DEFAULT_DT, to_nir, write_nir
@@ -40,10 +41,12 @@ from spikeport.export.partition import HOST, NEUROMORPHIC, Boundary, Partitioned
 from spikeport.train import datasets
 from spikeport.train.checkpoint import checkpoint_config, load_checkpoint, load_weights
 from spikeport.train.models import build_model
+from spikeport.train.neuron import LIF
 from spikeport.train.taaf import AudioVisualSNN, DeployedAV
 
 FORMATS = ("nir", "onnx", "lava")
 QUANTIZATIONS = ("loihi", "none")
+CALIBRATION_SAMPLES = 128  # test samples the fixed-point ranges are calibrated on (the float model's values)
 
 
 def _tensor(b: Boundary) -> mf.Tensor:
@@ -82,7 +85,9 @@ def export(run_dir: str | Path, formats: tuple[str, ...] = FORMATS, quantize: st
     test = datasets.load(config.data.name, config.data.root, "test", config.data.timesteps, options=config.data.options)
     samples = [test[i][0] for i in range(min(len(test), 256))]
     input_bound = max(float(x.abs().max()) for sample in samples for x in (sample if isinstance(sample, tuple) else [sample]))
-    return export_model(model, spec.input_shape, config.data.timesteps, run_dir / "export", formats, quantize, dt, source, input_bound)
+    columns = zip(*[s if isinstance(s, tuple) else (s,) for s in samples[:CALIBRATION_SAMPLES]])
+    calibration = [torch.stack(column).transpose(0, 1).float() for column in columns]  # [T, B, ...] per input, in order
+    return export_model(model, spec.input_shape, config.data.timesteps, run_dir / "export", formats, quantize, dt, source, input_bound, calibration)
 
 
 def _check_formats(formats: tuple[str, ...]) -> None:
@@ -91,22 +96,65 @@ def _check_formats(formats: tuple[str, ...]) -> None:
         raise UserError(f"--formats: unknown format {', '.join(unknown) or '(none given)'} (known: {', '.join(FORMATS)})")
 
 
-def _loihi_files(parts: Partitioned, graphs: dict[str, nir.NIRGraph], build: Path, lava: bool, input_bound: float) -> dict[str, str]:
-    """loihi.json (and model.net for Lava) of the one neuromorphic partition, a plain chain."""
+def _loihi_files(parts: Partitioned, graphs: dict[str, nir.NIRGraph], build: Path, lava: bool, input_bound: float,
+                 calibration: dict[str, torch.Tensor]) -> tuple[dict[str, str], list[str]]:
+    """loihi.json (and model.net for a plain chain, which netx holds) and the quantizer's warnings.
+
+    A model that is one plain chain of layers is quantized as a chain (export/loihi.py `quantize`);
+    any other, residual sums, several partitions and host boundaries, by `quantize_partitions`,
+    calibrated on `calibration` ([T, B, ...] per model input)."""
     chips = [p for p in parts.partitions if p.kind == NEUROMORPHIC]
-    if len(chips) != 1 or len(parts.partitions) != 1:
-        raise UserError(
-            f"--quantize loihi: only a model that is one plain chain of layers can be quantized yet; "
-            f"this one has partitions {', '.join(p.name for p in parts.partitions)} (export with --quantize none)"
-        )
-    lowered = fold_avgpool(graphs[chips[0].name])
-    model = quantize_loihi(lowered, input_bound=input_bound)
+    if len(parts.partitions) == 1 and _is_chain(fold_avgpool(graphs[chips[0].name])):
+        lowered = fold_avgpool(graphs[chips[0].name])
+        model = quantize_loihi(lowered, input_bound=input_bound)
+        write_loihi_json(model, build / "loihi.json")
+        files = {"loihi": "loihi.json"}
+        if lava:
+            write_netx(lowered, model, build / "model.net")
+            files["netx"] = "model.net"
+        return files, model.warnings
+    specs = [PartitionSpec(p.name, p.kind, [(b.name, b.kind) for b in p.inputs], [(b.name, b.kind) for b in p.outputs]) for p in parts.partitions]
+    model = quantize_partitions(specs, graphs, [b.name for b in parts.inputs], [b.name for b in parts.outputs],
+                                _calibrate(parts, calibration), input_bound=input_bound)
     write_loihi_json(model, build / "loihi.json")
-    files = {"loihi": "loihi.json"}
-    if lava:
-        write_netx(lowered, model, build / "model.net")
-        files["netx"] = "model.net"
-    return files
+    return {"loihi": "loihi.json"}, model.warnings
+
+
+def _is_chain(graph: nir.NIRGraph) -> bool:
+    try:
+        chain_layers(graph)
+    except UserError:
+        return False
+    return True
+
+
+def _calibrate(parts: Partitioned, inputs: dict[str, torch.Tensor]) -> Calibration:
+    """The float partitions on the calibration inputs: every boundary tensor's values, and the
+    largest |input current| of every LIF (its summed input, seen by a hook), named as in NIR."""
+    values = dict(inputs)
+    currents: dict[str, float] = {}
+    hooks = []
+    for p in parts.partitions:
+        if p.kind != NEUROMORPHIC:
+            continue
+        for name, module in p.module.named_modules():
+            if isinstance(module, LIF):
+                key = f"{p.name}.{name.replace('.', '_')}"
+
+                def record(_, args, key=key):
+                    currents[key] = max(currents.get(key, 0.0), float(args[0].detach().abs().max()))
+
+                hooks.append(module.register_forward_pre_hook(record))
+    try:
+        with torch.no_grad():
+            for p in parts.partitions:
+                out = p.module(*[values[b.name] for b in p.inputs])
+                out = list(out) if isinstance(out, (tuple, list)) else [out]
+                values.update({b.name: y for b, y in zip(p.outputs, out)})
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return Calibration(tensors={k: v.detach().numpy() for k, v in values.items()}, currents=currents)
 
 
 def export_model(
@@ -119,13 +167,17 @@ def export_model(
     dt: float = DEFAULT_DT,
     source: dict | None = None,
     input_bound: float = 1.0,
+    calibration: list[torch.Tensor] | None = None,
 ) -> Path:
     """Export any model over [T, B, ...] inputs to the folder `out` (replaced only when complete).
 
-    `input_bound` bounds |input|, for the Loihi first layer's fixed-point range (export/loihi.py).
+    `input_bound` bounds |input|, for the Loihi first layer's fixed-point range (export/loihi.py);
+    `calibration` ([T, B, ...] per model input, in order) sets the fixed-point ranges inside the model (by
+    default random inputs within input_bound). The quantizer's warnings go to the terminal and
+    loihi.json.
     """
     _check_formats(formats)
-    quantize = quantize or ("loihi" if "lava" in formats else "none")
+    quantize = quantize or "loihi"
     if quantize not in QUANTIZATIONS:
         raise UserError(f"--quantize: must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     model.eval()
@@ -165,7 +217,13 @@ def export_model(
             export_onnx_graph(model, examples, [b.name for b in parts.outputs], build / "model.onnx")
             files["onnx"] = "model.onnx"
         if quantize == "loihi":
-            files.update(_loihi_files(parts, graphs, build, "lava" in formats, input_bound))
+            if calibration is None:
+                calibration = [_example(b, timesteps) * (input_bound / 2) for b in parts.inputs]
+            named = {b.name: x for b, x in zip(parts.inputs, calibration)}
+            loihi_files, warnings = _loihi_files(parts, graphs, build, "lava" in formats, input_bound, named)
+            files.update(loihi_files)
+            for line in warnings:
+                console.print(f"[yellow]warning[/yellow]: {line}")
         mf.Manifest(
             timesteps=timesteps,
             dt=dt,
