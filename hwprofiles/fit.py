@@ -79,8 +79,12 @@ class _Checker:
     placement: dict[str, int] | None = None
 
     def limit(self, section: str, name: str, constraint: str):
-        """The profile's limit, or None after noting the constraint as unchecked."""
-        value = getattr(getattr(self.profile, section), name).value
+        """The profile's limit, or None after noting the constraint as unchecked; a limit whose
+        source says "not applicable" is no constraint of that chip (neither checked nor unchecked)."""
+        figure = getattr(getattr(self.profile, section), name)
+        value = figure.value
+        if value is None and figure.source.startswith("not applicable"):
+            return None
         self.considered.add(constraint)
         if value is None:
             self.unchecked.add(constraint)
@@ -171,6 +175,11 @@ def _check_network(c: _Checker, network: Network) -> None:
         inputs_max = c.limit("capacity", "network_inputs_max", "network_inputs")
         c.at_most(first.name, "network_inputs", math.prod(first.input_shape), inputs_max)
         c.at_most(last.name, "network_outputs", last.neurons, c.limit("capacity", "network_outputs_max", "network_outputs"))
+        hidden = sum(layer.neurons for layer in network.layers[:-1])
+        c.at_most(NETWORK, "hidden_neurons", hidden, c.limit("capacity", "hidden_neurons_max", "hidden_neurons"))
+    layers_min = c.limit("capacity", "neuron_layers_min", "neuron_layers")
+    if layers_min is not None and len(network.layers) < layers_min:
+        c.violations.append(Violation(NETWORK, "neuron_layers", len(network.layers), f"at least {layers_min}"))
     if network.host and c.limit("support", "runs_host_partitions", "host_partition") is False:
         for part in network.host:
             c.violations.append(Violation(part.name, "host_partition", part.macs, "no host partition on chip"))

@@ -58,7 +58,7 @@ def violation_text(v: dict) -> str:
     if isinstance(limit, list) and constraint in ("neuron_model", "layer_type", "stride"):
         allowed = ", ".join(map(str, limit)) if limit else "none"
         return f"{v['layer']}: {constraint} is {fmt(value)}; the chip supports: {allowed}"
-    if constraint in ("leak", "graded_input", "core_assignment"):
+    if constraint in ("leak", "graded_input", "core_assignment", "neuron_layers"):
         return f"{v['layer']}: {constraint} is {fmt(value)}; the chip needs: {fmt(limit)}"
     return f"{v['layer']}: {constraint} is {fmt(value)}, above the chip's limit of {fmt(limit)}"
 

@@ -107,6 +107,8 @@ class Capacity(_Strict):
     # Added after the first profiles: optional, so a user's older profile still loads (unchecked).
     destinations_max: Sourced[PosInt] = _UNSET  # layers one neuron layer sends to
     padding_max: Sourced[NonNegInt] = _UNSET  # zero padding of a conv layer, per side
+    hidden_neurons_max: Sourced[PosInt] = _UNSET  # neurons of all layers but the output one (Xylo)
+    neuron_layers_min: Sourced[PosInt] = _UNSET  # synaptic layers with neurons a network must have
 
 
 class Precision(_Strict):

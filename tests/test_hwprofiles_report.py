@@ -138,8 +138,12 @@ def test_one_neuron_must_fit_one_core(tmp_path):
 
 def test_xylo_limits():
     result = check_fit(network(dense("in", 40, 100), dense("out", 100, 12)), PROFILES["xylo-audio2"])
-    assert constraints(result) == {("in", "network_inputs"), ("out", "network_outputs"), ("out", "fan_in")}
+    assert constraints(result) == {("in", "network_inputs"), ("out", "network_outputs")}
     assert result.cores == 1
+    wide = check_fit(network(dense("in", 16, 600), dense("mid", 600, 500), dense("out", 500, 8)), PROFILES["xylo-audio2"])
+    assert ("(network)", "hidden_neurons") in constraints(wide)  # 1100 hidden neurons share 1000
+    shallow = check_fit(network(dense("out", 16, 8)), PROFILES["xylo-audio2"])
+    assert constraints(shallow) == {("(network)", "neuron_layers")}
 
 
 def test_baseline_always_fits():
