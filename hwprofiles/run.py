@@ -40,6 +40,7 @@ def make_report(
     file), float otherwise."""
     chosen = resolve_profiles(list(profiles), list(profiles_dirs))  # bad profiles fail before any work
     # Imported only now: the runtime (torch) and the plots (matplotlib) take seconds to load.
+    from spikeport.hwprofiles.accuracy import check_labels, task_accuracy
     from spikeport.hwprofiles.activity import measure
     from spikeport.hwprofiles.report import write_report
     from spikeport.runtime.simulate import load_inputs, resolve_target
@@ -49,16 +50,22 @@ def make_report(
     resolved.dt = dt
     final = Path(out or resolved.folder) / "report"
     check_creatable(final)
-    inputs, _ = load_inputs(resolved, Path(input_file) if input_file else None, None if input_file else samples)
+    inputs, labels = load_inputs(resolved, Path(input_file) if input_file else None, None if input_file else samples)
+    check_labels(labels, inputs, input_file)
     name = Path(target).stem if Path(target).suffix else Path(target).name
     mode = mode or ("loihi" if backend == "lava" or resolved.netx is not None else "float")
     with stage(f"activity of {len(next(iter(inputs.values())))} samples ({backend}, {mode})"):
         network = measure(resolved, inputs, resolve_device(device), name=name, backend=backend, mode=mode)
+    if labels is not None:
+        with stage(f"task accuracy on {len(labels)} labelled samples"):
+            accuracy = task_accuracy(resolved, inputs, labels, resolve_device(device), chosen)
+    else:
+        accuracy = None
     final.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=".report.", dir=final.parent))
     try:
         with stage(f"report for {len(chosen)} profiles"):
-            report = write_report(network, chosen, build, budget_ms)
+            report = write_report(network, chosen, build, budget_ms, accuracy)
         old = final.with_name(f".report.old-{os.getpid()}")
         if final.exists():
             os.replace(final, old)

@@ -11,7 +11,7 @@ def test_report_on_a_run(trained_run, cli, tmp_path):
     code, _, err = cli("report", trained_run, "--profiles", "loihi2,ann-45nm", "--samples", "40", "--out", tmp_path)
     assert code == 0, err
     folder = tmp_path / "report"
-    assert sorted(p.name for p in folder.iterdir()) == ["plots", "report.html", "report.json", "report.md"]
+    assert sorted(p.name for p in folder.iterdir()) == [".written-by-spikeport.json", "plots", "report.html", "report.json", "report.md"]
     report = json.loads((folder / "report.json").read_text())
     totals = report["totals"]
     assert totals["samples"] == 40 and totals["timesteps"] == 4 and totals["spikes"] > 0
@@ -22,8 +22,13 @@ def test_report_on_a_run(trained_run, cli, tmp_path):
     assert "Activity: reference runtime, float" in (folder / "report.md").read_text()
     loihi2 = report["profiles"]["loihi2"]
     assert loihi2["fits"] is True and loihi2["violations"] == [] and loihi2["cores"] >= 1
-    assert loihi2["energy_j"]["total"] is None or loihi2["energy_j"]["total"] > 0
+    e = loihi2["energy_j"]
+    assert not e["partial"] and 0 < e["low"] <= e["total"] <= e["high"]
     assert "data:image/png;base64," in (folder / "report.html").read_text()
+    # the run's test set has labels: the float and the Loihi fixed-point accuracy are in the report
+    accuracy = report["accuracy"]
+    assert set(accuracy) == {"float", "loihi"} and all(0.5 < a["accuracy"] <= 1 and a["samples"] == 40 for a in accuracy.values())
+    assert "Task accuracy" in (folder / "report.md").read_text()
 
 
 def test_budget_and_fit_failures_exit_3(trained_run, cli, tmp_path):
@@ -33,7 +38,19 @@ def test_budget_and_fit_failures_exit_3(trained_run, cli, tmp_path):
     assert report["profiles"]["loihi"]["budget_ok"] is False
     code, _, _ = cli("report", trained_run, "--profiles", "xylo-audio2", "--samples", "20", "--out", tmp_path)
     violations = json.loads((tmp_path / "report" / "report.json").read_text())["profiles"]["xylo-audio2"]["violations"]
-    assert code == 3 and {"layer_type", "fan_in"} <= {v["constraint"] for v in violations}
+    assert code == 3 and {"layer_type", "network_inputs"} <= {v["constraint"] for v in violations}
+
+
+def test_labels_that_do_not_match_the_inputs_are_one_line_exit_2_nothing_written(cli, tmp_path):
+    path = needs_shared("peer-tests/nir/02_cnn/cnn_sinabs.nir")
+    x = np.zeros((4, 3, 2, 34, 34), dtype=np.float32)
+    np.savez(tmp_path / "in.npz", input=x, labels=np.arange(3))
+    code, _, err = cli("report", path, "--input", tmp_path / "in.npz", "--dt", "1e-3", "--profiles", "speck", "--out", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1 and "labels: 3 labels for 4 input samples" in err and "in.npz" in err
+    assert not (tmp_path / "out").exists()
+    np.savez(tmp_path / "in.npz", input=x, labels=np.zeros(4))
+    code, _, err = cli("report", path, "--input", tmp_path / "in.npz", "--dt", "1e-3", "--profiles", "speck", "--out", tmp_path / "out")
+    assert code == 2 and "labels: must be a 1-D array of integers" in err and not (tmp_path / "out").exists()
 
 
 def test_report_on_the_nir_paper_cnn_fits_speck(cli, tmp_path):
