@@ -4,6 +4,7 @@ are recomputable from model.nir, and the refusals name the layer and the value.
 That the integers mean what the float model computes is shown in Lava itself (test_export_netx).
 """
 
+import dataclasses
 import json
 
 import nir
@@ -14,7 +15,21 @@ from lava.lib.dl.netx.utils import optimize_weight_bits
 from lava.utils.weightutils import SignMode, clip_weights, determine_sign_mode, truncate_weights
 
 from spikeport.errors import UserError
-from spikeport.export.loihi import input_bias, integers, quantize, read_loihi_json, write_loihi_json
+from spikeport.export.loihi import (
+    CURRENT_MAX,
+    Calibration,
+    LoihiBoundary,
+    PartitionSpec,
+    from_payload,
+    input_bias,
+    integers,
+    neuron_bias,
+    quantize,
+    quantize_partitions,
+    read_loihi_json,
+    to_payload,
+    write_loihi_json,
+)
 from spikeport.export.lower import fold_avgpool
 from spikeport.export.nir_graph import to_nir, write_nir
 from spikeport.train.models import spiking_cnn
@@ -167,3 +182,123 @@ def test_lava_runs_the_integers_exactly_through_netx_and_through_dense_weight_ex
         mantissa = w_int >> layer.weight_exp
         assert np.array_equal(_lava_dense(2 * mantissa, layer.weight_exp - 1, 8, spikes), w_int @ spikes)
         assert determine_sign_mode(w_int) == SignMode.MIXED
+
+
+# ------------------------------------------------------------------------------- graphs (quantize_partitions)
+
+DT = 1e-3
+
+
+def _lif(n: int, threshold: float = 1.0) -> nir.LIF:
+    return nir.LIF(tau=np.full(n, 2e-3), r=np.full(n, 2.0), v_leak=np.zeros(n), v_threshold=np.full(n, threshold), v_reset=np.zeros(n))
+
+
+def _residual(b_scale: float = 1.0, threshold: float = 1.0, head: str = "fc") -> nir.NIRGraph:
+    """input -> fc1 (host) -> lif1 -> {a, b} -> lif2 (a membrane shortcut: two synapses summed) -> fc -> output."""
+    rng = np.random.default_rng(0)
+    return nir.NIRGraph(
+        nodes={
+            "x": nir.Input(np.array([5])),
+            "fc1": nir.Affine(rng.normal(size=(6, 5)), np.zeros(6)),
+            "lif1": _lif(6),
+            "a": nir.Affine(rng.normal(size=(4, 6)), np.full(4, 0.1)),
+            "b": nir.Affine(b_scale * rng.normal(size=(4, 6)), np.zeros(4)),
+            "lif2": _lif(4, threshold),
+            head: nir.Affine(rng.normal(size=(3, 4)), np.zeros(3)),
+            "output": nir.Output(np.array([3])),
+        },
+        edges=[("x", "fc1"), ("fc1", "lif1"), ("lif1", "a"), ("lif1", "b"), ("a", "lif2"), ("b", "lif2"), ("lif2", head), (head, "output")],
+        metadata={"dt": DT},
+    )
+
+
+def _one_partition(graph: nir.NIRGraph, calibration: Calibration | None = None):
+    spec = [PartitionSpec("neuromorphic0", "neuromorphic", [("x", "graded")], [("y", "graded")])]
+    return quantize_partitions(spec, {"neuromorphic0": graph}, ["x"], ["y"], calibration or Calibration({}), input_bound=1.0)
+
+
+def test_summed_inputs_share_the_neurons_scale_set_by_the_largest_weights():
+    graph = _residual(b_scale=0.3)
+    q = _one_partition(graph)
+    a, b = [layer for layer in q.layers if layer.neuron == "lif2"]
+    assert a.scale == b.scale and a.vth == b.vth == round(a.scale)  # threshold 1: vth = S
+    base_a = min(127 / graph.nodes["a"].weight.max(), -128 / graph.nodes["a"].weight.min())
+    assert a.scale == pytest.approx(2 * base_a)  # a's larger weights set S, all 8 bits at e = 1
+    assert a.weight_exp == 1 and b.weight_exp == 0  # b's integers fit the mantissa at e = 0
+    w_a, bias = integers(graph, a)
+    w_b, _ = integers(graph, b)
+    assert np.abs(w_a).max() in (254, 256) and np.abs(w_b).max() <= 127
+    assert np.abs(w_b / b.scale - graph.nodes["b"].weight).max() <= 0.5 / b.scale + 1e-12  # b at the finest step
+    assert np.array_equal(neuron_bias(graph, [a, b]), np.round(np.full(4, 0.1) * a.scale).astype(np.int64))
+    assert q.warnings == []
+
+
+def test_calibrated_current_leaves_headroom_in_lavas_24_bit_current():
+    graph = _residual()
+    q = _one_partition(graph, Calibration({}, currents={"neuromorphic0.lif2": 1000.0}))
+    (a, _) = [layer for layer in q.layers if layer.neuron == "lif2"]
+    assert a.scale == pytest.approx(CURRENT_MAX / (2 * 1000.0))
+
+
+def test_unreconcilable_scales_and_unrepresentable_weights_are_refused_naming_the_layer():
+    with pytest.raises(UserError, match=r"b -> lif2: its weights \(up to .*\) all round to 0 at the scale .* that the 8-bit weights of a sets; "
+                                         r"the inputs summed into lif2 cannot share one scale"):
+        _one_partition(_residual(b_scale=1e-5))
+    with pytest.raises(UserError, match=r"a -> lif2: its weights .* all round to 0 at the scale .* that the threshold of lif2 \(vth at most 131071\) sets"):
+        _one_partition(_residual(threshold=1e7))
+
+
+def test_lossy_but_usable_is_a_warning_in_loihi_json(tmp_path):
+    graph = _residual(b_scale=0.004)
+    q = _one_partition(graph)
+    assert len(q.warnings) == 1 and q.warnings[0].startswith("b -> lif2: ") and "round to 0" in q.warnings[0]
+    write_loihi_json(q, tmp_path / "loihi.json")
+    assert json.loads((tmp_path / "loihi.json").read_text())["warnings"] == q.warnings
+    assert read_loihi_json(tmp_path / "loihi.json") == q
+
+
+def test_mismatched_scales_in_loihi_json_are_refused(tmp_path):
+    q = _one_partition(_residual(b_scale=0.3))
+    data = json.loads(json.dumps({"format": "spikeport-loihi", "version": 2, "dt": q.dt, "input_bound": 1.0, "boundaries": [],
+                                  "layers": [dataclasses.asdict(layer) for layer in q.layers]}))
+    next(layer for layer in data["layers"] if layer["synapse"] == "b")["scale"] *= 2
+    (tmp_path / "loihi.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"loihi.json: lif2: its synaptic layers have scales .* inputs summed into one neuron must share its scale"):
+        read_loihi_json(tmp_path / "loihi.json")
+
+
+def _handoff(values: np.ndarray):
+    """neuromorphic0 hands the current of `cur` (an Affine reading lif1's spikes) to host0."""
+    graph = _residual()
+    nodes = {k: v for k, v in graph.nodes.items() if k not in ("a", "b", "lif2", "fc")}
+    nodes["cur"] = nir.Affine(np.eye(6) * 0.5, np.zeros(6))
+    nodes["output"] = nir.Output(np.array([6]))
+    graph = nir.NIRGraph(nodes=nodes, edges=[("x", "fc1"), ("fc1", "lif1"), ("lif1", "cur"), ("cur", "output")], metadata={"dt": DT})
+    specs = [PartitionSpec("neuromorphic0", "neuromorphic", [("x", "graded")], [("cur", "graded")]),
+             PartitionSpec("host0", "host", [("cur", "graded")], [("y", "graded")])]
+    return quantize_partitions(specs, {"neuromorphic0": graph}, ["x"], ["y"], Calibration({"cur": values}), input_bound=1.0)
+
+
+def test_host_boundary_saturation_is_reported_warned_or_refused():
+    fine = _handoff(np.full(1000, 0.5))
+    (boundary,) = fine.boundaries
+    assert (boundary.direction, boundary.payload_bits, boundary.layer, boundary.saturated_fraction) == ("to_host", 24, "neuromorphic0.cur", 0.0)
+    assert boundary.scale == 254.0  # the current's own scale: weights 0.5 -> 127
+    values = np.full(10_000, 0.5)
+    values[:5] = 1e5  # beyond 2**23 / 254
+    (boundary,) = _handoff(values).boundaries
+    assert boundary.saturated_fraction == pytest.approx(5e-4)
+    assert "cur (to host, 24-bit payload at scale 254): 0.050% of the calibration values saturate the payload" in _handoff(values).warnings[0]
+    values[:500] = 1e5
+    with pytest.raises(UserError, match=r"cur \(to host, 24-bit payload at scale 254\): 5.00% of the calibration values overflow the payload"):
+        _handoff(values)
+
+
+def test_payloads_from_and_to_the_host():
+    to_chip = LoihiBoundary("g", "graded", "to_chip", 8, 127 / 2.0, None, False, 2.0, 0.0)
+    assert to_payload(np.array([2.0, -2.0, 5.0, 0.01]), to_chip).tolist() == [127, -127, 127, 1]
+    to_host = LoihiBoundary("c", "graded", "to_host", 24, 4.0, "p.fc", False, None, None)
+    assert from_payload(np.array([8, -2]), to_host, np.array([0.5, 0.5])).tolist() == [2.5, 0.0]
+    assert from_payload(np.array([8]), dataclasses.replace(to_host, host_layer=True), 0.5).tolist() == [2.0]  # bias already in it
+    spikes = LoihiBoundary("s", "spike", "to_chip", 1, 1.0, None, False, None, None)
+    assert to_payload(np.array([0.0, 1.0]), spikes).tolist() == [0, 1]
