@@ -11,15 +11,13 @@
 
 ONNX inputs and outputs carry the manifest's tensor names.
 
-The folder is built under a temporary name inside RUN_DIR and renamed into place when complete,
-so a failed or killed export leaves the previous export as it was.
+The folder is built under a temporary name inside RUN_DIR and swapped into place when complete
+(spikeport.io.replacing_folder), so a failed or killed export leaves the previous export as it
+was; an export/ folder spikeport did not write, or one holding anything else, is refused.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from spikeport.console import console
 from spikeport.errors import UserError
+from spikeport.io import check_replaceable, replacing_folder
 from spikeport.export import manifest as mf
 from spikeport.export.loihi import Calibration, PartitionSpec, chain_layers, quantize_partitions, write_loihi_json
 from spikeport.export.loihi import quantize as quantize_loihi
@@ -73,6 +72,7 @@ def export(run_dir: str | Path, formats: tuple[str, ...] = FORMATS, quantize: st
     """
     run_dir = Path(run_dir)
     _check_formats(formats)
+    check_replaceable(run_dir / "export")
     checkpoint_path = run_dir / "checkpoint.pt"
     state = load_checkpoint(checkpoint_path)
     config = checkpoint_config(state, checkpoint_path)
@@ -181,10 +181,8 @@ def export_model(
     if quantize not in QUANTIZATIONS:
         raise UserError(f"--quantize: must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     model.eval()
-    parts = partition(model, input_shapes, timesteps)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=".export.", dir=out.parent))
-    try:
+    with replacing_folder(out, "export") as build:  # refuses, before any work, a folder spikeport did not write
+        parts = partition(model, input_shapes, timesteps)
         files = {}
         nir_files = _file_names(parts, NEUROMORPHIC, "model.nir", ".nir") if "nir" in formats else {}
         onnx_files = _file_names(parts, HOST, "host.onnx", ".onnx") if "onnx" in formats else {}
@@ -233,10 +231,7 @@ def export_model(
             files=files,
             source=source or {},
         ).write(build / "manifest.json")
-        return _replace_folder(build, out)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
+    return out
 
 
 def _macs_per_sample(module: nn.Module, examples: dict[str, torch.Tensor]) -> float:
@@ -258,12 +253,3 @@ def _rename(graph: nir.NIRGraph, names: dict[str, str]) -> nir.NIRGraph:
         type_check=True,
     )
 
-
-def _replace_folder(new: Path, final: Path) -> Path:
-    """Move the finished folder into place; the old one is removed only once the new one is there."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(new, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final

@@ -3,19 +3,17 @@
 TARGET is a run folder (after `spikeport export`), a manifest.json, or a foreign .nir file (bring
 your own model; give --input, and --dt when the file does not record it). The report goes to
 DIR/report/ (report.json, report.md, report.html, plots/), built under a temporary name and
-renamed into place when complete, so an interrupted report never looks like a finished one.
+swapped into place when complete (spikeport.io.replacing_folder), so an interrupted report never
+looks like a finished one and a report/ folder holding anything spikeport did not write is refused.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spikeport.hwprofiles.registry import resolve_profiles
-from spikeport.io import check_creatable
+from spikeport.io import check_replaceable, replacing_folder
 from spikeport.progress import stage
 
 if TYPE_CHECKING:
@@ -49,7 +47,7 @@ def make_report(
     resolved = resolve_target(target)
     resolved.dt = dt
     final = Path(out or resolved.folder) / "report"
-    check_creatable(final)
+    check_replaceable(final)  # before any work: a report/ spikeport did not write is refused
     inputs, labels = load_inputs(resolved, Path(input_file) if input_file else None, None if input_file else samples)
     check_labels(labels, inputs, input_file)
     name = Path(target).stem if Path(target).suffix else Path(target).name
@@ -61,18 +59,7 @@ def make_report(
             accuracy = task_accuracy(resolved, inputs, labels, resolve_device(device), chosen)
     else:
         accuracy = None
-    final.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=".report.", dir=final.parent))
-    try:
-        with stage(f"report for {len(chosen)} profiles"):
-            report = write_report(network, chosen, build, budget_ms, accuracy)
-        old = final.with_name(f".report.old-{os.getpid()}")
-        if final.exists():
-            os.replace(final, old)
-        os.replace(build, final)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
+    with stage(f"report for {len(chosen)} profiles"), replacing_folder(final, "report") as build:
+        report = write_report(network, chosen, build, budget_ms, accuracy)
     report.out_dir = final
     return report

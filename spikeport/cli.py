@@ -26,6 +26,7 @@ from spikeport import __version__
 from spikeport.config import check_number, config_from_dict, load_config
 from spikeport.console import console
 from spikeport.errors import UserError
+from spikeport.io import NoSpace, is_no_space
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -179,7 +180,7 @@ def export(
     from spikeport.export.exporter import export as run_export
 
     out = run_export(run_dir, tuple(f.strip() for f in formats.split(",") if f.strip()), quantize)
-    console.print(f"[bold]{out}[/bold]: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    console.print(f"[bold]{out}[/bold]: " + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
 
 
 @app.command()
@@ -351,10 +352,13 @@ def main() -> None:
     except typer.Abort:
         print("spikeport: aborted", file=sys.stderr)
         sys.exit(1)
-    except UserError as e:
+    except (UserError, OSError) as e:
+        if isinstance(e, OSError) and not is_no_space(e):
+            raise
         if _options["verbose"]:
             traceback.print_exc()
-        print(f"spikeport: error: {e}", file=sys.stderr)
+        message = e if isinstance(e, UserError) else NoSpace(e.filename or "the output")  # a full disk outside atomic_open
+        print(f"spikeport: error: {message}", file=sys.stderr)
         sys.exit(2)
     if isinstance(code, int) and code:  # typer.Exit(code), 130 for Ctrl-C
         sys.exit(code)

@@ -100,8 +100,8 @@ def test_train_killed_mid_run_resumes_to_the_weights_of_an_uninterrupted_run(cli
 @pytest.mark.parametrize(
     "command, stall, final",
     [
-        (["export"], ("spikeport.export.exporter", "_replace_folder", "before"), "export"),
-        (["report", "--samples", "8", "--profiles", "loihi2"], ("spikeport.hwprofiles.run", "write_report", "after"), "report"),
+        (["export"], ("spikeport.io", "_swap", "before"), "export"),
+        (["report", "--samples", "8", "--profiles", "loihi2"], ("spikeport.io", "_swap", "before"), "report"),
     ],
     ids=["export", "report"],
 )

@@ -13,9 +13,12 @@ resumed from its last checkpoint ends with exactly the weights of an uninterrupt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +34,7 @@ from spikeport.config import Config, config_from_dict, read_yaml
 from spikeport.console import console
 from spikeport.progress import display
 from spikeport.errors import UserError
-from spikeport.io import check_creatable, write_text
+from spikeport.io import check_creatable, holding_lock, is_locked, make_folder, write_text
 from spikeport.train import datasets
 from spikeport.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from spikeport.train.models import build_model
@@ -101,25 +104,63 @@ def _make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
-def check_run_folder(out: Path, config: Config, resume: bool) -> dict | None:
-    """Refuse to touch a folder holding something else; return the checkpoint to resume from."""
+RUN_LOCK = ".train.lock"  # held by the training writing into a run folder, removed when it ends
+# What a run writes before its first checkpoint, and their temporaries: a folder holding only
+# these is a run killed during its first epoch, and starts over.
+_BEFORE_FIRST_CHECKPOINT = re.compile(r"config\.yaml|metrics\.jsonl|modalities\.png|\.train\.lock|\.(config\.yaml|metrics\.jsonl|checkpoint\.pt|modalities\.png)\..+\.tmp")
+
+
+def check_run_folder(out: Path, config: Config, resume: bool, locked_here: bool = False) -> dict | None:
+    """Refuse to touch a folder holding something else, or one another training is writing into;
+    return the checkpoint to resume from (None: start at epoch 1).
+
+    A folder with no checkpoint that holds only what a run writes before its first one (the run
+    was killed during its first epoch) starts over, with or without --resume. `locked_here`: this
+    process holds the folder's lock."""
     check_creatable(out)
+    if not locked_here and is_locked(out / RUN_LOCK):
+        raise UserError(_busy(out))
     config_file, checkpoint_file = out / "config.yaml", out / "checkpoint.pt"
-    if resume:
-        if not checkpoint_file.is_file():
-            raise UserError(f"--resume: {out} holds no checkpoint.pt to resume from")
+    if checkpoint_file.exists() or checkpoint_file.is_symlink():
+        if not resume:
+            if config_file.exists() and _saved_config(config_file) != config.to_dict():
+                raise UserError(f"{out}: holds a different run (its config.yaml differs); choose another --out")
+            raise UserError(f"{out}: already holds this run; pass --resume to continue it or choose another --out")
         state = load_checkpoint(checkpoint_file)
         if state["config"] != config.to_dict():
             raise UserError(f"{out}: the checkpoint was trained with another config; resume with the config in {config_file}")
         return state
-    if config_file.exists():
-        saved = config_from_dict(read_yaml(config_file), source=str(config_file)).to_dict()
-        if saved != config.to_dict():
-            raise UserError(f"{out}: holds a different run (its config.yaml differs); choose another --out")
-        raise UserError(f"{out}: already holds this run; pass --resume to continue it or choose another --out")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out}: exists, is not empty and is not a spikeport run folder; choose another --out")
+    others = sorted(p.name for p in out.iterdir() if not _BEFORE_FIRST_CHECKPOINT.fullmatch(p.name)) if out.is_dir() else []
+    if others:
+        raise UserError(f"{out}: exists, is not empty and is not a spikeport run folder (it holds {others[0]} and no checkpoint.pt); choose another --out")
+    if resume and not config_file.exists():
+        raise UserError(f"--resume: {out} holds no checkpoint.pt to resume from")
+    if resume and _saved_config(config_file) != config.to_dict():
+        raise UserError(f"{out}: the run there was started with another config; resume with the config in {config_file}")
     return None
+
+
+def _saved_config(path: Path) -> dict:
+    return config_from_dict(read_yaml(path), source=str(path)).to_dict()
+
+
+def _busy(out: Path) -> str:
+    return f"{out}: another training is writing into this folder (it holds {RUN_LOCK}); wait for it to end or choose another --out"
+
+
+@contextlib.contextmanager
+def _holding_run_folder(out: Path) -> Iterator[None]:
+    """The run folder, created if needed and locked for the block: a second training into it is
+    refused. A folder created here that the run left empty (it failed before writing) is removed."""
+    created = not out.exists()
+    make_folder(out)
+    try:
+        with holding_lock(out / RUN_LOCK, _busy(out)):
+            yield
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty
 
 
 def _write_metrics(out: Path, history: list[dict]) -> None:
@@ -169,15 +210,22 @@ def train(config: Config, out: str | Path, device: str = "auto", resume: bool = 
     Under torchrun every process trains on its share of each global batch of `data.batch_size`
     samples; gradients are averaged so the update is the one-process update of that global batch
     (batch norm normalises over each process's share, as with the DTA code's DataParallel). Only
-    the first process writes.
+    the first process writes, holding the folder's lock (RUN_LOCK) from before its checks to the end.
     """
     out = Path(out)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _train(config, out, device, resume)
+    with _holding_run_folder(out):
+        return _train(config, out, device, resume)
+
+
+def _train(config: Config, out: Path, device: str, resume: bool) -> list[dict]:
     device_ = resolve_device(device)
     procs = _start_processes(device_)
     if procs.world > 1 and device_.type == "cuda":
         device_ = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device_)
-    resumed = check_run_folder(out, config, resume) if procs.main else None
+    resumed = check_run_folder(out, config, resume, locked_here=True) if procs.main else None
     if procs.world > 1:
         dist.barrier()
         if resume and not procs.main:
@@ -211,7 +259,6 @@ def train(config: Config, out: str | Path, device: str = "auto", resume: bool = 
                 console.print(f"{out}: all {t.epochs} epochs are done already")
             return history
     elif procs.main:
-        out.mkdir(parents=True, exist_ok=True)
         write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     trained = DistributedDataParallel(model) if procs.world > 1 else model
 
