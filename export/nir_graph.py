@@ -68,7 +68,7 @@ import spikeport
 from spikeport.errors import UserError
 from spikeport.io import atomic_open
 from spikeport.train.layers import TimeMixing
-from spikeport.train.neuron import LIF
+from spikeport.train.neuron import LIF, RESETS
 
 DEFAULT_DT = 1e-3  # seconds per timestep
 RESET = "zero, immediate"
@@ -77,6 +77,7 @@ DISCRETIZATION = (
     "forward Euler with step dt: v[t] = (1 - dt/tau) * v[t-1] + (dt * r / tau) * I[t] (IF: v[t-1] + dt * r * I[t]); "
     "z[t] = v[t] > v_threshold; v[t] = v_reset where z[t], in the same step"
 )
+RULE_KEY, DELAY_KEY = "spikeport_reset", "spikeport_reset_delay"  # metadata of a neuron node (reset_rule)
 MAPPED = "Conv2d, BatchNorm2d folded into the Conv2d before it, AvgPool2d, global AdaptiveAvgPool2d, Flatten, Linear, LIF and sums"
 
 _LEAVES = (nn.Conv2d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear, LIF, TimeMixing)
@@ -115,7 +116,7 @@ def to_nir(model: nn.Module, input_shapes: dict[str, tuple] | tuple, dt: float =
             edges += [(source, node.name) for source in _sources(traced, node.args[0])]
     metadata = {
         "dt": float(dt),
-        "reset": RESET,
+        "reset": RESET if not any(RULE_KEY in n.metadata for n in nodes.values()) else f"per neuron node (its {RULE_KEY} metadata)",
         "spike_condition": SPIKE_CONDITION,
         "discretization": DISCRETIZATION,
         "source": f"spikeport {spikeport.__version__}",
@@ -250,10 +251,24 @@ def _nir_node(traced: fx.GraphModule, node: fx.Node, dt: float) -> nir.NIRNode:
     # LIF (classify lets nothing else through)
     shape = _shape(node)
     zeros, threshold = np.zeros(shape), np.full(shape, m.threshold)
+    rule = {} if m.resets_to_zero_at_once else {RULE_KEY: m.reset, DELAY_KEY: int(m.reset_delay)}
     if m.beta == 1:
-        return nir.IF(r=np.full(shape, 1 / dt), v_threshold=threshold, v_reset=zeros)
+        return nir.IF(r=np.full(shape, 1 / dt), v_threshold=threshold, v_reset=zeros, metadata=rule)
     tau = dt / (1 - m.beta)
-    return nir.LIF(tau=np.full(shape, tau), r=np.full(shape, tau / dt), v_leak=zeros, v_threshold=threshold, v_reset=zeros)
+    return nir.LIF(tau=np.full(shape, tau), r=np.full(shape, tau / dt), v_leak=zeros, v_threshold=threshold, v_reset=zeros, metadata=rule)
+
+
+def reset_rule(node: nir.NIRNode) -> tuple[str, bool]:
+    """(reset, reset_delay) of a neuron node: NIR's own rule, ("zero", False), unless its metadata
+    names another (a model exported from snnTorch with subtractive reset). NIR cannot say
+    subtract-versus-zero, so spikeport keeps the rule in the node's metadata and reads it back
+    here; other tools ignore it, which is why such a file is refused by every Loihi target."""
+    metadata = getattr(node, "metadata", None) or {}
+    decode = lambda v: v.decode() if isinstance(v, bytes) else str(v.item() if hasattr(v, "item") else v)  # noqa: E731
+    reset = decode(metadata[RULE_KEY]) if RULE_KEY in metadata else "zero"
+    if reset not in RESETS:
+        raise UserError(f"metadata {RULE_KEY}={reset!r}: must be one of {', '.join(RESETS)}")
+    return reset, bool(int(np.asarray(metadata.get(DELAY_KEY, 0)))) and reset == "subtract"
 
 
 def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[np.ndarray, np.ndarray]:

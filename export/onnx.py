@@ -75,7 +75,7 @@ def _unroll_neurons(module: nn.Module) -> nn.Module:
     The type test is exact: a subclass of `LIF` may compute something else, so it is left alone
     and exports (or is refused) on its own merits.
     """
-    if type(module) is LIF:
+    if type(module) is LIF and module.resets_to_zero_at_once:  # snnTorch's other rules are plain torch ops already
         return _UnrolledLIF(module.beta, module.threshold)
     for name, child in module.named_children():
         setattr(module, name, _unroll_neurons(child))

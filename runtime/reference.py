@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from spikeport.errors import UserError
+from spikeport.export.nir_graph import reset_rule
 
 NEURONS = (nir.LIF, nir.IF)
 MAX_INPUT_ELEMENTS = 10**7  # values per sample and step of one Input node: a file declaring more is refused
@@ -42,6 +43,7 @@ class Neuron:
     bias: Tensor | None  # None: 0
     threshold: Tensor
     reset: Tensor
+    rule: tuple[str, bool] = ("zero", False)  # (reset, reset_delay): export/nir_graph.py reset_rule
 
 
 def neuron_step_constants(node: nir.NIRNode, dt: float) -> Neuron:
@@ -53,7 +55,7 @@ def neuron_step_constants(node: nir.NIRNode, dt: float) -> Neuron:
 
     threshold, reset = tensor(node.v_threshold).float(), tensor(node.v_reset).float()
     if isinstance(node, nir.IF):
-        return Neuron(None, unless(dt * tensor(node.r), 1.0), None, threshold, reset)
+        return Neuron(None, unless(dt * tensor(node.r), 1.0), None, threshold, reset, reset_rule(node))
     ratio = dt / tensor(node.tau)  # tau > 0: _check_graph
     return Neuron(
         decay=(1 - ratio).float(),
@@ -61,6 +63,7 @@ def neuron_step_constants(node: nir.NIRNode, dt: float) -> Neuron:
         bias=unless(ratio * tensor(node.v_leak), 0.0),
         threshold=threshold,
         reset=reset,
+        rule=reset_rule(node),
     )
 
 
@@ -78,11 +81,28 @@ class NeuronLayer(nn.Module):
         threshold, reset = c.threshold.to(current.device), c.reset.to(current.device)
         spikes = torch.empty_like(x)
         v = torch.zeros_like(x[0])
+        if c.rule != ("zero", False):
+            return self._snntorch_rule(x, decay, threshold, spikes, v)
         for t in range(x.shape[0]):
             h = (v * decay if decay is not None else v) + x[t]
             s = h > threshold
             spikes[t] = s
             v = torch.where(s, reset, h)
+        return spikes
+
+    def _snntorch_rule(self, x: Tensor, decay: Tensor | None, threshold: Tensor, spikes: Tensor, v: Tensor) -> Tensor:
+        """Subtractive reset (immediate or delayed) or none, in snnTorch's operations and order
+        (train/neuron.py lif_steps), so that spikes equal the snnTorch model's."""
+        reset, delayed = self.c.rule
+        for t in range(x.shape[0]):
+            owed = (v > threshold).to(x.dtype)  # the reset the previous step left (delayed rule)
+            v = (v * decay if decay is not None else v) + x[t]
+            if reset == "subtract":
+                v = v - owed * threshold
+            s = (v > threshold).to(x.dtype)
+            if reset == "subtract" and not delayed:
+                v = v - (s - owed) * threshold
+            spikes[t] = s
         return spikes
 
 

@@ -185,14 +185,51 @@ def train(
 
 def export(
     *,
-    run: Run | PathLike,
-    formats: Sequence[str] = ("nir", "onnx", "lava"),
+    run: Run | PathLike | None = None,
+    model=None,
+    input_shape: Sequence[int] | None = None,
+    timesteps: int | None = None,
+    out: PathLike | None = None,
+    formats: Sequence[str] | None = None,
     quantize: str | None = None,
+    dt: float | None = None,
 ) -> Deployment:
-    """Export a trained run to RUN/export (manifest, NIR, ONNX, Loihi integers, netx)."""
-    from spikeport.export.exporter import export as run_export
+    """Export a trained run to RUN/export, or a model of your own (an snnTorch `nn.Module`) to OUT/export.
 
-    return Deployment.load(run_export(_target(run), tuple(formats), quantize))
+    A run: `export(run=...)`. Your model: `export(model=net, input_shape=(1, 28, 28), timesteps=25,
+    out="runs/mine")`, with `input_shape` one sample at one step (export/from_snntorch.py says which
+    models are understood; its spikes are checked equal to your model's before anything is written).
+    `formats` defaults to nir, onnx and lava (the Lava/Loihi files only where every neuron is one Loihi
+    computes); `quantize` ("loihi" or "none") to loihi whenever lava is among them.
+    """
+    from spikeport.export.exporter import export as run_export
+    from spikeport.export.exporter import export_model
+    from spikeport.export.nir_graph import DEFAULT_DT
+
+    if (run is None) == (model is None):
+        raise UserError("export: give either run= (a trained run folder) or model= (an nn.Module), not both or neither")
+    if run is not None:
+        return Deployment.load(run_export(_target(run), tuple(formats or ("nir", "onnx", "lava")), quantize, **({"dt": dt} if dt else {})))
+    from spikeport.export.from_snntorch import convert
+    from spikeport.train.neuron import LIF
+
+    if out is None or input_shape is None or timesteps is None:
+        raise UserError("export(model=...): give input_shape (one sample at one step), timesteps and out (the folder to write)")
+    chain = convert(model, tuple(input_shape), timesteps)
+    off_chip = [(name, m) for name, m in chain.named_children() if isinstance(m, LIF) and not m.resets_to_zero_at_once]
+    if formats is None:
+        formats = ("nir", "onnx") if off_chip else ("nir", "onnx", "lava")
+    if off_chip and quantize is None:
+        quantize = "none"  # Loihi integers for a neuron that Loihi does not compute would mislead
+    if off_chip and ("lava" in formats or quantize == "loihi"):
+        name, m = off_chip[0]
+        raise UserError(
+            f"{name} (snn.Leaky): reset_mechanism={m.reset!r}" + (", reset_delay=True" if m.reset_delay else "")
+            + " has no Loihi equivalent (Loihi's LIF resets to zero at once); use reset_mechanism='zero', or export formats nir and onnx only"
+        )
+    source = {"model": type(model).__name__, "from": "snntorch", "input_shape": list(input_shape)}
+    folder = export_model(chain, tuple(input_shape), timesteps, Path(out) / "export", tuple(formats), quantize, dt or DEFAULT_DT, source)
+    return Deployment.load(folder)
 
 
 def simulate(

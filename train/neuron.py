@@ -20,6 +20,21 @@ in a loop.
 
 `beta` and `threshold` are plain floats, one per layer: the deployment targets have one decay
 per core, so a learnable or per-neuron value could not be exported.
+
+Models that users bring from snnTorch (export/from_snntorch.py) may use snnTorch's other reset
+rules, so `LIF` also takes `reset` ("zero", "subtract", "none") and `reset_delay`, computed by
+`lif_steps` exactly as snnTorch's `Leaky` computes them. With `reset_delay` the reset of a spike
+at step t is applied at step t+1, to the membrane snnTorch returns:
+
+    r[t] = H(m[t-1] - threshold)
+    subtract: m[t] = beta * m[t-1] + x[t] - threshold * r[t]
+    zero:     m[t] = beta * ((1 - r[t]) * m[t-1]) + x[t]
+    s[t] = H(m[t] - threshold)
+
+and without it snnTorch resets at once (m[t] -= (s[t] - r[t]) * threshold, or * m[t] for zero).
+
+Those rules run as plain torch operations (autograd records them); only the deployment's own rule
+(zero, immediately) has the fused multi-step function.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 SURROGATE_WIDTH = 1.0
+RESETS = ("zero", "subtract", "none")
 
 
 def heaviside(v: Tensor) -> Tensor:
@@ -92,16 +108,58 @@ def lif_multistep(x: Tensor, beta: float, threshold: float) -> tuple[Tensor, Ten
     return _LIFMultiStep.apply(x, float(beta), float(threshold))
 
 
+def lif_steps(x: Tensor, beta: float, threshold: float, reset: str = "zero", reset_delay: bool = False) -> tuple[Tensor, Tensor]:
+    """Any of snnTorch's reset rules over x of shape [T, ...]; return (spikes, membrane).
+
+    The membrane is what snnTorch's `Leaky` returns each step: after an immediate reset, or before
+    the delayed one. Each operation is snnTorch's, in its order, so the rounding is the same.
+    """
+    spikes, mems = [], []
+    m = None  # no state before the first step: its membrane is x[0] (beta * 0 + x is x exactly), and
+    for t in range(x.shape[0]):  # no zeros shaped like x, whose shape an ONNX trace would freeze
+        if m is None:
+            m, r = x[t], 0.0
+        else:
+            r = heaviside(m - threshold)  # the reset owed by the previous step (always 0 for an immediate zero reset)
+            if reset == "zero":
+                m = beta * ((1 - r) * m) + x[t]
+            elif reset == "subtract":
+                m = (beta * m + x[t]) - r * threshold
+            else:
+                m = beta * m + x[t]
+        s = heaviside(m - threshold)
+        if not reset_delay:  # reset now; snnTorch takes back the delayed reset it applied above
+            owed = s - r
+            m = m - owed * m if reset == "zero" else m - owed * threshold if reset == "subtract" else m
+        spikes.append(s)
+        mems.append(m)
+    return torch.stack(spikes), torch.stack(mems)
+
+
 class LIF(nn.Module):
     """A layer of LIF neurons over [T, B, ...] input; returns the spikes."""
 
-    def __init__(self, beta: float = 0.5, threshold: float = 1.0):
+    def __init__(self, beta: float = 0.5, threshold: float = 1.0, reset: str = "zero", reset_delay: bool = False):
         super().__init__()
+        if reset not in RESETS:
+            raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
         self.beta = float(beta)
         self.threshold = float(threshold)
+        self.reset = reset
+        # A delayed zero reset fires exactly the spikes of an immediate one (the membrane it zeroes a
+        # step late is replaced by that step's input either way), so only subtraction keeps the delay.
+        self.reset_delay = bool(reset_delay) and reset == "subtract"
+
+    @property
+    def resets_to_zero_at_once(self) -> bool:
+        """The deployment's own rule, the only one Loihi's LIF and netx compute."""
+        return self.reset == "zero" and not self.reset_delay
 
     def forward(self, x: Tensor) -> Tensor:
-        return lif_multistep(x, self.beta, self.threshold)[0]
+        if self.resets_to_zero_at_once:
+            return lif_multistep(x, self.beta, self.threshold)[0]
+        return lif_steps(x, self.beta, self.threshold, self.reset, self.reset_delay)[0]
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}, threshold={self.threshold}"
+        rule = "" if self.resets_to_zero_at_once else f", reset={self.reset}, reset_delay={self.reset_delay}"
+        return f"beta={self.beta}, threshold={self.threshold}{rule}"
