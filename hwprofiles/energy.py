@@ -69,6 +69,13 @@ class EnergyEstimate:
             covered += widths[name]
         return out
 
+    def dynamic(self) -> Interval | None:
+        """The total without the static term: what the network's own activity costs, which does not
+        depend on how long a whole chip's leakage is charged to it."""
+        if self.total is None or self.terms.get("static") is None:
+            return self.total
+        return tuple(t - s for t, s in zip(self.total, self.terms["static"]))
+
     def to_dict(self) -> dict:
         def triple(t):
             return None if t is None else {"low": t[0], "value": t[1], "high": t[2]}
@@ -81,6 +88,7 @@ class EnergyEstimate:
             "low": None if self.total is None else self.total[0],
             "high": None if self.total is None else self.total[2],
             "partial": self.partial,
+            "dynamic": triple(self.dynamic()),
             "unknown": [name for name, t in self.terms.items() if t is None],
             "dominant": self.dominant(),
         }

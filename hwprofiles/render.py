@@ -140,8 +140,10 @@ def sections(data: dict) -> list[Table]:
             f"{k} {'unknown' if t is None else interval(t['value'], t['low'], t['high'], 'J')}" for k, t in e["terms"].items()
         )
         dominant = ", ".join(e["dominant"]) or "none (no interval)"
-        energy_rows.append([name, e["estimator"], e["formula"], terms, energy_total(e), dominant])
-    tables.append(("Energy per sample", ["profile", "estimator", "formula", "terms", "total", "interval from"], energy_rows))
+        d = e.get("dynamic")
+        dynamic = "unknown" if d is None else interval(d["value"], d["low"], d["high"], "J")
+        energy_rows.append([name, e["estimator"], e["formula"], terms, energy_total(e), dynamic, dominant])
+    tables.append(("Energy per sample", ["profile", "estimator", "formula", "terms", "total", "without static", "interval from"], energy_rows))
     tables.append(
         (
             "Figures used (H: vendor or primary source, M: secondary or derived, L: press or generic bound)",
