@@ -259,6 +259,10 @@ ACTIVITY = {  # (backend, mode) -> where a report's spikes come from
     ("reference", "loihi"): "reference runtime, Loihi fixed point on export/model.net (runtime/loihi_fixed.py)",
     ("lava", "loihi"): "Lava, Loihi2SimCfg fixed_pt on export/model.net (lava-dl netx)",
 }
+GRAPH_ACTIVITY = {  # an export that is not one plain chain: its integers are loihi.json's
+    ("reference", "loihi"): "reference runtime, Loihi fixed point on export/loihi.json (runtime/loihi_fixed.py simulate_export)",
+    ("lava", "loihi"): "Lava, Loihi2SimCfg fixed_pt on spikeport's graph with export/loihi.json's integers (runtime/lava_runner.py)",
+}
 
 
 def _check_source(target: Target, backend: str, mode: str) -> None:
@@ -321,6 +325,11 @@ def measure(
         for start in range(0, samples, batch_size):
             window = {k: torch.as_tensor(v[start : start + batch_size], dtype=torch.float32, device=device).transpose(0, 1) for k, v in sources.items()}
             for layer, s in synapses.items():
+                if s.source is None:  # it reads a sum of currents (a membrane shortcut): rebuilt from the synapses summed
+                    x = _summed_currents(layer, synapses, exported, window, device, dt or 1.0)
+                    tally.deployed_input(layer, x)
+                    tally.synaptic_input(layer, x)
+                    continue
                 x = window[s.source]
                 tally.deployed_input(layer, x)
                 for module in s.route:
@@ -344,9 +353,31 @@ def measure(
         dt=dt,
         samples=samples,
         pipeline_delay=max((_pipeline_delay(g) for g in exported.values()), default=0),
-        activity=ACTIVITY[backend, mode],
+        activity=(GRAPH_ACTIVITY if mode == "loihi" and target.manifest is not None and "netx" not in target.manifest.files else ACTIVITY)[backend, mode],
         lowering="; ".join(lowering),
     )
+
+
+def _summed_currents(layer: str, synapses: dict[str, _Synapse], exported: dict[str, nir.NIRGraph], window: dict[str, torch.Tensor],
+                     device: torch.device, dt: float) -> torch.Tensor:
+    """The input of a synaptic layer that reads several nodes (a sum of currents, MS-ResNet's
+    projection shortcut), rebuilt in loihi mode from the fixed-point spikes: each summed node is a
+    neuron layer or input (its values), or a synaptic layer applied, with its bias, to its own input."""
+    prefix, name = layer.split(".", 1) if "." in layer else ("", layer)
+    prefix = f"{prefix}." if prefix else ""
+    graph = exported[prefix]
+    total = 0
+    for source in [a for a, b in graph.edges if b == name]:
+        node = graph.nodes[source]
+        if isinstance(node, SYNAPTIC):
+            s = synapses[f"{prefix}{source}"]
+            x = _summed_currents(f"{prefix}{source}", synapses, exported, window, device, dt) if s.source is None else window[s.source]
+            for module in ([] if s.source is None else s.route):
+                x = module.to(device)(x)
+            total = total + _module(source, node, dt).to(device)(x)
+        else:
+            total = total + window[f"{prefix}{source}"]
+    return total
 
 
 class _Tally:

@@ -110,10 +110,12 @@ import functools
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
@@ -132,6 +134,8 @@ MODES = ("float", "loihi")  # Lava's floating_pt models; its fixed_pt ones with 
 GRADED_MESSAGE_BITS = 24  # Lava's widest graded payload; only the float models read it as "not binary"
 KILL_GRACE_S = 10  # to kill and reap a run's processes; they go in milliseconds
 PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37  # linux/prctl.h
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # end spikeport, and so its Lava run (Ctrl-C raises KeyboardInterrupt)
+SHARED_MEMORY = Path("/dev/shm")  # Python's SharedMemory segments, psm_*: Lava's channels
 MAX_DELAYED_WEIGHTS = 2**22  # a convolution delayed as a DelayDense becomes a dense matrix of at most this many weights
 _GAIN_TOLERANCE = 1e-9  # dt * r / tau is 1 up to rounding in our exporter's graphs
 _SYNAPTIC = (nir.Conv2d, nir.Affine, nir.Linear)
@@ -179,6 +183,8 @@ class LavaResult:
     output: np.ndarray
     delay: int
     spikes: dict[str, np.ndarray]
+    trains: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # run_lava_manifest: every neuron layer's spikes
+    # [N, T, *shape] ("partition.layer"), and every tensor a host partition sends, as sent ([N, T, *shape], by tensor name)
 
 
 @dataclass(frozen=True)
@@ -354,18 +360,23 @@ def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs:
     n, t = next(iter(drives.values())).shape[:2]
     spikes, output = {}, None
     (model_output,) = (tensor.name for tensor in manifest.outputs)
+    trains = {}
     for p, stage, recorded in zip(manifest.partitions, stages, recordings):
         if isinstance(stage, _Plan):
             spikes.update({f"{p.name}.{layer}": counts for layer, counts in _spike_counts(stage, recorded, n, t).items()})
+            trains.update({f"{p.name}.{neuron.name}": _aligned(recorded[neuron.name], neuron.depth, neuron.shape, n, t)
+                           for neuron in stage.neurons if not (stage.readout and neuron.name == stage.output)})
             if model_output in stage.outputs:
                 output = _plan_output(stage, recorded, n, t)
                 if stage.fixed_pt:
                     output = np.diff(output.astype(np.float64), axis=1, prepend=0.0) / (64 * stage.readout_scale)
-        elif model_output in stage.outputs:
+        else:
+            trains.update({tensor: _aligned(recorded[tensor], stage.delay, shape, n, t) for tensor, shape in stage.outputs.items() if tensor != model_output})
+        if not isinstance(stage, _Plan) and model_output in stage.outputs:
             output = _aligned(recorded[model_output], stage.delay, stage.outputs[model_output], n, t)
             if loihi is not None:  # float32 values sent bit for bit through the int32 port (lava_host)
                 output = np.ascontiguousarray(output).astype(np.int32).view(np.float32).astype(np.float64)
-    return LavaResult(output=output, delay=arrival[model_output], spikes=spikes)
+    return LavaResult(output=output, delay=arrival[model_output], spikes=spikes, trains=trains)
 
 
 def _first_layer_current(tensor: str, manifest: Manifest, stages: list, graphs: dict[str, nir.NIRGraph], loihi: LoihiModel,
@@ -853,7 +864,7 @@ def _in_child(function: Callable, args: tuple, timeout_s: float):
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_child_main, args=(function, args, sender), name="spikeport-lava")
     status = "error"
-    with stage("Lava session (Loihi2SimCfg, CPU)"), _subreaper():  # the stage's line only for a run that worked
+    with _ended_by_signals(), stage("Lava session (Loihi2SimCfg, CPU)"), _subreaper():  # the stage's line only for a run that worked
         child.start()
         sender.close()
         try:
@@ -868,11 +879,60 @@ def _in_child(function: Callable, args: tuple, timeout_s: float):
             else:
                 value = f"timed out after {timeout_s:g} s; the Lava processes were killed"
         finally:
-            _stop(child, grace_s=5 if status == "ok" else 0)
+            with _signals_blocked():  # a second signal must not cut the clean-up short
+                _stop(child, grace_s=5 if status == "ok" else 0)
             receiver.close()
         if status == "error":
             raise UserError(f"Lava run failed: {value}")
     return value
+
+
+class _Ended(BaseException):
+    """SIGTERM or SIGHUP reached spikeport during a Lava run (raised by `_ended_by_signals`)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _ended_by_signals():
+    """While the block runs, SIGTERM and SIGHUP raise `_Ended`, so the block's `finally` stops the
+    Lava processes; the signal is then delivered again to the handler there was before (by default
+    it ends spikeport, as it would have). A signal that was ignored (nohup) stays ignored; outside
+    the main thread, where Python takes no signals, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def end(signum, frame):
+        raise _Ended(signum)
+
+    previous = {s: signal.getsignal(s) for s in ENDING_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
+    restore = lambda: [signal.signal(s, h if h is not None else signal.SIG_DFL) for s, h in previous.items()]  # noqa: E731
+    for s in previous:
+        signal.signal(s, end)
+    try:
+        yield
+    except _Ended as e:
+        restore()
+        signal.raise_signal(e.signum)
+        raise SystemExit(128 + e.signum) from None  # the previous handler returned: end anyway
+    finally:
+        restore()
+
+
+@contextlib.contextmanager
+def _signals_blocked():
+    """Hold SIGTERM and SIGHUP back for the block (main thread): they arrive when it ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, ENDING_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, ENDING_SIGNALS)
 
 
 @contextlib.contextmanager
@@ -889,6 +949,8 @@ def _subreaper():
 
 
 def _child_main(function: Callable, args: tuple, sender: Connection) -> None:
+    for ending in ENDING_SIGNALS:
+        signal.signal(ending, signal.SIG_DFL)  # not the parent's handler: only the parent stops the run
     os.setpgrp()
     _report_model_errors(sender)
     try:
@@ -932,19 +994,24 @@ def _describe(e: BaseException) -> str:
 
 
 def _stop(child: multiprocessing.Process, grace_s: float) -> None:
-    """Give the child `grace_s` to exit by itself, then kill its process group (Lava's processes)
-    and reap every member.
+    """Give the child `grace_s` to exit by itself, then kill its process group (Lava's processes),
+    reap every member and release the shared memory they held.
 
     The group is killed with killpg until it has no member left: one signal reaches every member
     at once, including a process forked at that moment, which a list of processes taken before
     the kill would miss (under load Lava may still be forking its runtime when a timeout strikes).
     Killed members are reaped here, as their subreaper (see `_subreaper`).
 
-    The shared memory the killed processes held is tracked by this process's resource tracker,
-    started before the fork and so outside the group: it unlinks what is left in /dev/shm when this
-    process exits, as Python does for any process.
+    Lava's channels are Python SharedMemory segments in /dev/shm, which a killed run never
+    unlinks. The group is stopped (SIGSTOP) first, so the segments its members map can be listed
+    from /proc; after the kill they are unlinked, and unregistered from this process's resource
+    tracker (started before the fork, so every member registered them there), which would otherwise
+    warn about them when spikeport exits. Another program's segments are never touched.
     """
     child.join(timeout=grace_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGSTOP)
+    segments = _group_segments(child.pid)
     child.kill()
     child.join()
     deadline = time.monotonic() + KILL_GRACE_S
@@ -952,9 +1019,40 @@ def _stop(child: multiprocessing.Process, grace_s: float) -> None:
         try:
             os.killpg(child.pid, signal.SIGKILL)
         except ProcessLookupError:
-            return  # no member left, not even a zombie
+            break  # no member left, not even a zombie
         _reap_group(child.pid)
         time.sleep(0.01)
+    _release(segments)
+
+
+def _group_segments(group: int) -> set[str]:
+    """The SharedMemory segments (/dev/shm/psm_*) that members of process group `group` map."""
+    found = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[2]) != group:
+                continue
+            maps = Path(entry.path, "maps").read_text()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        for line in maps.splitlines():
+            fields = line.split(maxsplit=5)
+            path = Path(fields[5]) if len(fields) == 6 else None
+            if path and path.parent == SHARED_MEMORY and path.name.startswith("psm_"):
+                found.add(path.name)  # an unlinked one reads "psm_x (deleted)": not a name any more
+    return found
+
+
+def _release(segments: set[str]) -> None:
+    """Unlink what is left of `segments`, and tell the resource tracker they are gone."""
+    for name in sorted(segments):
+        try:
+            (SHARED_MEMORY / name).unlink()
+        except OSError:
+            continue  # unlinked by Lava itself (a run that ended cleanly)
+        resource_tracker.unregister(f"/{name}", "shared_memory")
 
 
 def _reap_group(group: int) -> None:

@@ -374,6 +374,8 @@ def fixed_point_spikes(target: Target, inputs: dict[str, np.ndarray], device: to
     the export's model.net: from the reference runtime (batched torch) or from Lava itself (lava-dl
     netx in Loihi2SimCfg fixed_pt). The spike counts a simulation writes do not say which neurons
     spiked, and a report needs that to count synaptic operations."""
+    if _graph_loihi(target, "loihi"):
+        return _export_fixed_point_spikes(target, inputs, device, backend)
     fp = _fixed_point(target, inputs)
     path = target.export_dir / target.manifest.files["netx"]
     if backend == "lava":
@@ -387,6 +389,31 @@ def fixed_point_spikes(target: Target, inputs: dict[str, np.ndarray], device: to
         records = simulate_netx(read_netx(path), bias=fp.bias, steps=fp.window, aligned=True, device=device, record=("s",))
         spikes = [record.s.cpu().numpy() for record in records]
     return _named_spikes(fp, spikes)
+
+
+def _export_fixed_point_spikes(target: Target, inputs: dict[str, np.ndarray], device: torch.device, backend: str) -> dict[str, np.ndarray]:
+    """fixed_point_spikes of an export that is not one plain chain: every neuron layer's spikes
+    ("partition.layer"), and what each neuromorphic partition reads from a host partition
+    ("partition.tensor", in float units: the payload / its scale), from the emulator or Lava."""
+    from spikeport.export.loihi import from_payload
+
+    loihi = _loihi_json(target)
+    if backend == "lava":
+        from spikeport.runtime.lava_runner import run_lava_manifest
+
+        graphs = {p.name: read_nir(target.export_dir / p.file) for p in target.manifest.partitions if p.kind == "neuromorphic" and p.file}
+        result = run_lava_manifest(target.manifest, target.export_dir, graphs, inputs, loihi=loihi)
+        spikes = {k: v for k, v in result.trains.items() if "." in k and k.split(".", 1)[0] in graphs}
+        sent = {k: v for k, v in result.trains.items() if k not in spikes}
+    else:
+        record = run_export_fixed(target, inputs, device)
+        spikes = {k: v.cpu().numpy() for k, v in record.spikes.items()}
+        sent = {k: v.cpu().numpy() for k, v in record.tensors.items()}
+    boundaries = {b.tensor: b for b in loihi.boundaries if b.direction == "to_chip"}
+    for p in target.manifest.partitions:
+        if p.kind == "neuromorphic":
+            spikes.update({f"{p.name}.{t.name}": from_payload(sent[t.name], boundaries[t.name]) for t in p.inputs if t.name in boundaries})
+    return spikes
 
 
 def _hold_last(x: np.ndarray, k: int) -> np.ndarray:
