@@ -1,0 +1,173 @@
+"""The bounded readers (spikeport/readers.py): what they still accept, and that the resource bombs of
+the bad-input corpus are refused by a real `spikeport` process within bounded time and memory.
+
+The corpus (tests/test_bad_inputs.py) already checks each bomb's one line and the unchanged
+workspace; here each runs in its own process, so that its peak memory (ru_maxrss) can be compared
+with that of a plain refusal by the same command, and a hang is a timeout instead of a stuck suite.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import yaml
+
+from bad_inputs.corpus import CASES
+from spikeport.errors import UserError
+from spikeport.readers import check_hdf5, check_onnx_external, load_npz, load_yaml, parse_yaml
+
+# bomb -> a plain refusal by the same command at the same stage (same imports, same files read)
+BOMBS = {
+    "config-billion-laughs": "config-unknown-model-key",
+    "config-absurd-timesteps": "config-unknown-model-key",
+    "config-absurd-channels": "config-unknown-model-key",
+    "yaml-billion-laughs-report": "profile-negative-energy-report",
+    "npz-zip-bomb": "input-wrong-shape",
+    "npz-declared-huge": "input-wrong-shape",
+    "nir-absurd-padding": "nir-negative-tau",
+    "nir-external-storage-fifo": "nir-negative-tau",
+    "onnx-external-fifo": "onnx-truncated",
+}
+EXTRA_MEMORY = 200 * 2**20  # a bomb's peak memory over the baseline's: the unbounded readers took GBs
+HANG = 60  # seconds beyond the baseline's time after which a command is taken as hung
+
+
+# Runs the command and writes its peak resident memory (KiB) to argv[1]. Linux carries a process's
+# peak across fork and exec, so a child of this test process would report at least this process's
+# own size (torch loaded): the command is the grandchild, forked from this small launcher.
+LAUNCHER = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[2:]).returncode
+open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
+def run_cli(args: list, cwd: Path, timeout: float) -> tuple[int, str, float, int]:
+    """`python -m spikeport.cli ARGS`: exit status, stderr, seconds, peak resident memory in bytes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    peak_file = cwd / ".." / f".{cwd.name}.peak"
+    command = [sys.executable, "-c", LAUNCHER, peak_file, sys.executable, "-m", "spikeport.cli", *args]
+    started = time.monotonic()
+    process = subprocess.Popen(list(map(str, command)), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"spikeport {' '.join(map(str, args))}: still running after {timeout:.0f} s (a hang)")
+    seconds = time.monotonic() - started
+    peak = int(peak_file.read_text()) * 1024
+    peak_file.unlink()
+    return process.returncode, err.decode(), seconds, peak
+
+
+def built(name: str, tmp_path: Path, trained_run: Path) -> tuple[list, Path]:
+    (case,) = [c for c in CASES if c.name == name]
+    ws = tmp_path / name
+    ws.mkdir()
+    return case.build(ws, trained_run), ws
+
+
+@pytest.fixture(scope="module")
+def baselines(trained_run, tmp_path_factory) -> dict[str, tuple[float, int]]:
+    """Seconds and peak memory of each plain refusal, measured once."""
+    measured = {}
+    for name in sorted(set(BOMBS.values())):
+        args, ws = built(name, tmp_path_factory.mktemp("baseline"), trained_run)
+        code, err, seconds, peak = run_cli(args, ws, timeout=600)
+        assert code == 2, err
+        measured[name] = seconds, peak
+    return measured
+
+
+@pytest.mark.parametrize("name", BOMBS)
+def test_a_bomb_is_refused_by_a_real_process_in_bounded_time_and_memory(name, baselines, trained_run, tmp_path):
+    """Each bomb in its own process: exit 2 with one line, within HANG s of a plain refusal by the
+    same command, and with at most EXTRA_MEMORY more peak memory than that refusal."""
+    base_seconds, base_peak = baselines[BOMBS[name]]
+    args, ws = built(name, tmp_path, trained_run)
+    code, err, seconds, peak = run_cli(args, ws, timeout=base_seconds + HANG)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert peak - base_peak < EXTRA_MEMORY, f"{name}: peak {peak / 2**20:.0f} MiB vs {base_peak / 2**20:.0f} MiB for {BOMBS[name]} ({seconds:.1f} s)"
+
+
+# --- what the readers still accept -------------------------------------------------------------------
+
+
+def test_yaml_aliases_within_the_budget_still_read(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &b {lr: 0.01, epochs: 2}\ntrain: *b\nagain: [*b, *b, *b]\n")
+    assert load_yaml(path) == yaml.safe_load(path.read_text())
+
+
+def test_yaml_bounds_are_counted_with_aliases_expanded():
+    """Nine aliases of nine, six levels deep, is 531441 values from 400 bytes: refused; five levels
+    (59049) read."""
+    laughs = lambda levels: "a0: &a0 [" + ", ".join(["x"] * 9) + "]\n" + "".join(  # noqa: E731
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, levels)
+    )
+    assert len(parse_yaml(laughs(5), "five")["a4"]) == 9
+    with pytest.raises(UserError, match="six: the YAML expands to more than 100000 values"):
+        parse_yaml(laughs(6), "six")
+    with pytest.raises(UserError, match="recursive"):
+        parse_yaml("a: &a [1, *a]", "loop")
+
+
+def test_npz_members_read_as_numpy_reads_them(tmp_path):
+    arrays = {"input": np.random.default_rng(0).random((3, 2, 4)).astype(np.float32), "labels": np.arange(3), "flag": np.array(True)}
+    for save in (np.savez, np.savez_compressed):
+        save(tmp_path / "a.npz", **arrays)
+        names, read = load_npz(tmp_path / "a.npz")
+        assert sorted(names) == sorted(arrays)
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(read[key], value)
+            assert read[key].dtype == value.dtype
+
+
+def test_npz_over_the_memory_budget_is_refused_from_its_header(tmp_path):
+    np.savez(tmp_path / "a.npz", input=np.zeros((256, 256), np.float32))  # 256 KiB
+    assert load_npz(tmp_path / "a.npz", budget=2**18)[1]["input"].shape == (256, 256)
+    with pytest.raises(UserError, match="declare 256.0 KiB, more than the 128.0 KiB"):
+        load_npz(tmp_path / "a.npz", budget=2**17)
+
+
+def test_onnx_external_data_inside_the_folder_is_accepted_and_runs(tmp_path):
+    """A model saved with its weights in a side file (onnx's save_as_external_data) is what large
+    models look like: accepted, and onnxruntime gives the same result as for the one-file model."""
+    from onnx import helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(3, 4), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 4])], [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, tmp_path / "one.onnx")
+    onnx.save(model, tmp_path / "split.onnx", save_as_external_data=True, location="split.data", size_threshold=0)
+    assert (tmp_path / "split.data").stat().st_size == 48
+    check_onnx_external(tmp_path / "split.onnx")
+    x = {"x": np.ones((2, 3), np.float32)}
+    run = lambda name: onnxruntime.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"]).run(None, x)[0]  # noqa: E731
+    np.testing.assert_array_equal(run("split.onnx"), run("one.onnx"))
+
+
+def test_hdf5_hard_links_and_plain_datasets_are_accepted(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f["a/b"] = np.ones(3)
+        f["c"] = f["a/b"]  # a second hard link to the same dataset is still inside the file
+    check_hdf5(tmp_path / "f.h5", "test", max_dataset=3, max_total=6)
+    with pytest.raises(UserError, match="declares 6 elements in all, more than 5"):
+        check_hdf5(tmp_path / "f.h5", "test", max_total=5)
