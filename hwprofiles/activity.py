@@ -291,7 +291,9 @@ def measure(
     layer, which export/loihi.py runs on the host in float, reads the inputs."""
     _check_source(target, backend, mode)
     if target.netx is not None:
-        return measure_netx(target.netx, next(iter(inputs.values())), device, name)
+        network = measure_netx(target.netx, next(iter(inputs.values())), device, name)
+        network.dt = target.dt or 0.0  # a .net file records no timestep; --dt gives the input's
+        return network
     if target.manifest is None:
         exported = {"": target.nir_graph}
         timesteps = next(iter(inputs.values())).shape[1]

@@ -106,11 +106,11 @@ def _term(count: float, figure: Sourced, scale: float = PJ) -> Interval | None:
     return None if per_op is None else tuple(count * v for v in per_op)
 
 
-def active_time_s(network: Network, profile: Profile) -> Interval | None:
+def active_time_s(network: Network, profile: Profile, layer_cores: dict[str, int] | None = None) -> Interval | None:
     """How long the chip is on for one sample when samples stream: its steps but the pipeline delay,
     or the input's duration (T x dt) for an event-driven chip without a step time; None when
     neither is known."""
-    step = _figure(profile.timing.step_time_s, 1.0)
+    step = timing.step_time_s(network, profile, layer_cores)
     if step is not None:
         return tuple((timing.steps(network) - network.pipeline_delay) * s for s in step)
     if network.dt and network.dt > 0:
@@ -119,7 +119,8 @@ def active_time_s(network: Network, profile: Profile) -> Interval | None:
     return None
 
 
-def estimate(network: Network, profile: Profile) -> EnergyEstimate:
+def estimate(network: Network, profile: Profile, layer_cores: dict[str, int] | None = None) -> EnergyEstimate:
+    """`layer_cores`: the fit's cores per layer, for a profile that models its step time."""
     e = profile.energy
     kind = e.estimator.value
     layers = network.layers
@@ -135,7 +136,7 @@ def estimate(network: Network, profile: Profile) -> EnergyEstimate:
     else:
         terms = {"synops": _term(_sops(layers), e.energy_per_synop_pj)}
         if kind == "components":
-            time = active_time_s(network, profile)
+            time = active_time_s(network, profile, layer_cores)
             power = _figure(e.static_power_w, 1.0)
             terms |= {
                 "neuron_updates": _term(sum(layer.neuron_updates for layer in layers), e.energy_per_neuron_update_pj),

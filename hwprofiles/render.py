@@ -43,7 +43,10 @@ def energy_total(energy_j: dict, *, short: bool = False) -> str:
     total = interval(energy_j["total"], energy_j["low"], energy_j["high"], "J")
     if not energy_j["partial"]:
         return total
-    return f"{total} (partial)" if short else f"{total} (partial: {', '.join(energy_j['unknown'])} unknown)"
+    if short:
+        return f"{total} (partial)"
+    why = " (the chip has no step time and the input no dt: give --dt)" if "static" in energy_j["unknown"] else ""
+    return f"{total} (partial: {', '.join(energy_j['unknown'])} unknown{why})"
 
 
 def ratio(vs: dict | None) -> str:

@@ -138,6 +138,10 @@ class Energy(_Strict):
 
 class Timing(_Strict):
     step_time_s: Sourced[PosFloat]
+    # A step-time model (timing.py): the busiest core's synaptic ops and neuron updates, plus a barrier.
+    time_per_synop_s: Sourced[PosFloat] = _UNSET
+    time_per_neuron_update_s: Sourced[PosFloat] = _UNSET
+    barrier_s: Sourced[PosFloat] = _UNSET
 
 
 class Profile(_Strict):

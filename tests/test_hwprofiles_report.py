@@ -235,6 +235,19 @@ def test_event_driven_chip_is_on_for_the_input_duration():
     assert speck.terms["static"] == pytest.approx((0.00042 * 4e-3, 0.00042 * 4e-3, 0.00117 * 4e-3))
 
 
+def test_loihi2_step_time_is_its_busiest_core_plus_the_barrier():
+    from spikeport.hwprofiles.timing import step_time_s
+
+    net = network(dense("fc1", 20, 10), dense("fc2", 10, 4))  # effective ACs: 80 and 16 over T = 4
+    loihi2 = PROFILES["loihi2"]
+    low, value, high = step_time_s(net, loihi2, {"fc1": 1, "fc2": 1})
+    assert value == pytest.approx(1.7e-7 + 80 / 4 * 2.07e-9 + 10 * 4.04e-9)
+    assert low == pytest.approx(6.7e-8 + 20 * 2.02e-9 + 10 * 3.18e-9) and high > value
+    assert step_time_s(net, loihi2) == (1.528e-4, 1.528e-4, 1.528e-4)  # not mapped: the measured step
+    report = build_report(net, [loihi2]).data["profiles"]["loihi2"]
+    assert report["step_time_s"] == pytest.approx(value) and report["latency_s"] == pytest.approx(4 * value)
+
+
 def test_truenorth_per_synop_figure_is_all_in():
     e = estimate(two_layer(), PROFILES["truenorth"])
     assert set(e.terms) == {"synops", "host_macs"} and not e.partial
