@@ -66,6 +66,8 @@ def train(
 ) -> None:
     """Train a model; writes config.yaml, checkpoint.pt and metrics.jsonl into the run folder."""
     _check_is_config(config, "train")
+    if nproc < 1:
+        raise UserError(f"--nproc: must be at least 1, got {nproc}")
     resolved = load_config(config).to_dict()
     if epochs is not None:
         resolved["train"]["epochs"] = epochs
@@ -76,8 +78,6 @@ def train(
     from spikeport.train.loop import train as run_training
 
     _checked_model(checked, config)
-    if nproc < 1:
-        raise UserError(f"--nproc: must be at least 1, got {nproc}")
     if nproc > 1:
         # Check everything a user can get wrong here, once, before starting the processes.
         resolve_device(device)
