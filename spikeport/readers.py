@@ -129,8 +129,9 @@ def load_yaml(path: str | os.PathLike, loader: type = yaml.SafeLoader) -> object
 
 def parse_yaml(text: str, source: str, loader: type = yaml.SafeLoader) -> object:
     """`text` as YAML: composed to nodes first, sized with aliases expanded, then constructed."""
-    reader = loader(text)
+    reader = None
     try:
+        reader = loader(text)  # checks the characters at once
         node = reader.get_single_node()
         if node is not None:
             _check_nodes(node, source)
@@ -138,14 +139,15 @@ def parse_yaml(text: str, source: str, loader: type = yaml.SafeLoader) -> object
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
+        problem = getattr(e, "problem", None) or _first_line(e)
         raise UserError(f"{source}: invalid YAML{where}: {_first_line(Exception(problem))}") from None
     except RecursionError:  # the pure-Python composer recurses once per level
         raise UserError(f"{source}: invalid YAML: nested more than {MAX_YAML_DEPTH} levels deep") from None
     except (ValueError, OverflowError) as e:  # int('9' * 5000): Python's limit on digits, a date out of range
         raise UserError(f"{source}: invalid YAML: {_first_line(e)}") from None
     finally:
-        reader.dispose()
+        if reader is not None:
+            reader.dispose()
 
 
 def _check_nodes(root: yaml.Node, source: str) -> None:

@@ -53,7 +53,7 @@ def _first_line(e: Exception) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=5000, help="hypothesis max_examples per reader")
-    parser.add_argument("--readers", nargs="*", default=["nir", "netx", "manifest", "profile", "config"])
+    parser.add_argument("--readers", nargs="*", default=["nir", "netx", "manifest", "profile", "config", "npz"])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fuzz_campaign.json"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,4 @@
-"""Fuzzing the readers of user files: NIR, netx, manifest, profile, config.
+"""Fuzzing the readers of user files: NIR, netx, manifest, profile, config, npz.
 
 Each property says the same thing about one reader: whatever it is given, it returns or raises
 UserError (one line for the user); any other exception is a bug. NIR and netx files that read are
@@ -15,6 +15,7 @@ tests/fuzzing/campaign.py runs them with many and records the executions and fai
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import tempfile
@@ -47,6 +48,7 @@ class Seeds:
     manifest: dict
     profile: dict
     config: dict
+    npz: bytes
 
 
 def seed_files(folder: Path) -> Seeds:
@@ -61,7 +63,14 @@ def seed_files(folder: Path) -> Seeds:
         manifest=json.loads((export / "manifest.json").read_text()),
         profile=yaml.safe_load(PROFILE.read_text()),
         config=copy.deepcopy(CONFIG),
+        npz=_npz_bytes({"input": np.random.default_rng(0).random((2, 2, 1, 8, 8)).astype(np.float32), "labels": np.arange(2)}),
     )
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
 
 
 # --- strategies -------------------------------------------------------------------------------------
@@ -214,6 +223,13 @@ def read_profile(content: bytes) -> None:
     in_file(".yaml", content, load_profile)
 
 
+def read_npz(content: bytes) -> None:
+    """An npz file as `--input` reads it (spikeport/readers.py load_npz): sized from its headers."""
+    from spikeport.readers import load_npz
+
+    in_file(".npz", content, load_npz)
+
+
 def read_config(content: bytes) -> None:
     from spikeport.config import load_config
 
@@ -229,4 +245,5 @@ def properties(seeds: Seeds) -> dict[str, tuple[st.SearchStrategy, Callable[[byt
         "manifest": (manifest, read_manifest),
         "profile": (text_inputs(seeds.profile), read_profile),
         "config": (text_inputs(seeds.config), read_config),
+        "npz": (mutated_bytes(seeds.npz), read_npz),
     }
