@@ -185,6 +185,7 @@ def _pipeline_delay(graph: nir.NIRGraph) -> int:
 
     def visit(name: str) -> int:
         if name not in depth:
+            depth[name] = 0  # while visiting: a recurrent edge back to it adds no stage
             sources = [src for src, dst in graph.edges if dst == name]
             here = 1 if isinstance(graph.nodes[name], SYNAPTIC) else 0
             depth[name] = here + max((visit(s) for s in sources), default=0)

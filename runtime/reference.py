@@ -30,8 +30,17 @@ from torch import Tensor, nn
 from spikeport.errors import UserError
 from spikeport.export.nir_graph import reset_rule
 
-NEURONS = (nir.LIF, nir.IF)
+NEURONS = (nir.LIF, nir.IF, nir.CubaLIF)
 MAX_INPUT_ELEMENTS = 10**7  # values per sample and step of one Input node: a file declaring more is refused
+FLOAT32_TOLERANCE = 1e-6  # about 8 float32 roundings: a factor this close to 1 was meant to be 1
+
+
+@dataclass
+class Synapse:
+    """A CubaLIF's synaptic current i[t] = decay i[t-1] + gain I[t], which then drives the membrane."""
+
+    decay: Tensor
+    gain: Tensor | None  # None: 1
 
 
 @dataclass
@@ -44,6 +53,7 @@ class Neuron:
     threshold: Tensor
     reset: Tensor
     rule: tuple[str, bool] = ("zero", False)  # (reset, reset_delay): export/nir_graph.py reset_rule
+    synapse: Synapse | None = None  # CubaLIF: I is first filtered into a current
 
 
 def neuron_step_constants(node: nir.NIRNode, dt: float) -> Neuron:
@@ -51,12 +61,19 @@ def neuron_step_constants(node: nir.NIRNode, dt: float) -> Neuron:
         return torch.as_tensor(np.asarray(a, dtype=np.float64))
 
     def unless(value: Tensor, neutral: float) -> Tensor | None:
-        return None if torch.all(torch.abs(value - neutral) < 1e-12) else value.float()
+        """None where `value` is `neutral` to float32 precision: files written by other tools store
+        their constants in float32 (the NIR paper's braille network has r = 9.99999762 for
+        tau_mem / dt = 10), and snnTorch, Norse and Lava read such a gain as exactly 1."""
+        return None if torch.all(torch.abs(value - neutral) <= FLOAT32_TOLERANCE * max(abs(neutral), 1.0)) else value.float()
 
     threshold, reset = tensor(node.v_threshold).float(), tensor(node.v_reset).float()
     if isinstance(node, nir.IF):
         return Neuron(None, unless(dt * tensor(node.r), 1.0), None, threshold, reset, reset_rule(node))
-    ratio = dt / tensor(node.tau)  # tau > 0: _check_graph
+    ratio = dt / tensor(node.tau_mem if isinstance(node, nir.CubaLIF) else node.tau)  # tau > 0: _check_graph
+    synapse = None
+    if isinstance(node, nir.CubaLIF):  # tau_syn di/dt = -i + w_in I, by forward Euler like the membrane
+        synaptic = dt / tensor(node.tau_syn)
+        synapse = Synapse((1 - synaptic).float(), unless(synaptic * tensor(node.w_in), 1.0))
     return Neuron(
         decay=(1 - ratio).float(),
         gain=unless(ratio * tensor(node.r), 1.0),
@@ -64,46 +81,56 @@ def neuron_step_constants(node: nir.NIRNode, dt: float) -> Neuron:
         threshold=threshold,
         reset=reset,
         rule=reset_rule(node),
+        synapse=synapse,
     )
 
 
 class NeuronLayer(nn.Module):
+    """A neuron node over [T, B, ...]: `run` also takes and returns its state, for graphs that are
+    stepped one timestep at a time (recurrent ones)."""
+
     def __init__(self, constants: Neuron):
         super().__init__()
         self.c = constants
 
     def forward(self, current: Tensor) -> Tensor:
-        c = self.c
-        x = current if c.gain is None else current * c.gain.to(current.device)
-        if c.bias is not None:
-            x = x + c.bias.to(current.device)
-        decay = None if c.decay is None else c.decay.to(current.device)
-        threshold, reset = c.threshold.to(current.device), c.reset.to(current.device)
-        spikes = torch.empty_like(x)
-        v = torch.zeros_like(x[0])
-        if c.rule != ("zero", False):
-            return self._snntorch_rule(x, decay, threshold, spikes, v)
-        for t in range(x.shape[0]):
-            h = (v * decay if decay is not None else v) + x[t]
-            s = h > threshold
-            spikes[t] = s
-            v = torch.where(s, reset, h)
-        return spikes
+        return self.run(current, None)[0]
 
-    def _snntorch_rule(self, x: Tensor, decay: Tensor | None, threshold: Tensor, spikes: Tensor, v: Tensor) -> Tensor:
-        """Subtractive reset (immediate or delayed) or none, in snnTorch's operations and order
-        (train/neuron.py lif_steps), so that spikes equal the snnTorch model's."""
-        reset, delayed = self.c.rule
-        for t in range(x.shape[0]):
-            owed = (v > threshold).to(x.dtype)  # the reset the previous step left (delayed rule)
-            v = (v * decay if decay is not None else v) + x[t]
-            if reset == "subtract":
-                v = v - owed * threshold
-            s = (v > threshold).to(x.dtype)
-            if reset == "subtract" and not delayed:
-                v = v - (s - owed) * threshold
-            spikes[t] = s
-        return spikes
+    def run(self, current: Tensor, state: tuple | None) -> tuple[Tensor, tuple]:
+        c, device = self.c, current.device
+        on = lambda a: None if a is None else a.to(device)  # noqa: E731
+        decay, gain, bias, threshold, reset = on(c.decay), on(c.gain), on(c.bias), on(c.threshold), on(c.reset)
+        if c.synapse is None:  # the input drives the membrane directly: scale it for all steps at once
+            current = current if gain is None else current * gain
+            current = current if bias is None else current + bias
+            gain = bias = None
+        spikes = torch.empty_like(current)
+        v, i = state if state is not None else (torch.zeros_like(current[0]), torch.zeros_like(current[0]))
+        for t in range(current.shape[0]):
+            drive = current[t]
+            if c.synapse is not None:  # i = alpha i + I, then v = beta v + i, as snnTorch's Synaptic
+                i = i * c.synapse.decay.to(device) + (drive if c.synapse.gain is None else drive * c.synapse.gain.to(device))
+                drive = i if gain is None else i * gain
+                drive = drive if bias is None else drive + bias
+            v, spikes[t] = self._step(v, drive, decay, threshold, reset)
+        return spikes, (v, i)
+
+    def _step(self, v: Tensor, drive: Tensor, decay: Tensor | None, threshold: Tensor, reset: Tensor) -> tuple[Tensor, Tensor]:
+        """One step of the membrane: NIR's reset (to v_reset, at once), or snnTorch's subtractive
+        rule (immediate or delayed, train/neuron.py lif_steps) in its operations and order."""
+        rule, delayed = self.c.rule
+        if (rule, delayed) == ("zero", False):
+            h = (v * decay if decay is not None else v) + drive
+            s = h > threshold
+            return torch.where(s, reset, h), s
+        owed = (v > threshold).to(v.dtype)  # the reset the previous step left (delayed rule)
+        v = (v * decay if decay is not None else v) + drive
+        if rule == "subtract":
+            v = v - owed * threshold
+        s = (v > threshold).to(v.dtype)
+        if rule == "subtract" and not delayed:
+            v = v - (s - owed) * threshold
+        return v, s
 
 
 class FoldTime(nn.Module):
@@ -185,7 +212,7 @@ class NIRExecutor(nn.Module):
         self.dt = float(dt)
         self.inputs = {n: np.asarray(node.input_type["input"]).reshape(-1) for n, node in graph.nodes.items() if isinstance(node, nir.Input)}  # name -> shape
         self.outputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Output)]
-        self.sources, self.order = _check_graph(graph)
+        self.sources, self.delayed, self.order = _check_graph(graph)
         self.layers = nn.ModuleDict(
             {n.replace(".", "_"): _built(n, graph.nodes[n], self.dt) for n in self.order if not isinstance(graph.nodes[n], (nir.Input, nir.Output))}
         )
@@ -194,11 +221,45 @@ class NIRExecutor(nn.Module):
     def forward(self, inputs: dict[str, Tensor], observe: Callable[[str, Tensor, Tensor], None] | None = None) -> Result:
         """Run the graph; `observe(node, input, output)`, if given, sees every node's summed input
         and its output (how the reports count synaptic operations)."""
+        if any(self.delayed.values()):
+            return self._stepped(inputs, observe)
         values: dict[str, Tensor] = {}
         spikes: dict[str, Tensor] = {}
         for name in self.order:
             self._run_node(name, inputs, values, spikes, observe)
         return Result({n: values[n] for n in self.outputs}, spikes)
+
+    def _stepped(self, inputs: dict[str, Tensor], observe) -> Result:
+        """A recurrent graph, one timestep at a time: a neuron's recurrent inputs (`delayed`) are
+        what their sources produced at the step before (nothing at the first step), as snnTorch's
+        RLeaky/RSynaptic and the NIR paper's platforms run them. Neurons carry their state across
+        steps; every other node is stateless."""
+        steps = next(iter(inputs.values())).shape[0]
+        states: dict[str, tuple] = {}
+        previous = self._at_rest(inputs)
+        seen: dict[str, list[tuple[Tensor, Tensor]]] = {n: [] for n in self.order}
+        for t in range(steps):
+            values: dict[str, Tensor] = {}
+            for name in self.order:
+                if name in self.inputs:
+                    values[name] = inputs[name][t : t + 1]
+                    continue
+                incoming = [values[s] for s in self.sources[name]] + [previous[s] for s in self.delayed[name]]
+                total = incoming[0] if len(incoming) == 1 else torch.stack(incoming).sum(0)
+                layer = None if name in self.outputs else self.layers[name.replace(".", "_")]
+                if name in self.neurons:
+                    values[name], states[name] = layer.run(total, states.get(name))
+                else:
+                    values[name] = total if layer is None else layer(total)
+                seen[name].append((total, values[name]))
+            previous = values
+        joined = {n: (torch.cat([a for a, _ in pairs]), torch.cat([b for _, b in pairs])) for n, pairs in seen.items() if pairs}
+        if observe is not None:
+            for name in self.order:
+                if name in joined and name not in self.outputs:
+                    observe(name, *joined[name])
+        spikes = {n: joined[n][1].flatten(2).sum(2).transpose(0, 1) for n in self.neurons}
+        return Result({n: joined[n][1] for n in self.outputs}, spikes)
 
     def _run_node(self, name: str, inputs: dict[str, Tensor], values: dict[str, Tensor], spikes: dict[str, Tensor], observe) -> None:
         if name in self.inputs:
@@ -214,6 +275,21 @@ class NIRExecutor(nn.Module):
             observe(name, total, values[name])
         if name in self.neurons:
             spikes[name] = values[name].flatten(2).sum(2).transpose(0, 1)
+
+    def _at_rest(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Every node's output at the step before the first: no input, no spike, and what the
+        stateless nodes make of that (an Affine's bias), which is what a recurrent input reads at
+        step 0 (snnTorch's RSynaptic adds recurrent(0), its bias, too)."""
+        values: dict[str, Tensor] = {}
+        for name in self.order:
+            if name in self.inputs:
+                values[name] = torch.zeros_like(inputs[name][:1])
+                continue
+            incoming = [values[s] for s in self.sources[name]]
+            total = incoming[0] if len(incoming) == 1 else torch.stack(incoming).sum(0)
+            layer = None if name in self.outputs else self.layers[name.replace(".", "_")]
+            values[name] = torch.zeros_like(total) if name in self.neurons else total if layer is None else layer(total)
+        return values
 
     def check_runs(self) -> None:
         """One step of zeros through every node, so that fields that do not fit together (a bias of
@@ -245,10 +321,15 @@ def _first_line(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def _check_graph(graph: nir.NIRGraph) -> tuple[dict[str, list[str]], list[str]]:
+def _check_graph(graph: nir.NIRGraph) -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
     """Refuse a graph this runtime cannot run as it is, naming the node: edges to nodes that do not
-    exist, a cycle, NaN or infinite parameters, a LIF with tau <= 0 (forward Euler would grow
-    without bound). Returns each node's sources and an execution order."""
+    exist, a cycle that passes no neuron, NaN or infinite parameters, a neuron with a time constant
+    <= 0 (forward Euler would grow without bound). Returns each node's sources, its recurrent
+    (delayed) sources, and an execution order.
+
+    A cycle is a recurrent connection: NIR edges carry no delay, and every platform of the NIR
+    paper feeds a neuron's recurrent input from the step before. So an edge into a neuron from a
+    node that the neuron itself reaches is delayed by one step, and the rest must be acyclic."""
     sources: dict[str, list[str]] = {n: [] for n in graph.nodes}
     for src, dst in graph.edges:
         if src not in graph.nodes or dst not in graph.nodes:
@@ -256,17 +337,34 @@ def _check_graph(graph: nir.NIRGraph) -> tuple[dict[str, list[str]], list[str]]:
         sources[dst].append(src)
     for name, node in graph.nodes.items():
         _check_parameters(name, node)
-    return sources, _topological_order(graph, sources)
+    delayed: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    for dst, node in graph.nodes.items():
+        if isinstance(node, NEURONS):
+            reached = _reachable(graph, dst)
+            delayed[dst] = [s for s in sources[dst] if s in reached]
+            sources[dst] = [s for s in sources[dst] if s not in reached]
+    return sources, delayed, _topological_order(graph, sources)
+
+
+def _reachable(graph: nir.NIRGraph, start: str) -> set[str]:
+    found, frontier = set(), [start]
+    while frontier:
+        node = frontier.pop()
+        for src, dst in graph.edges:
+            if src == node and dst not in found:
+                found.add(dst)
+                frontier.append(dst)
+    return found
 
 
 def _check_parameters(name: str, node: nir.NIRNode) -> None:
     for field, value in vars(node).items():
         if isinstance(value, (np.ndarray, float)) and np.asarray(value).dtype.kind in "fc" and not np.all(np.isfinite(value)):
             _refuse(name, node, f"{field} holds NaN or infinite values")
-    if isinstance(node, nir.LIF):
-        tau = np.asarray(node.tau)
+    for field in {nir.LIF: ("tau",), nir.CubaLIF: ("tau_syn", "tau_mem")}.get(type(node), ()):
+        tau = np.asarray(getattr(node, field))
         if tau.dtype.kind not in "iuf" or np.any(tau <= 0):
-            _refuse(name, node, f"tau must be positive, got {tau.min() if tau.dtype.kind in 'iuf' else tau.dtype}")
+            _refuse(name, node, f"{field} must be positive, got {tau.min() if tau.dtype.kind in 'iuf' else tau.dtype}")
 
 
 def _topological_order(graph: nir.NIRGraph, sources: dict[str, list[str]]) -> list[str]:
@@ -275,7 +373,7 @@ def _topological_order(graph: nir.NIRGraph, sources: dict[str, list[str]]) -> li
     while pending:
         ready = [n for n in pending if all(s in placed for s in sources[n])]
         if not ready:
-            raise UserError(f"the graph has a cycle through {', '.join(sorted(pending)[:5])}: recurrent graphs are not supported by the reference runtime yet")
+            raise UserError(f"the graph has a cycle through {', '.join(sorted(pending)[:5])} that passes no neuron: nothing in it holds state to delay it by a step")
         for n in ready:
             order.append(n)
             placed.add(n)
