@@ -53,17 +53,22 @@ def ratio(vs: dict | None) -> str:
     return "n/a" if vs is None else interval(vs["value"], vs["low"], vs["high"]) + " x"
 
 
-def violation_text(v: dict) -> str:
+def violation_text(v: dict, *, with_layer: bool = True) -> str:
     """One violation as a sentence: what the layer has and what the chip allows."""
     constraint, value, limit = v["constraint"], v["value"], v["limit"]
     if constraint == "host_partition":
-        return f"{v['layer']}: a host partition ({fmt(value)} MACs per sample) runs off the fabric; this chip runs no host partition"
-    if isinstance(limit, list) and constraint in ("neuron_model", "layer_type", "stride"):
-        allowed = ", ".join(map(str, limit)) if limit else "none"
-        return f"{v['layer']}: {constraint} is {fmt(value)}; the chip supports: {allowed}"
-    if constraint in ("leak", "graded_input", "core_assignment", "neuron_layers"):
-        return f"{v['layer']}: {constraint} is {fmt(value)}; the chip needs: {fmt(limit)}"
-    return f"{v['layer']}: {constraint} is {fmt(value)}, above the chip's limit of {fmt(limit)}"
+        text = f"a host partition ({fmt(value)} MACs per sample) runs off the fabric; this chip runs no host partition"
+    elif isinstance(limit, list) and constraint in ("neuron_model", "layer_type", "stride"):
+        text = f"{constraint} is {fmt(value)}; the chip supports: {', '.join(map(str, limit)) if limit else 'none'}"
+    elif constraint == "leak":
+        text = "its neurons leak; the chip's neurons do not"
+    elif constraint == "graded_input":
+        text = "it reads graded values; the chip takes binary spikes only"
+    elif constraint in ("core_assignment", "neuron_layers"):
+        text = f"{constraint} is {fmt(value)}; the chip needs: {fmt(limit)}"
+    else:
+        text = f"{constraint} is {fmt(value)}, above the chip's limit of {fmt(limit)}"
+    return f"{v['layer']}: {text}" if with_layer else text
 
 
 def summary_rows(data: dict) -> list[list[str]]:
@@ -119,7 +124,7 @@ def sections(data: dict) -> list[Table]:
             [[mode, fmt(a["accuracy"]), fmt(a["samples"])] for mode, a in data["accuracy"].items()],
         ))
     violations = [
-        [name, v["layer"], v["constraint"], violation_text(v)] for name, p in data["profiles"].items() for v in p["violations"]
+        [name, v["layer"], v["constraint"], violation_text(v, with_layer=False)] for name, p in data["profiles"].items() for v in p["violations"]
     ]
     tables.append(("Violations", ["profile", "layer", "constraint", "what is wrong"], violations))
     per_layer = [
@@ -132,7 +137,7 @@ def sections(data: dict) -> list[Table]:
     tables.append(
         (
             "Unchecked constraints (limit unknown for the profile)",
-            ["profile", "constraints"],
+            ["profile", "fits", "unchecked constraints"],
             [[name, p["verdict"], ", ".join(p["unchecked"])] for name, p in data["profiles"].items() if p["unchecked"]],
         )
     )
