@@ -59,7 +59,7 @@ def make_report(
             accuracy = task_accuracy(resolved, inputs, labels, resolve_device(device), chosen)
     else:
         accuracy = None
-    with stage(f"report for {len(chosen)} profiles"), replacing_folder(final, "report") as build:
+    with stage(f"report for {', '.join(p.name for p in chosen)}"), replacing_folder(final, "report") as build:
         report = write_report(network, chosen, build, budget_ms, accuracy)
     report.out_dir = final
     return report
