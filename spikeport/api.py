@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from spikeport.errors import UserError
+from spikeport.readers import load_npz
 
 PathLike = str | Path
 
@@ -120,14 +121,16 @@ class SimResult:
     @classmethod
     def load(cls, path: PathLike) -> SimResult:
         path = Path(path)
-        with np.load(path, allow_pickle=False) as data:
-            return cls(
-                path,
-                data["output"],
-                {key.removeprefix("spikes."): data[key] for key in data.files if key.startswith("spikes.")},
-                data["labels"] if "labels" in data.files else None,
-                int(data["delay"]) if "delay" in data.files else 0,
-            )
+        _, data = load_npz(path)  # bounded like every npz spikeport reads (spikeport/readers.py)
+        if "output" not in data:
+            raise UserError(f"{path}: no 'output' array; not a spikeport simulation result")
+        return cls(
+            path,
+            data["output"],
+            {key.removeprefix("spikes."): value for key, value in data.items() if key.startswith("spikes.")},
+            data.get("labels"),
+            int(data["delay"]) if "delay" in data else 0,
+        )
 
 
 @dataclass(frozen=True)
