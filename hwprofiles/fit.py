@@ -5,8 +5,9 @@ layer first), so a pool is no layer and the layer after it reads spikes.
 
 A check whose limit the profile does not know (null) cannot fail; its name goes to `unchecked`
 instead, so "fits" never hides a limit nobody looked up: `verdict` is "yes" only when every
-constraint that applies to the network was checked, else "yes (N of M constraints checked)". Read-out layers (neuron_model None) skip
-the neuron-model and leak checks: they only integrate, they do not spike.
+constraint that applies to the network was checked, else "yes (N of M constraints checked)". A
+limit whose source says "not applicable" is no constraint of that chip. Read-out layers
+(neuron_model None) skip the neuron-model and leak checks: they only integrate, they do not spike.
 
 Packing (cores needed), by the profile's memory model (memory.py):
 - `synapse_bits`: layers are placed in order. A layer goes into the last, partly filled core if
@@ -21,8 +22,9 @@ Packing (cores needed), by the profile's memory model (memory.py):
   (C, H, W) output (convolutions, an input layer) is cut along W into tiles of w columns x all H x
   all C, w the largest power of two <= W whose tile holds at most neurons_per_core neurons; a dense
   layer puts n = floor(synapse bits per core / (inputs x weight bits)) neurons in a core (at most
-  neurons_per_core; every input is stored at the chip's weight width, zero weights too, which is
-  what PilotNet's 12 cores for its 2560 x 100 layer of 3-bit weights require). Cores per layer are listed in `layer_cores`.
+  neurons_per_core), every input stored at the chip's weight width whatever the layer's own
+  width and however many weights are zero: that is what the 12 cores the compiler gave
+  PilotNet's 2560 x 100 layer require. Cores per layer are listed in `layer_cores`.
 Chips = ceil(cores / cores_per_chip), checked against chips_max.
 """
 
