@@ -52,6 +52,7 @@ class Call:
 def _snntorch():
     try:
         import snntorch
+        import snntorch.utils  # noqa: F401 - reset() of the hidden states; not imported by the package
     except ImportError:  # pragma: no cover - snnTorch is a dependency
         raise UserError("exporting an snnTorch model needs snntorch installed (pip install snntorch)") from None
     return snntorch

@@ -7,7 +7,7 @@ side never depends on how the activity was measured. All counts are per sample, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -65,3 +65,4 @@ class Network:
     pipeline_delay: int  # synaptic stages (Lava/Loihi adds one step each)
     activity: str = "given"  # where the spikes came from (a runtime and its arithmetic)
     lowering: str = "as given"  # what was done to the exported graph before its layers were counted
+    warnings: list[str] = field(default_factory=list)  # what the runtime found suspicious (a dt beyond a tau)

@@ -144,6 +144,7 @@ def build_report(
         "lowering": network.lowering,
         "dt_s": network.dt,
         "pipeline_delay": network.pipeline_delay,
+        "warnings": network.warnings,
         "budget_ms": budget_ms,
         "totals": _totals(network),
         "layers": _layers(network),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from spikeport.errors import recorded_warnings
 from spikeport.hwprofiles.registry import resolve_profiles
 from spikeport.io import check_replaceable, replacing_folder
 from spikeport.progress import stage
@@ -52,8 +53,9 @@ def make_report(
     check_labels(labels, inputs, input_file)
     name = Path(target).stem if Path(target).suffix else Path(target).name
     mode = mode or ("loihi" if backend == "lava" or resolved.netx is not None else "float")
-    with stage(f"activity of {len(next(iter(inputs.values())))} samples ({backend}, {mode})"):
+    with stage(f"activity of {len(next(iter(inputs.values())))} samples ({backend}, {mode})"), recorded_warnings() as notes:
         network = measure(resolved, inputs, resolve_device(device), name=name, backend=backend, mode=mode)
+    network.warnings = notes
     if labels is not None:
         with stage(f"task accuracy on {len(labels)} labelled samples"):
             accuracy = task_accuracy(resolved, inputs, labels, resolve_device(device), chosen)

@@ -19,6 +19,7 @@ operations are the training engine's: beta * v, then + input.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from spikeport.errors import UserError
+from spikeport.errors import DeploymentWarning, UserError
 from spikeport.export.nir_graph import reset_rule
 
 NEURONS = (nir.LIF, nir.IF, nir.CubaLIF)
@@ -204,12 +205,7 @@ class NIRExecutor(nn.Module):
 
     def __init__(self, graph: nir.NIRGraph, dt: float | None = None):
         super().__init__()
-        dt = graph.metadata.get("dt", dt) if graph.metadata else dt
-        if dt is None:
-            raise UserError("the NIR graph has no dt in its metadata: give the timestep length (--dt)")
-        if not isinstance(dt, (int, float, np.integer, np.floating)) or not 0 < dt < np.inf:
-            raise UserError(f"dt must be a positive number of seconds, got {np.asarray(dt).tolist()!r:.60}")
-        self.dt = float(dt)
+        self.dt = timestep(graph, dt)
         self.inputs = {n: np.asarray(node.input_type["input"]).reshape(-1) for n, node in graph.nodes.items() if isinstance(node, nir.Input)}  # name -> shape
         self.outputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Output)]
         self.sources, self.delayed, self.order = _check_graph(graph)
@@ -306,6 +302,44 @@ class NIRExecutor(nn.Module):
                     self._run_node(name, zeros, values, {}, None)
             except (RuntimeError, ValueError, TypeError, IndexError) as e:
                 raise UserError(f"node {name!r}: does not run on the output of {', '.join(self.sources[name]) or 'nothing'} ({_first_line(e)})") from None
+
+
+# What the tools that write NIR files assume when a file records no dt (they never do).
+DT_CONVENTIONS = "snnTorch's export_to_nir and import_nir assume 1e-4 s, sinabs one step (dt = 1), spikeport writes dt into the file"
+
+
+def timestep(graph: nir.NIRGraph, given: float | None) -> float:
+    """The seconds per step to run `graph` with: `given` (--dt), else the file's own dt.
+
+    A wrong dt runs without error and gives wrong spikes (3x too many, or none), so what makes one
+    likely is said: a --dt that contradicts the file's own dt, and a dt at or beyond a neuron's
+    time constant, where the Euler decay 1 - dt/tau is zero or negative (DeploymentWarning)."""
+    recorded = graph.metadata.get("dt") if graph.metadata else None
+    if recorded is not None and not _positive_number(recorded):
+        raise UserError(f"metadata dt: must be a positive number of seconds, got {np.asarray(recorded).tolist()!r:.60}")
+    if given is None and recorded is None:
+        raise UserError(f"the NIR graph has no dt in its metadata: give the timestep length with --dt ({DT_CONVENTIONS})")
+    if given is not None and not _positive_number(given):
+        raise UserError(f"dt must be a positive number of seconds, got {np.asarray(given).tolist()!r:.60}")
+    if given is not None and recorded is not None and not math.isclose(float(given), float(recorded), rel_tol=FLOAT32_TOLERANCE):
+        warnings.warn(f"--dt {float(given):g} s contradicts the file's own dt {float(recorded):g} s; running with --dt", DeploymentWarning, stacklevel=2)
+    dt = float(given if given is not None else recorded)
+    for name, node in graph.nodes.items():
+        for field in {nir.LIF: ("tau",), nir.CubaLIF: ("tau_syn", "tau_mem")}.get(type(node), ()):
+            tau = np.asarray(getattr(node, field), dtype=float)
+            if tau.size and np.all(tau > 0) and np.any(dt >= tau):
+                warnings.warn(
+                    f"node {name!r}: dt {dt:g} s is at least its {field} {tau.min():g} s, so the decay 1 - dt/{field} = {1 - dt / tau.min():.3g} "
+                    f"is not in (0, 1) and the neuron does not integrate; is the dt right? ({DT_CONVENTIONS})",
+                    DeploymentWarning,
+                    stacklevel=2,
+                )
+                break
+    return dt
+
+
+def _positive_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and 0 < value < np.inf
 
 
 def _built(name: str, node: nir.NIRNode, dt: float) -> nn.Module:

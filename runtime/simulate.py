@@ -13,6 +13,7 @@ steps removed), `labels` when known, and `spikes.<layer>` spike counts [N, T] pe
 from __future__ import annotations
 
 import io
+import warnings
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,9 @@ import numpy as np
 import onnxruntime
 
 from spikeport.config import check_number
-from spikeport.errors import UserError
+from spikeport.errors import DeploymentWarning, UserError, recorded_warnings
 from spikeport.export.manifest import Manifest, read_manifest
-from spikeport.io import atomic_open, check_creatable, write_json
+from spikeport.io import atomic_open, check_creatable, recover, write_json
 from spikeport.readers import check_hdf5, check_onnx_external, load_npz, memory_budget
 from spikeport.progress import stage
 
@@ -71,7 +72,9 @@ def read_nir(path: Path) -> nir.NIRGraph:
     from spikeport.runtime.reference import NIRExecutor
 
     try:
-        NIRExecutor(graph, dt=1.0).check_runs()  # dt: the file's own, or any (it changes no shape)
+        with warnings.catch_warnings():  # dt: any (it changes no shape), so what it would warn of is not the file's
+            warnings.simplefilter("ignore", DeploymentWarning)
+            NIRExecutor(graph, dt=1.0).check_runs()
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     return graph
@@ -98,6 +101,7 @@ def _check_node_sizes(path: Path, graph: nir.NIRGraph) -> None:
 def resolve_target(target: str | Path) -> Target:
     target = Path(target)
     if target.is_dir():
+        recover(target / "export")  # an export killed in its swap: finished (or rolled back) first
         manifest_path = target / "export" / "manifest.json"
         if not manifest_path.is_file():
             raise UserError(f"{target}: no export/manifest.json; run `spikeport export {target}` first")
@@ -542,9 +546,9 @@ def simulate(
     inputs, labels = load_inputs(resolved, Path(input_file) if input_file else None, samples)
     from spikeport.train.loop import resolve_device
 
-    with stage(f"{backend}-{mode}: {len(next(iter(inputs.values())))} samples"):
+    with stage(f"{backend}-{mode}: {len(next(iter(inputs.values())))} samples"), recorded_warnings() as notes:
         result = RUNNERS[backend, mode](resolved, inputs, resolve_device(device))
-    arrays = {"output": result.output, "delay": np.array(result.delay)}
+    arrays = {"output": result.output, "delay": np.array(result.delay), "warnings": np.array(notes, dtype=str)}
     if labels is not None:
         arrays["labels"] = labels
     arrays.update({f"spikes.{k}": v for k, v in result.spikes.items()})

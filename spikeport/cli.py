@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -25,7 +26,7 @@ from typer import _click as click  # typer's own copy of click, whose exceptions
 from spikeport import __version__
 from spikeport.config import check_number, config_from_dict, load_config
 from spikeport.console import console
-from spikeport.errors import UserError
+from spikeport.errors import DeploymentWarning, UserError
 from spikeport.io import NoSpace, is_no_space
 
 app = typer.Typer(
@@ -175,11 +176,13 @@ def export(
     run_dir: Path = typer.Argument(..., help="A run folder written by `spikeport train`."),
     formats: str = typer.Option("nir,onnx,lava", help="Comma-separated: nir, onnx, lava."),
     quantize: Optional[str] = typer.Option(None, help="loihi | none (default: loihi when lava is among the formats)."),
+    dt: float = typer.Option(1e-3, help="Seconds per timestep written into the NIR file; 1e-4 is what snnTorch's import_nir assumes."),
 ) -> None:
     """Export a trained run to RUN_DIR/export: manifest, NIR, ONNX, Loihi fixed point, netx (docs/export.md)."""
     from spikeport.export.exporter import export as run_export
 
-    out = run_export(run_dir, tuple(f.strip() for f in formats.split(",") if f.strip()), quantize)
+    check_number("--dt", dt, 0, low_open=True)
+    out = run_export(run_dir, tuple(f.strip() for f in formats.split(",") if f.strip()), quantize, dt)
     console.print(f"[bold]{out}[/bold]: " + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
 
 
@@ -342,6 +345,7 @@ def data_build(
 
 def main() -> None:
     args, _options["verbose"] = _without_verbose(sys.argv[1:])
+    warnings.showwarning = _show_warning
     try:
         code = app(args=args, prog_name="spikeport", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as e:
@@ -362,6 +366,14 @@ def main() -> None:
         sys.exit(2)
     if isinstance(code, int) and code:  # typer.Exit(code), 130 for Ctrl-C
         sys.exit(code)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning) -> None:
+    """A DeploymentWarning is one line, like an error; other warnings are Python's."""
+    if issubclass(category, DeploymentWarning):
+        print(f"spikeport: warning: {message}", file=sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
 
 
 def _without_verbose(argv: list[str]) -> tuple[list[str], bool]:
