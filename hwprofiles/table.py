@@ -27,14 +27,15 @@ def print_report(data: dict, console: Console) -> None:
 
 
 def print_profiles(profiles: list[Profile], console: Console) -> None:
-    """What `spikeport profiles` shows: each profile and how many of its figures are known."""
+    """What `spikeport profiles` shows: each profile, how many of the figures that apply to it are
+    known, the unknown ones, and the works its figures cite."""
     table = Table(title="Hardware profiles")
     for column in ["name", "chip", "vendor", "kind", "known figures", "unknown", "sources"]:
         table.add_column(column)
     for profile in profiles:
-        figures = sourced_fields(profile)
+        figures = {name: f for name, f in sourced_fields(profile).items() if not f.source.startswith("not applicable")}
         unknown = [name.split(".")[1] for name, f in figures.items() if f.value is None]
-        known = f"{len(figures) - len(unknown)} / {len(figures)}"
+        known = f"{len(figures) - len(unknown)} / {len(figures)}"  # of the figures that apply to the chip
         table.add_row(profile.name, profile.chip, profile.vendor, profile.kind, known, ", ".join(unknown), "; ".join(_sources(figures)))
     console.print(table)
 
