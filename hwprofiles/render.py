@@ -176,6 +176,9 @@ def sections(data: dict) -> list[Table]:
 def _title(data: dict) -> tuple[str, str]:
     budget = "none" if data["budget_ms"] is None else f"{data['budget_ms']} ms"
     fit_check = "passed" if data["checks"]["fit"] else "failed"
+    partly = [name for name, p in data["profiles"].items() if p["fits"] and p["unchecked"] and p["kind"] != "baseline"]
+    if data["checks"]["fit"] and partly:
+        fit_check += f" with unchecked constraints ({', '.join(partly)})"
     budget_check = {None: "not asked", True: "passed", False: "failed"}[data["checks"]["budget"]]
     totals = data["totals"]
     line = (
