@@ -397,3 +397,14 @@ def describe(traced: fx.GraphModule, node: fx.Node) -> str:
         path, kind = list(stack.values())[-1]
         return f"model.{path} ({kind.__name__}), operation {node.name}"
     return f"model ({type(traced).__name__}), operation {node.name}"
+
+
+def check_resets_to_zero(graph: nir.NIRGraph, target: str) -> None:
+    """Refuse, naming the node, a neuron whose reset rule `target` (Lava, Loihi) does not compute:
+    Loihi's LIF resets to zero at once, so a subtractive or absent reset would run as another model."""
+    for name, node in graph.nodes.items():
+        if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
+            reset, delay = reset_rule(node)
+            if (reset, delay) != ("zero", False):
+                rule = f"reset {reset!r}" + (" with a delay" if delay else "")
+                raise UserError(f"{name} ({type(node).__name__}): its {rule} has no {target} equivalent (Loihi's LIF resets to zero at once); run it in the reference runtime")

@@ -188,3 +188,19 @@ def test_a_wrong_input_shape_is_one_line(tmp_path):
         convert(sequential_cnn(), (3, 8, 8), T)
     with pytest.raises(UserError, match="its forward fails on an input of shape"):
         convert(TutorialMLP(), (1, 7, 7), T)
+
+
+def test_lava_and_loihi_refuse_a_subtractive_reset_in_a_nir_file(tmp_path):
+    """NIR cannot say subtract-versus-zero: the rule spikeport keeps in the file stops every Loihi
+    target from running the file as a zero-reset network."""
+    import nir
+
+    from spikeport.export.loihi import quantize
+    from spikeport.runtime.lava_runner import plan_network
+
+    deployment = spikeport.export(model=sequential_cnn(), input_shape=(1, 8, 8), timesteps=T, out=tmp_path / "run")
+    graph = nir.read(deployment.path / "model.nir")
+    with pytest.raises(UserError, match=r"\(LIF\): its reset 'subtract' with a delay has no Lava equivalent"):
+        plan_network(graph)
+    with pytest.raises(UserError, match="has no Loihi fixed-point equivalent"):
+        quantize(graph)
