@@ -133,7 +133,8 @@ arrays = st.one_of(
 
 @st.composite
 def mutated_hdf5(draw, content: bytes):
-    """A valid HDF5 file with 1-3 of its datasets or groups deleted or replaced by another array."""
+    """A valid HDF5 file with 1-3 of its datasets or groups deleted, replaced by another array, or
+    replaced by a link that leads outside the file or elsewhere in it (external, soft)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "f.h5"
         path.write_bytes(content)
@@ -144,10 +145,15 @@ def mutated_hdf5(draw, content: bytes):
                 if not names:
                     break
                 name = draw(st.sampled_from(sorted(names)))
-                replace = isinstance(f[name], h5py.Dataset) and draw(st.booleans())
+                how = draw(st.sampled_from(["delete", "replace", "soft link", "external link"]))
+                is_dataset = isinstance(f[name], h5py.Dataset)
                 del f[name]
-                if replace:
+                if how == "replace" and is_dataset:
                     f[name] = draw(arrays)
+                elif how == "soft link":
+                    f[name] = h5py.SoftLink("/" + draw(st.sampled_from(sorted(names))))
+                elif how == "external link":
+                    f[name] = h5py.ExternalLink("/etc/passwd", "/x")
         return path.read_bytes()
 
 
