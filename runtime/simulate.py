@@ -180,7 +180,7 @@ def _check_batch_fits(manifest: Manifest, n: int, dataset: str) -> None:
     """Refuse, before any sample is framed, a batch of test samples that is empty or that would not
     fit in memory (the manifest's timesteps times its inputs' shapes, float32, framed then stacked)."""
     if n == 0:
-        raise UserError(f"{dataset}: the test set holds 0 samples; nothing to simulate")
+        raise UserError(f"{dataset}: no test samples to simulate (an empty test set, or 0 asked for)")
     need = n * manifest.timesteps * sum(math.prod(t.shape) for t in manifest.inputs) * 4 * 2
     if need > memory_budget():
         raise UserError(
