@@ -4,8 +4,7 @@ Files. `atomic_open` writes to a hidden temporary beside the file and renames it
 killed process never leaves a half-written file that looks complete, and an older file of the same
 name stays intact until the new one is ready. Files are created with the user's umask, like any
 other tool's. A write refused for lack of space (ENOSPC, EDQUOT) becomes one line naming the file
-(`NoSpace`), whatever library was writing (torch's zip writer, for one, reports it as a
-RuntimeError of its own); the temporary is removed.
+(`NoSpace`), whatever library was writing (see `_File`); the temporary is removed.
 
 Folders. `replacing_folder` builds a folder (export/, report/) under a hidden name beside it and
 swaps it into place when complete. It writes a marker into the folder listing every entry it holds
@@ -59,16 +58,27 @@ def is_no_space(e: BaseException) -> bool:
 
 
 class _File(io.FileIO):
-    """A file that remembers a write refused for lack of space, whatever the writer makes of it."""
+    """A file that, once the disk is full, takes every further write without writing it.
+
+    The writer (h5py, torch's zip writer, numpy) then finishes as if all went well and
+    `atomic_open` refuses the result in one line. Raising instead reaches the writers mid-way:
+    h5py then fails again in its destructors and can crash the process (SIGSEGV), torch reports a
+    RuntimeError of its own. A skipped write still moves the position, so the writer's seeks and
+    reads stay consistent (what it reads back of the skipped part is zeros)."""
 
     out_of_space = False
 
     def write(self, data) -> int:
-        try:
-            return super().write(data)
-        except OSError as e:
-            self.out_of_space |= is_no_space(e)
-            raise
+        if not self.out_of_space:
+            try:
+                return super().write(data)
+            except OSError as e:
+                if not is_no_space(e):
+                    raise
+                self.out_of_space = True
+        size = memoryview(data).nbytes
+        self.seek(size, os.SEEK_CUR)
+        return size
 
 
 @contextlib.contextmanager
@@ -84,6 +94,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     try:
         yield f
         f.flush()
+        if raw.out_of_space:
+            raise NoSpace(path)
         os.fsync(raw.fileno())
         os.replace(tmp, path)  # still open and locked: no cleaner takes it for abandoned
     except BaseException as e:

@@ -18,6 +18,9 @@ live in `av_datasets`, read in the layout of OGM-GE's code; they cannot be downl
 
 from __future__ import annotations
 
+import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -120,6 +123,7 @@ def build(name: str, root: str | Path, download: bool = False, options: dict | N
     """
     spec(name)
     options = _check_options(name, options)
+    _check_root(root)
     if name in real_datasets.NAMES:
         return real_datasets.locate(name, root, download)
     if name in av_datasets.NAMES:
@@ -148,15 +152,57 @@ def load(
         raise UserError(f"unknown split {split!r} for dataset {name!r}; use one of: {', '.join(SPLITS)}")
     if not isinstance(timesteps, int) or timesteps < 1:
         raise UserError(f"timesteps must be a positive integer, got {timesteps!r}")
+    _check_root(root)
     if name in real_datasets.NAMES:
         _check_options(name, options)
         return real_datasets.load(name, root, split, timesteps, download)
     if name in av_datasets.NAMES:
         _check_options(name, options)
         return av_datasets.load(name, root, split, timesteps)
-    with np.load(build(name, root, options=options)) as archive:
-        arrays = dict(archive)
+    arrays = read_cache(build(name, root, options=options), name)
     return _Split(arrays, arrays[split], partial(_FRAMERS[name], timesteps=timesteps))
+
+
+def _check_root(root: str | Path) -> None:
+    """The dataset root (data.root, --data-root, ./data) is a folder, or is not there yet."""
+    root = Path(root)
+    if root.is_symlink() and not root.exists():
+        raise UserError(f"data.root {root}: is a symbolic link to {os.readlink(root)}, which does not exist")
+    if root.exists() and not root.is_dir():
+        raise UserError(f"data.root {root}: is a file, not a folder of datasets")
+
+
+def read_cache(path: Path, name: str) -> dict[str, np.ndarray]:
+    """A generated dataset's cache, every array read and checked against what its builder writes:
+    a truncated or damaged file, or one missing an array or with arrays that disagree (labels and
+    samples, split indices out of range), is one line naming the file."""
+    damaged = f"{path}: the cached dataset is damaged"
+    remedy = "delete the file and it is generated again"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise UserError(f"{damaged} ({_first_line(e)}); {remedy}") from None
+    missing = [key for key in _CACHE_ARRAYS[name] if key not in arrays]
+    if missing:
+        raise UserError(f"{damaged} (no array {missing[0]!r}); {remedy}")
+    labels = arrays["labels"]
+    samples = len(arrays["offsets"]) - 1 if "offsets" in arrays else len(arrays[_CACHE_ARRAYS[name][0]])
+    if labels.ndim != 1 or len(labels) != samples:
+        raise UserError(f"{damaged} ({len(labels)} labels for {samples} samples); {remedy}")
+    for split in SPLITS:
+        index = arrays[split]
+        if index.ndim != 1 or index.dtype.kind not in "iu" or (index.size and not 0 <= index.min() <= index.max() < samples):
+            raise UserError(f"{damaged} (split {split!r} does not index its {samples} samples); {remedy}")
+    if "offsets" in arrays:
+        offsets = arrays["offsets"]
+        if offsets.dtype.kind not in "iu" or offsets[0] != 0 or offsets[-1] != len(arrays["events"]) or (np.diff(offsets) < 0).any():
+            raise UserError(f"{damaged} (event offsets do not partition its {len(arrays['events'])} events); {remedy}")
+    return arrays
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def _check_options(name: str, options: dict | None) -> dict:
@@ -359,6 +405,11 @@ _FRAMERS: dict[str, Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]] = {
     "digits": _frame_digits,
     "event-digits": _frame_events,
     "av-digits": _frame_av,
+}
+_CACHE_ARRAYS: dict[str, tuple[str, ...]] = {  # what each builder writes, samples first
+    "digits": ("images", "labels", "train", "test"),
+    "event-digits": ("events", "offsets", "labels", "train", "test"),
+    "av-digits": ("audio", "visual", "labels", "train", "test"),
 }
 _OPTIONS: dict[str, dict[str, type]] = {
     "av-digits": {"visual_noise": float, "clips_per_digit": int, "seed": int},
