@@ -224,17 +224,12 @@ def simulate(
 
 
 def _accuracy(path: Path) -> str:
-    """": accuracy 0.9333 on 450 samples" for a simulation result with labels, else "". The
-    prediction is the class of the largest output averaged over timesteps, as in training."""
-    import numpy as np
+    """": accuracy 0.9333 on 450 samples" for a simulation result with labels, else "" (the
+    prediction is the API's: the class of the largest output averaged over timesteps)."""
+    from spikeport.api import SimResult
 
-    with np.load(path) as result:
-        if "labels" not in result.files:
-            return ""
-        predicted, labels = result["output"].mean(1).argmax(-1), result["labels"]
-    if predicted.shape != labels.shape:  # not a classifier's output (a regression network's)
-        return ""
-    return f": accuracy {float((predicted == labels).mean()):.4f} on {len(labels)} samples"
+    result = SimResult.load(path)
+    return "" if result.accuracy is None else f": accuracy {result.accuracy:.4f} on {len(result.labels)} samples"
 
 
 @app.command()
