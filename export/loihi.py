@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from spikeport.errors import UserError
+from spikeport.export.nir_graph import check_resets_to_zero
 from spikeport.io import write_json
 
 FORMAT = "spikeport-loihi"
@@ -142,6 +143,7 @@ def quantize(graph: nir.NIRGraph, input_bound: float = 1.0) -> LoihiModel:
     """The Loihi fixed-point parameters of a lowered NIR chain (pools folded, see export.lower)."""
     if not input_bound > 0:
         raise UserError(f"input_bound: must be positive, got {input_bound!r}")
+    check_resets_to_zero(graph, "Loihi fixed-point")
     layers = []
     for i, (synapse, neuron) in enumerate(chain_layers(graph)):
         weight, bias = _float_weights(graph, synapse, neuron)
@@ -231,7 +233,11 @@ def input_bias(graph: nir.NIRGraph, model: LoihiModel, x: np.ndarray) -> np.ndar
     float model, ONNX Runtime and a host processor compute that layer (torch's float64 convolution
     has no fast kernel: it cost 4x the whole float model here).
     """
-    host = model.layers[0]
+    return _host_layer_current(graph, model.layers[0], x).clamp_(-BIAS_MAX - 1, BIAS_MAX).to(torch.int16).numpy()
+
+
+def _host_layer_current(graph: nir.NIRGraph, host: LoihiLayer, x: np.ndarray) -> Tensor:
+    """round(current * scale) of a first layer (float32, rounded, not yet saturated)."""
     weight, bias = _float_weights(graph, host.synapse, host.neuron)
     node = graph.nodes[host.synapse]
     x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
@@ -245,7 +251,7 @@ def input_bias(graph: nir.NIRGraph, model: LoihiModel, x: np.ndarray) -> np.ndar
         lead = x.shape[: x.ndim - len(graph_input.input_type["input"])]
         current = x.reshape(*lead, -1) @ weight.T + bias
     # in place: on a test set's frames these arrays are large, and fresh ones cost page faults
-    return current.mul_(host.scale).round_().clamp_(-BIAS_MAX - 1, BIAS_MAX).to(torch.int16).numpy()
+    return current.mul_(host.scale).round_()
 
 
 def write_loihi_json(model: LoihiModel, path: str | os.PathLike) -> None:
@@ -479,14 +485,17 @@ def _conv2d(x: Tensor, weight: Tensor, node: nir.Conv2d, bias: Tensor | None = N
 # - A first layer reading a model input (images) runs on the host as in a chain (input_bias).
 # - A synaptic layer's current handed to a host partition (a pool's Dense, a first layer's current)
 #   is a graded payload in that layer's units: CURRENT_BITS bits (HOST_LAYER_BITS for a first
-#   layer's, which is clipped to bias_mant's 13 bits). More than SATURATION_LIMIT of the
+#   layer's, which saturates at CURRENT_MAX, what its LIF's a_in takes). A first layer's scale is
+#   the largest with vth in 17 bits and HEADROOM x its calibrated current in CURRENT_MAX (a chain
+#   feeds it through netx's 13-bit bias_mant instead: `quantize`). More than SATURATION_LIMIT of the
 #   calibration values beyond the payload's range is refused; fewer, but some, is a warning.
 
 IDENTITY = "identity"  # LoihiLayer.kind of an identity shortcut (an input or neuron layer added straight into a neuron)
 HOST_LAYER = "host"
 PAYLOAD_BITS = 8
 CURRENT_BITS = 24  # Lava's widest graded message
-HOST_LAYER_BITS = 13  # a first layer's current is clipped to bias_mant's 13 bits (input_bias)
+HOST_LAYER_BITS = 18  # a first layer's current saturates at CURRENT_MAX (host_current)
+UV_MAX = 2**23  # Lava clips the voltage v to 24 bits
 CURRENT_MAX = 2**17 - 1  # |a_in| of a LIF: a << 6 must stay in Lava's 24-bit current u
 HEADROOM = 2.0
 ZEROED_WARN = 0.5
@@ -525,10 +534,13 @@ def quantize_partitions(
         raise UserError(f"payload_bits: {payload_bits}; a graded payload has 2..{CURRENT_BITS} bits")
     if not input_bound > 0:
         raise UserError(f"input_bound: must be positive, got {input_bound!r}")
+    for graph in graphs.values():
+        check_resets_to_zero(graph, "Loihi fixed-point")
     layers: list[LoihiLayer] = []
     boundaries: list[LoihiBoundary] = []
     warnings: list[str] = []
     scales: dict[str, float] = {}  # tensor -> input scale on the chip (to_chip), or None for a model input
+    pending: dict[str, float] = {}  # graded tensor from a host -> the largest scale its payload allows, until its reader sets it
     currents: dict[str, tuple[str, float, bool]] = {}  # tensor handed to a host -> (producing layer, its scale, host layer)
     final = [t for t in model_outputs]
     for p in partitions:
@@ -556,14 +568,19 @@ def quantize_partitions(
                 biggest = float(np.abs(values).max(initial=0.0))
                 if not np.isfinite(biggest) or biggest == 0:
                     raise UserError(f"{tensor} ({p.name} -> chip): calibration values up to {biggest}; a payload scale needs a finite, nonzero range")
-                integral = bool(np.all(values == np.round(values))) and biggest <= bound
-                scale = 1.0 if integral else bound / biggest
-                scales[tensor] = scale
-                boundaries.append(_boundary(tensor, "to_chip", payload_bits, scale, calibration, warnings, None, False))
+                if bool(np.all(values == np.round(values))) and biggest <= bound:
+                    scales[tensor] = 1.0  # integers (a max pool of spikes): exact at scale 1
+                    boundaries.append(_boundary(tensor, "to_chip", payload_bits, 1.0, calibration, warnings, None, False))
+                else:
+                    pending[tensor] = bound / biggest  # the most the payload holds; set by its readers (_payload_scale)
             continue
         handoff = [t for t, _ in p.outputs] != final
         graph = _deploy(graphs[p.name], handoff)
-        made = _quantize_partition(p, graph, model_inputs, scales, calibration, input_bound, warnings)
+        for tensor, _ in p.inputs:
+            if tensor in pending:
+                scales[tensor] = _payload_scale(graph, tensor, pending.pop(tensor), calibration)
+                boundaries.append(_boundary(tensor, "to_chip", payload_bits, scales[tensor], calibration, warnings, None, False))
+        made = _quantize_partition(p, graph, model_inputs, scales, calibration, input_bound, warnings, final)
         layers += made
         by_synapse = {layer.synapse: layer for layer in made}
         for tensor, kind in p.outputs:
@@ -616,7 +633,7 @@ def _origin(graph: nir.NIRGraph, name: str) -> str:
 
 
 def _quantize_partition(p: PartitionSpec, graph: nir.NIRGraph, model_inputs: list[str], scales: dict[str, float],
-                        calibration: Calibration, input_bound: float, warnings: list[str]) -> list[LoihiLayer]:
+                        calibration: Calibration, input_bound: float, warnings: list[str], final: list[str]) -> list[LoihiLayer]:
     nodes = graph.nodes
     sources = {name: [a for a, b in graph.edges if b == name] for name in nodes}
     consumers = {name: [b for a, b in graph.edges if a == name] for name in nodes}
@@ -641,14 +658,7 @@ def _quantize_partition(p: PartitionSpec, graph: nir.NIRGraph, model_inputs: lis
     for name, node in nodes.items():
         if not isinstance(node, (nir.LIF, nir.IF)):
             continue
-        feeds = []  # (synapse, kind, input scale)
-        for read in sources[name]:
-            origin = _origin(graph, read)
-            if origin in synapse_source:
-                source = synapse_source[origin]
-                feeds.append((origin, _kind(graph, origin), input_scale.get(source, 1.0), source))
-            else:
-                feeds.append((f"{origin}_to_{name}", IDENTITY, input_scale.get(origin, 1.0), origin))
+        feeds = _feeds(graph, name, synapse_source, input_scale)
         host = [f for f in feeds if f[3] in input_scale and input_scale[f[3]] is None and f[1] != IDENTITY]
         if host:
             if len(feeds) != 1:
@@ -656,7 +666,15 @@ def _quantize_partition(p: PartitionSpec, graph: nir.NIRGraph, model_inputs: lis
                                 "the host; the Loihi export needs a first layer's neuron to read that layer only")
             synapse = host[0][0]
             weight, bias = _float_weights(graph, synapse, name)
-            layers.append(dataclasses.replace(_host_layer(graph, synapse, name, weight, bias, input_bound), partition=p.name))
+            layer = dataclasses.replace(_host_layer(graph, synapse, name, weight, bias, input_bound), partition=p.name)
+            current = calibration.currents.get(f"{p.name}.{name}")
+            if current:  # its current enters a_in directly (17 bits), not bias_mant (13): the calibrated range sets the scale
+                _, theta, _ = _neuron_fields(graph, name)
+                scale = min(VTH_MAX / theta, CURRENT_MAX / (HEADROOM * current))
+                vth = round(theta * scale)
+                layer = dataclasses.replace(layer, scale=float(scale), vth=int(vth), errors=dataclasses.replace(
+                    layer.errors, threshold_abs=abs(vth / scale - theta), current_max_abs=0.5 / scale))
+            layers.append(layer)
             continue
         if any(f[2] is None for f in feeds):
             raise UserError(f"{name}: reads the model input directly; the Loihi export needs a synaptic layer between")
@@ -670,8 +688,59 @@ def _quantize_partition(p: PartitionSpec, graph: nir.NIRGraph, model_inputs: lis
         s_in = input_scale.get(source, 1.0)
         if s_in is None:
             raise UserError(f"{name}: reads the model input and feeds no neuron; the Loihi export runs a first layer on the host only before a LIF")
-        layers.append(_single_layer(graph, p.name, name, s_in))
+        readout_max = None
+        outputs = [t for t, _ in p.outputs]
+        if outputs == final and len(outputs) == 1 and outputs[0] in calibration.tensors:  # the model's read-out
+            logits = np.asarray(calibration.tensors[outputs[0]], dtype=np.float64)  # [T, B, ...]
+            readout_max = float(np.abs(np.cumsum(logits, axis=0)).max(initial=0.0))
+        layers.append(_single_layer(graph, p.name, name, s_in, readout_max))
     return layers
+
+
+def _feeds(graph: nir.NIRGraph, neuron: str, synapse_source: dict[str, str], input_scale: dict) -> list[tuple]:
+    """What neuron layer `neuron` sums: (synapse, kind, input scale, source) each; an input or neuron
+    layer read directly is an identity synapse named `<source>_to_<neuron>` (as the Lava runner names it)."""
+    feeds = []
+    for read in [a for a, b in graph.edges if b == neuron]:
+        origin = _origin(graph, read)
+        if origin in synapse_source:
+            source = synapse_source[origin]
+            feeds.append((origin, _kind(graph, origin), input_scale.get(source, 1.0), source))
+        else:
+            feeds.append((f"{origin}_to_{neuron}", IDENTITY, input_scale.get(origin, 1.0), origin))
+    return feeds
+
+
+def _payload_scale(graph: nir.NIRGraph, tensor: str, largest: float, calibration: Calibration) -> float:
+    """The scale of a graded payload the chip reads, x -> round(x * s_p): a synapse j reading it into
+    neuron N computes w_int p ~ (w S/s_p)(x s_p), whose rounding errors are about
+    |x| s_p / (2 S) + |w| / (2 s_p), smallest at s_p = sqrt(S |w| / |x|), S the scale N's other
+    inputs allow, |w| and |x| mean magnitudes (the calibration's). The smallest such s_p over its
+    readers, at most `largest` (what the payload's bits hold), rounded to a power of two: then a
+    value the float model holds exactly (1.0, a saturated gate) is an exact payload, and where it
+    meets a threshold through an identity shortcut (integer weight, integer scale) it meets it
+    exactly too, instead of rounding across it. Identity shortcuts are exact at any s_p."""
+    values = np.abs(_calibration_values(calibration, tensor))
+    mean_x = float(values[values > 0].mean()) if np.any(values > 0) else 1.0
+    synapse_source = {n: _origin(graph, [a for a, b in graph.edges if b == n][0])
+                      for n, node in graph.nodes.items() if isinstance(node, (nir.Conv2d, nir.Affine, nir.Linear))}
+    best = [largest]
+    for neuron, node in graph.nodes.items():
+        if not isinstance(node, (nir.LIF, nir.IF)):
+            continue
+        feeds = _feeds(graph, neuron, synapse_source, {})
+        readers = [f for f in feeds if f[3] == tensor and f[1] != IDENTITY]
+        others = [f for f in feeds if f[3] != tensor]
+        if not readers or not others:
+            continue
+        _, theta, _ = _neuron_fields(graph, neuron)
+        limit = min([2 * _base(_float_weights(graph, f[0], neuron, f[1])[0]) for f in others] + [VTH_MAX / theta])
+        for synapse, kind, _, _ in readers:
+            w = np.abs(_float_weights(graph, synapse, neuron, kind)[0])
+            mean_w = float(w[w > 0].mean()) if np.any(w > 0) else 1.0
+            best.append(float(np.sqrt(limit * mean_w / mean_x)))
+    ceiling = 2.0 ** np.floor(np.log2(largest))
+    return float(min(ceiling, 2.0 ** np.round(np.log2(min(best)))))
 
 
 def _base(weight: np.ndarray) -> float:
@@ -733,13 +802,17 @@ def _summing_layers(graph: nir.NIRGraph, partition: str, neuron: str, feeds: lis
     return layers
 
 
-def _single_layer(graph: nir.NIRGraph, partition: str, synapse: str, s_in: float) -> LoihiLayer:
+def _single_layer(graph: nir.NIRGraph, partition: str, synapse: str, s_in: float, readout_max: float | None = None) -> LoihiLayer:
     """A synaptic layer feeding no neuron: the model's read-out (an integrator, as in a chain) or a
-    current handed to a host partition; its scale is its own, base * s_in, all 8 bits."""
+    current handed to a host partition; its scale is its own, base * s_in, all 8 bits; a read-out's
+    at most what keeps HEADROOM x the calibration's largest running sum of logits (`readout_max`)
+    inside Lava's 24-bit voltage, 64 S sum_t logits < 2**23."""
     weight, bias = _float_weights(graph, synapse, None)
     if not np.any(weight != 0):
         raise UserError(f"{synapse}: all weights are zero; there is nothing to scale")
     scale = _base(weight) * s_in
+    if readout_max:
+        scale = min(scale, (UV_MAX - 1) / (64 * HEADROOM * readout_max))
     w_int, bias_mant = _integers(weight, bias, scale / s_in, READOUT_EXP)
     error = np.abs(w_int / (scale / s_in) - weight)
     return LoihiLayer(
@@ -767,8 +840,10 @@ def _spread_bias(graph: nir.NIRGraph, synapse: str, kind: str, bias: np.ndarray,
 
 
 def host_current(graph: nir.NIRGraph, layer: LoihiLayer, x: np.ndarray) -> np.ndarray:
-    """A first layer's current for input frames x [..., *input shape], as input_bias (int16)."""
-    return input_bias(graph, LoihiModel(layers=[layer], input_bound=1.0, dt=0.0), x)
+    """A first layer's current for input frames x [..., *input shape], as input_bias computes it but
+    saturated to CURRENT_MAX (int32): in a graph it enters its LIF's a_in (u = a << 6, 24 bits),
+    not netx's 13-bit bias_mant."""
+    return _host_layer_current(graph, layer, x).clamp_(-CURRENT_MAX - 1, CURRENT_MAX).to(torch.int32).numpy()
 
 
 def neuron_bias(graph: nir.NIRGraph, layers: list[LoihiLayer]) -> np.ndarray:

@@ -42,7 +42,7 @@ def test_dta_fixed_point_in_lava_equals_the_emulator_bit_for_bit(causal, tmp_pat
     target = resolve_target(tmp_path / "export" / "manifest.json")
     loihi = read_loihi_json(tmp_path / "export" / "loihi.json")
     assert {(b.tensor, b.kind, b.direction, b.payload_bits) for b in loihi.boundaries} == {
-        ("bn_in", "graded", "to_host", 13), ("lif_in", "spike", "to_host", 1), ("dta", "graded", "to_chip", 8)}
+        ("bn_in", "graded", "to_host", 18), ("lif_in", "spike", "to_host", 1), ("dta", "graded", "to_chip", 8)}
     shared = [l for l in loihi.layers if l.neuron == "lif_out"]
     assert len(shared) == 3 and len({l.scale for l in shared}) == 1  # a membrane shortcut: three inputs, one scale
     x = {"x": 3 * torch.rand(SAMPLES, T, 1, 8, 8).numpy()}
