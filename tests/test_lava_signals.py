@@ -1,0 +1,74 @@
+"""SIGTERM or SIGHUP to `spikeport simulate --backend lava` (a real process) ends every Lava process
+and releases their shared memory (issue 19). Lava runs in its own process group (runtime/lava_runner.py),
+so a signal to spikeport alone reaches none of them; before the fix they outlived spikeport, orphaned,
+with their /dev/shm segments. Ctrl-C to the terminal's group is KeyboardInterrupt, handled as any error.
+
+Only this run's processes and segments are looked at (the group Lava runs in, the segments its
+members map), so other programs on the machine do not disturb the check."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+
+def members(group: int) -> list[int]:
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == group:
+                found.append(p.pid)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return found
+
+
+def mapped_segments(group: int) -> set[Path]:
+    """The /dev/shm segments the members of `group` map, by name."""
+    found = set()
+    for pid in members(group):
+        try:
+            lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+        except OSError:
+            continue
+        found |= {Path(line.split()[-1]) for line in lines if "/dev/shm/" in line and not line.endswith("(deleted)")}
+    return found
+
+
+@pytest.mark.parametrize("ending", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_to_spikeport_ends_every_lava_process_and_frees_its_shared_memory(trained_run, tmp_path, ending):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("sim", "report"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spikeport.cli", "simulate", run, "--backend", "lava", "--samples", "300"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    spikeport = psutil.Process(process.pid)
+    deadline = time.monotonic() + 180
+    group, segments = None, set()
+    while not segments:  # Lava is running: its processes are up and their channels mapped
+        assert process.poll() is None, f"exited with {process.returncode} before the signal"
+        assert time.monotonic() < deadline, "Lava did not start"
+        groups = {os.getpgid(c.pid) for c in spikeport.children(recursive=True)} - {os.getpgid(process.pid)}
+        if groups:
+            (group,) = groups
+            segments = mapped_segments(group)
+        time.sleep(0.05)
+    assert len(members(group)) > 2
+
+    process.send_signal(ending)
+    assert process.wait(60) == -ending, "spikeport ends by the signal, as it would have without Lava"
+    deadline = time.monotonic() + 5
+    while members(group) and time.monotonic() < deadline:  # killed ones may still be reaped by init
+        time.sleep(0.05)
+    assert members(group) == [], "no Lava process outlives spikeport"
+    assert [s for s in segments if s.exists()] == [], "no shared-memory segment of the run is left"
+    assert not (run / "sim").exists()
