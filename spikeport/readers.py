@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import stat
 import zipfile
 import zlib
@@ -46,6 +47,11 @@ NPZ_RATIO_FROM = 256 * 2**20  # ... once it expands to more than this (small mem
 
 def _first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _shown(name: str) -> str:
+    """A name from a file, for a one-line message: as it is, or quoted when it holds a newline."""
+    return name if name.isprintable() else repr(name)
 
 
 def regular_file(path: str | os.PathLike, what: str = "file") -> Path:
@@ -80,8 +86,6 @@ def memory_budget() -> int:
             candidates.append(int(limit.read_text()) - int(used.read_text()))
     except (OSError, ValueError):
         pass
-    import resource
-
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
         try:
@@ -93,12 +97,12 @@ def memory_budget() -> int:
     return max(0, min(candidates) // 2)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError
+def _size(n: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n, i = n / 1024, i + 1
+    return f"{n:.0f} B" if i == 0 else f"{n:.1f} {units[i]}"
 
 
 # --- YAML -------------------------------------------------------------------------------------------
@@ -226,7 +230,7 @@ def load_npz(path: str | os.PathLike, keys: list[str] | None = None, budget: int
 
 def _member_bytes(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
     """The bytes an npz member's array takes, from its header; refuse what cannot be read whole."""
-    name = info.filename
+    name = _shown(info.filename)
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise UserError(f"{path}: {name}: compressed with method {info.compress_type}; npz members are stored or deflated")
     if info.file_size > NPZ_RATIO_FROM and info.file_size > NPZ_MAX_RATIO * max(1, info.compress_size):
@@ -264,26 +268,25 @@ def check_hdf5(path: str | os.PathLike, what: str, max_dataset: int | None = Non
     path = regular_file(path, f"{what} file")
     problems: list[str] = []
     sizes: dict[str, int] = {}
-
-    def visit(name: str, link) -> None:
-        if isinstance(link, h5py.SoftLink):
-            problems.append(f"{name}: a soft link (to {link.path}); refused")
-        elif isinstance(link, h5py.ExternalLink):
-            problems.append(f"{name}: an external link (to {link.filename}); refused")
-        elif not isinstance(link, h5py.HardLink):
-            problems.append(f"{name}: a link of a user-defined type; refused")
-        else:
-            item = f.get(name)
-            if isinstance(item, h5py.Dataset):
-                if item.is_virtual:
-                    problems.append(f"{name}: a virtual dataset (its data mapped from other files); refused")
-                elif item.external:
-                    problems.append(f"{name}: stored in an external file ({item.external[0][0]!r}); refused")
-                sizes[name] = item.size or 0
-
     try:
         with h5py.File(path, "r") as f:
-            f.visit_links(lambda name: visit(name, f.get(name, getlink=True)))
+
+            def visit(name: str) -> None:
+                link, shown = f.get(name, getlink=True), _shown(name)
+                if isinstance(link, h5py.SoftLink):
+                    problems.append(f"{shown}: a soft link (to {_shown(link.path)}); refused")
+                elif isinstance(link, h5py.ExternalLink):
+                    problems.append(f"{shown}: an external link (to {_shown(link.filename)}); refused")
+                elif not isinstance(link, h5py.HardLink):
+                    problems.append(f"{shown}: a link of a user-defined type; refused")
+                elif isinstance(item := f.get(name), h5py.Dataset):  # metadata only: no data is read
+                    if item.is_virtual:
+                        problems.append(f"{shown}: a virtual dataset (its data mapped from other files); refused")
+                    elif item.external:
+                        problems.append(f"{shown}: stored in an external file ({item.external[0][0]!r}); refused")
+                    sizes[shown] = item.size or 0
+
+            f.visit_links(visit)  # every link, none followed out of the file
     except Exception as e:  # noqa: BLE001 - h5py raises OSError, KeyError, RuntimeError, ValueError ... on a damaged file
         raise UserError(f"{path}: not a readable {what} file ({_first_line(e)})") from None
     if problems:
@@ -318,7 +321,7 @@ def check_onnx_external(path: str | os.PathLike) -> None:
         location = fields.get("location", "")
         where = f"{path}: tensor {tensor.name!r}: external data {location!r}"
         target = (folder / location).resolve()
-        if not location or os.path.isabs(location) or target.parent != folder and folder not in target.parents:
+        if not location or os.path.isabs(location) or folder not in target.parents:
             raise UserError(f"{where} is outside the model's folder; refused")
         try:
             mode = os.stat(target).st_mode

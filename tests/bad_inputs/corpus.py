@@ -627,7 +627,7 @@ CASES: list[Case] = [
     Case("cli-seed-negative", lambda ws, run: ["train", valid_config(ws), "--seed=-1", "--out", ws / "out"], ("ok.yaml", "train.seed must be in [0, 2^32), got -1")),
     Case("manifest-nan-dt", in_run("export/manifest.json", edit_manifest(lambda d: d.update(dt=float("nan"))), "simulate", "RUN", "--samples", "2"), ("manifest.json", "dt > 0 (finite)", "nan")),
     Case("manifest-inf-macs", in_run("export/manifest.json", edit_manifest(_first_partition(macs_per_sample=float("inf"))), "simulate", "RUN", "--samples", "2"), ("manifest.json", "macs_per_sample must be a finite number")),
-    Case("nir-nan-dt", nir_hdf5(_set("node/metadata/dt", np.nan)), ("bad.nir", "dt must be a positive number", "nan")),
+    Case("nir-nan-dt", nir_hdf5(_set("node/metadata/dt", np.nan)), ("bad.nir", "dt", "must be a positive number of seconds, got nan")),
     Case("cli-report-zero-samples", lambda ws, run: ["report", copy_run(run, ws), "--samples", "0"], ("--samples: must be at least 1, got 0",)),
     Case("cli-simulate-zero-samples", lambda ws, run: ["simulate", copy_run(run, ws), "--samples", "0"], ("--samples: must be at least 1, got 0",)),
 ]
