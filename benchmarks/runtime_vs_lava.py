@@ -19,10 +19,19 @@ Two networks, each run by both on the same inputs, with equality checked in this
   reproduce lava-dl's own spike references for the first 17 steps. Lava is slow on PilotNet (about
   two minutes per sample on 2 cores), so it runs a few samples only. Skipped, with a note, without ../shared.
 
-Writes benchmarks/results/runtime_vs_lava.json.
+- the small DTA MS-ResNet of configs/dta-small-digits.yaml (NIR + host ONNX + NIR, membrane
+  shortcuts, the gate's graded payload; no model.net): the emulator (`run_reference_loihi`, i.e.
+  loihi_fixed.simulate_export, host partitions in ONNX Runtime included) on the whole test set
+  against Lava fixed_pt on spikeport's graph with the host process (`run_in_lava(mode="loihi")`,
+  one session for its samples, start-up included); every layer's spike counts at every timestep
+  and the logits must be equal on the samples Lava ran.
+
+Writes benchmarks/results/runtime_vs_lava.json. `--networks` picks the sections to run; those not
+run keep their figures from the file's last run.
 
     python benchmarks/runtime_vs_lava.py [--run runs/readme-dc] [--lava-samples 10] [--device cpu]
         [--pilotnet-samples 64] [--pilotnet-lava-samples 2] [--repeats 9]
+        [--networks digits,pilotnet,dta] [--dta-run runs/dta-small-digits] [--dta-lava-samples 8]
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from spikeport.runtime.simulate import (
     netx_drive,
     read_nir,
     resolve_target,
+    run_in_lava,
     run_netx_in_lava,
     run_reference,
     run_reference_loihi,
@@ -64,11 +74,11 @@ PILOTNET_T = 8  # input steps per sample: a window of 8 + 9 = 17 steps, lava-dl'
 PILOTNET_LAYERS = ["input", "conv-0", "conv-1", "conv-2", "conv-3", "conv-4", "fc-0", "fc-1", "fc-2"]  # spiking, with references
 
 
-def ensure_run(run: Path) -> None:
-    """Train and export configs/digits-cnn.yaml into `run` unless it is there already."""
-    if not (run / "export" / "model.net").is_file():
+def ensure_run(run: Path, config: Path = Path("configs/digits-cnn.yaml")) -> None:
+    """Train and export `config` into `run` unless its export is there already."""
+    if not (run / "export" / "loihi.json").is_file():
         if not (run / "checkpoint.pt").is_file():
-            train(load_config("configs/digits-cnn.yaml"), run)
+            train(load_config(config), run)
         export(run)
 
 
@@ -206,6 +216,36 @@ def pilotnet(samples: int, lava_samples: int, device: torch.device, timeout_s: f
     }
 
 
+def dta_small(run: Path, lava_samples: int, device: torch.device, repeats: int) -> dict:
+    """The small DTA export: the emulator on the whole test set vs Lava fixed_pt (module docstring)."""
+    ensure_run(run, config=Path("configs/dta-small-digits.yaml"))
+    target = resolve_target(run)
+    inputs, _ = load_inputs(target, None, None)
+    samples = next(iter(inputs.values())).shape[0]
+    few = {k: v[:lava_samples] for k, v in inputs.items()}
+    lava_s, lava = timed(lambda: run_in_lava(target, few, device, mode="loihi"), 1)
+    reference_s = alternated({"reference_loihi": lambda: run_reference_loihi(target, inputs, device)}, repeats)["reference_loihi"]
+    check = run_reference_loihi(target, few, device)
+    mismatches = {k: int((check.spikes[k] != lava.spikes[k]).sum()) for k in check.spikes}
+    output_difference = float(np.abs(check.output - lava.output).max())
+    if sorted(check.spikes) != sorted(lava.spikes) or any(mismatches.values()) or output_difference != 0:
+        raise SystemExit(f"DTA: reference-loihi and Lava fixed_pt differ ({mismatches}, output {output_difference}): the speed comparison is void")
+    return {
+        "network": f"{run} (DTA MS-ResNet, {len(target.manifest.partitions)} partitions, loihi.json), T={target.manifest.timesteps}",
+        "lava_timing": "one Lava session for its samples (host process included), start-up and compile included",
+        "equal_on_lava_samples": True,
+        "spike_count_mismatches": mismatches,
+        "spikes_compared": int(sum(v.sum() for v in check.spikes.values())),
+        "output_max_abs_diff": output_difference,
+        "lava_samples": lava_samples,
+        "reference_samples": samples,
+        "seconds": {"lava_fixed_pt": lava_s, "reference_loihi": reference_s},
+        "samples_per_s": {"reference_loihi": samples / reference_s, "lava_fixed_pt": lava_samples / lava_s},
+        "speedup_vs_lava": (samples / reference_s) / (lava_samples / lava_s),
+        "machine": machine(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, default=Path("runs/readme-dc"))
@@ -215,8 +255,21 @@ def main() -> None:
     parser.add_argument("--pilotnet-samples", type=int, default=64, help="samples in the reference runtime's batch")
     parser.add_argument("--pilotnet-lava-samples", type=int, default=2, help="samples Lava runs (about two minutes each on 2 cores)")
     parser.add_argument("--pilotnet-lava-timeout", type=float, default=1800, help="seconds before the Lava session is killed")
+    parser.add_argument("--networks", default="digits,pilotnet,dta", help="sections to run; the others keep the file's figures")
+    parser.add_argument("--dta-run", type=Path, default=Path("runs/dta-small-digits"))
+    parser.add_argument("--dta-lava-samples", type=int, default=8)
     args = parser.parse_args()
+    networks = set(args.networks.split(","))
     load_before = load_average()
+    if "digits" not in networks:
+        result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"benchmark": "runtime_vs_lava"}
+        if "dta" in networks:
+            dta_load = load_average()
+            result["dta_small"] = dta_small(args.dta_run, args.dta_lava_samples, torch.device(args.device), args.repeats)
+            result["dta_small"]["load_average_1_5_15_min"] = {"before": dta_load, "after": load_average()}
+        write_json(RESULTS, result)
+        print(json.dumps(result.get("dta_small"), indent=2))
+        return
     ensure_run(args.run)
     target = resolve_target(args.run)
     inputs, _ = load_inputs(target, None, None)
@@ -257,13 +310,17 @@ def main() -> None:
         "end_to_end_cost_vs_float": reference_s / runners["reference_float"],
         "machine": machine(),
     }
-    if PILOTNET.is_dir():
+    if "pilotnet" not in networks:
+        pass
+    elif PILOTNET.is_dir():
         lava_samples = min(args.pilotnet_lava_samples, args.pilotnet_samples)
         result["pilotnet_lif"] = pilotnet(args.pilotnet_samples, lava_samples, device, args.pilotnet_lava_timeout)
     else:
         note = f"{PILOTNET} not found (a user's clone has no ../shared): pilotnet_lif skipped"
         print(f"note: {note}")
         result["pilotnet_lif"] = {"skipped": note}
+    if "dta" in networks:
+        result["dta_small"] = dta_small(args.dta_run, args.dta_lava_samples, device, args.repeats)
     result["load_average_1_5_15_min"] = {"before": load_before, "after": load_average()}
     write_json(RESULTS, result)
     print(json.dumps(result, indent=2))
