@@ -25,7 +25,7 @@ import onnxruntime
 from spikeport.config import check_number
 from spikeport.errors import DeploymentWarning, UserError, recorded_warnings
 from spikeport.export.manifest import Manifest, read_manifest
-from spikeport.io import atomic_open, check_creatable, recover, write_json
+from spikeport.io import atomic_open, check_file_writable, recover, write_json
 from spikeport.readers import check_hdf5, check_onnx_external, load_npz, memory_budget
 from spikeport.progress import stage
 
@@ -542,7 +542,7 @@ def simulate(
     if resolved.netx is not None and (backend, mode) != ("reference", "loihi"):
         raise UserError(f"{target}: a lava-dl .net file runs with --backend reference --mode loihi")
     path = Path(out or resolved.folder) / "sim" / f"{backend}-{mode}.npz"
-    check_creatable(path.parent)
+    check_file_writable(path)
     inputs, labels = load_inputs(resolved, Path(input_file) if input_file else None, samples)
     from spikeport.train.loop import resolve_device
 

@@ -150,6 +150,12 @@ def make_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
+def check_file_writable(path: str | os.PathLike) -> None:
+    """Refuse, before any work, an output file that cannot be written: a folder or a symbolic link
+    to nothing in its place, or a folder for it that cannot be created."""
+    check_creatable(_output_file(Path(path)).parent)
+
+
 def _output_file(path: Path) -> Path:
     """Where a file `path` is written: through a symbolic link to a file, never onto a folder."""
     if path.is_symlink():

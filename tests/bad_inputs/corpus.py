@@ -14,6 +14,8 @@ A case with a known issue is an expected failure until the issue is fixed.
 
 from __future__ import annotations
 
+import fcntl
+import io
 import json
 import os
 import pickle
@@ -27,6 +29,8 @@ import nir
 import numpy as np
 import torch
 import yaml
+
+from spikeport.io import MARKER as MARKER_NAME
 
 HERE = Path(__file__).parent
 PROFILE = HERE.parents[1] / "hwprofiles" / "profiles" / "loihi2.yaml"
@@ -507,6 +511,170 @@ def bare_nir(ws: Path, run: Path) -> Path:
     return ws / "model.nir"
 
 
+# --- round 2 builders: folders, run states, data cache (issue 19) ---------------------------------
+
+_HELD_LOCKS: list[int] = []  # flocks a case holds for the rest of the session (as a live training would)
+
+
+def owned_folder(entries: dict[str, bytes | None], listed: list[str] | None = None) -> Callable[[Path], None]:
+    """Write `entries` (None: a folder) under a folder, with a spikeport marker listing `listed`
+    (all of `entries` by default; no marker when `listed` is [] and entries hold no MARKER_NAME)."""
+
+    def make(folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in entries.items():
+            (folder / name).mkdir(parents=True) if content is None else (folder / name).write_bytes(content)
+        if listed != []:
+            marker = {"written_by": "spikeport", "what": folder.name, "entries": [*(listed if listed is not None else entries), MARKER_NAME]}
+            (folder / MARKER_NAME).write_text(json.dumps(marker))
+
+    return make
+
+
+def report_into(make: Callable[[Path], None]):
+    """`report` of a copy of the run, into ws/o/report made by `make` beforehand."""
+
+    def build(ws: Path, run: Path) -> list:
+        make(ws / "o" / "report")
+        return ["report", copy_run(run, ws), "--samples", "2", "--profiles", "loihi2", "--out", ws / "o"]
+
+    return build
+
+
+def export_into(damage: Callable[[Path, Path], None]):
+    """`export` of a copy of the run after damage(ws, RUN/export) (its export/ is spikeport's own)."""
+
+    def build(ws: Path, run: Path) -> list:
+        copied = copy_run(run, ws)
+        damage(ws, copied / "export")
+        return ["export", copied]
+
+    return build
+
+
+def _run_trained_into(ws: Path, folder: Path) -> None:
+    """A user's run trained into RUN/export/mine (the issue's example)."""
+    mine = folder / "mine"
+    mine.mkdir()
+    for name in ("config.yaml", "checkpoint.pt", "metrics.jsonl"):
+        shutil.copy2(folder.parent / name, mine / name)
+
+
+def dangling(ws: Path, name: str = "link") -> Path:
+    """A symbolic link ws/NAME to ws/missing-NAME, which does not exist."""
+    (ws / name).symlink_to(ws / f"missing-{name}")
+    return ws / name
+
+
+def sim_file_as(make: Callable[[Path], None]):
+    """simulate a copy of the run into ws/o, whose sim/reference-float.npz is made by `make`."""
+
+    def build(ws: Path, run: Path) -> list:
+        (ws / "o" / "sim").mkdir(parents=True)
+        make(ws / "o" / "sim" / "reference-float.npz")
+        return ["simulate", copy_run(run, ws), "--samples", "2", "--out", ws / "o"]
+
+    return build
+
+
+def run_folder(files: dict[str, str], *extra: str, config: Callable[[Path], Path] | None = None):
+    """train ws/ok.yaml into ws/out holding `files` (text; "CONFIG" is ok.yaml's text)."""
+
+    def build(ws: Path, run: Path) -> list:
+        path = valid_config(ws)
+        (ws / "out").mkdir()
+        for name, text in files.items():
+            (ws / "out" / name).write_text(path.read_text() if text == "CONFIG" else text)
+        return ["train", path, "--out", ws / "out", *extra]
+
+    return build
+
+
+def locked_run(ws: Path, run: Path) -> list:
+    """ws/out while a training holds its lock (here: this process, on another open file)."""
+    path = valid_config(ws)
+    (ws / "out").mkdir()
+    (ws / "out" / "config.yaml").write_text(path.read_text())
+    fd = os.open(ws / "out" / ".train.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    _HELD_LOCKS.append(fd)
+    return ["train", path, "--out", ws / "out"]
+
+
+def damaged_cache(damage: Callable[[dict], dict | bytes]):
+    """train ws/ok.yaml on ws/data, whose digits cache is the trained run's, damaged: damage(arrays)
+    returns the arrays to save, or the bytes to write."""
+
+    def build(ws: Path, run: Path) -> list:
+        source = run.parent / "data" / "digits" / "digits-v1.npz"
+        target = ws / "data" / "digits" / "digits-v1.npz"
+        target.parent.mkdir(parents=True)
+        with np.load(source) as archive:
+            changed = damage(dict(archive))
+        if isinstance(changed, bytes):
+            target.write_bytes(changed)
+        else:
+            np.savez(target, **changed)
+        return ["train", valid_config(ws), "--out", ws / "out"]
+
+    return build
+
+
+def with_root(root: Callable[[Path], Path]):
+    """train a config whose data.root is root(ws)."""
+
+    def build(ws: Path, run: Path) -> list:
+        path = valid_config(ws)
+        config = yaml.safe_load(path.read_text())
+        config["data"]["root"] = str(root(ws))
+        path.write_text(yaml.safe_dump(config))
+        return ["train", path, "--out", ws / "out"]
+
+    return build
+
+
+def _nested_file(ws: Path, folder: Path) -> None:
+    (folder / "model.nir.d").mkdir()
+    (folder / "model.nir.d" / "x").write_text("mine")
+
+
+def _linked_elsewhere(ws: Path, folder: Path) -> None:
+    """RUN/export moved to ws/elsewhere, a symbolic link in its place."""
+    shutil.move(folder, ws / "elsewhere")
+    folder.symlink_to(ws / "elsewhere")
+
+
+def _file_in_place(ws: Path, folder: Path) -> None:
+    shutil.rmtree(folder)
+    folder.write_text("mine")
+
+
+def report_into_dangling(ws: Path, run: Path) -> list:
+    (ws / "o").mkdir()
+    (ws / "o" / "report").symlink_to(ws / "gone")
+    return ["report", copy_run(run, ws), "--samples", "2", "--out", ws / "o"]
+
+
+def sim_into_dangling(ws: Path, run: Path) -> list:
+    dangling(ws, "sim")
+    return ["simulate", copy_run(run, ws), "--samples", "2", "--out", ws]
+
+
+def _without(key: str) -> Callable[[dict], dict]:
+    return lambda arrays: {k: v for k, v in arrays.items() if k != key}
+
+
+def _changed(key: str, value: Callable[[np.ndarray], np.ndarray]) -> Callable[[dict], dict]:
+    return lambda arrays: {**arrays, key: value(arrays[key])}
+
+
+def _half_cache(arrays: dict) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+
 CASES: list[Case] = [
     *(config_case(path) for path in sorted((HERE / "configs").glob("*.yaml"))),
     # truncated and random-byte files of every format a command reads
@@ -630,4 +798,42 @@ CASES: list[Case] = [
     Case("nir-nan-dt", nir_hdf5(_set("node/metadata/dt", np.nan)), ("bad.nir", "dt", "must be a positive number of seconds, got nan")),
     Case("cli-report-zero-samples", lambda ws, run: ["report", copy_run(run, ws), "--samples", "0"], ("--samples: must be at least 1, got 0",)),
     Case("cli-simulate-zero-samples", lambda ws, run: ["simulate", copy_run(run, ws), "--samples", "0"], ("--samples: must be at least 1, got 0",)),
+    # --- round 2: folders, run states, data cache (issue 19) --------------------------------------
+    # a folder spikeport would replace that holds what it did not write: refused, nothing deleted
+    Case("folder-export-holds-a-run", export_into(_run_trained_into), ("export", "holds mine", "which spikeport did not write")),
+    Case("folder-export-holds-a-file", export_into(lambda ws, f: (f / "notes.txt").write_text("mine")), ("export", "holds notes.txt", "which spikeport did not write")),
+    Case("folder-export-nested-file", export_into(_nested_file), ("export", "holds model.nir.d and 1 more")),
+    Case("folder-export-no-marker", export_into(lambda ws, f: (f / MARKER_NAME).unlink()), ("export", "was not written by spikeport")),
+    Case("folder-export-marker-garbage", export_into(lambda ws, f: (f / MARKER_NAME).write_bytes(random_bytes(300, 9))), ("export", "was not written by spikeport")),
+    Case("folder-export-is-a-file", export_into(_file_in_place), ("export", "is a file, not a folder spikeport wrote")),
+    Case("folder-export-is-a-symlink", export_into(_linked_elsewhere), ("export", "is a symbolic link")),
+    Case("folder-report-holds-a-file", report_into(owned_folder({"report.json": b"{}", "notes.md": b"mine"}, ["report.json"])), ("report", "holds notes.md", "which spikeport did not write")),
+    Case("folder-report-user-made", report_into(owned_folder({"notes.md": b"mine"}, [])), ("report", "was not written by spikeport")),
+    Case("folder-report-nested-file", report_into(owned_folder({"plots": None, "plots/a.png": b"png", "plots/mine.png": b"mine"}, ["plots", "plots/a.png"])), ("report", "holds plots/mine.png")),
+    Case("folder-report-dangling-symlink", report_into_dangling, ("report", "is a symbolic link")),
+    # output paths that are dangling symbolic links, or folders where a file must go
+    Case("path-sim-out-dangling-symlink", lambda ws, run: ["simulate", copy_run(run, ws), "--samples", "2", "--out", dangling(ws)], ("link", "is a symbolic link to", "which does not exist")),
+    Case("path-sim-folder-dangling-symlink", sim_into_dangling, ("sim", "is a symbolic link to", "which does not exist")),
+    Case("path-sim-file-is-a-folder", sim_file_as(lambda p: p.mkdir()), ("reference-float.npz", "is a folder, but a file must be written there")),
+    Case("path-sim-file-dangling-symlink", sim_file_as(lambda p: p.symlink_to(p.parent / "gone.npz")), ("reference-float.npz", "is a symbolic link to", "which does not exist")),
+    Case("path-train-out-dangling-symlink", lambda ws, run: ["train", valid_config(ws), "--out", dangling(ws)], ("link", "is a symbolic link to", "which does not exist")),
+    Case("path-report-out-dangling-symlink", lambda ws, run: ["report", copy_run(run, ws), "--samples", "2", "--out", dangling(ws)], ("link", "is a symbolic link to", "which does not exist")),
+    Case("path-data-build-into-a-file", lambda ws, run: ["data", "build", "digits", "--out", regular_file(ws)], ("a-file", "is a file, not a folder of datasets")),
+    # run folders: someone else's, another training's, a partial run with another config
+    Case("run-partial-with-a-foreign-file", run_folder({"config.yaml": "CONFIG", "notes.txt": "mine"}), ("out", "not a spikeport run folder", "notes.txt")),
+    Case("run-locked-by-another-training", locked_run, ("out", "another training is writing into this folder")),
+    Case("run-locked-by-another-training-resume", lambda ws, run: [*locked_run(ws, run), "--resume"], ("out", "another training is writing into this folder")),
+    Case("run-resume-partial-other-config", run_folder({"config.yaml": yaml.safe_dump({"model": {"name": "spiking-cnn", "channels": [2, 2]}})}, "--resume"), ("out", "started with another config")),
+    Case("run-resume-empty-folder", run_folder({}, "--resume"), ("out", "holds no checkpoint.pt to resume from")),
+    Case("run-checkpoint-without-resume", run_folder({"config.yaml": "CONFIG", "checkpoint.pt": "x"}), ("out", "already holds this run; pass --resume")),
+    # data roots that are not folders, and damaged caches of generated datasets
+    Case("data-root-is-a-file", with_root(regular_file), ("data.root", "a-file", "is a file, not a folder of datasets")),
+    Case("data-root-dangling-symlink", with_root(lambda ws: dangling(ws, "data")), ("data.root", "is a symbolic link to", "which does not exist")),
+    Case("data-cache-truncated", damaged_cache(_half_cache), ("digits-v1.npz", "the cached dataset is damaged")),
+    Case("data-cache-random-bytes", damaged_cache(lambda arrays: random_bytes(4096, 10)), ("digits-v1.npz", "the cached dataset is damaged")),
+    Case("data-cache-missing-split", damaged_cache(_without("test")), ("digits-v1.npz", "the cached dataset is damaged", "no array 'test'")),
+    Case("data-cache-missing-images", damaged_cache(_without("images")), ("digits-v1.npz", "no array 'images'")),
+    Case("data-cache-split-out-of-range", damaged_cache(_changed("train", lambda a: a + 10**6)), ("digits-v1.npz", "split 'train' does not index")),
+    Case("data-cache-fewer-labels", damaged_cache(_changed("labels", lambda a: a[:-7])), ("digits-v1.npz", "labels for", "samples")),
+    Case("data-cache-float-split", damaged_cache(_changed("test", lambda a: a.astype(np.float32))), ("digits-v1.npz", "split 'test' does not index")),
 ]
