@@ -16,7 +16,7 @@ class Layer:
 
     name: str  # NIR node name
     kind: str  # "conv" | "dense"
-    neuron_model: str | None  # "LIF" | "IF" | None for a non-spiking read-out
+    neuron_model: str | None  # "LIF" | "IF" | "CubaLIF" | None for a non-spiking read-out
     leak: bool  # the neuron leaks (LIF with beta < 1)
     neurons: int  # output neurons
     input_shape: tuple[int, ...]
