@@ -16,7 +16,8 @@ the pre-reset membrane, and the backward runs the recurrence in reverse by hand.
 letting autograd record every timestep (what stepping snnTorch's `Leaky` does) this saves the
 per-step graph bookkeeping, and it lets every layer without state run on all T*B samples at once.
 `tests/test_neuron.py` proves spikes, membranes and gradients equal snnTorch's `Leaky` stepped
-in a loop.
+in a loop. On CUDA the same function runs as two fused Triton kernels (train/lif_triton.py; one
+selection point, `_engine`), which compute the same floats (tests/test_lif_triton.py).
 
 `beta` and `threshold` are plain floats, one per layer: the deployment targets have one decay
 per core, so a learnable or per-neuron value could not be exported.
@@ -38,6 +39,8 @@ Those rules run as plain torch operations (autograd records them); only the depl
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import Tensor, nn
@@ -103,9 +106,34 @@ class _LIFMultiStep(torch.autograd.Function):
         return grad_x, None, None
 
 
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what the Triton kernels compute in
+
+
+@functools.cache
+def _fused_kernel() -> type[torch.autograd.Function] | None:
+    """lif_triton's autograd Function, or None where triton does not import (it ships with torch's
+    Linux wheels only). Imported on first use: importing triton takes about a second."""
+    try:
+        from spikeport.train.lif_triton import LIFMultiStepTriton
+    except ImportError:
+        return None
+    return LIFMultiStepTriton
+
+
+def _engine(x: Tensor) -> type[torch.autograd.Function]:
+    """The one place that picks the implementation: the fused Triton kernels (train/lif_triton.py)
+    for CUDA tensors when triton imports, the torch engine above everywhere else. Both compute the
+    same floats (tests/test_lif_triton.py)."""
+    if x.is_cuda and x.dtype in FUSED_DTYPES:
+        fused = _fused_kernel()
+        if fused is not None:
+            return fused
+    return _LIFMultiStep
+
+
 def lif_multistep(x: Tensor, beta: float, threshold: float) -> tuple[Tensor, Tensor]:
     """Run the LIF neuron over x of shape [T, ...]; return (spikes, membrane after reset)."""
-    return _LIFMultiStep.apply(x, float(beta), float(threshold))
+    return _engine(x).apply(x, float(beta), float(threshold))
 
 
 def lif_steps(x: Tensor, beta: float, threshold: float, reset: str = "zero", reset_delay: bool = False) -> tuple[Tensor, Tensor]:
