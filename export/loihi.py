@@ -686,8 +686,9 @@ def _quantize_partition(p: PartitionSpec, graph: nir.NIRGraph, model_inputs: lis
             continue
         source = synapse_source[name]
         s_in = input_scale.get(source, 1.0)
-        if s_in is None:
-            raise UserError(f"{name}: reads the model input and feeds no neuron; the Loihi export runs a first layer on the host only before a LIF")
+        if s_in is None:  # a first layer whose current goes straight to a host partition: computed on the host too
+            layers.append(_handoff_host_layer(graph, p, name, calibration, input_bound))
+            continue
         readout_max = None
         outputs = [t for t, _ in p.outputs]
         if outputs == final and len(outputs) == 1 and outputs[0] in calibration.tensors:  # the model's read-out
@@ -821,6 +822,23 @@ def _single_layer(graph: nir.NIRGraph, partition: str, synapse: str, s_in: float
         errors=QuantError(weight_max_abs=float(error.max()), weight_mean_abs=float(error.mean()), weight_clipped_fraction=0.0,
                           bias_max_abs=float(np.abs(bias_mant / scale - bias).max(initial=0)), threshold_abs=None, beta_abs=None, current_max_abs=None),
         partition=partition, input_scale=float(s_in),
+    )
+
+
+def _handoff_host_layer(graph: nir.NIRGraph, p: PartitionSpec, synapse: str, calibration: Calibration, input_bound: float) -> LoihiLayer:
+    """A first layer reading the model input whose current is handed to a host partition (a gate's
+    input): computed on the host like any first layer, in units whose calibrated range (or, without
+    calibration, the bound for |input| <= input_bound) fills HOST_LAYER_BITS with HEADROOM."""
+    weight, bias = _float_weights(graph, synapse, None)
+    outputs = [b[len("output_"):] if b.startswith("output_") else p.outputs[0][0] for a, b in graph.edges if a == synapse]
+    values = [np.abs(calibration.tensors[t]).max(initial=0.0) for t in outputs if t in calibration.tensors]
+    per_output = np.abs(weight.astype(np.float64)).reshape(weight.shape[0], -1).sum(1)
+    largest = float(max(values)) if values else float((np.abs(bias) + input_bound * per_output).max())
+    scale = CURRENT_MAX / (HEADROOM * largest) if largest > 0 else 1.0
+    return LoihiLayer(
+        synapse=synapse, neuron=None, kind=_kind(graph, synapse), on_host=True, scale=float(scale), weight_exp=0, du=DU_INSTANT, dv=0,
+        vth=VTH_MAX, bias_exp=BIAS_EXP, shape=_shape(graph, synapse),
+        errors=QuantError(None, None, None, 0.0, None, None, 0.5 / scale), partition=p.name,
     )
 
 

@@ -232,6 +232,7 @@ class _Plan:
     fixed_pt: bool = False  # integers for Lava's fixed_pt models (mode "loihi")
     readout_scale: float = 1.0  # fixed_pt: the read-out's voltage is 64 * this * the running sum of the logits
     output_bias: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # handoff: a synaptic output's bias, NIR's order
+    partition: str = ""  # the export's partition it runs
 
     @property
     def input_name(self) -> str:
@@ -354,7 +355,9 @@ def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs:
         shape = tuple(tensor.shape)
         if x.ndim != 2 + len(shape) or x.shape[2:] != shape or 0 in x.shape[:2] or (drives and x.shape[:2] != next(iter(drives.values())).shape[:2]):
             raise UserError(f"inputs.{tensor.name}: shape {x.shape}; expected [N, T, {', '.join(map(str, shape))}] with N, T >= 1, as the other inputs")
-        drives[tensor.name] = x if loihi is None else _first_layer_current(tensor.name, manifest, stages, graphs, loihi, x)
+        drives[tensor.name] = x
+    if loihi is not None:  # each first layer's current, computed on the host, is a RingBuffer of its own
+        drives = _first_layer_currents(manifest, stages, graphs, loihi, drives)
     _lava_api()
     recordings = _in_child(_simulate, (stages, drives), timeout_s)
     n, t = next(iter(drives.values())).shape[:2]
@@ -379,22 +382,25 @@ def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs:
     return LavaResult(output=output, delay=arrival[model_output], spikes=spikes, trains=trains)
 
 
-def _first_layer_current(tensor: str, manifest: Manifest, stages: list, graphs: dict[str, nir.NIRGraph], loihi: LoihiModel,
-                         x: np.ndarray) -> np.ndarray:
-    """Fixed point: what the RingBuffer of model input `tensor` sends, the current of the first layer
-    reading it, computed on the host in its neuron's integer units (export.loihi.host_current)."""
+def _first_layer_currents(manifest: Manifest, stages: list, graphs: dict[str, nir.NIRGraph], loihi: LoihiModel,
+                          inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Fixed point: what each RingBuffer sends, "<partition>.<layer>" for every first layer reading
+    a model input: its current, computed on the host in its integer units (export.loihi.host_current)."""
+    drives = {}
     for p, stage in zip(manifest.partitions, stages):
-        if not isinstance(stage, _Plan) or tensor not in stage.inputs:
+        if not isinstance(stage, _Plan):
             continue
-        readers = [s.name for s in stage.synapses if s.source == tensor]
-        hosts = [s.name for s in stage.synapses if s.source == tensor and s.host]
-        if len(readers) != 1 or len(hosts) != 1:
-            raise UserError(f"partition {p.name}: the model input {tensor} is read by {', '.join(readers) or 'nothing'}; "
-                            "in fixed point one first layer reads it, on the host")
-        (layer,) = [l for l in loihi.layers if l.partition == p.name and l.synapse == hosts[0]]
         final = [t.name for t in p.outputs] == [t.name for t in manifest.outputs]
-        return host_current(deploy(graphs[p.name], not final), layer, x)
-    raise UserError(f"inputs.{tensor}: no neuromorphic partition reads it")
+        graph = None
+        for synapse in stage.synapses:
+            if synapse.host:
+                graph = graph or deploy(graphs[p.name], not final)
+                (layer,) = [l for l in loihi.layers if l.partition == p.name and l.synapse == synapse.name]
+                drives[f"{p.name}.{synapse.name}"] = host_current(graph, layer, inputs[synapse.source])
+        unread = [name for name in stage.inputs if name in inputs and not any(s.host and s.source == name for s in stage.synapses)]
+        if unread:
+            raise UserError(f"partition {p.name}: the model input {unread[0]} reaches no first layer on the host; in fixed point one must read it")
+    return drives
 
 
 def _spike_counts(plan: _Plan, recordings: dict[str, np.ndarray], n: int, t: int) -> dict[str, np.ndarray]:
@@ -457,6 +463,7 @@ def plan_network(graph: nir.NIRGraph, loihi: LoihiModel | None = None, depths: d
         delay=max(builder.depth[layer] for layer in layers.values()),
         output_bias={output: bias for output, bias in biases.items() if np.any(bias != 0)},
     )
+    plan = dataclasses.replace(plan, partition=partition)
     return plan if loihi is None else _fixed_point(plan, graph, quantized)
 
 
@@ -773,7 +780,7 @@ def _build_plan(lava: SimpleNamespace, plan: _Plan, tensors: dict, t: int, steps
     layer's current; a read-out has none) and the probe of every neuron layer: a RingBuffer sink on
     its spikes, or a Monitor on the read-out's voltage."""
     fixed = plan.fixed_pt
-    ports = {name: tensors[name] for name in plan.inputs}
+    ports = {name: tensors[name] for name in plan.inputs if name in tensors}  # fixed point: a first layer may have its own RingBuffer
     currents = dict(ports)  # loihi mode: the first LIF reads the input directly
     neurons, probes = {}, {}
     for neuron in plan.neurons:
@@ -789,8 +796,9 @@ def _build_plan(lava: SimpleNamespace, plan: _Plan, tensors: dict, t: int, steps
             probes[neuron.name] = sink = lava.Sink(shape=lif.s_out.shape, buffer=steps)
             lif.s_out.connect(sink.a_in)
     for synapse in plan.synapses:
-        if synapse.host:
-            currents[synapse.name] = ports[synapse.name] = ports[synapse.source]
+        if synapse.host:  # its own RingBuffer (run_lava_manifest), or the input's (run_lava: one first layer)
+            key = f"{plan.partition}.{synapse.name}"
+            currents[synapse.name] = ports[synapse.name] = tensors[key] if key in tensors else ports[synapse.source]
             continue
         bits = GRADED_MESSAGE_BITS if synapse.graded else 0
         if synapse.delay:

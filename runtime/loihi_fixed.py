@@ -1183,16 +1183,15 @@ def simulate_export(manifest, export_dir, graphs: dict, loihi, inputs: dict[str,
         handoff = [t.name for t in p.outputs] != final
         graph = deploy(graphs[p.name], handoff)
         layers = [layer for layer in loihi.layers if layer.partition == p.name]
-        drives = {}
+        drives, raw = {}, {}
         for t in p.inputs:
             if t.name in model_inputs:
-                (host,) = [l for l in layers if l.on_host and (t.name, l.synapse) in graph.edges] or [None]
-                if host is None:
+                if not any(l.on_host and (t.name, l.synapse) in graph.edges for l in layers):
                     raise UserError(f"partition {p.name}: no first layer on the host reads the model input {t.name}")
-                drives[t.name] = torch.as_tensor(host_current(graph, host, inputs[t.name]), device=device)
+                raw[t.name] = inputs[t.name]
             else:
                 drives[t.name] = values[t.name]
-        result = _simulate_partition(graph, layers, drives, device, handoff)
+        result = _simulate_partition(graph, layers, drives, raw, device, handoff)
         spikes.update({f"{p.name}.{name}": s for name, s in result.spikes.items()})
         for t in p.outputs:
             node = "output" if len(p.outputs) == 1 else f"output_{t.name}"
@@ -1241,11 +1240,13 @@ class _PartitionResult:
     readout: tuple[Tensor, float] | None  # the read-out's voltage [B, T, *shape] and its scale
 
 
-def _simulate_partition(graph, layers: list, drives: dict[str, Tensor], device: torch.device, handoff: bool) -> _PartitionResult:
-    """One neuromorphic partition, deployed, on its inputs' values [B, T, ...] (ints or 0/1 spikes)."""
+def _simulate_partition(graph, layers: list, drives: dict[str, Tensor], raw: dict[str, np.ndarray], device: torch.device,
+                        handoff: bool) -> _PartitionResult:
+    """One neuromorphic partition, deployed, on its inputs' values [B, T, ...]: ints or 0/1 spikes
+    from other partitions (`drives`), the model's inputs (`raw`, read by first layers on the host)."""
     import nir
 
-    from spikeport.export.loihi import IDENTITY, _origin, integers, neuron_bias
+    from spikeport.export.loihi import IDENTITY, _origin, host_current, integers, neuron_bias
 
     nodes = graph.nodes
     sources = {name: [a for a, b in graph.edges if b == name] for name in nodes}
@@ -1255,14 +1256,14 @@ def _simulate_partition(graph, layers: list, drives: dict[str, Tensor], device: 
         by_neuron.setdefault(layer.neuron or layer.synapse, []).append(layer)
     values: dict[str, Tensor] = dict(drives)  # node -> its value: inputs, spikes, currents (ints), [B, T, *shape]
     graded = {name for name in drives if drives[name].dtype != torch.uint8}
-    batch, steps = next(iter(drives.values())).shape[:2]
+    batch, steps = next(iter([*drives.values(), *raw.values()])).shape[:2]
     spikes, readout = {}, None
     order = _topological_order(nodes, graph.edges)
 
     def current(synapse: str) -> Tensor:
         layer = by_synapse[synapse]
         if layer.on_host:
-            return values[_origin(graph, sources[synapse][0])]
+            return torch.as_tensor(host_current(graph, layer, raw[_origin(graph, sources[synapse][0])]), device=device).to(torch.int64)
         if layer.kind == IDENTITY:
             source = synapse[: -len(f"_to_{layer.neuron}")]
             w_int, _ = integers(graph, layer)

@@ -78,14 +78,17 @@ def test_export_bad_input(cli, run_dir, tmp_path):
     assert code == 2 and "--quantize: must be one of loihi, none, got 'int4'" in err
 
 
-def test_lava_export_of_a_model_with_host_partitions_is_refused(tmp_path):
-    from spikeport.errors import UserError
+def test_a_model_with_host_partitions_is_quantized_by_default(tmp_path):
+    """Loihi fixed point for every model (docs/export.md): loihi.json names each layer's partition
+    and each host boundary's payload; model.net only holds plain chains, so there is none."""
+    from spikeport.export.loihi import read_loihi_json
 
-    with pytest.raises(UserError, match="--quantize loihi: only a model that is one plain chain"):
-        exporter.export_model(Gated().eval(), (1, 8, 8), 4, tmp_path / "export")
-    assert not (tmp_path / "export").exists()
-    exporter.export_model(Gated().eval(), (1, 8, 8), 4, tmp_path / "export", formats=("nir", "onnx"))
-    assert (tmp_path / "export" / "host.onnx").is_file()
+    exporter.export_model(Gated().eval(), (1, 8, 8), 4, tmp_path / "export")
+    files = sorted(p.name for p in (tmp_path / "export").iterdir())
+    assert "loihi.json" in files and "host.onnx" in files and "model.net" not in files
+    loihi = read_loihi_json(tmp_path / "export" / "loihi.json")
+    assert {layer.partition for layer in loihi.layers} == {"neuromorphic0", "neuromorphic1"}
+    assert {b.direction for b in loihi.boundaries} == {"to_host", "to_chip"}
 
 
 class Gated(nn.Module):
