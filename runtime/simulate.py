@@ -561,10 +561,10 @@ def simulate(
 
 def parity(a: Path, b: Path, out: Path) -> dict:
     """How far two simulation results agree: outputs, predictions, and spikes of common layers."""
-    x, y = np.load(a), np.load(b)
+    (_, x), (_, y) = load_npz(a), load_npz(b)
     if x["output"].shape != y["output"].shape:
         raise UserError(f"{a.name} and {b.name}: outputs have shapes {x['output'].shape} and {y['output'].shape}")
-    layers = sorted(k for k in x.files if k.startswith("spikes.") and k in y.files)
+    layers = sorted(k for k in x if k.startswith("spikes.") and k in y)
     report = {
         "a": a.name,
         "b": b.name,
