@@ -175,7 +175,7 @@ def _shapes(shape: tuple | dict) -> list | dict:
 def export(
     run_dir: Path = typer.Argument(..., help="A run folder written by `spikeport train`."),
     formats: str = typer.Option("nir,onnx,lava", help="Comma-separated: nir, onnx, lava."),
-    quantize: Optional[str] = typer.Option(None, help="loihi | none (default: loihi when lava is among the formats)."),
+    quantize: Optional[str] = typer.Option(None, help="loihi | none (default: loihi, for every model; docs/export.md)."),
     dt: float = typer.Option(1e-3, help="Seconds per timestep written into the NIR file; 1e-4 is what snnTorch's import_nir assumes."),
 ) -> None:
     """Export a trained run to RUN_DIR/export: manifest, NIR, ONNX, Loihi fixed point, netx (docs/export.md)."""
