@@ -302,3 +302,29 @@ def test_payloads_from_and_to_the_host():
     assert from_payload(np.array([8]), dataclasses.replace(to_host, host_layer=True), 0.5).tolist() == [2.0]  # bias already in it
     spikes = LoihiBoundary("s", "spike", "to_chip", 1, 1.0, None, False, None, None)
     assert to_payload(np.array([0.0, 1.0]), spikes).tolist() == [0, 1]
+
+
+def test_graded_payload_scale_balances_its_readers_and_stays_a_power_of_two():
+    """A host tensor g read by a synapse `b` summed with spikes (through `a`) into lif2: s_p is the power
+    of two nearest sqrt(S |w_b| / |g|), S what a's weights and the threshold allow, and at most what 8 bits hold."""
+    rng = np.random.default_rng(0)
+    chip = nir.NIRGraph(
+        nodes={"s": nir.Input(np.array([6])), "g": nir.Input(np.array([6])), "a": nir.Affine(rng.normal(size=(4, 6)), np.zeros(4)),
+               "b": nir.Affine(0.5 * rng.normal(size=(4, 6)), np.zeros(4)), "lif2": _lif(4), "fc": nir.Affine(rng.normal(size=(3, 4)), np.zeros(3)),
+               "output": nir.Output(np.array([3]))},
+        edges=[("s", "a"), ("g", "b"), ("a", "lif2"), ("b", "lif2"), ("lif2", "fc"), ("fc", "output")],
+        metadata={"dt": DT},
+    )
+    values = rng.uniform(0, 3.0, size=1000)
+    specs = [PartitionSpec("host0", "host", [("s", "spike")], [("g", "graded")]),
+             PartitionSpec("neuromorphic0", "neuromorphic", [("s", "spike"), ("g", "graded")], [("y", "graded")])]
+    q = quantize_partitions(specs, {"neuromorphic0": chip}, [], ["y"], Calibration({"g": values, "s": np.zeros(1)}), input_bound=1.0)
+    (g,) = [b for b in q.boundaries if b.tensor == "g"]
+    w_a, w_b = chip.nodes["a"].weight, chip.nodes["b"].weight
+    limit = 2 * min(127 / w_a.max(), -128 / w_a.min())
+    balance = np.sqrt(limit * np.abs(w_b).mean() / values.mean())
+    assert g.scale == 2.0 ** np.round(np.log2(balance)) and g.scale <= 127 / 3.0 and g.payload_bits == 8
+    b = next(layer for layer in q.layers if layer.synapse == "b")
+    assert b.input_scale == g.scale and b.scale == pytest.approx(limit)  # lif2's scale is still a's
+    integral = quantize_partitions(specs, {"neuromorphic0": chip}, [], ["y"], Calibration({"g": np.round(values), "s": np.zeros(1)}))
+    assert next(b for b in integral.boundaries if b.tensor == "g").scale == 1.0  # integers travel exactly

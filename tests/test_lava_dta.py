@@ -11,7 +11,8 @@ import torch
 
 from spikeport.export.exporter import export_model
 from spikeport.export.loihi import read_loihi_json
-from spikeport.runtime.simulate import resolve_target, run_in_lava, run_reference, run_reference_loihi
+from spikeport.runtime.lava_runner import run_lava_manifest
+from spikeport.runtime.simulate import read_nir, resolve_target, run_export_fixed, run_in_lava, run_reference, run_reference_loihi
 from spikeport.train.models import build_model
 
 SAMPLES, T = 4, 4
@@ -47,13 +48,18 @@ def test_dta_fixed_point_in_lava_equals_the_emulator_bit_for_bit(causal, tmp_pat
     assert len(shared) == 3 and len({l.scale for l in shared}) == 1  # a membrane shortcut: three inputs, one scale
     x = {"x": 3 * torch.rand(SAMPLES, T, 1, 8, 8).numpy()}
 
-    lava = run_in_lava(target, x, torch.device("cpu"), mode="loihi")
+    graphs = {p.name: read_nir(target.export_dir / p.file) for p in target.manifest.partitions if p.kind == "neuromorphic"}
+    lava = run_lava_manifest(target.manifest, target.export_dir, graphs, x, loihi=loihi)  # what --backend lava --mode loihi runs
     emulator = run_reference_loihi(target, x, torch.device("cpu"))
     assert sorted(lava.spikes) == sorted(emulator.spikes) and len(lava.spikes) == 6
     for name, counts in emulator.spikes.items():
         assert counts.sum() > 0, f"{name}: the comparison needs spikes"
         assert int((lava.spikes[name] != counts).sum()) == 0, name
     assert np.abs(lava.output - emulator.output).max() == 0.0 and np.abs(emulator.output).max() > 0
+    record = run_export_fixed(target, x, torch.device("cpu"))  # every neuron at every timestep, not only the counts
+    for name, spikes in record.spikes.items():
+        np.testing.assert_array_equal(lava.trains[name], spikes.numpy(), err_msg=name)
+    np.testing.assert_array_equal(lava.trains["dta"], record.tensors["dta"].numpy())  # the gate's payload, as sent
 
 
 @pytest.mark.parametrize("causal, buffer", [(False, T), (True, 0)])
