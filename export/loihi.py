@@ -1,4 +1,8 @@
-"""Loihi fixed point: a lowered NIR chain as the integers Lava's `bit_accurate_loihi` models take.
+"""Loihi fixed point: an exported network as the integers Lava's `bit_accurate_loihi` models take.
+
+`quantize` takes a plain chain (which netx's model.net also holds); `quantize_partitions` any
+export, residual sums, several partitions and host boundaries (the section "graphs" below gives its
+rules). Both use the arithmetic and the per-layer rules that follow.
 
 What Lava computes (lava.proc.lif.models.PyLifModelBitAcc, lava.proc.dense/conv models), per step:
 

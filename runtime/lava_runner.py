@@ -50,9 +50,12 @@ loads it, built here from model.nir instead, so it also runs exports without mod
   above; each LIF takes du, dv, vth and the layer's bias mantissa with bias_exp = 6.
 - the read-out integrates (dv = 0, maximal vth): its voltage is 64 s times the running sum of
   the logits, so the reported output is its increment per step divided by 64 s.
-- only the plain chains export/loihi.py quantizes are taken; a residual sum is refused with the
-  quantizer's own message (loihi.json gives each synaptic layer its own scale, so two of them
-  summed into one LIF would disagree on its units).
+- any graph export/loihi.py quantizes: the synaptic layers summed into one LIF share its scale
+  (loihi.json), an identity shortcut is a Dense of its one integer, a convolution delayed by a
+  DelayDense its integer dense matrix; with several partitions (`run_lava_manifest(loihi=...)`)
+  each first layer reading a model input has a RingBuffer of its own carrying its current, and
+  the host processes exchange loihi.json's payloads (lava_host.py). runtime/loihi_fixed.py
+  `simulate_export` computes the same, bit for bit.
 
 Timing. A Lava synaptic process sends in step t what it received in step t - 1, so every synaptic
 stage adds one step: a layer behind d stages sees input timestep t in Lava step t + d. Outputs are
@@ -68,7 +71,7 @@ deepest path's depth, and each shallower path's last synaptic layer becomes a
 mixes no timesteps: an identity stays an identity, a convolution becomes its dense matrix in
 Lava's (W, H, C) order (at most MAX_DELAYED_WEIGHTS weights; a 1x1 strided projection is small).
 
-Partitions (`run_lava_manifest`, floating_pt only). All partitions of an export run in one Lava
+Partitions (`run_lava_manifest`, floating_pt, or fixed_pt with loihi.json). All partitions of an export run in one Lava
 network, connected through the manifest's named boundary tensors, each one Lava port connection:
 every model input is a RingBuffer of its own; each neuromorphic partition is the graph above, its
 Input nodes reading the ports of the tensors they are named after (several of them, as TAAF's two

@@ -1155,7 +1155,7 @@ def simulate_export(manifest, export_dir, graphs: dict, loihi, inputs: dict[str,
     graphs: each neuromorphic partition's NIR graph as exported (model.nir files), by name;
     loihi: the export's loihi.json (export.loihi.read_loihi_json); inputs: [B, T, *shape] per
     model input."""
-    from spikeport.export.loihi import from_payload, host_current, to_payload
+    from spikeport.export.loihi import from_payload, to_payload
     from spikeport.export.lower import deploy
 
     device = torch.device(device)
