@@ -314,8 +314,8 @@ def _written(folder: Path) -> set[str] | None:
 
 
 def check_replaceable(folder: str | os.PathLike) -> None:
-    """Refuse, before any work, to replace `folder` unless it is absent or a folder spikeport wrote
-    that holds nothing else. An interrupted swap of `folder` is recovered first."""
+    """Refuse, before any work, to replace `folder` unless it is absent, empty, or a folder spikeport
+    wrote that holds nothing else. An interrupted swap of `folder` is recovered first."""
     folder = Path(folder)
     recover(folder)
     if folder.is_symlink():
@@ -325,6 +325,8 @@ def check_replaceable(folder: str | os.PathLike) -> None:
         return
     if not folder.is_dir():
         raise UserError(f"{folder}: is a file, not a folder spikeport wrote; move it away or choose another --out")
+    if not any(folder.iterdir()):
+        return  # an empty folder (made for the output, say): nothing of the user's to lose
     written = _written(folder)
     if written is None:
         raise UserError(f"{folder}: was not written by spikeport (it holds no {MARKER}); move it away or choose another --out")

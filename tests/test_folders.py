@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spikeport.io import MARKER, write_json, write_text
+from spikeport.errors import UserError
+from spikeport.io import MARKER, replacing_folder, write_json, write_text
 
 # Runs the CLI with one function replaced: `kill-after-rename` makes os.rename kill the process
 # (SIGKILL, no clean-up) right after the swap's first rename, final -> .NAME.old-ID; `stall`
@@ -309,3 +310,19 @@ def test_exported_files_are_0644_under_umask_022(trained_run, tmp_path):
         os.umask(previous)
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (run / "export").iterdir()}
     assert set(modes.values()) == {"0o644"}, modes
+
+
+def test_only_an_empty_folder_or_one_spikeport_wrote_is_replaced(tmp_path):
+    final = tmp_path / "export"
+    final.mkdir()  # made by the user for the output: empty, so replaced
+    for content in ("one", "two"):
+        with replacing_folder(final, "export") as build:
+            (build / "plots").mkdir()
+            write_text(build / "plots" / "a.txt", content)
+        assert (final / "plots" / "a.txt").read_text() == content
+    (final / "plots" / "mine.txt").write_text("the user's")
+    with pytest.raises(UserError, match="holds plots/mine.txt, which spikeport did not write"):
+        with replacing_folder(final, "export") as build:
+            raise AssertionError("refused before the block runs")
+    assert (final / "plots" / "mine.txt").read_text() == "the user's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"], "no temporary left"
