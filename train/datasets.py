@@ -164,7 +164,7 @@ def load(
 
 
 def _check_root(root: str | Path) -> None:
-    """The dataset root (data.root, --data-root, ./data) is a folder, or is not there yet."""
+    """The dataset root (data.root in a config, `data build --out`) is a folder, or is not there yet."""
     root = Path(root)
     if root.is_symlink() and not root.exists():
         raise UserError(f"data.root {root}: is a symbolic link to {os.readlink(root)}, which does not exist")
