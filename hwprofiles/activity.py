@@ -13,8 +13,11 @@ differ where an average pool sits between two layers:
 
 Where the spikes come from (ACTIVITY): the reference runtime in float, which shows every NIR
 node's summed input and output while the exported graph runs; or Lava's Loihi fixed-point
-arithmetic on the export's model.net, run by the reference runtime or by Lava itself, which give
-every neuron layer's spikes, from which each layer's input is rebuilt.
+arithmetic (on the export's model.net for a plain chain, on loihi.json's integers for any other
+export), run by the reference runtime or by Lava itself, which give every neuron layer's spikes
+(and what each neuromorphic partition receives from a host), from which each layer's input is
+rebuilt; a layer reading a sum of currents (a projection shortcut) gets the sum of the synaptic
+layers it reads, applied to their own rebuilt inputs.
 
 Synaptic operations follow NeuroBench's definitions (neurobench/metrics/workload/
 synaptic_operations.py), so that the numbers can be compared with published ones, and a test

@@ -1135,7 +1135,10 @@ def from_lava_order(x: np.ndarray) -> np.ndarray:
 # first layer reading a model input is its host-computed current (export.loihi.host_current);
 # host partitions run their ONNX files on the payloads of export.loihi.from_payload and send
 # export.loihi.to_payload, as the Lava host process does, with the same view of time: output
-# timestep t comes from a run on the input timesteps 0..t + buffer, later ones zero.
+# timestep t comes from a run on the input timesteps 0..t + buffer, later ones zero, in one thread
+# as there. The emulator runs the ONNX file on all samples in one batch where Lava's process runs
+# one sample at a time; ONNX Runtime's CPU kernels give each sample the same floats either way
+# (the payloads, rounded from them, are compared in tests/test_lava_dta.py and in the benchmark).
 
 
 @dataclass
