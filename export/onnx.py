@@ -22,6 +22,7 @@ failure is reported as a `UserError` that names the module it lives in.
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import warnings
 from pathlib import Path
@@ -82,6 +83,11 @@ def _unroll_neurons(module: nn.Module) -> nn.Module:
     return module
 
 
+# torch >= 2.9 exports through torch.export (dynamo) by default, which needs onnxscript and traces
+# the neuron loops differently; spikeport's files come from the TorchScript tracer on every torch.
+_TORCHSCRIPT_EXPORTER = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
 def _export_bytes(module: nn.Module, args: tuple, **options) -> bytes:
     """Trace `module` on `args` into an ONNX model; raise the first TracerWarning, if any.
 
@@ -93,7 +99,7 @@ def _export_bytes(module: nn.Module, args: tuple, **options) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", torch.jit.TracerWarning)
-        torch.onnx.export(module, args, buffer, opset_version=OPSET, autograd_inlining=False, **options)
+        torch.onnx.export(module, args, buffer, opset_version=OPSET, autograd_inlining=False, **_TORCHSCRIPT_EXPORTER, **options)
     for warning in caught:
         if isinstance(warning.message, torch.jit.TracerWarning):
             raise warning.message
