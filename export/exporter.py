@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import nir
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -45,7 +46,7 @@ from spikeport.train.taaf import AudioVisualSNN, DeployedAV
 
 FORMATS = ("nir", "onnx", "lava")
 QUANTIZATIONS = ("loihi", "none")
-CALIBRATION_SAMPLES = 128  # test samples the fixed-point ranges are calibrated on (the float model's values)
+CALIBRATION_SAMPLES = 128  # training samples (spread over the set) the fixed-point ranges are calibrated on: the float model's values
 
 
 def _tensor(b: Boundary) -> mf.Tensor:
@@ -85,7 +86,9 @@ def export(run_dir: str | Path, formats: tuple[str, ...] = FORMATS, quantize: st
     test = datasets.load(config.data.name, config.data.root, "test", config.data.timesteps, options=config.data.options)
     samples = [test[i][0] for i in range(min(len(test), 256))]
     input_bound = max(float(x.abs().max()) for sample in samples for x in (sample if isinstance(sample, tuple) else [sample]))
-    columns = zip(*[s if isinstance(s, tuple) else (s,) for s in samples[:CALIBRATION_SAMPLES]])
+    train_set = datasets.load(config.data.name, config.data.root, "train", config.data.timesteps, options=config.data.options)
+    picked = np.unique(np.linspace(0, len(train_set) - 1, min(len(train_set), CALIBRATION_SAMPLES)).astype(int))
+    columns = zip(*[s if isinstance(s, tuple) else (s,) for s in (train_set[int(i)][0] for i in picked)])
     calibration = [torch.stack(column).transpose(0, 1).float() for column in columns]  # [T, B, ...] per input, in order
     return export_model(model, spec.input_shape, config.data.timesteps, run_dir / "export", formats, quantize, dt, source, input_bound, calibration)
 
