@@ -23,15 +23,20 @@ first-step losses must agree to 1e-5. Written to benchmarks/results/dta_train_st
 description of the machine: the median wall-clock time over the timed steps and its ratio to the
 engine's (baseline / spikeport: above 1 means the engine is faster), the median of the per-round
 ratios, and the median CPU time of the process per step, which on a shared machine does not count
-the waits for a core (run with OMP_NUM_THREADS=1 to make it the step's work).
+the waits for a core (run with OMP_NUM_THREADS=1 to make it the step's work). Each model's peak
+memory per step is measured in a fresh process per model, as train_step.py describes
+(`peak_memory`); `--compile` adds the engine under torch.compile, as there. The layer-share bound
+(benchmarks/layer_share.py) is profiled on the snnTorch copy in the same run, with the share of
+it that the engine's speedup reaches.
 
-    OMP_NUM_THREADS=1 python benchmarks/dta_train_step.py [--steps 10] [--warmup 2] [--full] [--batch 16]
+    OMP_NUM_THREADS=1 python benchmarks/dta_train_step.py [--steps 10] [--warmup 2] [--full] [--batch 16] [--compile] [--note "..."]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import statistics
 from pathlib import Path
 
@@ -42,7 +47,7 @@ from spikeport.io import write_json
 from spikeport.train.models import dta_msresnet
 from spikeport.train.reference import spikingjelly_multistep, stepwise_snntorch
 
-from train_step import Trainer, machine  # benchmarks/ is the script's folder, so on sys.path
+from train_step import Trainer, compiled, machine, peak_memory, peak_memory_here  # benchmarks/ is the script's folder, so on sys.path
 
 RESULTS = Path(__file__).parent / "results" / "dta_train_step.json"
 SMALL = {"stem_channels": 32, "stages": [[32, 1, 1], [64, 1, 2], [128, 1, 2]]}
@@ -57,17 +62,26 @@ def batch_norm_eval(model: nn.Module) -> nn.Module:
     return model
 
 
-def run(config: dict, timesteps: int, batch: int, steps: int, warmup: int, device: str) -> dict:
+def models(config: dict, timesteps: int, batch: int, device: str, compile_engine: bool):
+    """The models with the same weights, and the batch."""
     torch.manual_seed(0)
     engine = batch_norm_eval(dta_msresnet((3, 32, 32), 10, timesteps, **config).to(device))
-    models = {"spikeport": engine, "snntorch_stepwise": stepwise_snntorch(engine)}
+    built = {"spikeport": engine, "snntorch_stepwise": stepwise_snntorch(engine)}
     if importlib.util.find_spec("spikingjelly") is not None:
-        models["spikingjelly_multistep"] = spikingjelly_multistep(engine)
+        built["spikingjelly_multistep"] = spikingjelly_multistep(engine)
     else:
         print("note: spikingjelly is not installed (pip install -e .[dev]); its baseline is skipped")
+    if compile_engine:
+        built["spikeport_compiled"] = compiled(engine)
     x = torch.rand(timesteps, batch, 3, 32, 32, device=device) * 2
     y = torch.randint(0, 10, (batch,), device=device)
-    trainers = {name: Trainer(model, x, y) for name, model in models.items()}
+    return built, x, y
+
+
+def run(config: dict, timesteps: int, batch: int, steps: int, warmup: int, device: str, compile_engine: bool) -> dict:
+    built, x, y = models(config, timesteps, batch, device, compile_engine)
+    engine = built["spikeport"]
+    trainers = {name: Trainer(model, x, y) for name, model in built.items()}
     for i in range(warmup + steps):
         for trainer in trainers.values():
             trainer.step(timed=i >= warmup)
@@ -78,7 +92,11 @@ def run(config: dict, timesteps: int, batch: int, steps: int, warmup: int, devic
     medians = {name: statistics.median(trainer.times) for name, trainer in trainers.items()}
     cpu_medians = {name: statistics.median(trainer.cpu_times) for name, trainer in trainers.items()}
     baselines = [name for name in trainers if name != "spikeport"]
+    from layer_share import bound_in_this_run  # benchmarks/ is on sys.path; it imports this module
+
+    engines = {name: medians["snntorch_stepwise"] / medians[name] for name in medians if name.startswith("spikeport")}
     return {
+        "layer_share_bound": bound_in_this_run(built["snntorch_stepwise"], x, y, engines),
         "first_step_loss": {name: trainer.first_loss for name, trainer in trainers.items()},
         "median_step_s": medians,
         "ratio_vs_spikeport": {name: medians[name] / medians["spikeport"] for name in baselines},
@@ -90,6 +108,7 @@ def run(config: dict, timesteps: int, batch: int, steps: int, warmup: int, devic
         "median_step_cpu_s": cpu_medians,
         "cpu_ratio_vs_spikeport": {name: cpu_medians[name] / cpu_medians["spikeport"] for name in baselines},
         "parameters": sum(p.numel() for p in engine.parameters()),
+        **({"compile_and_first_step_s": trainers["spikeport_compiled"].first_step_s} if compile_engine else {}),
     }
 
 
@@ -102,17 +121,29 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="DTA_SNN_18 itself instead of the shrunk network")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--compile", action="store_true", help="also time the engine under torch.compile")
+    parser.add_argument("--note", default="", help="how the machine was when measured (e.g. shared with other jobs)")
+    parser.add_argument("--peak-memory-of", help=argparse.SUPPRESS)  # the child of `peak_memory`
     args = parser.parse_args()
     config = FULL if args.full else SMALL
+    if args.peak_memory_of:
+        built, x, y = models(config, args.timesteps, args.batch, args.device, args.peak_memory_of == "spikeport_compiled")
+        print(json.dumps(peak_memory_here(Trainer(built[args.peak_memory_of], x, y))))
+        return
+    timed = run(config, args.timesteps, args.batch, args.steps, args.warmup, args.device, args.compile)
+    shape = ["--timesteps", str(args.timesteps), "--batch", str(args.batch), "--device", args.device, *(["--full"] if args.full else [])]
     result = {
         "benchmark": "dta_train_step",
         "model": {"name": "dta-msresnet", **config, "input_shape": [3, 32, 32], "num_classes": 10},
         "timesteps": args.timesteps,
         "batch": args.batch,
         "device": args.device,
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else "none: no GPU was lent for this run, so there are no CUDA figures",
         "steps": args.steps,
         "warmup": args.warmup,
-        **run(config, args.timesteps, args.batch, args.steps, args.warmup, args.device),
+        "note": args.note,
+        **timed,
+        "peak_memory": peak_memory(__file__, shape, list(timed["median_step_s"])),
         "machine": machine(),
     }
     write_json(args.output, result)
@@ -121,6 +152,7 @@ def main() -> None:
         ratio, paired = result["ratio_vs_spikeport"].get(name, 1.0), result["paired_ratio_median"].get(name, 1.0)
         cpu, cpu_ratio = result["median_step_cpu_s"][name], result["cpu_ratio_vs_spikeport"].get(name, 1.0)
         print(f"{name:<24}{seconds:>12.3f}{ratio:>7.2f}x{paired:>7.2f}x{cpu:>12.3f}{cpu_ratio:>7.2f}x")
+    print("peak memory per step, MiB:", result["peak_memory"]["peak_MiB"])
 
 
 if __name__ == "__main__":

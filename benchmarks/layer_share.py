@@ -54,6 +54,20 @@ def layer_shares(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int)
     return {"s_per_step": total / steps / 1e6, "convolution_share": share("convolution"), "layer_share": share(*LAYER_OPERATORS)}
 
 
+def bound_in_this_run(baseline: nn.Module, x: torch.Tensor, y: torch.Tensor, speedups: dict, steps: int = 2) -> dict:
+    """The layer-share bound of the snnTorch copy, measured by the training benchmarks in the same
+    run as their times, and what share of it each engine's measured speedup reaches. (It trains
+    `baseline` for `steps + 1` steps: call it after the timing.)"""
+    share = layer_shares(baseline, x, y, steps)
+    bound = 1 / share["layer_share"]
+    return {
+        "snntorch_layer_share": share["layer_share"],
+        "max_speedup_over_snntorch_with_the_same_layers": bound,
+        "fraction_of_bound_reached": {name: speedup / bound for name, speedup in speedups.items()},
+        "profiled_steps": steps,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=3)

@@ -7,15 +7,34 @@ norm runs in eval mode in both so that they compute the same function, checked b
 losses. A step is forward + cross-entropy + backward + SGD update; the median over the timed steps
 is reported and written to benchmarks/results/train_step.json with a description of the machine.
 
-    python benchmarks/train_step.py [--steps 20] [--warmup 3]
+Peak memory of a training step, per engine, is measured in a fresh Python process per engine
+(`peak_memory`), over 2 steps after a warm-up step: on the CPU the rise of the process's resident
+set (its peak, VmHWM, reset through /proc/self/clear_refs just before the steps, minus VmRSS then,
+with the warm-up's freed memory returned by malloc_trim; tracemalloc would not see torch's
+allocations, which bypass Python's allocator); on CUDA `max_memory_allocated` over the same steps
+minus what was allocated before them. Both count what a step adds to the model, its
+optimizer state and its input: activations kept for the backward pass, gradients, scratch.
+
+`--compile` adds `spikeport_compiled`: the engine's model under torch.compile (forward and
+backward through inductor; the LIF as `neuron._lif_traceable`). Its compilation falls in the
+first warm-up step, reported apart. Each case also carries the layer-share bound
+(benchmarks/layer_share.py), profiled on the snnTorch copy in the same run, and the share of it
+that each engine's speedup reaches.
+
+    python benchmarks/train_step.py [--steps 20] [--warmup 3] [--cases NAME ...] [--compile] [--note "..."] [--output PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import ctypes
 import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,11 +56,59 @@ def machine() -> dict:
         pass
     return {
         "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average_1_5_15_min": [round(v, 2) for v in os.getloadavg()],
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
+
+
+def _proc_status_kib(field: str) -> int:
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+def peak_memory_here(trainer: "Trainer", steps: int = 2) -> dict:
+    """What a training step of this trainer adds to the process's memory at its peak (the most
+    over `steps` steps), after one step that pays the one-time costs (oneDNN's kernels, the
+    optimizer's momentum buffers, which are alike in all engines)."""
+    trainer.step(timed=False)
+    if trainer.x.is_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        for _ in range(steps):
+            trainer.step(timed=False)
+        return {"peak_bytes": torch.cuda.max_memory_allocated() - before, "method": "torch.cuda.max_memory_allocated() minus memory_allocated() before the steps, after one warm-up step, fresh process per engine"}
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # give the warm-up's freed memory back, so the steps' peak shows
+    before = _proc_status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set, to now
+    for _ in range(steps):
+        trainer.step(timed=False)
+    return {"peak_bytes": (_proc_status_kib("VmHWM") - before) * 1024, "method": "peak resident set (VmHWM, reset just before the steps) minus VmRSS then, after one warm-up step and malloc_trim, fresh process per engine"}
+
+
+def peak_memory(script: str, argv: list[str], engines: list[str]) -> dict:
+    """Each engine's `peak_memory_here`, measured by `script` re-run in a fresh process per engine
+    (a process's freed memory stays mapped, so engines measured in one process would see each
+    other's peaks)."""
+    result = {}
+    for engine in engines:
+        done = subprocess.run([sys.executable, script, *argv, "--peak-memory-of", engine], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"the peak-memory run of {engine} failed:\n{done.stderr[-3000:]}")
+        result[engine] = json.loads(done.stdout.strip().splitlines()[-1])
+    method = {m.pop("method") for m in result.values()}.pop()
+    peaks = {name: m["peak_bytes"] for name, m in result.items()}
+    ratio = {name: peaks[name] / peaks["snntorch_stepwise"] for name in peaks if name != "snntorch_stepwise"}
+    return {"method": method, "peak_bytes": peaks, "peak_MiB": {k: round(v / 2**20, 1) for k, v in peaks.items()}, "ratio_vs_snntorch_stepwise": ratio}
+
+
+def compiled(model: nn.Module) -> nn.Module:
+    """A copy of the engine's model (same weights) under torch.compile."""
+    return torch.compile(copy.deepcopy(model))
 
 
 class Trainer:
@@ -58,6 +125,7 @@ class Trainer:
         self.times: list[float] = []
         self.cpu_times: list[float] = []
         self.first_loss: float | None = None
+        self.first_step_s: float | None = None  # under torch.compile, the compilation
 
     def step(self, timed: bool) -> None:
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -69,6 +137,7 @@ class Trainer:
             torch.cuda.synchronize()
         if self.first_loss is None:
             self.first_loss = loss.item()
+            self.first_step_s = time.perf_counter() - started
         if timed:
             self.times.append(time.perf_counter() - started)
             self.cpu_times.append(time.process_time() - cpu_started)
@@ -82,25 +151,42 @@ CASES = {
 }
 
 
-def run_case(shape, channels, timesteps, batch, steps, warmup, device) -> dict:
+def models(shape, channels, timesteps, batch, device, compile_engine: bool):
+    """The engines with the same weights, and the batch."""
     torch.manual_seed(0)
     engine = spiking_cnn(shape, 10, channels=channels).to(device).eval()
-    baseline = stepwise_snntorch(engine)  # a copy: same weights
+    built = {"spikeport": engine, "snntorch_stepwise": stepwise_snntorch(engine)}  # a copy: same weights
+    if compile_engine:
+        built["spikeport_compiled"] = compiled(engine)
     x = torch.rand(timesteps, batch, *shape, device=device) * 2
     y = torch.randint(0, 10, (batch,), device=device)
-    engine, baseline = Trainer(engine, x, y), Trainer(baseline, x, y)
-    # Steps alternate between the two, so that a change in machine load hits both alike.
+    return built, x, y
+
+
+def run_case(shape, channels, timesteps, batch, steps, warmup, device, compile_engine) -> dict:
+    built, x, y = models(shape, channels, timesteps, batch, device, compile_engine)
+    trainers = {name: Trainer(model, x, y) for name, model in built.items()}
+    # Steps alternate between the engines, so that a change in machine load hits all alike.
     for i in range(warmup + steps):
-        engine.step(timed=i >= warmup)
-        baseline.step(timed=i >= warmup)
-    if abs(engine.first_loss - baseline.first_loss) > 1e-5:
-        raise SystemExit(f"the two models differ: first-step loss {engine.first_loss} vs {baseline.first_loss}")
-    engine_s, baseline_s = statistics.median(engine.times), statistics.median(baseline.times)
-    return {
-        "first_step_loss": {"spikeport": engine.first_loss, "snntorch_stepwise": baseline.first_loss},
-        "median_step_s": {"spikeport": engine_s, "snntorch_stepwise": baseline_s},
-        "speedup_vs_snntorch_stepwise": baseline_s / engine_s,
+        for trainer in trainers.values():
+            trainer.step(timed=i >= warmup)
+    ours = trainers["spikeport"]
+    for name, trainer in trainers.items():
+        if abs(trainer.first_loss - ours.first_loss) > 1e-5:
+            raise SystemExit(f"{name} computes another function: first-step loss {trainer.first_loss} vs {ours.first_loss}")
+    medians = {name: statistics.median(trainer.times) for name, trainer in trainers.items()}
+    result = {
+        "first_step_loss": {name: trainer.first_loss for name, trainer in trainers.items()},
+        "median_step_s": medians,
+        "speedup_vs_snntorch_stepwise": {name: medians["snntorch_stepwise"] / medians[name] for name in medians if name != "snntorch_stepwise"},
+        "median_step_cpu_s": {name: statistics.median(trainer.cpu_times) for name, trainer in trainers.items()},
     }
+    if compile_engine:
+        result["compile_and_first_step_s"] = trainers["spikeport_compiled"].first_step_s
+    from layer_share import bound_in_this_run  # benchmarks/ is on sys.path; it imports this module
+
+    result["layer_share_bound"] = bound_in_this_run(built["snntorch_stepwise"], x, y, result["speedup_vs_snntorch_stepwise"])
+    return result
 
 
 def main() -> None:
@@ -108,17 +194,34 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compile", action="store_true", help="also time the engine under torch.compile")
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--note", default="", help="how the machine was when measured (e.g. shared with other jobs)")
+    parser.add_argument("--peak-memory-of", help=argparse.SUPPRESS)  # the child of `peak_memory`
     args = parser.parse_args()
+    if args.peak_memory_of:
+        (case,) = args.cases
+        built, x, y = models(*CASES[case], args.device, args.peak_memory_of == "spikeport_compiled")
+        print(json.dumps(peak_memory_here(Trainer(built[args.peak_memory_of], x, y))))
+        return
+    cases = {}
+    for name in args.cases:
+        cases[name] = run_case(*CASES[name], args.steps, args.warmup, args.device, args.compile)
+        engines = list(cases[name]["median_step_s"])
+        cases[name]["peak_memory"] = peak_memory(__file__, ["--device", args.device, "--cases", name], engines)
     result = {
         "benchmark": "train_step",
         "baseline": "snnTorch Leaky stepped per timestep in plain torch layers (train/reference.py)",
         "device": args.device,
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else "none: no GPU was lent for this run, so there are no CUDA figures",
         "steps": args.steps,
         "warmup": args.warmup,
-        "cases": {name: run_case(*case, args.steps, args.warmup, args.device) for name, case in CASES.items()},
+        "note": args.note,
+        "cases": cases,
         "machine": machine(),
     }
-    write_json(RESULTS, result)
+    write_json(args.output, result)
     print(json.dumps(result, indent=2))
 
 

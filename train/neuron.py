@@ -41,6 +41,7 @@ Those rules run as plain torch operations (autograd records them); only the depl
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -120,20 +121,51 @@ def _fused_kernel() -> type[torch.autograd.Function] | None:
     return LIFMultiStepTriton
 
 
-def _engine(x: Tensor) -> type[torch.autograd.Function]:
-    """The one place that picks the implementation: the fused Triton kernels (train/lif_triton.py)
-    for CUDA tensors when triton imports, the torch engine above everywhere else. Both compute the
-    same floats (tests/test_lif_triton.py)."""
+class _SurrogateSpike(torch.autograd.Function):
+    """H(v) forward, the triangle surrogate backward: the spike of `_lif_traceable`."""
+
+    @staticmethod
+    def forward(ctx, v: Tensor) -> Tensor:
+        ctx.save_for_backward(v)
+        return heaviside(v)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (v,) = ctx.saved_tensors
+        return grad * triangle_surrogate(v)
+
+
+def _lif_traceable(x: Tensor, beta: float, threshold: float) -> tuple[Tensor, Tensor]:
+    """The recurrence as plain differentiable operations, for torch.compile: dynamo cannot trace
+    `_LIFMultiStep` (its out= writes), and here inductor fuses the unrolled T steps, forward and
+    backward, into a few kernels itself. Same function and gradient; autograd sums the gradient
+    terms in another order, so they may differ from the engine's in the last bits."""
+    u, spikes, mems = None, [], []
+    for t in range(x.shape[0]):
+        h = x[t] if u is None else u * beta + x[t]
+        s = _SurrogateSpike.apply(h - threshold)
+        u = h - h * s
+        spikes.append(s)
+        mems.append(u)
+    return torch.stack(spikes), torch.stack(mems)
+
+
+def _engine(x: Tensor) -> Callable[[Tensor, float, float], tuple[Tensor, Tensor]]:
+    """The one place that picks the implementation: under torch.compile the traceable loop; the
+    fused Triton kernels (train/lif_triton.py) for CUDA tensors when triton imports; the torch
+    engine above everywhere else. The last two compute the same floats (tests/test_lif_triton.py)."""
+    if torch.compiler.is_compiling():
+        return _lif_traceable
     if x.is_cuda and x.dtype in FUSED_DTYPES:
         fused = _fused_kernel()
         if fused is not None:
-            return fused
-    return _LIFMultiStep
+            return fused.apply
+    return _LIFMultiStep.apply
 
 
 def lif_multistep(x: Tensor, beta: float, threshold: float) -> tuple[Tensor, Tensor]:
     """Run the LIF neuron over x of shape [T, ...]; return (spikes, membrane after reset)."""
-    return _engine(x).apply(x, float(beta), float(threshold))
+    return _engine(x)(x, float(beta), float(threshold))
 
 
 def lif_steps(x: Tensor, beta: float, threshold: float, reset: str = "zero", reset_delay: bool = False) -> tuple[Tensor, Tensor]:
