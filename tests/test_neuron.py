@@ -132,3 +132,22 @@ def test_random_networks_equal_snntorch_stepwise(seed):
 def test_digits_cnn_shapes():
     model = spiking_cnn((1, 8, 8), 10)
     assert model(torch.rand(4, 3, 1, 8, 8)).shape == (4, 3, 10)
+
+
+def test_traceable_loop_for_torch_compile_equals_the_engine():
+    """What lif_multistep runs under torch.compile: the same spikes and membranes, bit for bit
+    (the same float operations), and the gradient up to the order in which autograd sums it."""
+    from spikeport.train.neuron import _lif_traceable
+
+    torch.manual_seed(2)
+    x = (torch.randn(10, 6, 9) * 1.5).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    spikes, mem = _lif_traceable(x, 0.75, 0.8)
+    spikes_ref, mem_ref = lif_multistep(x_ref, 0.75, 0.8)
+    assert spikes.sum() > 0 and (spikes == 0).any()
+    assert torch.equal(spikes, spikes_ref) and torch.equal(mem, mem_ref)
+    w_s, w_m = torch.randn_like(spikes), torch.randn_like(mem)
+    ((spikes * w_s).sum() + (mem * w_m).sum()).backward()
+    ((spikes_ref * w_s).sum() + (mem_ref * w_m).sum()).backward()
+    assert x.grad.abs().sum() > 0
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-6, rtol=0)
