@@ -96,8 +96,12 @@ def test_simulate_backend_lava_runs_an_export_with_a_host_partition(tmp_path, cl
     assert all(layer["spike_count_mismatches"] == 0 and layer["spikes_a"] > 0 for layer in parity["layers"].values())
     assert int(np.load(tmp_path / "sim" / "lava-float.npz")["delay"]) == 1 + TIMESTEPS + 2
 
-    code, _, err = cli("simulate", tmp_path, "--input", tmp_path / "in.npz", "--backend", "lava", "--mode", "loihi")
-    assert code == 2 and "this one has host partitions (use --mode float)" in err
+    # Loihi fixed point too (issue 16): Lava's fixed_pt run equals the reference runtime's loihi mode exactly
+    code, _, err = cli("simulate", tmp_path, "--input", tmp_path / "in.npz", "--compare", "reference-loihi,lava-loihi")
+    assert code == 0, err
+    parity = json.loads((tmp_path / "sim" / "parity-reference-loihi-vs-lava-loihi.json").read_text())
+    assert parity["output_max_abs_diff"] == 0.0
+    assert all(layer["spike_count_mismatches"] == 0 for layer in parity["layers"].values())
 
 
 def test_a_failing_host_process_is_a_user_error_and_leaves_no_process(tmp_path, monkeypatch):
