@@ -24,7 +24,6 @@ from rich.table import Table
 from typer import _click as click  # typer's own copy of click, whose exceptions it raises
 
 from spikeport import __version__
-from spikeport.config import check_number, config_from_dict, load_config
 from spikeport.console import console
 from spikeport.errors import DeploymentWarning, UserError
 from spikeport.io import NoSpace, is_no_space
@@ -69,6 +68,8 @@ def train(
     _check_is_config(config, "train")
     if nproc < 1:
         raise UserError(f"--nproc: must be at least 1, got {nproc}")
+    from spikeport.config import config_from_dict, load_config  # numpy, through the bounded readers
+
     resolved = load_config(config).to_dict()
     if epochs is not None:
         resolved["train"]["epochs"] = epochs
@@ -139,6 +140,8 @@ def inspect(
 ) -> None:
     """Parameter counts per module and in total, input shape and timesteps of a config's model."""
     _check_is_config(config, "inspect")
+    from spikeport.config import load_config
+
     cfg = load_config(config)
     from spikeport.train import datasets
     from spikeport.train.models import parameter_counts
@@ -179,9 +182,11 @@ def export(
     dt: float = typer.Option(1e-3, help="Seconds per timestep written into the NIR file; 1e-4 is what snnTorch's import_nir assumes."),
 ) -> None:
     """Export a trained run to RUN_DIR/export: manifest, NIR, ONNX, Loihi fixed point, netx (docs/export.md)."""
-    from spikeport.export.exporter import export as run_export
+    from spikeport.config import check_number
 
     check_number("--dt", dt, 0, low_open=True)
+    from spikeport.export.exporter import export as run_export
+
     out = run_export(run_dir, tuple(f.strip() for f in formats.split(",") if f.strip()), quantize, dt)
     console.print(f"[bold]{out}[/bold]: " + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
 
@@ -247,6 +252,7 @@ def report(
     dt: Optional[float] = typer.Option(None, help="Seconds per timestep, for a .nir file that does not say."),
 ) -> None:
     """Spikes, synaptic operations, fit, energy and latency per hardware profile; exit 3 when a check fails."""
+    from spikeport.config import check_number
     from spikeport.hwprofiles.run import make_report
     from spikeport.hwprofiles.table import print_report
 
