@@ -161,11 +161,19 @@ def test_version_and_verbose_after_the_command(cli, tmp_path):
     assert code == 2 and "Traceback" not in err
 
 
-@pytest.mark.parametrize("module", ["spikeport.cli", "spikeport.runtime.simulate", "spikeport.hwprofiles.run"])
-def test_the_command_line_starts_without_torch(module):
+@pytest.mark.parametrize(
+    "module, heavy",
+    [
+        ("spikeport.cli", ("numpy", "yaml")),  # what `--help` and `--version` load
+        ("spikeport.runtime.simulate", ()),
+        ("spikeport.hwprofiles.run", ()),
+    ],
+)
+def test_the_command_line_starts_without_torch(module, heavy):
     """What makes `--help` and a mistyped argument answer at once: torch (seconds to import), the
     training code and matplotlib load only when a command needs them (benchmarks/startup.py)."""
-    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'matplotlib', 'lava', 'sklearn', 'spikeport.train.loop') if m in sys.modules))"
+    names = ("torch", "matplotlib", "lava", "sklearn", "spikeport.train.loop", *heavy)
+    code = f"import sys, {module}; print(sorted(m for m in {names!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", result.stdout
