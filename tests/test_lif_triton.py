@@ -3,9 +3,9 @@
 Run on the CPU through Triton's interpreter, so that CI checks the kernels without a GPU. The
 interpreter is chosen when triton is imported (TRITON_INTERPRET=1), so the comparison runs in a
 fresh Python process: this file run as a script, which prints one JSON line per case. The
-interpreter in triton 2.3 lacks `tl.math.fma`, which the kernels use where torch's addcmul fuses a
-multiply and an add; the script supplies it, correctly rounded (`_exact_fma`), as the GPU's
-fma.rn instruction computes it.
+interpreter cannot run inline PTX, which the kernels use for one instruction, fma.rn.f32, where
+torch's addcmul fuses a multiply and an add; the script supplies it, rounded once (`_exact_fma`),
+as the GPU computes it.
 """
 
 import json
@@ -56,6 +56,24 @@ def test_kernel_equals_the_torch_engine(cases, name):
         assert equal, f"{name}: {what} differs from the torch engine (max abs difference {case['max_diff'][what]})"
 
 
+def test_compiled_kernels_round_as_torch(tmp_path):
+    """What the interpreter cannot show: compiled for a GPU (sm_90 PTX, which needs no GPU), the
+    kernels keep every multiply and add apart (no contraction into an FMA), flush no subnormals
+    (no .ftz), and have exactly the fused multiply-adds of `_fma`, one per element of a thread."""
+    _needs_triton()
+    env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path), "TRITON_INTERPRET": "0"}
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "ptx"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ptx = {path.stem: path.read_text() for path in tmp_path.rglob("*.ptx")}
+    assert set(ptx) == {"_lif_forward_kernel", "_lif_backward_kernel"}, sorted(ptx)
+    for name, text in ptx.items():
+        assert ".ftz" not in text, name
+        arithmetic = [line.split()[0] for line in text.splitlines() if line.strip().startswith(("mul.", "add.", "sub.", "fma.")) and "f32" in line]
+        assert arithmetic and all(op in ("mul.rn.f32", "add.rn.f32", "sub.rn.f32", "fma.rn.f32") for op in arithmetic), (name, set(arithmetic))
+        per_thread = 1024 // (4 * 32)  # BLOCK elements over NUM_WARPS warps of 32 threads
+        assert arithmetic.count("fma.rn.f32") == (per_thread if name == "_lif_backward_kernel" else 0), name
+
+
 def test_cpu_tensors_use_the_torch_engine():
     import torch
 
@@ -88,21 +106,18 @@ def _exact_fma(a, b, c):
 
 
 def _install_interpreter_fma() -> None:
-    import triton.runtime.interpreter as interpreter
+    """The kernels' one inline PTX instruction (lif_triton._fma), for the interpreter."""
     import triton.language as tl
     from triton.runtime.interpreter import TensorHandle
 
-    patch_math = interpreter._patch_lang_math
+    from spikeport.train.lif_triton import FMA_F32
 
-    def fma(a, b, c):
-        data = _exact_fma(a.handle.data, b.handle.data, c.handle.data)
-        return tl.core.tensor(TensorHandle(data, a.dtype), a.type)
+    def inline_asm_elementwise(asm, constraints, args, dtype, is_pure, pack, _builder=None):
+        assert asm == FMA_F32 and dtype == tl.float32 and len(args) == 3, f"no interpreter version of {asm!r}"
+        a, b, c = args
+        return tl.core.tensor(TensorHandle(_exact_fma(a.handle.data, b.handle.data, c.handle.data), tl.float32), a.type)
 
-    def patched(lang, builder):
-        patch_math(lang, builder)
-        lang.math.fma = fma
-
-    interpreter._patch_lang_math = patched
+    tl.inline_asm_elementwise = inline_asm_elementwise
 
 
 def _compare(name, x, beta, threshold, loss, view=lambda leaf: leaf) -> dict:
@@ -160,9 +175,33 @@ def _network_case() -> dict:
     return _summary("network", results["torch"], results["triton"], spikes[0])
 
 
+def compile_to_ptx() -> None:
+    """Compile both kernels (float32, all gradients) for sm_90 into TRITON_CACHE_DIR. Without a
+    GPU driver the last stage, the host-side launcher, cannot be built; the PTX is written by then."""
+    import triton
+    from triton.compiler.compiler import ASTSource
+
+    from spikeport.train import lif_triton
+
+    pointers = lambda k: {i: "*fp32" for i in range(k)}  # noqa: E731
+    sources = [
+        ASTSource(lif_triton._lif_forward_kernel, {**pointers(4), 4: "i32", 5: "fp32", 6: "fp32"}, constants={7: 6, 8: lif_triton.BLOCK}),
+        ASTSource(lif_triton._lif_backward_kernel, {**pointers(5), 5: "i32", 6: "fp32", 7: "fp32", 8: "fp32"}, constants={9: 6, 10: True, 11: True, 12: lif_triton.BLOCK}),
+    ]
+    for source in sources:
+        try:
+            triton.compile(source, target=("cuda", 90), options={"num_warps": lif_triton.NUM_WARPS, "enable_fp_fusion": False})
+        except AssertionError as e:
+            if "libcuda" not in str(e):
+                raise
+
+
 def main() -> None:
     import torch
 
+    if sys.argv[1:] == ["ptx"]:
+        compile_to_ptx()
+        return
     assert os.environ.get("TRITON_INTERPRET") == "1"
     _install_interpreter_fma()
     torch.manual_seed(0)

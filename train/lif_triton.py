@@ -2,15 +2,15 @@
 
 `neuron._LIFMultiStep` runs the recurrence as a handful of whole-slice torch operations per
 timestep: on a GPU each is a kernel launch that reads and writes the [B, ...] slice in global
-memory, about 4 launches per step forward and 8 backward. Here one program owns a block of
+memory, 4 launches per step forward and about 13 backward. Here one program owns a block of
 neurons and loops over T with the membrane (forward) or dL/du (backward) in registers, so each
-element of x, h, spikes and the gradients crosses global memory once: two launches per layer and
-pass instead of about 12 T.
+element of x, h, spikes and the gradients crosses global memory once: one launch per layer and
+pass instead of 4 T forward and about 13 T backward.
 
 The kernels compute what `_LIFMultiStep` computes, operation for operation and in the same order,
 each rounded to the tensors' dtype. Where torch rounds twice (beta * u, then + x) the kernels are
 compiled without fusing the multiply and the add into one FMA (`enable_fp_fusion=False`); where
-torch rounds once (its addcmul kernel is a fused multiply-add) they call `tl.math.fma`. The
+torch rounds once (its addcmul kernel is a fused multiply-add) they run PTX's fma.rn.f32 (`_fma`). The
 outputs and gradients are then the torch engine's bit for bit. `tests/test_lif_triton.py` checks that on the
 CPU through Triton's interpreter (TRITON_INTERPRET=1, which must be set before triton is
 imported), so it runs in CI without a GPU.
@@ -31,6 +31,17 @@ from spikeport.train.neuron import SURROGATE_WIDTH
 
 BLOCK = 1024  # neurons per program; a [T, B, C, H, W] layer has 10^4 to 10^7 of them per slice
 NUM_WARPS = 4
+
+
+FMA_F32 = "fma.rn.f32 $0, $1, $2, $3;"
+
+
+@triton.jit
+def _fma(a, b, c):
+    """a * b + c in float32, rounded once, subnormals kept: PTX's fma.rn.f32 itself, since
+    `tl.math.fma` (libdevice's fmaf) compiles to fma.rn.ftz.f32 under Triton's default, which
+    flushes subnormal operands and results to zero where torch keeps them."""
+    return tl.inline_asm_elementwise(FMA_F32, "=r,r,r,r", [a, b, c], dtype=tl.float32, is_pure=True, pack=1)
 
 
 @triton.jit
@@ -80,7 +91,7 @@ def _lif_backward_kernel(
         # torch.addcmul is a fused multiply-add in torch's kernels (one rounding, on the CPU as
         # on CUDA; checked against float64), computed in float32 for every dtype, as torch's
         # "opmath" does for half and bfloat16.
-        g = tl.math.fma(through_spike.to(tl.float32), sg.to(tl.float32), grad_u.to(tl.float32)).to(dtype)
+        g = _fma(through_spike.to(tl.float32), sg.to(tl.float32), grad_u.to(tl.float32)).to(dtype)
         g = g - grad_u * s  # s is 0 or 1: the product is exact, fused or not
         tl.store(gx_ptr + offsets, g, mask=mask)
         grad_u = (g * beta).to(dtype)
