@@ -10,10 +10,11 @@ pass instead of 4 T forward and about 13 T backward.
 The kernels compute what `_LIFMultiStep` computes, operation for operation and in the same order,
 each rounded to the tensors' dtype. Where torch rounds twice (beta * u, then + x) the kernels are
 compiled without fusing the multiply and the add into one FMA (`enable_fp_fusion=False`); where
-torch rounds once (its addcmul kernel is a fused multiply-add) they run PTX's fma.rn.f32 (`_fma`). The
-outputs and gradients are then the torch engine's bit for bit. `tests/test_lif_triton.py` checks that on the
-CPU through Triton's interpreter (TRITON_INTERPRET=1, which must be set before triton is
-imported), so it runs in CI without a GPU.
+torch rounds once (its addcmul kernel is a fused multiply-add) they run PTX's fma.rn.f32
+(`_fma`). The outputs and gradients are then the torch engine's bit for bit.
+`tests/test_lif_triton.py` checks that on the CPU through Triton's interpreter (TRITON_INTERPRET=1,
+which must be set before triton is imported), so it runs in CI without a GPU, and checks the
+float instructions of the kernels compiled to PTX.
 
 The kernels treat a [T, ...] tensor as T consecutive slices of N elements in memory, whatever the
 layout inside a slice (the channels-last output of `layers.Conv2d` qualifies): every tensor a
