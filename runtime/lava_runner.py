@@ -130,6 +130,7 @@ from spikeport.errors import UserError
 from spikeport.export.loihi import BIAS_EXP, IDENTITY, LoihiModel, chain_layers, host_current, input_bias, integers, neuron_bias
 from spikeport.export.lower import deploy, fold_avgpool
 from spikeport.export.manifest import Manifest
+from spikeport.export.nir_graph import check_resets_to_zero
 from spikeport.progress import stage
 from spikeport.readers import check_hdf5, check_onnx_external
 
@@ -424,6 +425,7 @@ def plan_network(graph: nir.NIRGraph, loihi: LoihiModel | None = None, depths: d
     each by default). handoff: the outputs feed other partitions, so each must be a Lava port
     (module docstring, "Partitions"); otherwise there is one output, which may be a read-out.
     """
+    check_resets_to_zero(graph, "Lava")
     graph = deploy(graph, handoff)
     nodes = graph.nodes
     sources = {name: [a for a, b in graph.edges if b == name] for name in nodes}
