@@ -115,7 +115,13 @@ class DTA(layers.TimeMixing):
     def forward(self, x: Tensor, spikes: Tensor) -> Tensor:
         xb = x.transpose(0, 1)
         attention = causal_in_time(self.attention, xb) if self.causal else self.attention(xb)
-        return torch.sigmoid(attention).transpose(0, 1) * spikes
+        # The attention comes out [B, T]-major; the gate is computed in the spikes' memory layout,
+        # the encoder's channels-last [T, B] one (memory order T, B, H, W, C), so that the gate, its
+        # gradient and the residual stages work in one layout: 4-9% less CPU time per training step
+        # of the benchmark's network in three paired comparisons (docs/train.md). The copy changes
+        # no value, and exports to ONNX as two transposes.
+        attention = attention.permute(1, 0, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+        return torch.sigmoid(attention) * spikes
 
 
 class BasicBlockMS(nn.Module):
