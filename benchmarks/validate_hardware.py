@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from spikeport.hwprofiles.registry import available_profiles
-from spikeport.hwprofiles.run import make_report
+from spikeport.reporting import make_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "peer-tests"
@@ -131,7 +131,7 @@ def sinabs_cnn(tmp: Path) -> list[dict]:
     import torch
 
     from spikeport.hwprofiles import memory
-    from spikeport.hwprofiles.activity import measure
+    from spikeport.runtime.measure import measure
     from spikeport.runtime.simulate import resolve_target
 
     speck, net, rows = report["profiles"]["speck"], "NIR paper CNN (cnn_sinabs.nir)", []

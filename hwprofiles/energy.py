@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spikeport.hwprofiles import timing
-from spikeport.hwprofiles.network import Network
+from spikeport.activity import Network
 from spikeport.hwprofiles.schema import Profile, Sourced
 
 PJ = 1e-12

@@ -1,6 +1,6 @@
 """Does a network fit a chip? Every constraint is checked and every violation listed.
 
-The layers are those of the graph as deployed (activity.py folds average pools into the next
+The layers are those of the graph as deployed (runtime/measure.py folds average pools into the next
 layer first), so a pool is no layer and the layer after it reads spikes.
 
 A check whose limit the profile does not know (null) cannot fail; its name goes to `unchecked`
@@ -35,7 +35,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 
 from spikeport.hwprofiles import memory
-from spikeport.hwprofiles.network import Layer, Network
+from spikeport.activity import Layer, Network
 from spikeport.hwprofiles.schema import Profile
 
 NETWORK = "(network)"  # the `layer` of a violation that concerns the whole network

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from spikeport.hwprofiles.network import Layer
+from spikeport.activity import Layer
 
 
 def stored_weight_bits(layer: Layer, weight_bits_max: int | None) -> int:

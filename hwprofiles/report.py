@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from spikeport.hwprofiles import energy, fit, plots, render, timing
-from spikeport.hwprofiles.network import Network
+from spikeport.activity import Network
 from spikeport.hwprofiles.registry import BUILTIN_DIR, load_profile
 from spikeport.hwprofiles.schema import Profile, sourced_fields
 from spikeport.io import write_json, write_text

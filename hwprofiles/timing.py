@@ -13,7 +13,7 @@ a budget that cannot be checked is not "ok".
 
 from __future__ import annotations
 
-from spikeport.hwprofiles.network import Network
+from spikeport.activity import Network
 from spikeport.hwprofiles.schema import Profile
 
 Interval = tuple[float, float, float]

@@ -44,7 +44,7 @@ from torch import nn
 
 from spikeport.errors import UserError
 from spikeport.export.lower import fold_avgpool
-from spikeport.hwprofiles.network import HostPartition, Layer, Network
+from spikeport.activity import HostPartition, Layer, Measured, Network, fingerprint, inputs_fingerprint, write_activity
 from spikeport.runtime.reference import NEURONS, _module, _pair
 from spikeport.runtime.simulate import Target, fixed_point_spikes, netx_drive, read_nir, run_reference
 
@@ -477,3 +477,17 @@ def _padding(node: nir.Conv2d) -> tuple[int, int]:
         kernel = np.asarray(node.weight).shape[2:]
         return (int(kernel[0]) // 2, int(kernel[1]) // 2)
     return (0, 0)  # "valid"
+
+
+def write_measured_activity(path: Path, target: Target, inputs: dict[str, np.ndarray], device: torch.device, given: Path,
+                            backend: str, mode: str) -> Network:
+    """Measure the activity of `target` on `inputs` and write it, with what it was measured on, to
+    `path` (sim/activity.json: the file a report reads)."""
+    name = given.stem if given.suffix else given.name
+    network = measure(target, inputs, device, name=name, backend=backend, mode=mode)
+    write_activity(path, network, measured_on(target, inputs, backend, mode))
+    return network
+
+
+def measured_on(target: Target, inputs: dict[str, np.ndarray], backend: str, mode: str) -> Measured:
+    return Measured(fingerprint(target.source), backend, mode, inputs_fingerprint(inputs))

@@ -46,6 +46,7 @@ class Target:
     nir_graph: nir.NIRGraph | None  # for a bare .nir file
     dt: float | None = None  # for a bare .nir file without dt in its metadata
     netx: object | None = None  # runtime.loihi_fixed.NetxNetwork, for a lava-dl .net file
+    source: Path | None = None  # the file that defines the deployment: its manifest.json, or the .nir / .net
 
 
 @dataclass
@@ -105,15 +106,15 @@ def resolve_target(target: str | Path) -> Target:
         manifest_path = target / "export" / "manifest.json"
         if not manifest_path.is_file():
             raise UserError(f"{target}: no export/manifest.json; run `spikeport export {target}` first")
-        return Target(target, read_manifest(manifest_path), manifest_path.parent, None)
+        return Target(target, read_manifest(manifest_path), manifest_path.parent, None, source=manifest_path)
     if target.suffix == ".json":
-        return Target(target.parent, read_manifest(target), target.parent, None)
+        return Target(target.parent, read_manifest(target), target.parent, None, source=target)
     if target.suffix == ".nir":
-        return Target(target.parent, None, None, read_nir(target))
+        return Target(target.parent, None, None, read_nir(target), source=target)
     if target.suffix == ".net":
         from spikeport.runtime.loihi_fixed import read_netx
 
-        return Target(target.parent, None, None, None, netx=read_netx(target))
+        return Target(target.parent, None, None, None, netx=read_netx(target), source=target)
     if not target.exists():
         raise UserError(f"{target}: no such file or folder")
     raise UserError(f"{target}: expected a run folder, a manifest.json, a .nir or a lava-dl .net file")
@@ -544,10 +545,17 @@ def simulate(
     path = Path(out or resolved.folder) / "sim" / f"{backend}-{mode}.npz"
     check_file_writable(path)
     inputs, labels = load_inputs(resolved, Path(input_file) if input_file else None, samples)
-    from spikeport.train.loop import resolve_device
+    from spikeport.device import resolve_device
 
     with stage(f"{backend}-{mode}: {len(next(iter(inputs.values())))} samples"), recorded_warnings() as notes:
         result = RUNNERS[backend, mode](resolved, inputs, resolve_device(device))
+    if backend == "reference":  # its activity too, for reports (cheap here; a Lava run is not repeated for it)
+        from spikeport.runtime.measure import write_measured_activity
+
+        try:
+            write_measured_activity(path.parent / "activity.json", resolved, inputs, resolve_device(device), Path(target), backend, mode)
+        except UserError as e:  # the outputs stand; only the report's counting cannot be done on this graph
+            warnings.warn(f"no sim/activity.json: {e}", DeploymentWarning, stacklevel=2)
     arrays = {"output": result.output, "delay": np.array(result.delay), "warnings": np.array(notes, dtype=str)}
     if labels is not None:
         arrays["labels"] = labels

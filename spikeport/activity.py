@@ -1,13 +1,23 @@
 """The activity summary of one network over a data set: the input every report is built from.
 
-hwprofiles/activity.py fills these from a simulation; reports only read them, so the hardware
-side never depends on how the activity was measured. All counts are per sample, averaged over
-`samples`.
+runtime/measure.py fills these from a simulation, and `spikeport simulate` writes them to
+sim/activity.json; reports only read them, so the hardware side (hwprofiles/) never depends on
+how the activity was measured. All counts are per sample, averaged over `samples`.
+
+The file also says what it was measured on: the deployment (a hash of its manifest, or of the
+.nir/.net file), the backend and mode, and the inputs (a hash of the arrays), so that a report
+given an activity file refuses one measured on another deployment.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from spikeport.errors import UserError
+from spikeport.io import write_json
 
 
 @dataclass
@@ -66,3 +76,58 @@ class Network:
     activity: str = "given"  # where the spikes came from (a runtime and its arithmetic)
     lowering: str = "as given"  # what was done to the exported graph before its layers were counted
     warnings: list[str] = field(default_factory=list)  # what the runtime found suspicious (a dt beyond a tau)
+
+
+FORMAT = "spikeport-activity-1"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What an activity file was measured on."""
+
+    deployment: str  # sha256 of the manifest.json, or of the single .nir / .net file
+    backend: str
+    mode: str
+    inputs: str  # sha256 of the input arrays (names, shapes, dtypes and bytes)
+
+
+def fingerprint(path: str | Path) -> str:
+    """The deployment's identity: its manifest (which names every file) or its single file."""
+    path = Path(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def inputs_fingerprint(inputs: dict) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(inputs):
+        array = inputs[name]
+        digest.update(f"{name}{tuple(array.shape)}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def write_activity(path: str | Path, network: Network, measured: Measured) -> None:
+    write_json(path, {"format": FORMAT, "measured": asdict(measured), "network": asdict(network)})
+
+
+def read_activity(path: str | Path) -> tuple[Network, Measured]:
+    """An activity file written by `write_activity`; one line naming the file otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"{path}: not an activity file (not JSON)") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UserError(f"{path}: not an activity file (expected format {FORMAT}; spikeport simulate writes sim/activity.json)")
+    try:
+        raw = dict(data["network"])
+        layers = [Layer(**{**layer, **{k: tuple(v) if isinstance(v, list) else v for k, v in layer.items() if k in _TUPLES}}) for layer in raw.pop("layers")]
+        host = [HostPartition(**part) for part in raw.pop("host")]
+        return Network(layers=layers, host=host, **raw), Measured(**data["measured"])
+    except (KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{path}: malformed activity file ({type(e).__name__}: {e})") from None
+
+
+_TUPLES = ("input_shape", "output_shape", "kernel_size", "stride", "padding")

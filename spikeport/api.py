@@ -266,12 +266,14 @@ def report(
     out: PathLike | None = None,
     device: str = "auto",
     dt: float | None = None,
+    activity: PathLike | None = None,
 ) -> Report:
-    """Activity, fit, energy and latency of the deployment per hardware profile."""
-    from spikeport.hwprofiles.run import make_report
+    """Activity, fit, energy and latency of the deployment per hardware profile. With `activity`
+    (the sim/activity.json that `simulate` writes) nothing is run again: the file's counts are used."""
+    from spikeport.reporting import make_report
 
     if samples < 1:
         raise UserError(f"samples: must be at least 1, got {samples}")
     names = [] if profiles == "all" else [profiles] if isinstance(profiles, str) else list(profiles)
-    result = make_report(_target(target), names, list(profiles_dirs), inputs, samples, budget_ms, out, device, dt, backend, mode)
+    result = make_report(_target(target), names, list(profiles_dirs), inputs, samples, budget_ms, out, device, dt, backend, mode, activity)
     return Report(Path(result.out_dir), result.data, result.passed)

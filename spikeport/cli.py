@@ -76,7 +76,8 @@ def train(
     if seed is not None:
         resolved["train"]["seed"] = seed
     checked = config_from_dict(resolved, source=str(config))
-    from spikeport.train.loop import check_run_folder, resolve_device
+    from spikeport.device import resolve_device
+    from spikeport.train.loop import check_run_folder
     from spikeport.train.loop import train as run_training
 
     _checked_model(checked, config)
@@ -250,20 +251,22 @@ def report(
     out: Optional[Path] = typer.Option(None, help="Folder for report/ (default: the target's folder)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     dt: Optional[float] = typer.Option(None, help="Seconds per timestep, for a .nir file that does not say."),
+    activity: Optional[Path] = typer.Option(None, "--activity", help="An activity file (the sim/activity.json `simulate` writes): count nothing again."),
 ) -> None:
     """Spikes, synaptic operations, fit, energy and latency per hardware profile; exit 3 when a check fails."""
+    from spikeport.api import report as make_report
     from spikeport.config import check_number
-    from spikeport.hwprofiles.run import make_report
     from spikeport.hwprofiles.table import print_report
 
     if samples < 1:
         raise UserError(f"--samples: must be at least 1, got {samples}")
     check_number("--budget-ms", budget_ms, 0, low_open=True)
     check_number("--dt", dt, 0, low_open=True)
-    names = [] if profiles == "all" else [p.strip() for p in profiles.split(",") if p.strip()]
-    result = make_report(target, names, profiles_dir, input, samples, budget_ms, out, device, dt, backend, mode)
+    names = "all" if profiles == "all" else [p.strip() for p in profiles.split(",") if p.strip()]
+    result = make_report(target=target, profiles=names, profiles_dirs=profiles_dir, inputs=input, samples=samples, backend=backend,
+                         mode=mode, budget_ms=budget_ms, out=out, device=device, dt=dt, activity=activity)
     print_report(result.data, console)
-    console.print(f"[bold]{result.out_dir}[/bold]: report.json, report.md, report.html, plots/")
+    console.print(f"[bold]{result.path}[/bold]: report.json, report.md, report.html, plots/")
     if not result.passed:
         raise SystemExit(3)
 

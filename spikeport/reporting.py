@@ -1,4 +1,9 @@
-"""`spikeport report TARGET`: run the network on inputs, count its activity, check it against chips.
+"""`spikeport report TARGET`: the network's activity, checked against chips.
+
+The activity comes from an activity file (`--activity`, the sim/activity.json that `spikeport
+simulate` writes: the report then runs nothing), or is measured here on the inputs. This module
+joins the stages (the runtime measures, hwprofiles/ reports), so it lives in spikeport/ itself:
+hwprofiles/ imports no other stage.
 
 TARGET is a run folder (after `spikeport export`), a manifest.json, or a foreign .nir file (bring
 your own model; give --input, and --dt when the file does not record it). The report goes to
@@ -12,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spikeport.errors import recorded_warnings
+from spikeport.errors import UserError, recorded_warnings
 from spikeport.hwprofiles.registry import resolve_profiles
 from spikeport.io import check_replaceable, replacing_folder
 from spikeport.progress import stage
@@ -33,22 +38,29 @@ def make_report(
     dt: float | None = None,
     backend: str = "reference",
     mode: str | None = None,
+    activity: str | Path | None = None,
 ) -> Report:
     """`backend`/`mode` pick where the activity comes from (activity.ACTIVITY); `mode` None is loihi
     where it is the only one (Lava, whose float runner gives no per-neuron spikes; a lava-dl .net
     file), float otherwise."""
     chosen = resolve_profiles(list(profiles), list(profiles_dirs))  # bad profiles fail before any work
     # Imported only now: the runtime (torch) and the plots (matplotlib) take seconds to load.
-    from spikeport.hwprofiles.accuracy import check_labels, task_accuracy
-    from spikeport.hwprofiles.activity import measure
+    from spikeport.runtime.accuracy import check_labels, task_accuracy
+    from spikeport.runtime.measure import measure
     from spikeport.hwprofiles.report import write_report
     from spikeport.runtime.simulate import load_inputs, resolve_target
-    from spikeport.train.loop import resolve_device
+    from spikeport.device import resolve_device
 
     resolved = resolve_target(target)
     resolved.dt = dt
     final = Path(out or resolved.folder) / "report"
     check_replaceable(final)  # before any work: a report/ spikeport did not write is refused
+    if activity is not None:
+        network = _read_activity_of(Path(activity), resolved, Path(target))
+        with stage(f"report for {', '.join(p.name for p in chosen)}"), replacing_folder(final, "report") as build:
+            report = write_report(network, chosen, build, budget_ms, None)
+        report.out_dir = final
+        return report
     inputs, labels = load_inputs(resolved, Path(input_file) if input_file else None, None if input_file else samples)
     check_labels(labels, inputs, input_file)
     name = Path(target).stem if Path(target).suffix else Path(target).name
@@ -65,3 +77,13 @@ def make_report(
         report = write_report(network, chosen, build, budget_ms, accuracy)
     report.out_dir = final
     return report
+
+
+def _read_activity_of(path: Path, resolved, target: Path):
+    """The activity file's network, refused in one line when it was measured on another deployment."""
+    from spikeport.activity import fingerprint, read_activity
+
+    network, measured = read_activity(path)
+    if measured.deployment != fingerprint(resolved.source):
+        raise UserError(f"{path}: measured on another deployment than {target} (its manifest or file differs); run `spikeport simulate {target}` again")
+    return network

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import load_trained_model
 from spikeport.export.exporter import export_model
-from spikeport.hwprofiles.activity import measure
+from spikeport.runtime.measure import measure
 from spikeport.runtime.simulate import load_inputs, resolve_target
 from spikeport.train import layers
 from spikeport.train.neuron import LIF

@@ -45,7 +45,7 @@ def test_the_stage_packages_are_also_the_api_functions():
     import spikeport.train.loop  # binds spikeport.train to the package
 
     assert callable(spikeport.train) and callable(spikeport.export)
-    assert spikeport.train.loop.resolve_device is not None
+    assert spikeport.train.loop.train is not None
 
 
 @pytest.mark.parametrize(

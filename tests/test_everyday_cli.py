@@ -166,7 +166,7 @@ def test_version_and_verbose_after_the_command(cli, tmp_path):
     [
         ("spikeport.cli", ("numpy", "yaml")),  # what `--help` and `--version` load
         ("spikeport.runtime.simulate", ()),
-        ("spikeport.hwprofiles.run", ()),
+        ("spikeport.reporting", ()),
     ],
 )
 def test_the_command_line_starts_without_torch(module, heavy):

@@ -24,7 +24,7 @@ PILOTNET_LIF_CORES = {
 
 @pytest.fixture(scope="module")
 def pilotnet_report(tmp_path_factory):
-    from spikeport.hwprofiles.run import make_report
+    from spikeport.reporting import make_report
 
     folder = needs_shared("peer-tests/lava-dl/pilotnet_lif")
     tmp = tmp_path_factory.mktemp("pilotnet")
@@ -71,7 +71,7 @@ SINABS_CNN_PLACEMENT = {"0": 0, "2": 1, "5": 2, "9": 3, "11": 4}
 
 @pytest.fixture(scope="module")
 def sinabs_cnn_report(tmp_path_factory):
-    from spikeport.hwprofiles.run import make_report
+    from spikeport.reporting import make_report
 
     path = needs_shared("peer-tests/nir/02_cnn/cnn_sinabs.nir")
     tmp = tmp_path_factory.mktemp("cnn")
@@ -93,7 +93,7 @@ def test_speck_memory_and_placement_of_the_nir_papers_cnn_match_sinabs(sinabs_cn
 
 def test_speck_memory_formulas_are_sinabs(sinabs_cnn_report):
     """The same layers as the activity run builds them, through memory.py's formulas."""
-    from spikeport.hwprofiles.activity import measure
+    from spikeport.runtime.measure import measure
     from spikeport.runtime.simulate import resolve_target
     import torch
 

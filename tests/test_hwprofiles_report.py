@@ -11,10 +11,10 @@ import yaml
 from rich.console import Console
 
 from spikeport.export.nir_graph import to_nir
-from spikeport.hwprofiles.activity import measure
+from spikeport.runtime.measure import measure
 from spikeport.hwprofiles.energy import estimate
 from spikeport.hwprofiles.fit import check_fit
-from spikeport.hwprofiles.network import HostPartition, Layer, Network
+from spikeport.activity import HostPartition, Layer, Network
 from spikeport.hwprofiles.registry import BUILTIN_DIR, available_profiles
 from spikeport.hwprofiles.report import build_report, write_report
 from spikeport.hwprofiles.table import print_profiles, print_report

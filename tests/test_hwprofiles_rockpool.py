@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from spikeport.hwprofiles.fit import check_fit
-from spikeport.hwprofiles.network import Layer, Network
+from spikeport.activity import Layer, Network
 from spikeport.hwprofiles.registry import available_profiles
 
 rockpool = pytest.importorskip("rockpool", reason="rockpool is a dev dependency (pip install -e .[dev])")

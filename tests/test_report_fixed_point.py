@@ -10,7 +10,7 @@ import dataclasses
 import torch
 
 from spikeport.export.exporter import export_model
-from spikeport.hwprofiles.activity import measure
+from spikeport.runtime.measure import measure
 from spikeport.runtime.simulate import resolve_target
 from test_lava_dta import SAMPLES, T, _dta
 

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, default_collate
 from spikeport.config import Config, config_from_dict, read_yaml
 from spikeport.console import console
 from spikeport.progress import display
+from spikeport.device import resolve_device
 from spikeport.errors import UserError
 from spikeport.io import check_creatable, holding_lock, is_locked, make_folder, write_text
 from spikeport.train import datasets
@@ -41,16 +42,6 @@ from spikeport.train.models import build_model
 from spikeport.train.curves import plot_modalities
 from spikeport.train.real_datasets import cutmix, mixup
 from spikeport.train.taaf import AudioVisualSNN, AVOutput, av_loss, coefficients, gradient_noise, modality_scores, modulate_gradients
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"--device: must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
 
 
 def model_for(config: Config) -> nn.Module:
