@@ -52,35 +52,37 @@ from spikeport.errors import UserError
 
 
 def fold_avgpool(graph: nir.NIRGraph) -> nir.NIRGraph:
-    """`graph` with every nir.AvgPool2d folded into the synaptic layer after it (see the module)."""
+    """`graph` with every nir.AvgPool2d and nir.SumPool2d (an average without the division, as
+    sinabs writes them) folded into the synaptic layer after it (see the module)."""
     nodes = dict(graph.nodes)
     edges = list(graph.edges)
     for name, pool in graph.nodes.items():
-        if not isinstance(pool, nir.AvgPool2d):
+        if not isinstance(pool, (nir.AvgPool2d, nir.SumPool2d)):
             continue
         kernel = _pair(pool.kernel_size)
+        divisor = kernel[0] * kernel[1] if isinstance(pool, nir.AvgPool2d) else 1  # a sum pool adds, an average divides
         if _pair(pool.stride) != kernel or any(_pair(pool.padding)):
             raise UserError(
-                f"{name} (AvgPool2d): kernel {kernel}, stride {_pair(pool.stride)}, padding {_pair(pool.padding)}; "
+                f"{name} ({type(pool).__name__}): kernel {kernel}, stride {_pair(pool.stride)}, padding {_pair(pool.padding)}; "
                 "only non-overlapping unpadded pools (stride == kernel, padding 0) fold into the next layer"
             )
         consumers = [b for a, b in edges if a == name]
         if len(consumers) != 1 or _sources(edges, consumers[0]) != [name]:
             raise UserError(
-                f"{name} (AvgPool2d): feeds {consumers or 'nothing'}; it folds only into one layer that reads nothing else"
+                f"{name} ({type(pool).__name__}): feeds {consumers or 'nothing'}; it folds only into one layer that reads nothing else"
             )
         shape = tuple(int(n) for n in pool.input_type["input"])  # (C, H, W)
         consumer = nodes[consumers[0]]
         if isinstance(consumer, nir.Conv2d):
-            nodes[consumers[0]] = _fold_into_conv(name, kernel, shape, consumers[0], consumer)
+            nodes[consumers[0]] = _fold_into_conv(f"{name} ({type(pool).__name__})", kernel, shape, consumers[0], consumer, divisor)
             folded_into = consumers[0]
         elif isinstance(consumer, nir.Flatten) and _single_affine_after(edges, nodes, consumers[0]):
             affine_name = next(b for a, b in edges if a == consumers[0])
-            nodes[consumers[0]], nodes[affine_name] = _fold_into_flatten_affine(shape, kernel, consumer, nodes[affine_name])
+            nodes[consumers[0]], nodes[affine_name] = _fold_into_flatten_affine(shape, kernel, consumer, nodes[affine_name], divisor)
             folded_into = consumers[0]
         else:
             raise UserError(
-                f"{name} (AvgPool2d): feeds {consumers[0]} ({type(consumer).__name__}); "
+                f"{name} ({type(pool).__name__}): feeds {consumers[0]} ({type(consumer).__name__}); "
                 "it folds only into a Conv2d or a Flatten -> Affine"
             )
         edges = [(a, folded_into if b == name else b) for a, b in edges if a != name]
@@ -183,11 +185,11 @@ def _with_bias(layer: nir.NIRNode, bias: np.ndarray) -> nir.NIRNode:
     return nir.Affine(weight=layer.weight, bias=bias.astype(layer.weight.dtype), metadata=dict(layer.metadata))
 
 
-def _fold_into_conv(pool_name: str, kernel: tuple[int, int], shape: tuple[int, ...], name: str, conv: nir.Conv2d) -> nir.Conv2d:
+def _fold_into_conv(pool_name: str, kernel: tuple[int, int], shape: tuple[int, ...], name: str, conv: nir.Conv2d, divisor: int) -> nir.Conv2d:
     _, height, width = shape
     if height % kernel[0] or width % kernel[1]:
         raise UserError(
-            f"{pool_name} (AvgPool2d): its {height}x{width} input is not a multiple of the kernel {kernel[0]}x{kernel[1]}; "
+            f"{pool_name}: its {height}x{width} input is not a multiple of the kernel {kernel[0]}x{kernel[1]}; "
             f"pooling drops the last rows/columns, which the strided convolution {name} would read: "
             "make the map a multiple of the kernel"
         )
@@ -195,7 +197,7 @@ def _fold_into_conv(pool_name: str, kernel: tuple[int, int], shape: tuple[int, .
         raise UserError(f"{name} (Conv2d): dilation {_pair(conv.dilation)} after pool {pool_name}; only dilation 1 folds a pool")
     if isinstance(conv.padding, str):
         raise UserError(f"{name} (Conv2d): padding {conv.padding!r} after pool {pool_name}; only numeric padding folds a pool")
-    weight = np.repeat(np.repeat(conv.weight, kernel[0], axis=2), kernel[1], axis=3) / (kernel[0] * kernel[1])
+    weight = np.repeat(np.repeat(conv.weight, kernel[0], axis=2), kernel[1], axis=3) / divisor
     stride, padding = _pair(conv.stride), _pair(conv.padding)
     return nir.Conv2d(
         input_shape=(height, width),
@@ -210,7 +212,7 @@ def _fold_into_conv(pool_name: str, kernel: tuple[int, int], shape: tuple[int, .
 
 
 def _fold_into_flatten_affine(
-    shape: tuple[int, ...], kernel: tuple[int, int], flatten: nir.Flatten, affine: nir.Affine
+    shape: tuple[int, ...], kernel: tuple[int, int], flatten: nir.Flatten, affine: nir.Affine, divisor: int
 ) -> tuple[nir.Flatten, nir.Affine]:
     channels, height, width = shape
     pooled_h, pooled_w = height // kernel[0], width // kernel[1]
@@ -219,7 +221,7 @@ def _fold_into_flatten_affine(
     spread[:, :, : pooled_h * kernel[0], : pooled_w * kernel[1]] = np.repeat(
         np.repeat(pooled, kernel[0], axis=2), kernel[1], axis=3
     )
-    spread /= kernel[0] * kernel[1]
+    spread /= divisor
     new_flatten = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=2, metadata=dict(flatten.metadata))
     return new_flatten, nir.Affine(weight=spread.reshape(spread.shape[0], -1), bias=affine.bias, metadata=dict(affine.metadata))
 

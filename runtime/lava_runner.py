@@ -141,7 +141,7 @@ PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37  # linux/prctl.h
 ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # end spikeport, and so its Lava run (Ctrl-C raises KeyboardInterrupt)
 SHARED_MEMORY = Path("/dev/shm")  # Python's SharedMemory segments, psm_*: Lava's channels
 MAX_DELAYED_WEIGHTS = 2**22  # a convolution delayed as a DelayDense becomes a dense matrix of at most this many weights
-_GAIN_TOLERANCE = 1e-9  # dt * r / tau is 1 up to rounding in our exporter's graphs
+_GAIN_TOLERANCE = 1e-6  # dt * r / tau is 1 to float32 precision: other tools store r in float32
 _SYNAPTIC = (nir.Conv2d, nir.Affine, nir.Linear)
 _NEURONS = (nir.LIF, nir.IF)
 
@@ -444,7 +444,7 @@ def plan_network(graph: nir.NIRGraph, loihi: LoihiModel | None = None, depths: d
         if [(layer.synapse, layer.neuron) for layer in quantized] != pairs:
             raise UserError(f"loihi.json: layers {[layer.synapse for layer in quantized]} do not match the graph's chain {[s for s, _ in pairs]}")
     builder = _Builder(nodes, sources, graph.metadata.get("dt"), {name: (depths or {}).get(name, 0) for name in inputs},
-                       {layer.synapse for layer in quantized if layer.on_host})
+                       {layer.synapse for layer in quantized if layer.on_host}, fixed_point=loihi is not None)
     for name in _topological(nodes, graph.edges):
         builder.add(name)
     layers = {}
@@ -527,8 +527,9 @@ class _Builder:
     carries its value (`origin`: a Flatten is no process, just a view of the layer before it).
     """
 
-    def __init__(self, nodes: dict, sources: dict, dt: float | None, inputs: dict[str, int], host: set[str] = frozenset()):
-        self.nodes, self.sources, self.dt, self.inputs, self.host = nodes, sources, dt, inputs, host
+    def __init__(self, nodes: dict, sources: dict, dt: float | None, inputs: dict[str, int], host: set[str] = frozenset(),
+                 fixed_point: bool = False):
+        self.nodes, self.sources, self.dt, self.inputs, self.host, self.fixed_point = nodes, sources, dt, inputs, host, fixed_point
         self.shapes = {name: _ints(nodes[name].input_type["input"]) for name in inputs}
         self.depth = dict(inputs)
         self.origin = {name: name for name in inputs}
@@ -599,9 +600,13 @@ class _Builder:
                 raise UserError(f"{name} (LIF): v_leak must be 0 (Lava's LIF decays towards 0)")
             tau = _uniform(name, "tau", node.tau)
             dv, gain = self._dt(name) / tau, self._dt(name) * _uniform(name, "r", node.r) / tau
-        if abs(gain - 1) > _GAIN_TOLERANCE:
-            raise UserError(f"{name} ({type(node).__name__}): input gain dt*r/tau = {gain:.6g}; the Lava runner needs 1 (r = tau/dt)")
         bias = sum(_spread(getattr(self.nodes.get(s), "bias", 0.0), self.nodes.get(s), shape) for s in feeding)
+        if abs(gain - 1) > _GAIN_TOLERANCE:  # Lava's LIF adds its input unscaled: the gain goes into the weights and bias
+            if self.fixed_point:
+                raise UserError(f"{name} ({type(node).__name__}): input gain dt*r/tau = {gain:.6g}; fixed point takes the export's integers, made for gain 1")
+            for s in feeding:
+                self.synapses[s] = dataclasses.replace(self.synapses[s], weight=self.synapses[s].weight * gain)
+            bias = bias * gain
         return _Neuron(name, shape, feeding, _lava(bias), dv, threshold, depth)
 
     def _shortcut(self, read: str, neuron: str) -> str:

@@ -282,8 +282,11 @@ def run_in_lava(target: Target, inputs: dict[str, np.ndarray], device: torch.dev
     from spikeport.export.loihi import read_loihi_json
     from spikeport.runtime.lava_runner import run_lava, run_lava_manifest  # Lava is slow to import and sets multiprocessing up
 
-    if target.manifest is None:
+    if target.manifest is None:  # a foreign file: --dt (or its own), checked as the reference runtime checks it
+        from spikeport.runtime.reference import timestep
+
         graph = target.nir_graph
+        graph = nir.NIRGraph(nodes=graph.nodes, edges=graph.edges, metadata={**(graph.metadata or {}), "dt": timestep(graph, target.dt)}, type_check=False)
     elif len(target.manifest.partitions) > 1 or _graph_loihi(target, mode):
         parts = target.manifest.partitions
         graphs = {p.name: read_nir(target.export_dir / p.file) for p in parts if p.kind == "neuromorphic" and p.file is not None}
