@@ -8,11 +8,12 @@ from torch import nn
 from spikeport.train import layers
 from spikeport.train.models import spiking_cnn
 from spikeport.train.neuron import LIF, lif_multistep
-from spikeport.train.reference import _TriangleSpike, stepwise_snntorch
+from spikeport.train.neuron import TriangleSpike
+from spikeport.train.reference import stepwise_snntorch
 
 
 def snntorch_loop(x, beta, threshold):
-    leaky = snn.Leaky(beta=beta, threshold=threshold, spike_grad=_TriangleSpike.apply,
+    leaky = snn.Leaky(beta=beta, threshold=threshold, spike_grad=TriangleSpike.apply,
                       reset_mechanism="zero", reset_delay=False)
     mem = torch.zeros_like(x[0])
     spikes, mems = [], []

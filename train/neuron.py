@@ -121,8 +121,10 @@ def _fused_kernel() -> type[torch.autograd.Function] | None:
     return LIFMultiStepTriton
 
 
-class _SurrogateSpike(torch.autograd.Function):
-    """H(v) forward, the triangle surrogate backward: the spike of `_lif_traceable`."""
+class TriangleSpike(torch.autograd.Function):
+    """H(v) forward, the triangle surrogate backward, as a spike function of plain operations: the
+    spike of `_lif_traceable`, and the `spike_grad` that makes snnTorch's Leaky (and SpikingJelly's
+    surrogate) train as this engine does (train/reference.py)."""
 
     @staticmethod
     def forward(ctx, v: Tensor) -> Tensor:
@@ -143,7 +145,7 @@ def _lif_traceable(x: Tensor, beta: float, threshold: float) -> tuple[Tensor, Te
     u, spikes, mems = None, [], []
     for t in range(x.shape[0]):
         h = x[t] if u is None else u * beta + x[t]
-        s = _SurrogateSpike.apply(h - threshold)
+        s = TriangleSpike.apply(h - threshold)
         u = h - h * s
         spikes.append(s)
         mems.append(u)

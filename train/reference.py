@@ -20,7 +20,7 @@ dependency, imported only there), which folds time into the batch as the engine 
 Its neuron is configured to compute ours: `decay_input=False` and tau = 1 / (1 - beta), so that
 u = u * (1 - 1/tau) + x (exactly beta * u + x for beta = 0.5, where 1 - 1/2 is exact; other betas
 may differ in the last bit), hard reset to `v_reset=0` not detached, and as spike function the
-snnTorch copy's `_TriangleSpike` (SpikingJelly takes any callable there). SpikingJelly's own
+engine's `neuron.TriangleSpike` (SpikingJelly takes any callable there). SpikingJelly's own
 `surrogate.PiecewiseQuadratic(alpha=1)` has the same gradient, max(0, 1 - |u - threshold|), but
 fires at u >= threshold where ours fires at u > threshold, and in the DTA MS-ResNet that is no
 corner case: the gate's sigmoid saturates to exactly 1.0, so a gated spike arriving at a membrane
@@ -40,21 +40,7 @@ from torch import Tensor, nn
 
 from spikeport.train import layers
 from spikeport.train.dta import MSResNetDTA
-from spikeport.train.neuron import LIF, heaviside, triangle_surrogate
-
-
-class _TriangleSpike(torch.autograd.Function):
-    """snnTorch spike_grad: Heaviside forward, the engine's triangle surrogate backward."""
-
-    @staticmethod
-    def forward(ctx, v: Tensor) -> Tensor:
-        ctx.save_for_backward(v)
-        return heaviside(v)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        (v,) = ctx.saved_tensors
-        return grad * triangle_surrogate(v)
+from spikeport.train.neuron import LIF, TriangleSpike
 
 
 class SnnTorchLIF(nn.Module):
@@ -65,7 +51,7 @@ class SnnTorchLIF(nn.Module):
         self.leaky = snn.Leaky(
             beta=beta,
             threshold=threshold,
-            spike_grad=_TriangleSpike.apply,
+            spike_grad=TriangleSpike.apply,
             reset_mechanism="zero",
             reset_delay=False,
         )
@@ -190,7 +176,7 @@ def spikingjelly_multistep(model: nn.Module) -> SpikingJellyModel:
                 decay_input=False,
                 v_threshold=module.threshold,
                 v_reset=0.0,
-                surrogate_function=_TriangleSpike.apply,
+                surrogate_function=TriangleSpike.apply,
                 detach_reset=False,
                 step_mode="m",
                 backend="torch",
