@@ -186,6 +186,9 @@ def export(
     from spikeport.config import check_number
 
     check_number("--dt", dt, 0, low_open=True)
+    from spikeport.train.checkpoint import check_checkpoint
+
+    check_checkpoint(run_dir / "checkpoint.pt")  # before the exporter's imports (torch): a wrong path answers at once
     from spikeport.export.exporter import export as run_export
 
     out = run_export(run_dir, tuple(f.strip() for f in formats.split(",") if f.strip()), quantize, dt)

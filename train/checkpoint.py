@@ -19,18 +19,21 @@ import pickletools
 import re
 import zipfile
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from spikeport.config import Config, config_from_dict
 from spikeport.errors import UserError
 from spikeport.io import atomic_open
 
+if TYPE_CHECKING:
+    from torch import nn
+
 FORMAT = "spikeport-checkpoint-1"
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    import torch
+
     with atomic_open(path, "wb") as f:
         torch.save({"format": FORMAT, **state}, f)
 
@@ -110,12 +113,20 @@ def _check_pickle(data: bytes, refuse) -> None:
         raise refuse(f"its pickle is damaged ({e})") from None
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint written by `save_checkpoint`; refuse anything else in one line."""
-    path = Path(path)
+def check_checkpoint(path: Path) -> None:
+    """The checks that need no torch: the file is there and passes the gate. Commands run them
+    before they import torch, so that a wrong path is answered at once."""
     if not path.is_file():
         raise UserError(f"{path}: no checkpoint there")
     check_archive(path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by `save_checkpoint`; refuse anything else in one line."""
+    path = Path(path)
+    check_checkpoint(path)
+    import torch  # after the gate: torch reads only what passed it
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
