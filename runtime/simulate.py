@@ -550,15 +550,16 @@ def simulate(
     inputs, labels = load_inputs(resolved, Path(input_file) if input_file else None, samples)
     from spikeport.device import resolve_device
 
-    with stage(f"{backend}-{mode}: {len(next(iter(inputs.values())))} samples"), recorded_warnings() as notes:
-        result = RUNNERS[backend, mode](resolved, inputs, resolve_device(device))
-    if backend == "reference":  # its activity too, for reports (cheap here; a Lava run is not repeated for it)
-        from spikeport.runtime.measure import write_measured_activity
+    with recorded_warnings() as notes:  # one list, each warning once, for the run and its activity
+        with stage(f"{backend}-{mode}: {len(next(iter(inputs.values())))} samples"):
+            result = RUNNERS[backend, mode](resolved, inputs, resolve_device(device))
+        if backend == "reference":  # its activity too, for reports (cheap here; a Lava run is not repeated for it)
+            from spikeport.runtime.measure import write_measured_activity
 
-        try:
-            write_measured_activity(path.parent / "activity.json", resolved, inputs, resolve_device(device), Path(target), backend, mode)
-        except UserError as e:  # the outputs stand; only the report's counting cannot be done on this graph
-            warnings.warn(f"no sim/activity.json: {e}", DeploymentWarning, stacklevel=2)
+            try:
+                write_measured_activity(path.parent / "activity.json", resolved, inputs, resolve_device(device), Path(target), backend, mode)
+            except UserError as e:  # the outputs stand; only the report's counting cannot be done on this graph
+                warnings.warn(f"no sim/activity.json: {e}", DeploymentWarning, stacklevel=2)
     arrays = {"output": result.output, "delay": np.array(result.delay), "warnings": np.array(notes, dtype=str)}
     if labels is not None:
         arrays["labels"] = labels
