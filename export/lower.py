@@ -247,3 +247,16 @@ def _sources(edges: list[tuple[str, str]], name: str) -> list[str]:
 def _pair(value) -> tuple[int, int]:
     flat = np.atleast_1d(np.asarray(value)).astype(int)
     return (int(flat[0]), int(flat[-1]))
+
+
+def topological_order(nodes: dict, edges: list[tuple[str, str]], why: str = "") -> list[str]:
+    """The nodes in an order where each comes after its sources; a cycle is refused naming its
+    nodes (and `why` the caller cannot run one)."""
+    order, placed = [], set()
+    while len(order) < len(nodes):
+        ready = [n for n in nodes if n not in placed and all(a in placed for a, b in edges if b == n)]
+        if not ready:
+            raise UserError(f"graph: a cycle through {sorted(set(nodes) - placed)}" + (f"; {why}" if why else ""))
+        order += ready
+        placed.update(ready)
+    return order

@@ -128,7 +128,7 @@ import numpy as np
 
 from spikeport.errors import UserError
 from spikeport.export.loihi import BIAS_EXP, IDENTITY, LoihiModel, chain_layers, host_current, input_bias, integers, neuron_bias
-from spikeport.export.lower import deploy, fold_avgpool
+from spikeport.export.lower import deploy, fold_avgpool, topological_order
 from spikeport.export.manifest import Manifest
 from spikeport.export.nir_graph import check_resets_to_zero
 from spikeport.progress import stage
@@ -445,7 +445,7 @@ def plan_network(graph: nir.NIRGraph, loihi: LoihiModel | None = None, depths: d
             raise UserError(f"loihi.json: layers {[layer.synapse for layer in quantized]} do not match the graph's chain {[s for s, _ in pairs]}")
     builder = _Builder(nodes, sources, graph.metadata.get("dt"), {name: (depths or {}).get(name, 0) for name in inputs},
                        {layer.synapse for layer in quantized if layer.on_host}, fixed_point=loihi is not None)
-    for name in _topological(nodes, graph.edges):
+    for name in topological_order(nodes, graph.edges, "the Lava runner takes feed-forward graphs"):
         builder.add(name)
     layers = {}
     for output in outputs:
@@ -688,17 +688,6 @@ def _uniform(name: str, parameter: str, values) -> float:
     if values.size == 0 or np.any(values != values.flat[0]):
         raise UserError(f"{name}: {parameter} differs between neurons; Lava's LIF takes one value per layer")
     return float(values.flat[0])
-
-
-def _topological(nodes: dict, edges: list[tuple[str, str]]) -> list[str]:
-    order, placed = [], set()
-    while len(order) < len(nodes):
-        ready = [n for n in nodes if n not in placed and all(a in placed for a, b in edges if b == n)]
-        if not ready:
-            raise UserError(f"graph: a cycle through {sorted(set(nodes) - placed)}; the Lava runner takes feed-forward graphs")
-        order += ready
-        placed.update(ready)
-    return order
 
 
 def _ints(shape) -> tuple[int, ...]:

@@ -79,6 +79,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from spikeport.errors import UserError
+from spikeport.export.lower import topological_order
 from spikeport.readers import check_hdf5
 
 MAX_ELEMENTS = (
@@ -1261,7 +1262,7 @@ def _simulate_partition(graph, layers: list, drives: dict[str, Tensor], raw: dic
     graded = {name for name in drives if drives[name].dtype != torch.uint8}
     batch, steps = next(iter([*drives.values(), *raw.values()])).shape[:2]
     spikes, readout = {}, None
-    order = _topological_order(nodes, graph.edges)
+    order = topological_order(nodes, graph.edges)
 
     def current(synapse: str) -> Tensor:
         layer = by_synapse[synapse]
@@ -1345,17 +1346,6 @@ def _run_lif(layer, a: Tensor, bias_mant: np.ndarray, device: torch.device, reco
         if record_v:
             volts[:, t] = v
     return spikes, volts
-
-
-def _topological_order(nodes: dict, edges) -> list[str]:
-    order, placed = [], set()
-    while len(order) < len(nodes):
-        ready = [n for n in nodes if n not in placed and all(a in placed for a, b in edges if b == n)]
-        if not ready:
-            raise UserError(f"graph: a cycle through {sorted(set(nodes) - placed)}")
-        order += ready
-        placed.update(ready)
-    return order
 
 
 def _pair(value) -> tuple[int, int]:
