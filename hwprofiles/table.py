@@ -12,7 +12,7 @@ from spikeport.hwprofiles.schema import Profile, sourced_fields
 def print_report(data: dict, console: Console) -> None:
     table = Table(title=f"{data['network']}: per sample, {data['totals']['samples']} samples, T = {data['totals']['timesteps']}")
     for column in SUMMARY_HEADER:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a narrow terminal wraps a value, never cuts it
     for row in summary_rows(data):
         table.add_row(*row)
     console.print(table)
@@ -31,7 +31,7 @@ def print_profiles(profiles: list[Profile], console: Console) -> None:
     known, the unknown ones, and the works its figures cite."""
     table = Table(title="Hardware profiles")
     for column in ["name", "chip", "vendor", "kind", "known figures", "unknown", "sources"]:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for profile in profiles:
         figures = {name: f for name, f in sourced_fields(profile).items() if not f.source.startswith("not applicable")}
         unknown = [name.split(".")[1] for name, f in figures.items() if f.value is None]
