@@ -318,13 +318,13 @@ def profiles_validate(path: Path = typer.Argument(..., help="A profile YAML file
 @data_app.command("list")
 def data_list() -> None:
     """The built-in datasets."""
-    from spikeport.train import datasets
+    from spikeport.train import dataset_specs
 
     table = Table()
     for column in ("name", "input shape", "classes", "description"):
         table.add_column(column)
-    for name in datasets.dataset_names():
-        spec = datasets.spec(name)
+    for name in dataset_specs.dataset_names():
+        spec = dataset_specs.spec(name)
         table.add_row(name, str(spec.input_shape), str(spec.num_classes), spec.description)
     console.print(table)
 
@@ -344,6 +344,9 @@ def data_build(
         if not equals or not key:
             raise UserError(f"--option {item!r}: expected KEY=VALUE, e.g. visual_noise=0.8")
         options[key] = parse_yaml(value, f"--option {key}")
+    from spikeport.train.dataset_specs import spec
+
+    spec(name)  # an unknown name answers before the loaders' imports (torch, tonic)
     from spikeport.train import datasets
 
     path = datasets.build(name, out, options=options)

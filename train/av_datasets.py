@@ -85,14 +85,14 @@ from torchvision import transforms
 from torchvision.transforms import functional as F
 
 from spikeport.errors import UserError
+from spikeport.train.dataset_specs import SPECS
 
 NAMES = ("cremad", "ave")
 SPLITS = ("train", "test")
 
 # name -> (audio per-timestep shape, visual per-timestep shape, number of classes)
 SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
-    "cremad": ((1, 257, 188), (3, 224, 224), 6),
-    "ave": ((1, 257, 1004), (3, 224, 224), 28),
+    name: (SPECS[name].input_shape["audio"], SPECS[name].input_shape["visual"], SPECS[name].num_classes) for name in NAMES
 }
 
 CREMAD_CLASSES = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")  # label order of CramedDataset.py

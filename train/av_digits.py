@@ -24,15 +24,15 @@ import soundfile
 from scipy.ndimage import zoom
 
 from spikeport.errors import UserError
+from spikeport.train.dataset_specs import SPECS
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 VOICES = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan")
 VARIANTS = ("", "+m1", "+m3", "+f1", "+f2", "+f4", "+klatt", "+whisper")
 SAMPLE_RATE = 16_000
 SECONDS = 0.8  # every clip is cut or padded to this length
-MELS = 32  # spectrogram rows; the columns are fixed by the hop to FRAMES
-FRAMES = 32
-IMAGE_SIZE = 32
+_, MELS, FRAMES = SPECS["av-digits"].input_shape["audio"]  # spectrogram rows; the columns are fixed by the hop to FRAMES
+IMAGE_SIZE = SPECS["av-digits"].input_shape["visual"][1]
 
 
 @dataclass(frozen=True)

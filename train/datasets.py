@@ -37,80 +37,12 @@ from spikeport.errors import UserError
 from spikeport.io import atomic_open
 from spikeport.progress import stage
 from spikeport.train import av_datasets, av_digits, real_datasets
+from spikeport.train.dataset_specs import SPECS, DatasetSpec, dataset_names, spec  # noqa: F401 - the registry, re-exported
 
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What a model needs to know about a dataset before seeing any of it."""
-
-    name: str
-    description: str  # one line, shown by `spikeport data list`
-    input_shape: tuple[int, ...] | dict[str, tuple[int, ...]]  # per timestep, without batch and time;
-    num_classes: int  # a dict of shapes by input name for a multi-input (audio-visual) dataset
-
-
-SPECS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec(
-        "digits",
-        "8x8 handwritten digits (scikit-learn), static image repeated every timestep",
-        (1, 8, 8),
-        10,
-    ),
-    "event-digits": DatasetSpec(
-        "event-digits",
-        "the same digits as DVS events from simulated N-MNIST-style saccades, 32x32 sensor",
-        (2, 32, 32),
-        10,
-    ),
-    "av-digits": DatasetSpec(
-        "av-digits",
-        "espeak-ng spoken digits (log-mel) paired with degraded digit images; audio dominates (options: visual_noise, clips_per_digit, seed)",
-        {"audio": (1, av_digits.MELS, av_digits.FRAMES), "visual": (1, av_digits.IMAGE_SIZE, av_digits.IMAGE_SIZE)},
-        10,
-    ),
-    "cifar10": DatasetSpec(
-        "cifar10", "CIFAR-10 from ROOT/cifar-10-batches-py (torchvision), image repeated every timestep", (3, 32, 32), 10
-    ),
-    "cifar100": DatasetSpec(
-        "cifar100", "CIFAR-100 from ROOT/cifar-100-python (torchvision), image repeated every timestep", (3, 32, 32), 100
-    ),
-    "cifar10-dvs": DatasetSpec(
-        "cifar10-dvs",
-        "CIFAR10-DVS from ROOT/CIFAR10DVS/<class>/*.aedat, T equal-count frames resized to 48x48, 90/10 split",
-        (2, 48, 48),
-        10,
-    ),
-    "nmnist": DatasetSpec("nmnist", "N-MNIST from ROOT/NMNIST (tonic), T equal-time frames", (2, 34, 34), 10),
-    "dvs-gesture": DatasetSpec(
-        "dvs-gesture", "DVS128 Gesture from ROOT/DVSGesture (tonic), T equal-time frames", (2, 128, 128), 11
-    ),
-    "cremad": DatasetSpec(
-        "cremad",
-        "CREMA-D from ROOT/CREMA-D in OGM-GE's layout: spectrogram every timestep, T frames spread over the clip",
-        {"audio": av_datasets.SHAPES["cremad"][0], "visual": av_datasets.SHAPES["cremad"][1]},
-        av_datasets.SHAPES["cremad"][2],
-    ),
-    "ave": DatasetSpec(
-        "ave",
-        "AVE from ROOT/AVE in OGM-GE's layout: spectrogram every timestep, T of the 10 frames",
-        {"audio": av_datasets.SHAPES["ave"][0], "visual": av_datasets.SHAPES["ave"][1]},
-        av_datasets.SHAPES["ave"][2],
-    ),
-}
 
 SPLITS = ("train", "test")
 # Part of every cache file name: bump it when a generator changes, so old caches are not reused.
 CACHE_VERSION = 1
-
-
-def dataset_names() -> list[str]:
-    return list(SPECS)
-
-
-def spec(name: str) -> DatasetSpec:
-    if name not in SPECS:
-        raise UserError(f"unknown dataset {name!r}; known datasets: {', '.join(SPECS)}")
-    return SPECS[name]
 
 
 def build(name: str, root: str | Path, download: bool = False, options: dict | None = None) -> Path:
