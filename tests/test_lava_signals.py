@@ -62,7 +62,9 @@ def test_a_signal_to_spikeport_ends_every_lava_process_and_frees_its_shared_memo
             (group,) = groups
             segments = mapped_segments(group)
         time.sleep(0.05)
-    assert len(members(group)) > 2
+    # the sandbox's child leads the group; with the channels mapped, at least one Lava process is up
+    # beside it (how many more are started by then varies with the machine's load)
+    assert len(members(group)) >= 2
 
     process.send_signal(ending)
     assert process.wait(60) == -ending, "spikeport ends by the signal, as it would have without Lava"
