@@ -163,10 +163,9 @@ def models(shape, channels, timesteps, batch, device, compile_engine: bool):
     return built, x, y
 
 
-def run_case(shape, channels, timesteps, batch, steps, warmup, device, compile_engine) -> dict:
-    built, x, y = models(shape, channels, timesteps, batch, device, compile_engine)
-    trainers = {name: Trainer(model, x, y) for name, model in built.items()}
-    # Steps alternate between the engines, so that a change in machine load hits all alike.
+def timed_steps(trainers: dict, steps: int, warmup: int) -> dict:
+    """Step every engine `warmup + steps` times, alternating between them so that a change in
+    machine load hits all alike; refuse engines whose first loss is not spikeport's (another function)."""
     for i in range(warmup + steps):
         for trainer in trainers.values():
             trainer.step(timed=i >= warmup)
@@ -174,6 +173,12 @@ def run_case(shape, channels, timesteps, batch, steps, warmup, device, compile_e
     for name, trainer in trainers.items():
         if abs(trainer.first_loss - ours.first_loss) > 1e-5:
             raise SystemExit(f"{name} computes another function: first-step loss {trainer.first_loss} vs {ours.first_loss}")
+    return trainers
+
+
+def run_case(shape, channels, timesteps, batch, steps, warmup, device, compile_engine) -> dict:
+    built, x, y = models(shape, channels, timesteps, batch, device, compile_engine)
+    trainers = timed_steps({name: Trainer(model, x, y) for name, model in built.items()}, steps, warmup)
     medians = {name: statistics.median(trainer.times) for name, trainer in trainers.items()}
     result = {
         "first_step_loss": {name: trainer.first_loss for name, trainer in trainers.items()},
