@@ -373,7 +373,7 @@ def main() -> None:
             traceback.print_exc()
         message = e if isinstance(e, UserError) else NoSpace(e.filename or "the output")  # a full disk outside atomic_open
         print(f"spikeport: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(message, "exit_code", 2))
     if isinstance(code, int) and code:  # typer.Exit(code), 130 for Ctrl-C
         sys.exit(code)
 

@@ -1,7 +1,8 @@
 """The one exception type that means "the user gave us something wrong".
 
-The CLI turns a `UserError` into a single line on stderr and exit code 2; any other exception is
-a bug in spikeport and keeps its traceback (exit code 1). Raise `UserError` with a message that
+The CLI turns a `UserError` into a single line on stderr and exit code 2 (a `WorkerCrashed`, its
+one subclass, exits 1); any other exception is a bug in spikeport and keeps its traceback (exit
+code 1). Raise `UserError` with a message that
 names the file, field, layer or value and says what is wrong with it.
 """
 
@@ -14,6 +15,16 @@ from collections.abc import Iterator
 
 class UserError(Exception):
     """Bad input from the user: a file, a config field, a name, a shape."""
+
+    exit_code = 2
+
+
+class WorkerCrashed(UserError):
+    """A program spikeport runs for the user died without saying why (the Lava worker killed by a
+    signal, out of memory, a crash in Lava): not bad input, and not a bug to show a traceback of.
+    Its message names the program and ends with the tail of what it printed; exit code 1."""
+
+    exit_code = 1
 
 
 class DeploymentWarning(UserWarning):
