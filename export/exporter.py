@@ -4,6 +4,11 @@
     model.nir       the neuromorphic partition (or <partition>.nir each, when there are several);
                     its Input nodes are named after the manifest tensors they receive, its Output
                     nodes `output` (one output) or `output_<tensor>` (several)
+    deployed.nir    what the chip runs (or deployed-<partition>.nir each): the partition lowered for a
+                    neuromorphic core (export/lower.py `deploy`: pools folded, synapses composed), written
+                    once so that the runtimes, the Loihi files and the report read it instead of lowering
+                    again; absent for a partition no core can run as it is (the lowering's reason is the
+                    report's `lowering`)
     host.onnx       the host partition, when there is one (or <partition>.onnx each)
     model.onnx      the whole model with T unrolled, the reference for ONNX Runtime
     loihi.json      Loihi fixed-point parameters per layer and their quantization error (--quantize loihi)
@@ -33,7 +38,7 @@ from spikeport.io import check_replaceable, replacing_folder
 from spikeport.export import manifest as mf
 from spikeport.export.loihi import Calibration, PartitionSpec, chain_layers, quantize_partitions, write_loihi_json
 from spikeport.export.loihi import quantize as quantize_loihi
-from spikeport.export.lower import fold_avgpool
+from spikeport.export.lower import deploy
 from spikeport.export.netx import write_netx
 from spikeport.export.nir_graph import DEFAULT_DT, to_nir, write_nir
 from spikeport.export.onnx import export_onnx_graph
@@ -99,16 +104,18 @@ def _check_formats(formats: tuple[str, ...]) -> None:
         raise UserError(f"--formats: unknown format {', '.join(unknown) or '(none given)'} (known: {', '.join(FORMATS)})")
 
 
-def _loihi_files(parts: Partitioned, graphs: dict[str, nir.NIRGraph], build: Path, lava: bool, input_bound: float,
+def _loihi_files(parts: Partitioned, deployed: dict[str, nir.NIRGraph], build: Path, lava: bool, input_bound: float,
                  calibration: dict[str, torch.Tensor]) -> tuple[dict[str, str], list[str]]:
-    """loihi.json (and model.net for a plain chain, which netx holds) and the quantizer's warnings.
+    """loihi.json (and model.net for a plain chain, which netx holds) and the quantizer's warnings,
+    from each neuromorphic partition's graph as deployed (as lowered; as exported where it does not lower,
+    which the quantizer then refuses, naming the node).
 
     A model that is one plain chain of layers is quantized as a chain (export/loihi.py `quantize`);
     any other, residual sums, several partitions and host boundaries, by `quantize_partitions`,
     calibrated on `calibration` ([T, B, ...] per model input)."""
     chips = [p for p in parts.partitions if p.kind == NEUROMORPHIC]
-    if len(parts.partitions) == 1 and _is_chain(fold_avgpool(graphs[chips[0].name])):
-        lowered = fold_avgpool(graphs[chips[0].name])
+    if len(parts.partitions) == 1 and _is_chain(deployed[chips[0].name]):
+        lowered = deployed[chips[0].name]
         model = quantize_loihi(lowered, input_bound=input_bound)
         write_loihi_json(model, build / "loihi.json")
         files = {"loihi": "loihi.json"}
@@ -117,10 +124,29 @@ def _loihi_files(parts: Partitioned, graphs: dict[str, nir.NIRGraph], build: Pat
             files["netx"] = "model.net"
         return files, model.warnings
     specs = [PartitionSpec(p.name, p.kind, [(b.name, b.kind) for b in p.inputs], [(b.name, b.kind) for b in p.outputs]) for p in parts.partitions]
-    model = quantize_partitions(specs, graphs, [b.name for b in parts.inputs], [b.name for b in parts.outputs],
+    # quantize_partitions lowers each graph itself (export/lower.py deploy); on a deployed graph that is the identity
+    model = quantize_partitions(specs, deployed, [b.name for b in parts.inputs], [b.name for b in parts.outputs],
                                 _calibrate(parts, calibration), input_bound=input_bound)
     write_loihi_json(model, build / "loihi.json")
     return {"loihi": "loihi.json"}, model.warnings
+
+
+def _deployed(parts: Partitioned, graphs: dict[str, nir.NIRGraph]) -> tuple[dict[str, nir.NIRGraph], set[str]]:
+    """Each neuromorphic partition as the chip runs it (export/lower.py `deploy`; a partition whose
+    outputs feed another partition hands its pooled values on through a synaptic layer), and the
+    names of those that lowered: one that does not (an overlapping pool, a convolution reading a
+    convolution's current) keeps its exported graph here, for formats that need no lowering."""
+    final = [b.name for b in parts.outputs]
+    deployed, lowered = {}, set()
+    for p in parts.partitions:
+        if p.kind != NEUROMORPHIC:
+            continue
+        try:
+            deployed[p.name] = deploy(graphs[p.name], handoff=[b.name for b in p.outputs] != final)
+            lowered.add(p.name)
+        except UserError:
+            deployed[p.name] = graphs[p.name]
+    return deployed, lowered
 
 
 def _is_chain(graph: nir.NIRGraph) -> bool:
@@ -213,6 +239,12 @@ def export_model(
                 if entry.file:
                     export_onnx_graph(p.module, examples, [b.name for b in p.outputs], build / entry.file)
             entries.append(entry)
+        deployed, lowered = _deployed(parts, graphs)
+        if "nir" in formats or "lava" in formats:
+            for entry in entries:
+                if entry.name in lowered:
+                    entry.deployed = "deployed.nir" if len(deployed) == 1 else f"deployed-{entry.name}.nir"
+                    write_nir(deployed[entry.name], build / entry.deployed)
         if "onnx" in formats:
             examples = {b.name: _example(b, timesteps) for b in parts.inputs}
             export_onnx_graph(model, examples, [b.name for b in parts.outputs], build / "model.onnx")
@@ -221,7 +253,7 @@ def export_model(
             if calibration is None:
                 calibration = [_example(b, timesteps) * (input_bound / 2) for b in parts.inputs]
             named = {b.name: x for b, x in zip(parts.inputs, calibration)}
-            loihi_files, warnings = _loihi_files(parts, graphs, build, "lava" in formats, input_bound, named)
+            loihi_files, warnings = _loihi_files(parts, deployed, build, "lava" in formats, input_bound, named)
             files.update(loihi_files)
             for line in warnings:
                 console.print(f"[yellow]warning[/yellow]: {line}")

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from spikeport.errors import UserError
+from spikeport.export.neuron_constants import neuron_constants
 from spikeport.export.nir_graph import check_resets_to_zero
 from spikeport.io import write_json
 
@@ -315,30 +316,28 @@ def _float_weights(graph: nir.NIRGraph, synapse: str, neuron: str | None, kind: 
 
 
 def _neuron_constants(graph: nir.NIRGraph, name: str) -> tuple[float, float, float]:
-    """(beta, input gain, threshold) of a LIF/IF layer; refuses what Lava's LIF cannot run."""
+    """(beta, input gain, threshold) of a LIF/IF layer (export/neuron_constants.py decodes them);
+    refuses what Lava's LIF cannot run."""
     node = graph.nodes[name]
     dt = graph.metadata.get("dt")
     if not dt:
         raise UserError(f"graph: metadata has no dt; the decay of {name} cannot be computed without it")
-    if isinstance(node, nir.LIF):
-        beta, gain = (
-            1 - dt / np.asarray(node.tau, dtype=np.float64),
-            dt * np.asarray(node.r, dtype=np.float64) / np.asarray(node.tau, dtype=np.float64),
-        )
-        if np.any(np.asarray(node.v_leak) != 0):
-            raise UserError(f"{name} (LIF): v_leak {np.unique(node.v_leak)[:3]}; Lava's LIF leaks towards 0 only")
-    else:
-        beta, gain = np.ones_like(node.r, dtype=np.float64), dt * np.asarray(node.r, dtype=np.float64)
+    c = neuron_constants(node, dt, name)
+    if c.kind == "CubaLIF":
+        raise UserError(f"{name} (CubaLIF): its synaptic current filter (tau_syn) has no place in the Loihi fixed-point export, "
+                        "whose current holds one step's input; export it with --quantize none")
+    if c.kind == "LIF" and np.any(np.asarray(node.v_leak) != 0):
+        raise UserError(f"{name} (LIF): v_leak {np.unique(node.v_leak)[:3]}; Lava's LIF leaks towards 0 only")
     if node.v_reset is not None and np.any(np.asarray(node.v_reset) != 0):
         raise UserError(f"{name} ({type(node).__name__}): v_reset {np.unique(node.v_reset)[:3]}; Lava's LIF resets to 0")
-    values = {"beta": beta, "input gain dt*r/tau": gain, "v_threshold": np.asarray(node.v_threshold, dtype=np.float64)}
+    values = {"beta": c.beta, "input gain dt*r/tau": c.gain, "v_threshold": c.v_threshold}
     for what, value in values.items():
         if np.ptp(value) > 1e-9 * max(1.0, np.abs(value).max()):
             raise UserError(
                 f"{name} ({type(node).__name__}): {what} varies across the layer ({value.min()} .. {value.max()}); "
                 "Lava's LIF has one per layer"
             )
-    return float(beta.flat[0]), float(gain.flat[0]), float(values["v_threshold"].flat[0])
+    return float(c.beta.flat[0]), float(c.gain.flat[0]), float(c.v_threshold.flat[0])
 
 
 def _neuron_fields(graph: nir.NIRGraph, name: str) -> tuple[float, float, int]:
@@ -874,22 +873,3 @@ def neuron_bias(graph: nir.NIRGraph, layers: list[LoihiLayer]) -> np.ndarray:
     shape = _neuron_shape(graph, first.neuron)
     total = sum(_spread_bias(graph, l.synapse, l.kind, _float_weights(graph, l.synapse, l.neuron, l.kind)[1], shape) for l in layers)
     return np.round(np.asarray(total, dtype=np.float64) * first.scale).astype(np.int64)
-
-
-def to_payload(values: np.ndarray, boundary: LoihiBoundary) -> np.ndarray:
-    """What a host partition sends the chip for float values: round(x * scale), saturated to the
-    payload's signed bits (int32). One function for Lava's host process and the emulator."""
-    if boundary.kind == "spike":
-        return (np.asarray(values) != 0).astype(np.int32)
-    bound = 2 ** (boundary.payload_bits - 1)
-    scaled = np.round(np.asarray(values, dtype=np.float64) * boundary.scale)
-    return np.clip(scaled, -bound, bound - 1).astype(np.int32)
-
-
-def from_payload(ints: np.ndarray, boundary: LoihiBoundary, bias: np.ndarray | float = 0.0) -> np.ndarray:
-    """What a host partition makes of a payload from the chip (float32, NIR's order): int / scale,
-    plus the bias a synaptic layer leaves to the host (none for a first layer's current)."""
-    if boundary.kind == "spike":
-        return (np.asarray(ints) != 0).astype(np.float32)
-    values = np.asarray(ints, dtype=np.float64) / boundary.scale
-    return (values + (0.0 if boundary.host_layer else np.asarray(bias, dtype=np.float64))).astype(np.float32)

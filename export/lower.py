@@ -40,10 +40,20 @@ naming both layers.
 (export/loihi.py) read: in a partition whose outputs feed other partitions (`handoff`), a global
 average pool -> Flatten before an Output first gets an identity Affine after it
 (`pool_before_outputs`), so that the pool folds into a synaptic layer whose current (the pooled
-spikes) is the graded tensor handed on; then pools are folded and synapses composed.
+spikes) is the graded tensor handed on; then pools are folded and synapses composed. Lowering a
+lowered graph changes nothing (no pool is left to fold, no synapse reads another), so a consumer
+that lowers what it is given may be given the deployed graph.
+
+`spikeport export` lowers each neuromorphic partition once and writes it (deployed.nir, or
+deployed-<partition>.nir each; manifest `partitions[].deployed`). `read_deployed` is how a later
+stage gets it: the deployed file, or, for an export written before deployed files, the exported
+graph lowered there.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import nir
 import numpy as np
@@ -96,6 +106,34 @@ _SYNAPTIC = (nir.Affine, nir.Linear, nir.Conv2d)
 def deploy(graph: nir.NIRGraph, handoff: bool = False) -> nir.NIRGraph:
     """The graph as a chip runs it (module docstring): pools folded, synapses composed."""
     return compose_synapses(fold_avgpool(pool_before_outputs(graph) if handoff else graph))
+
+
+def handoff(manifest, name: str) -> bool:
+    """Whether partition `name` of `manifest` (export/manifest.py) hands its outputs on to another
+    partition, instead of giving the model's outputs: `deploy`'s `handoff`."""
+    (entry,) = [p for p in manifest.partitions if p.name == name]
+    return [t.name for t in entry.outputs] != [t.name for t in manifest.outputs]
+
+
+def read_deployed(manifest, export_dir: Path, name: str, read: Callable[[Path], nir.NIRGraph] = nir.read) -> nir.NIRGraph:
+    """Neuromorphic partition `name` of an export as the chip runs it: its deployed file, or (an
+    export written before deployed files) its exported graph lowered here. `read` reads an NIR file
+    (the runtimes pass their bounded reader, runtime/simulate.py `read_nir`). A deployed file whose
+    inputs or outputs are not the partition's (a file of another export) is refused, naming it."""
+    (entry,) = [p for p in manifest.partitions if p.name == name]
+    if entry.deployed is None:
+        if entry.file is None:
+            raise UserError(f"partition {name}: the export has neither its deployed graph nor its .nir file; export with --formats nir")
+        return deploy(read(Path(export_dir) / entry.file), handoff(manifest, name))
+    path = Path(export_dir) / entry.deployed
+    graph = read(path)
+    inputs = sorted(n for n, node in graph.nodes.items() if isinstance(node, nir.Input))
+    outputs = sorted(n for n, node in graph.nodes.items() if isinstance(node, nir.Output))
+    expected = ["output"] if len(entry.outputs) == 1 else sorted(f"output_{t.name}" for t in entry.outputs)
+    if inputs != sorted(t.name for t in entry.inputs) or outputs != expected:
+        raise UserError(f"{path}: inputs {inputs} and outputs {outputs}, not partition {name}'s "
+                        f"({sorted(t.name for t in entry.inputs)} and {expected}); a file of another export?")
+    return graph
 
 
 def pool_before_outputs(graph: nir.NIRGraph) -> nir.NIRGraph:

@@ -36,6 +36,10 @@ class PartitionEntry:
     buffer_timesteps: int = 0  # host: timesteps to collect before the first output
     host_ops: list[str] = field(default_factory=list)  # host: each op and why it cannot run on a core
     macs_per_sample: float = 0.0  # host: multiply-accumulates per sample over all T (torch's FLOP counter / 2)
+    # neuromorphic: the partition as the chip runs it (deployed.nir, or deployed-<name>.nir each when there
+    # are several; export/lower.py `deploy`), written once by export; None where it does not lower, or in
+    # an export written before deployed files (readers then lower `file` themselves)
+    deployed: str | None = None
 
 
 @dataclass
@@ -83,6 +87,7 @@ def read_manifest(path: str | Path) -> Manifest:
                 buffer_timesteps=int(p.get("buffer_timesteps", 0)),
                 host_ops=list(p.get("host_ops", [])),
                 macs_per_sample=float(p.get("macs_per_sample", 0.0)),
+                deployed=p.get("deployed"),
             )
             for p in data["partitions"]
         ]
@@ -106,7 +111,10 @@ def read_manifest(path: str | Path) -> Manifest:
             raise UserError(f"{path}: partitions.{p.name}.macs_per_sample must be a finite number >= 0, got {p.macs_per_sample}")
         if p.kind not in ("neuromorphic", "host"):
             raise UserError(f"{path}: partitions.{p.name}.kind must be neuromorphic or host, got {p.kind!r}")
+        if p.deployed is not None and (p.kind != "neuromorphic" or Path(str(p.deployed)).suffix != ".nir"):
+            raise UserError(f"{path}: partitions.{p.name}.deployed: {p.deployed!r}; only a neuromorphic partition has a deployed graph, a .nir file")
     named = {f"partitions.{p.name}.file": p.file for p in manifest.partitions if p.file is not None}
+    named.update({f"partitions.{p.name}.deployed": p.deployed for p in manifest.partitions if p.deployed is not None})
     named.update({f"files.{k}": v for k, v in manifest.files.items()})
     for key, name in named.items():
         if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):

@@ -4,10 +4,12 @@ A *layer* is a synaptic node (Conv2d, Affine, Linear) with the neuron node it fe
 when it is the non-spiking read-out. Each layer is described twice, because the chip and the model
 differ where an average pool sits between two layers:
 
-- as deployed (its geometry, fan-in/out, destinations, and whether it reads spikes): the graph
-  after `lower`, which folds average pools into the next synaptic layer as the Lava runner and the
-  Loihi export do. A pool is then no layer at all, and the layer after it reads spikes. Fit checks
-  this view.
+- as deployed (its geometry, fan-in/out, destinations, and whether it reads spikes): the graph the
+  export wrote as what the chip runs (export/deployed.nir: average pools folded into the next
+  synaptic layer, synapses composed; export/lower.py), or, for a bare .nir file or an export written
+  before deployed files, the graph after `lower`, which folds the average pools. A pool is then no
+  layer at all, and the layer after it reads spikes. Fit checks this view; a layer the lowering
+  composed into others (a projection shortcut reading a sum of currents) keeps its exported geometry.
 - as the model computes it (its operations): pooled spikes are graded values, so those operations
   are MACs, exactly as NeuroBench counts them on the torch model.
 
@@ -43,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spikeport.errors import UserError
-from spikeport.export.lower import fold_avgpool
+from spikeport.export.lower import fold_avgpool, read_deployed
 from spikeport.activity import HostPartition, Layer, Measured, Network, fingerprint, inputs_fingerprint, write_activity
 from spikeport.runtime.reference import NEURONS, _module, _pair
 from spikeport.runtime.simulate import Target, fixed_point_spikes, netx_drive, read_nir, run_reference
@@ -133,6 +135,16 @@ def lower(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, str]:
         return graph, f"as exported, pools not folded: {e}"
 
 
+def lowering(exported: nir.NIRGraph, deployed: nir.NIRGraph) -> str:
+    """What the export's lowering did to `exported` to give `deployed` (its deployed file), for the
+    report's `lowering`: in the words of `lower` where it only folded pools."""
+    pools = [n for n, node in exported.nodes.items() if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)) and n not in deployed.nodes]
+    composed = [n for n, node in exported.nodes.items() if isinstance(node, SYNAPTIC) and n not in deployed.nodes]
+    done = [f"average pools {', '.join(pools)} folded into the next synaptic layer (export/lower.py)"] if pools else []
+    done += [f"synaptic layers {', '.join(composed)} composed with the synapses they read (export/lower.py)"] if composed else []
+    return "; ".join(done) or "as exported (no average pool to fold)"
+
+
 def _fan(node: nir.NIRNode, mask: torch.Tensor) -> tuple[int, int]:
     """Most nonzero synapses into one neuron, and out of one input neuron.
 
@@ -165,7 +177,7 @@ def _layers_of(exported: nir.NIRGraph, deployed: nir.NIRGraph, prefix: str, dt: 
             route = [_module(n, exported.nodes[n], dt) for n in reversed(path[1:-1])]
             pools = [n for n in path[1:-1] if isinstance(exported.nodes[n], nir.AvgPool2d) and n not in deployed.nodes]
             synapses[f"{prefix}{name}"] = _Synapse(
-                node, deployed.nodes[name], neuron and f"{prefix}{neuron}", neuron and exported.nodes[neuron],
+                node, deployed.nodes.get(name, node), neuron and f"{prefix}{neuron}", neuron and exported.nodes[neuron],
                 source=source and f"{prefix}{source}", route=route, deployed_from=f"{prefix}{pools[-1] if pools else name}",
             )
     return synapses
@@ -306,11 +318,11 @@ def measure(
         exported = {f"{p.name}.": read_nir(target.export_dir / p.file) for p in target.manifest.partitions if p.kind == "neuromorphic"}
         timesteps, dt = target.manifest.timesteps, target.manifest.dt
     synapses: dict[str, _Synapse] = {}
-    lowering = []
+    notes = []
     for prefix, graph in exported.items():
-        deployed, how = lower(graph)
+        deployed, how = _as_deployed(target, prefix.rstrip("."), graph)
         synapses.update(_layers_of(graph, deployed, prefix, dt or 1.0))  # dt changes no routing node
-        lowering.append(f"{prefix.rstrip('.')}: {how}" if prefix else how)
+        notes.append(f"{prefix.rstrip('.')}: {how}" if prefix else how)
     tally = _Tally(synapses, timesteps)
     samples = next(iter(inputs.values())).shape[0]
     if mode == "float":
@@ -360,8 +372,18 @@ def measure(
         samples=samples,
         pipeline_delay=max((_pipeline_delay(g) for g in exported.values()), default=0),
         activity=(GRAPH_ACTIVITY if mode == "loihi" and target.manifest is not None and "netx" not in target.manifest.files else ACTIVITY)[backend, mode],
-        lowering="; ".join(lowering),
+        lowering="; ".join(notes),
     )
+
+
+def _as_deployed(target: Target, partition: str, exported: nir.NIRGraph) -> tuple[nir.NIRGraph, str]:
+    """The partition as the chip runs it, and how it came from `exported`: the export's deployed
+    file when it wrote one (nothing is lowered again here), else `lower`."""
+    entry = next((p for p in target.manifest.partitions if p.name == partition), None) if target.manifest else None
+    if entry is None or entry.deployed is None:
+        return lower(exported)
+    deployed = read_deployed(target.manifest, target.export_dir, partition, read_nir)
+    return deployed, lowering(exported, deployed)
 
 
 def _summed_currents(layer: str, synapses: dict[str, _Synapse], exported: dict[str, nir.NIRGraph], window: dict[str, torch.Tensor],

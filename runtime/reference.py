@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from spikeport.errors import DeploymentWarning, UserError
+from spikeport.export.neuron_constants import neuron_constants
 from spikeport.export.nir_graph import reset_rule
 
 NEURONS = (nir.LIF, nir.IF, nir.CubaLIF)
@@ -58,27 +59,27 @@ class Neuron:
 
 
 def neuron_step_constants(node: nir.NIRNode, dt: float) -> Neuron:
-    def tensor(a) -> Tensor:
-        return torch.as_tensor(np.asarray(a, dtype=np.float64))
+    """The node's Euler step (export/neuron_constants.py decodes it) as torch tensors, with every
+    factor that is neutral left out (`unless`)."""
 
-    def unless(value: Tensor, neutral: float) -> Tensor | None:
+    def unless(value: np.ndarray, neutral: float) -> Tensor | None:
         """None where `value` is `neutral` to float32 precision: files written by other tools store
         their constants in float32 (the NIR paper's braille network has r = 9.99999762 for
         tau_mem / dt = 10), and snnTorch, Norse and Lava read such a gain as exactly 1."""
+        value = torch.as_tensor(value)
         return None if torch.all(torch.abs(value - neutral) <= FLOAT32_TOLERANCE * max(abs(neutral), 1.0)) else value.float()
 
-    threshold, reset = tensor(node.v_threshold).float(), tensor(node.v_reset).float()
-    if isinstance(node, nir.IF):
-        return Neuron(None, unless(dt * tensor(node.r), 1.0), None, threshold, reset, reset_rule(node))
-    ratio = dt / tensor(node.tau_mem if isinstance(node, nir.CubaLIF) else node.tau)  # tau > 0: _check_graph
+    c = neuron_constants(node, dt)
+    threshold, reset = torch.as_tensor(c.v_threshold).float(), torch.as_tensor(c.v_reset).float()
+    if c.kind == "IF":
+        return Neuron(None, unless(c.gain, 1.0), None, threshold, reset, reset_rule(node))
     synapse = None
-    if isinstance(node, nir.CubaLIF):  # tau_syn di/dt = -i + w_in I, by forward Euler like the membrane
-        synaptic = dt / tensor(node.tau_syn)
-        synapse = Synapse((1 - synaptic).float(), unless(synaptic * tensor(node.w_in), 1.0))
+    if c.kind == "CubaLIF":  # tau_syn di/dt = -i + w_in I, by forward Euler like the membrane
+        synapse = Synapse(torch.as_tensor(c.synapse_decay).float(), unless(c.synapse_gain, 1.0))
     return Neuron(
-        decay=(1 - ratio).float(),
-        gain=unless(ratio * tensor(node.r), 1.0),
-        bias=unless(ratio * tensor(node.v_leak), 0.0),
+        decay=torch.as_tensor(c.beta).float(),
+        gain=unless(c.gain, 1.0),
+        bias=unless(c.bias, 0.0),
         threshold=threshold,
         reset=reset,
         rule=reset_rule(node),
@@ -97,37 +98,47 @@ class NeuronLayer(nn.Module):
     def forward(self, current: Tensor) -> Tensor:
         return self.run(current, None)[0]
 
-    def run(self, current: Tensor, state: tuple | None) -> tuple[Tensor, tuple]:
+    def run(self, current: Tensor, state: tuple | None, recurrent: Tensor | None = None) -> tuple[Tensor, tuple]:
+        """`recurrent`: the input along recurrent edges, added after the decayed state and the
+        feed-forward input, as snnTorch's RLeaky and RSynaptic add it (so the rounding is theirs)."""
         c, device = self.c, current.device
         on = lambda a: None if a is None else a.to(device)  # noqa: E731
         decay, gain, bias, threshold, reset = on(c.decay), on(c.gain), on(c.bias), on(c.threshold), on(c.reset)
         if c.synapse is None:  # the input drives the membrane directly: scale it for all steps at once
             current = current if gain is None else current * gain
             current = current if bias is None else current + bias
+            recurrent = recurrent if gain is None or recurrent is None else recurrent * gain
             gain = bias = None
         spikes = torch.empty_like(current)
         v, i = state if state is not None else (torch.zeros_like(current[0]), torch.zeros_like(current[0]))
         for t in range(current.shape[0]):
-            drive = current[t]
+            drive, late = current[t], None if recurrent is None else recurrent[t]
             if c.synapse is not None:  # i = alpha i + I, then v = beta v + i, as snnTorch's Synaptic
-                i = i * c.synapse.decay.to(device) + (drive if c.synapse.gain is None else drive * c.synapse.gain.to(device))
-                drive = i if gain is None else i * gain
+                synaptic = lambda x: x if c.synapse.gain is None else x * c.synapse.gain.to(device)  # noqa: E731
+                i = i * c.synapse.decay.to(device) + synaptic(drive)
+                i = i if late is None else i + synaptic(late)
+                drive, late = (i if gain is None else i * gain), None
                 drive = drive if bias is None else drive + bias
-            v, spikes[t] = self._step(v, drive, decay, threshold, reset)
+            v, spikes[t] = self._step(v, drive, late, decay, threshold, reset)
         return spikes, (v, i)
 
-    def _step(self, v: Tensor, drive: Tensor, decay: Tensor | None, threshold: Tensor, reset: Tensor) -> tuple[Tensor, Tensor]:
-        """One step of the membrane: NIR's reset (to v_reset, at once), or snnTorch's subtractive
-        rule (immediate or delayed, train/neuron.py lif_steps) in its operations and order."""
+    def _step(self, v: Tensor, drive: Tensor, late: Tensor | None, decay: Tensor | None, threshold: Tensor, reset: Tensor) -> tuple[Tensor, Tensor]:
+        """One step of the membrane (`late`: the recurrent input, added last): NIR's reset (to
+        v_reset, at once), or snnTorch's other rules (train/neuron.py lif_steps, snntorch_steps) in
+        their operations and order. A delayed zero reset is the (R)Synaptic/RLeaky one: the whole
+        membrane of the step after the spike is zeroed."""
         rule, delayed = self.c.rule
+        h = (v * decay if decay is not None else v) + drive
+        h = h if late is None else h + late
         if (rule, delayed) == ("zero", False):
-            h = (v * decay if decay is not None else v) + drive
             s = h > threshold
             return torch.where(s, reset, h), s
         owed = (v > threshold).to(v.dtype)  # the reset the previous step left (delayed rule)
-        v = (v * decay if decay is not None else v) + drive
+        v = h
         if rule == "subtract":
             v = v - owed * threshold
+        elif rule == "zero":  # delayed (the immediate rule returned above)
+            v = v - v * owed
         s = (v > threshold).to(v.dtype)
         if rule == "subtract" and not delayed:
             v = v - (s - owed) * threshold
@@ -179,6 +190,10 @@ def _module(name: str, node: nir.NIRNode, dt: float) -> nn.Module:
     if isinstance(node, nir.Flatten):
         return nn.Flatten(node.start_dim + 2, node.end_dim + 2 if node.end_dim >= 0 else node.end_dim)
     return _refuse(name, node, "not supported by the reference runtime")
+
+
+def _summed(values: list[Tensor]) -> Tensor:
+    return values[0] if len(values) == 1 else torch.stack(values).sum(0)  # NIR sums a node's inputs
 
 
 def _refuse(name: str, node: nir.NIRNode, why: str):
@@ -240,11 +255,11 @@ class NIRExecutor(nn.Module):
                 if name in self.inputs:
                     values[name] = inputs[name][t : t + 1]
                     continue
-                incoming = [values[s] for s in self.sources[name]] + [previous[s] for s in self.delayed[name]]
-                total = incoming[0] if len(incoming) == 1 else torch.stack(incoming).sum(0)
+                fed, late = [values[s] for s in self.sources[name]], [previous[s] for s in self.delayed[name]]
+                total = _summed(fed + late)
                 layer = None if name in self.outputs else self.layers[name.replace(".", "_")]
-                if name in self.neurons:
-                    values[name], states[name] = layer.run(total, states.get(name))
+                if name in self.neurons:  # the recurrent inputs added last, as snnTorch adds them
+                    values[name], states[name] = layer.run(_summed(fed), states.get(name), _summed(late)) if fed and late else layer.run(total, states.get(name))
                 else:
                     values[name] = total if layer is None else layer(total)
                 seen[name].append((total, values[name]))

@@ -28,7 +28,7 @@ def test_export_digits_cnn(run_dir, cli):
     code, _, err = cli("export", run_dir)
     assert code == 0, err
     out = run_dir / "export"
-    assert sorted(p.name for p in out.iterdir()) == [".written-by-spikeport.json", "loihi.json", "manifest.json", "model.net", "model.nir", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [".written-by-spikeport.json", "deployed.nir", "loihi.json", "manifest.json", "model.net", "model.nir", "model.onnx"]
     manifest = read_manifest(out / "manifest.json")
     assert manifest.timesteps == 4 and manifest.dt == 1e-3
     assert [p.kind for p in manifest.partitions] == ["neuromorphic"]
