@@ -14,6 +14,8 @@ Bad input raises `spikeport.errors.UserError` with the one line the CLI would pr
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,12 +165,19 @@ def train(
     seed: int | None = None,
     device: str = "auto",
     resume: bool = False,
+    nproc: int = 1,
 ) -> Run:
-    """Train a config (a YAML path or the same data as a dict) into the run folder `out`."""
-    from spikeport.config import config_from_dict, load_config
-    from spikeport.train.loop import model_for
-    from spikeport.train.loop import train as run_training
+    """Train a config (a YAML path or the same data as a dict) into the run folder `out`.
 
+    `nproc` > 1 trains in that many processes (torchrun; DDP over gloo on CPU, nccl on GPU), each
+    started as `spikeport train` on the config file; what a user can get wrong is checked once here,
+    before they start. Processes that fail raise subprocess.CalledProcessError (they have printed why)."""
+    from spikeport.config import config_from_dict, load_config
+
+    if not isinstance(config, Mapping):
+        _check_is_config(Path(config))
+    if nproc < 1:
+        raise UserError(f"--nproc: must be at least 1, got {nproc}")
     source = "config" if isinstance(config, Mapping) else str(config)
     resolved = dict(config) if isinstance(config, Mapping) else load_config(config).to_dict()
     resolved = json.loads(json.dumps(resolved))  # a deep copy: the caller's dict stays as it was
@@ -178,12 +187,45 @@ def train(
     if seed is not None:
         resolved["train"]["seed"] = seed
     checked = config_from_dict(resolved, source=source)
+    from spikeport.device import resolve_device
+    from spikeport.train.loop import check_run_folder, model_for
+    from spikeport.train.loop import train as run_training
+
     try:
         model_for(checked)  # a wrong model option is named against the config that holds it
     except UserError as e:
         raise UserError(f"{source}: {e}") from None
-    run_training(checked, out, device=device, resume=resume)
-    return Run.load(out)
+    if nproc > 1:
+        if isinstance(config, Mapping):
+            raise UserError("nproc > 1: give the config as a YAML file; each training process reads it")
+        resolve_device(device)
+        check_run_folder(out, checked, resume)
+        options = [*(["--epochs", str(epochs)] if epochs is not None else []), *(["--seed", str(seed)] if seed is not None else []),
+                   "--device", device, *(["--resume"] if resume else [])]
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                   "-m", "spikeport.cli", "train", str(config), "--out", str(out), *options]
+        subprocess.run(command, check=True)
+        return Run.load(out)
+    history = run_training(checked, out, device=device, resume=resume)
+    # from what training returned: under torchrun only the first process writes metrics.jsonl
+    return Run(Path(out), checked.to_dict(), list(history))
+
+
+NOT_CONFIGS = {
+    ".nir": "an exported network (NIR)",
+    ".onnx": "an exported network (ONNX)",
+    ".net": "an exported network (lava-dl netx)",
+    ".pt": "a checkpoint",
+    ".npz": "an array file",
+}
+
+
+def _check_is_config(path: Path, command: str = "train") -> None:
+    """Refuse a file that is plainly not a config, by its suffix, with what to do instead."""
+    what = NOT_CONFIGS.get(path.suffix.lower())
+    if what:
+        raise UserError(f"{path}: {what}, not a config; `spikeport {command}` takes a config YAML (see configs/), "
+                        "`spikeport simulate` and `spikeport report` take exported networks")
 
 
 def export(
@@ -205,31 +247,33 @@ def export(
     `formats` defaults to nir, onnx and lava (the Lava/Loihi files only where every neuron is one Loihi
     computes); `quantize` ("loihi" or "none") to loihi whenever lava is among them.
     """
+    from spikeport.config import check_number
+
+    if (run is None) == (model is None):
+        raise UserError("export: give either run= (a trained run folder) or model= (an nn.Module), not both or neither")
+    check_number("--dt", dt, 0, low_open=True)
+    if run is not None:
+        from spikeport.train.checkpoint import check_checkpoint
+
+        check_checkpoint(_target(run) / "checkpoint.pt")  # before the exporter's imports (torch): a wrong path answers at once
     from spikeport.export.exporter import export as run_export
     from spikeport.export.exporter import export_model
     from spikeport.export.nir_graph import DEFAULT_DT
 
-    if (run is None) == (model is None):
-        raise UserError("export: give either run= (a trained run folder) or model= (an nn.Module), not both or neither")
     if run is not None:
-        return Deployment.load(run_export(_target(run), tuple(formats or ("nir", "onnx", "lava")), quantize, **({"dt": dt} if dt else {})))
-    from spikeport.export.from_snntorch import convert
-    from spikeport.train.neuron import LIF
+        return Deployment.load(run_export(_target(run), tuple(formats or ("nir", "onnx", "lava")), quantize, dt or DEFAULT_DT))
+    from spikeport.export.from_snntorch import convert, off_chip
 
     if out is None or input_shape is None or timesteps is None:
         raise UserError("export(model=...): give input_shape (one sample at one step), timesteps and out (the folder to write)")
     chain = convert(model, tuple(input_shape), timesteps)
-    off_chip = [(name, m) for name, m in chain.named_children() if isinstance(m, LIF) and not m.resets_to_zero_at_once]
+    refused = off_chip(chain)  # neuron layers no Loihi target computes, one line each
     if formats is None:
-        formats = ("nir", "onnx") if off_chip else ("nir", "onnx", "lava")
-    if off_chip and quantize is None:
+        formats = ("nir", "onnx") if refused else ("nir", "onnx", "lava")
+    if refused and quantize is None:
         quantize = "none"  # Loihi integers for a neuron that Loihi does not compute would mislead
-    if off_chip and ("lava" in formats or quantize == "loihi"):
-        name, m = off_chip[0]
-        raise UserError(
-            f"{name} (snn.Leaky): reset_mechanism={m.reset!r}" + (", reset_delay=True" if m.reset_delay else "")
-            + " has no Loihi equivalent (Loihi's LIF resets to zero at once); use reset_mechanism='zero', or export formats nir and onnx only"
-        )
+    if refused and ("lava" in formats or quantize == "loihi"):
+        raise UserError(f"{refused[0]}; or export formats nir and onnx only")
     source = {"model": type(model).__name__, "from": "snntorch", "input_shape": list(input_shape)}
     folder = export_model(chain, tuple(input_shape), timesteps, Path(out) / "export", tuple(formats), quantize, dt or DEFAULT_DT, source)
     return Deployment.load(folder)
@@ -251,6 +295,31 @@ def simulate(
 
     path = run_simulation(_target(target), backend, mode, samples, Path(inputs) if inputs else None, device, Path(out) if out else None, dt)
     return SimResult.load(path)
+
+
+@dataclass(frozen=True)
+class Parity:
+    """parity-A-vs-B.json: how far two backends' runs agree (outputs, predictions, spikes per layer)."""
+
+    path: Path
+    data: dict = field(repr=False)
+
+    @property
+    def output_max_abs_diff(self) -> float:
+        return float(self.data["output_max_abs_diff"])
+
+    @property
+    def prediction_agreement(self) -> float:
+        return float(self.data["prediction_agreement"])
+
+
+def compare(*, a: SimResult | PathLike, b: SimResult | PathLike, out: PathLike | None = None) -> Parity:
+    """Compare two simulation results; writes `out` (default: parity-A-vs-B.json beside A's npz)."""
+    from spikeport.runtime.simulate import parity
+
+    first, second = (Path(r.path if isinstance(r, SimResult) else r) for r in (a, b))
+    path = Path(out) if out else first.parent / f"parity-{first.stem}-vs-{second.stem}.json"
+    return Parity(path, parity(first, second, path))
 
 
 def report(

@@ -65,49 +65,14 @@ def train(
     nproc: int = typer.Option(1, help="Training processes (torchrun, DDP: gloo on CPU, nccl on GPU)."),
 ) -> None:
     """Train a model; writes config.yaml, checkpoint.pt and metrics.jsonl into the run folder."""
-    _check_is_config(config, "train")
-    if nproc < 1:
-        raise UserError(f"--nproc: must be at least 1, got {nproc}")
-    from spikeport.config import config_from_dict, load_config  # numpy, through the bounded readers
+    from spikeport.api import train as run_training
 
-    resolved = load_config(config).to_dict()
-    if epochs is not None:
-        resolved["train"]["epochs"] = epochs
-    if seed is not None:
-        resolved["train"]["seed"] = seed
-    checked = config_from_dict(resolved, source=str(config))
-    from spikeport.device import resolve_device
-    from spikeport.train.loop import check_run_folder
-    from spikeport.train.loop import train as run_training
-
-    _checked_model(checked, config)
-    if nproc > 1:
-        # Check everything a user can get wrong here, once, before starting the processes.
-        resolve_device(device)
-        check_run_folder(out, checked, resume)
-        argv = _without_option(sys.argv[1:], "--nproc")
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "spikeport.cli", *argv]
-        raise SystemExit(subprocess.run(command).returncode)
-    history = run_training(checked, out, device=device, resume=resume)
-    final = history[-1]
+    try:
+        run = run_training(config=config, out=out, epochs=epochs, seed=seed, device=device, resume=resume, nproc=nproc)
+    except subprocess.CalledProcessError as e:  # the training processes have printed why
+        raise SystemExit(e.returncode) from None
+    final = run.metrics[-1]
     console.print(f"[bold]{out}[/bold]: {final['epoch']} epochs, test accuracy {final['test_acc']:.4f}")
-
-
-NOT_CONFIGS = {
-    ".nir": "an exported network (NIR)",
-    ".onnx": "an exported network (ONNX)",
-    ".net": "an exported network (lava-dl netx)",
-    ".pt": "a checkpoint",
-    ".npz": "an array file",
-}
-
-
-def _check_is_config(path: Path, command: str) -> None:
-    """Refuse a file that is plainly not a config, by its suffix, with what to do instead."""
-    what = NOT_CONFIGS.get(path.suffix.lower())
-    if what:
-        raise UserError(f"{path}: {what}, not a config; `spikeport {command}` takes a config YAML (see configs/), "
-                        "`spikeport simulate` and `spikeport report` take exported networks")
 
 
 def _checked_model(cfg, source: Path):
@@ -121,25 +86,14 @@ def _checked_model(cfg, source: Path):
         raise UserError(f"{source}: {e}") from None
 
 
-def _without_option(argv: list[str], name: str) -> list[str]:
-    """argv without `name VALUE` or `name=VALUE`."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == name:
-            skip = True
-        elif not arg.startswith(name + "="):
-            kept.append(arg)
-    return kept
-
-
 @app.command()
 def inspect(
     config: Path = typer.Argument(..., help="Config YAML."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     """Parameter counts per module and in total, input shape and timesteps of a config's model."""
+    from spikeport.api import _check_is_config
+
     _check_is_config(config, "inspect")
     from spikeport.config import load_config
 
@@ -182,17 +136,11 @@ def export(
     quantize: Optional[str] = typer.Option(None, help="loihi | none (default: loihi, for every model; docs/export.md)."),
     dt: float = typer.Option(1e-3, help="Seconds per timestep written into the NIR file; 1e-4 is what snnTorch's import_nir assumes."),
 ) -> None:
-    """Export a trained run to RUN_DIR/export: manifest, NIR, ONNX, Loihi fixed point, netx (docs/export.md)."""
-    from spikeport.config import check_number
+    """Export a trained run to RUN_DIR/export: manifest, NIR (as exported, and deployed.nir as the chip runs it), ONNX, Loihi fixed point, netx (docs/export.md)."""
+    from spikeport.api import export as run_export
 
-    check_number("--dt", dt, 0, low_open=True)
-    from spikeport.train.checkpoint import check_checkpoint
-
-    check_checkpoint(run_dir / "checkpoint.pt")  # before the exporter's imports (torch): a wrong path answers at once
-    from spikeport.export.exporter import export as run_export
-
-    out = run_export(run_dir, tuple(f.strip() for f in formats.split(",") if f.strip()), quantize, dt)
-    console.print(f"[bold]{out}[/bold]: " + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
+    deployment = run_export(run=run_dir, formats=[f.strip() for f in formats.split(",") if f.strip()], quantize=quantize, dt=dt)
+    console.print(f"[bold]{deployment.path}[/bold]: " + ", ".join(sorted(p.name for p in deployment.path.iterdir() if not p.name.startswith("."))))
 
 
 @app.command()
@@ -212,7 +160,8 @@ def simulate(
     A later run of the same backend and mode, or the same comparison, replaces its file; other
     backends, modes and comparisons keep theirs (docs/runtime.md). With labels (the run's test
     set, or `labels` in the --input file) it prints the accuracy too."""
-    from spikeport.runtime.simulate import parity, simulate as run_simulation
+    from spikeport.api import compare as run_comparison
+    from spikeport.api import simulate as run_simulation
 
     runs = [(backend, mode)]
     if compare:
@@ -220,25 +169,16 @@ def simulate(
         if len(pairs) != 2 or any(len(p) != 2 for p in pairs):
             raise UserError(f"--compare: expected BACKEND-MODE,BACKEND-MODE, got {compare!r}")
         runs = [tuple(p) for p in pairs]
-    paths = [run_simulation(target, b, m, samples, input, device, out, dt) for b, m in runs]
-    for path in paths:
-        console.print(f"[bold]{path}[/bold]{_accuracy(path)}")
+    results = [run_simulation(target=target, backend=b, mode=m, samples=samples, inputs=input, device=device, out=out, dt=dt) for b, m in runs]
+    for result in results:
+        accuracy = "" if result.accuracy is None else f": accuracy {result.accuracy:.4f} on {len(result.labels)} samples"
+        console.print(f"[bold]{result.path}[/bold]{accuracy}")
     if compare:
-        written = paths[0].parent / f"parity-{paths[0].stem}-vs-{paths[1].stem}.json"
-        report = parity(paths[0], paths[1], written)
+        parity = run_comparison(a=results[0], b=results[1])
         console.print(
-            f"[bold]{written}[/bold]: {report['a']} vs {report['b']}: outputs differ by at most {report['output_max_abs_diff']:.3g}, "
-            f"predictions agree on {report['prediction_agreement']:.1%}"
+            f"[bold]{parity.path}[/bold]: {parity.data['a']} vs {parity.data['b']}: outputs differ by at most {parity.output_max_abs_diff:.3g}, "
+            f"predictions agree on {parity.prediction_agreement:.1%}"
         )
-
-
-def _accuracy(path: Path) -> str:
-    """": accuracy 0.9333 on 450 samples" for a simulation result with labels, else "" (the
-    prediction is the API's: the class of the largest output averaged over timesteps)."""
-    from spikeport.api import SimResult
-
-    result = SimResult.load(path)
-    return "" if result.accuracy is None else f": accuracy {result.accuracy:.4f} on {len(result.labels)} samples"
 
 
 @app.command()
