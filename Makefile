@@ -1,21 +1,52 @@
 # Set-up and the two everyday commands: `make demo` and `make test` (see README.md).
-# Lava needs Python 3.10: found on PATH, through pyenv, or given as `make PYTHON=/path/to/python3.10`.
+#
+# Two environments (docs/environments.md):
+# - .venv, the core: spikeport on the newest tested Python (3.12 first, then 3.13, 3.11; found on
+#   PATH or through pyenv, or given as `make CORE_PYTHON=/path/to/python3.x`).
+# - .venv-lava, the Lava worker: Python 3.10 with lava-nc 0.10 and lava-dl 0.6, which pin torch 2.3.1
+#   and numpy 1 (`make LAVA_PYTHON=/path/to/python3.10`). spikeport finds it beside its source (or
+#   through SPIKEPORT_LAVA_PYTHON) and runs Lava there, exchanging only files.
+# Each is rebuilt only when what defines it changes: its stamp is named by the hash of those files.
 
 VENV := .venv
+LAVA_VENV := .venv-lava
 PY := $(VENV)/bin/python
 SPIKEPORT := $(VENV)/bin/spikeport
-PYTHON ?= $(shell for c in python3.10 "$$(pyenv root 2>/dev/null)"/versions/3.10*/bin/python3.10; do \
-	"$$c" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
+LAVA_REQUIREMENTS := runtime/lava/worker/requirements.txt
+# Test oracles whose declared torchaudio cannot follow the core's torch (pyproject.toml, [dev]).
+ORACLES := neurobench==2.3.0 spikingjelly==2.0.0
 
-.PHONY: demo test bench env
+find_python = $(shell for v in $(1); do for c in python$$v "$$(pyenv root 2>/dev/null)"/versions/$$v*/bin/python$$v; do \
+	"$$c" -c "import sys; assert '%d.%d' % sys.version_info[:2] == '$$v'" >/dev/null 2>&1 && { echo "$$c"; exit 0; }; done; done)
+CORE_PYTHON ?= $(call find_python,3.12 3.13 3.11)
+LAVA_PYTHON ?= $(call find_python,3.10)
+CORE_STAMP := $(VENV)/.installed-$(shell { cat pyproject.toml; echo $(ORACLES); } | sha256sum | cut -c1-16)
+LAVA_STAMP := $(LAVA_VENV)/.installed-$(shell sha256sum < $(LAVA_REQUIREMENTS) | cut -c1-16)
 
-env: $(VENV)/.installed
+.PHONY: demo test bench env core-env lava-env
 
-$(VENV)/.installed: pyproject.toml
-	@test -n "$(PYTHON)" || { echo "No Python 3.10 found (Lava needs it): install one, e.g. 'pyenv install 3.10.13', or run 'make PYTHON=/path/to/python3.10'." >&2; exit 1; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+env: core-env lava-env
+core-env: $(CORE_STAMP)
+lava-env: $(LAVA_STAMP)
+
+# make_venv(folder, python): keep the folder when it holds a venv of that Python's version, else make it anew
+make_venv = "$(2)" -c "import sys; v = sys.version_info[:2]; import subprocess; \
+	r = subprocess.run(['$(1)/bin/python', '-c', 'import sys; print(sys.version_info[:2])'], capture_output=True, text=True); \
+	sys.exit(0 if r.stdout.strip() == str(v) else 1)" 2>/dev/null || { rm -rf $(1) && "$(2)" -m venv $(1); }
+
+$(CORE_STAMP):
+	@test -n "$(CORE_PYTHON)" || { echo "No Python 3.11, 3.12 or 3.13 found for spikeport's core: install one, e.g. 'pyenv install 3.12', or run 'make CORE_PYTHON=/path/to/python3.12'." >&2; exit 1; }
+	@$(call make_venv,$(VENV),$(CORE_PYTHON))
+	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
-	@touch $@
+	$(PY) -m pip install --quiet --no-deps $(ORACLES)
+	@rm -f $(VENV)/.installed-* && touch $@
+
+$(LAVA_STAMP):
+	@test -n "$(LAVA_PYTHON)" || { echo "No Python 3.10 found for the Lava worker (Lava 0.10 needs it): install one, e.g. 'pyenv install 3.10.13', or run 'make LAVA_PYTHON=/path/to/python3.10'." >&2; exit 1; }
+	@$(call make_venv,$(LAVA_VENV),$(LAVA_PYTHON))
+	$(LAVA_VENV)/bin/python -m pip install --quiet -r $(LAVA_REQUIREMENTS)
+	@rm -f $(LAVA_VENV)/.installed-* && touch $@
 
 test: env
 	$(PY) -m pytest -q
@@ -27,7 +58,7 @@ demo: env
 	$(SPIKEPORT) report runs/demo --samples 450 || test $$? -eq 3  # 3: some chips do not fit, as the report says
 	@echo
 	@echo "Results in runs/demo: export/ (manifest.json, model.nir, model.onnx, loihi.json, model.net), sim/, report/ (open report/report.html)."
-	@echo "Lava too: spikeport simulate runs/demo --samples 10 --compare reference-loihi,lava-loihi (about a minute)."
+	@echo "Lava too: $(SPIKEPORT) simulate runs/demo --samples 10 --compare reference-loihi,lava-loihi (about a minute; it runs in .venv-lava)."
 
 bench: env
 	$(PY) benchmarks/train_step.py

@@ -135,7 +135,7 @@ def load_average() -> list[float]:
 def pilotnet(samples: int, lava_samples: int, device: torch.device, timeout_s: float) -> dict:
     """lava-dl's pilotnet_lif: reference-loihi on `samples` samples in one batch vs Lava fixed_pt
     (netx, Loihi2SimCfg) on the first `lava_samples`, same inputs, equality checked here."""
-    from spikeport.runtime.lava_runner import run_netx_fixed
+    from spikeport.runtime.lava.run import run_netx_fixed
 
     path = PILOTNET / "network.net"
     target = resolve_target(path)

@@ -1134,8 +1134,8 @@ def from_lava_order(x: np.ndarray) -> np.ndarray:
 # Dense / Conv arithmetic above (`_Synapse`: Dense takes 8-bit even weights 2m with exponent
 # e - 1, Conv the integers themselves); an identity shortcut multiplies by its one integer; the
 # first layer reading a model input is its host-computed current (export.loihi.host_current);
-# host partitions run their ONNX files on the payloads of export.loihi.from_payload and send
-# export.loihi.to_payload, as the Lava host process does, with the same view of time: output
+# host partitions run their ONNX files on the payloads of lava/worker/payload.py from_payload and
+# send its to_payload, as the Lava host process does, with the same view of time: output
 # timestep t comes from a run on the input timesteps 0..t + buffer, later ones zero, in one thread
 # as there. The emulator runs the ONNX file on all samples in one batch where Lava's process runs
 # one sample at a time; ONNX Runtime's CPU kernels give each sample the same floats either way
@@ -1159,7 +1159,7 @@ def simulate_export(manifest, export_dir, graphs: dict, loihi, inputs: dict[str,
     graphs: each neuromorphic partition's NIR graph as exported (model.nir files), by name;
     loihi: the export's loihi.json (export.loihi.read_loihi_json); inputs: [B, T, *shape] per
     model input."""
-    from spikeport.export.loihi import from_payload, to_payload
+    from spikeport.runtime.lava.worker.payload import from_payload, to_payload
     from spikeport.export.lower import deploy
 
     device = torch.device(device)

@@ -280,7 +280,7 @@ def run_in_lava(target: Target, inputs: dict[str, np.ndarray], device: torch.dev
     Loihi2SimCfg: floating_pt, or (mode "loihi") fixed_pt with the export's loihi.json. An export
     with host partitions runs all its partitions in one floating_pt run (`run_lava_manifest`)."""
     from spikeport.export.loihi import read_loihi_json
-    from spikeport.runtime.lava_runner import run_lava, run_lava_manifest  # Lava is slow to import and sets multiprocessing up
+    from spikeport.runtime.lava.run import run_lava, run_lava_manifest
 
     if target.manifest is None:  # a foreign file: --dt (or its own), checked as the reference runtime checks it
         from spikeport.runtime.reference import timestep
@@ -387,7 +387,7 @@ def fixed_point_spikes(target: Target, inputs: dict[str, np.ndarray], device: to
     fp = _fixed_point(target, inputs)
     path = target.export_dir / target.manifest.files["netx"]
     if backend == "lava":
-        from spikeport.runtime.lava_runner import run_netx_fixed
+        from spikeport.runtime.lava.run import run_netx_fixed
 
         spikes, _ = run_netx_fixed(path, fp.window_bias(), fp.window)
         spikes = _sample_steps(spikes, fp.timesteps)
@@ -403,11 +403,11 @@ def _export_fixed_point_spikes(target: Target, inputs: dict[str, np.ndarray], de
     """fixed_point_spikes of an export that is not one plain chain: every neuron layer's spikes
     ("partition.layer"), and what each neuromorphic partition reads from a host partition
     ("partition.tensor", in float units: the payload / its scale), from the emulator or Lava."""
-    from spikeport.export.loihi import from_payload
+    from spikeport.runtime.lava.worker.payload import from_payload
 
     loihi = _loihi_json(target)
     if backend == "lava":
-        from spikeport.runtime.lava_runner import run_lava_manifest
+        from spikeport.runtime.lava.run import run_lava_manifest
 
         graphs = {p.name: read_nir(target.export_dir / p.file) for p in target.manifest.partitions if p.kind == "neuromorphic" and p.file}
         result = run_lava_manifest(target.manifest, target.export_dir, graphs, inputs, loihi=loihi)
@@ -503,7 +503,7 @@ def run_lava_loihi(target: Target, inputs: dict[str, np.ndarray], device: torch.
 def run_netx_in_lava(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:
     """Lava's Loihi2SimCfg fixed_pt on the export's model.net, loaded unchanged by lava-dl netx: what
     a lava-dl user gets from the file; equal to `run_lava_loihi` (tests/test_runtime_lava.py)."""
-    from spikeport.runtime.lava_runner import run_netx_fixed
+    from spikeport.runtime.lava.run import run_netx_fixed
 
     fp = _fixed_point(target, inputs)
     spikes, voltage = run_netx_fixed(target.export_dir / target.manifest.files["netx"], fp.window_bias(), fp.window)

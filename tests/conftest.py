@@ -22,6 +22,21 @@ def needs_shared(subpath: str) -> Path:
     return path
 
 
+def pytest_runtest_setup(item):
+    """Tests marked `lava` run Lava through the worker: skip them where there is no Lava
+    environment (a user who never built .venv-lava), fail on CI, where `make test` builds it."""
+    if item.get_closest_marker("lava"):
+        from spikeport.errors import UserError
+        from spikeport.runtime.lava.sandbox import lava_python
+
+        try:
+            lava_python()
+        except UserError as e:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"no Lava environment on CI: {e}")
+            pytest.skip(str(e))
+
+
 @pytest.fixture
 def tiny_config(tmp_path) -> dict:
     """digits-cnn, shrunk so that an epoch takes well under a second."""

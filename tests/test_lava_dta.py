@@ -11,7 +11,7 @@ import torch
 
 from spikeport.export.exporter import export_model
 from spikeport.export.loihi import read_loihi_json
-from spikeport.runtime.lava_runner import run_lava_manifest
+from spikeport.runtime.lava.run import run_lava_manifest
 from spikeport.runtime.simulate import read_nir, resolve_target, run_export_fixed, run_in_lava, run_reference, run_reference_loihi
 from spikeport.train.models import build_model
 

@@ -8,7 +8,6 @@ import json
 import time
 from collections import OrderedDict
 
-import lava.proc.lif.models as lif_models
 import nir
 import numpy as np
 import psutil
@@ -22,7 +21,7 @@ from spikeport.export.exporter import export
 from spikeport.export.loihi import quantize
 from spikeport.export.lower import fold_avgpool
 from spikeport.export.nir_graph import to_nir
-from spikeport.runtime.lava_runner import run_lava
+from spikeport.runtime.lava.run import run_lava
 from spikeport.runtime.reference import NIRExecutor
 from spikeport.runtime.simulate import load_inputs, resolve_target, run_lava_loihi, run_netx_in_lava, run_reference_loihi
 from spikeport.train import datasets, layers

@@ -1,0 +1,210 @@
+"""Lava as a backend: a NIR graph, an export's partitions, or a netx file run in Lava's CPU
+simulator, in the Lava worker's own environment.
+
+    run_lava(graph, inputs [N, T, *input_shape], mode="float") -> LavaResult
+    run_lava(graph, inputs, mode="loihi", loihi=read_loihi_json("loihi.json")) -> LavaResult
+    run_lava_manifest(manifest, export_dir, {partition: graph}, {input: [N, T, *shape]}) -> LavaResult
+    run_netx_fixed(path, bias [N, window, *shape], window) -> (spikes per layer, last layer's voltage)
+
+The core plans the network (plan.py), the worker builds and runs it (worker/network.py) in a
+process group of its own (sandbox.py), and this module turns the worker's recordings back into
+what the graph computed, aligned to the input timesteps. Nothing here imports Lava.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import nir
+import numpy as np
+
+from spikeport.errors import UserError
+from spikeport.export.loihi import LoihiModel, host_current, input_bias
+from spikeport.export.lower import deploy, fold_avgpool
+from spikeport.export.manifest import Manifest
+from spikeport.readers import check_hdf5, check_onnx_external
+from spikeport.runtime.lava.plan import Host, Plan, aligned, plan_network, plan_output, spike_counts
+from spikeport.runtime.lava.sandbox import run_worker
+
+MODES = ("float", "loihi")  # Lava's floating_pt models; its fixed_pt ones with loihi.json's integers
+
+@dataclass(frozen=True)
+class LavaResult:
+    """What a Lava run gives, aligned to the input timesteps (the pipeline delay removed).
+
+    output: [N, T, *output_shape], the read-out's values, logits per step in both modes (or the
+        output layer's spikes).
+    delay: how many Lava steps of pipeline delay were removed (the synaptic stages to the output).
+    spikes: per neuron layer, spike counts [N, T].
+    """
+
+    output: np.ndarray
+    delay: int
+    spikes: dict[str, np.ndarray]
+    trains: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # run_lava_manifest: every neuron layer's spikes
+    # [N, T, *shape] ("partition.layer"), and every tensor a host partition sends, as sent ([N, T, *shape], by tensor name)
+
+
+def run_lava(
+    graph: nir.NIRGraph, inputs: np.ndarray, mode: str = "float", loihi: LoihiModel | None = None, timeout_s: float = 600
+) -> LavaResult:
+    """Run `graph` on `inputs` [N, T, *input_shape] in Lava's Loihi2SimCfg and return what it computed.
+
+    mode "float" runs Lava's floating_pt models; "loihi" its fixed_pt ones with the integers of
+    `loihi` (the export's loihi.json, `export.loihi.read_loihi_json`), which that mode needs.
+    Raises UserError for a graph Lava cannot run as given, bad inputs, a failed run or a timeout;
+    in every case the Lava processes are gone when it returns.
+    """
+    if mode not in MODES:
+        raise UserError(f"mode: {mode!r}; choose one of {', '.join(MODES)}")
+    if (mode == "loihi") != (loihi is not None):
+        raise UserError(f"mode {mode!r}: " + ("needs the export's loihi.json (loihi=read_loihi_json(...))" if loihi is None else "takes no loihi.json; its integers are for mode 'loihi'"))
+    plan = plan_network(graph, loihi)
+    inputs = np.asarray(inputs, dtype=np.float64)
+    if inputs.ndim != 2 + len(plan.input_shape) or inputs.shape[2:] != plan.input_shape or 0 in inputs.shape[:2]:
+        raise UserError(f"inputs: shape {inputs.shape}; expected [N, T, {', '.join(map(str, plan.input_shape))}] with N, T >= 1")
+    drive = inputs if loihi is None else input_bias(fold_avgpool(graph), loihi, inputs)
+    (recordings,) = _run_network([plan], {plan.input_name: drive}, timeout_s)
+    n, t = inputs.shape[:2]
+    output = plan_output(plan, recordings, n, t)
+    if plan.fixed_pt:
+        output = np.diff(output.astype(np.float64), axis=1, prepend=0.0) / (64 * plan.readout_scale)
+    return LavaResult(output=output, delay=plan.delay, spikes=spike_counts(plan, recordings, n, t))
+
+
+def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs: dict[str, nir.NIRGraph], inputs: dict[str, np.ndarray],
+                      timeout_s: float = 600, loihi: LoihiModel | None = None) -> LavaResult:
+    """Every partition of an export in one Lava run (floating_pt): each neuromorphic partition as
+    in `run_lava`, each host partition as a HostPartition process (worker/host.py) running its ONNX file.
+
+    `graphs` holds the NIR graph of each neuromorphic partition by name (read by the caller);
+    `inputs` holds [N, T, *shape] per model input. The partitions form a graph through their named
+    boundary tensors (module docstring, "Partitions"). `delay` counts the synaptic stages and host
+    buffers in front of the model's output; spike counts are named `<partition>.<layer>`. Raises
+    UserError as `run_lava` does. With `loihi` (the export's loihi.json) it runs fixed_pt: the
+    neuromorphic partitions with its integers, the model inputs as their first layers' currents,
+    and the host partitions exchanging its graded payloads (module docstring, "Fixed point").
+    """
+    arrival = {t.name: 0 for t in manifest.inputs}  # boundary tensor -> Lava steps between an input timestep and its value
+    biases = {}  # boundary tensor -> the bias its synaptic layer leaves to the host partition reading it
+    stages = []
+    for p in manifest.partitions:
+        missing = [t.name for t in p.inputs if t.name not in arrival]
+        if missing:
+            raise UserError(f"partition {p.name}: reads {', '.join(missing)}, which no earlier partition writes")
+        if p.file is None:
+            raise UserError(f"partition {p.name}: the export has no file for it; export with --formats nir,onnx")
+        if p.kind == "neuromorphic":
+            biased = [t.name for t in p.inputs if t.name in biases]
+            if biased:
+                raise UserError(f"partition {p.name}: reads {', '.join(biased)}, a synaptic layer's current with a bias, which Lava's Dense "
+                                "and Conv do not add; the Lava runner leaves it to a host partition reading the current")
+            final = [t.name for t in p.outputs] == [t.name for t in manifest.outputs]
+            plan = plan_network(graphs[p.name], loihi, depths={t.name: arrival[t.name] for t in p.inputs}, handoff=not final, partition=p.name)
+            nodes = {t.name: "output" if len(p.outputs) == 1 else f"output_{t.name}" for t in p.outputs}
+            if set(nodes.values()) != set(plan.outputs):
+                raise UserError(f"partition {p.name}: its graph's Output nodes {sorted(plan.outputs)} are not the manifest's {sorted(nodes.values())}")
+            stage = dataclasses.replace(plan, outputs={tensor: plan.outputs[node] for tensor, node in nodes.items()})
+            biases.update({tensor: plan.output_bias[node] for tensor, node in nodes.items() if node in plan.output_bias})
+            depth = {layer.name: layer.depth for layer in [*stage.neurons, *stage.synapses]}
+            arrival.update({tensor: depth[layer] for tensor, layer in stage.outputs.items()})
+        else:
+            path = os.path.join(export_dir, p.file)
+            if not os.path.isfile(path):
+                raise UserError(f"partition {p.name}: {path}: no such file")
+            check_onnx_external(path)  # the host process's onnxruntime reads only what is inside the export
+            offsets = {t.name: arrival[t.name] for t in p.inputs}
+            if len(set(offsets.values())) != 1:
+                raise UserError(f"partition {p.name}: its inputs arrive after different numbers of Lava steps {offsets}; a host process takes them in one step")
+            payloads = {} if loihi is None else {b.tensor: dataclasses.asdict(b) for b in loihi.boundaries
+                                                 if b.tensor in {t.name for t in [*p.inputs, *p.outputs]}}
+            stage = Host(p.name, path, {t.name: tuple(t.shape) for t in p.inputs}, {t.name: tuple(t.shape) for t in p.outputs},
+                          p.buffer_timesteps, next(iter(offsets.values())), {t.name: biases[t.name] for t in p.inputs if t.name in biases},
+                          payloads)
+            arrival.update({t.name: stage.delay for t in p.outputs})
+        stages.append(stage)
+    drives = {}
+    for tensor in manifest.inputs:
+        x = np.asarray(inputs.get(tensor.name), dtype=np.float64)
+        shape = tuple(tensor.shape)
+        if x.ndim != 2 + len(shape) or x.shape[2:] != shape or 0 in x.shape[:2] or (drives and x.shape[:2] != next(iter(drives.values())).shape[:2]):
+            raise UserError(f"inputs.{tensor.name}: shape {x.shape}; expected [N, T, {', '.join(map(str, shape))}] with N, T >= 1, as the other inputs")
+        drives[tensor.name] = x
+    if loihi is not None:  # each first layer's current, computed on the host, is a RingBuffer of its own
+        drives = _first_layer_currents(manifest, stages, graphs, loihi, drives)
+    recordings = _run_network(stages, drives, timeout_s)
+    n, t = next(iter(drives.values())).shape[:2]
+    spikes, output = {}, None
+    (model_output,) = (tensor.name for tensor in manifest.outputs)
+    trains = {}
+    for p, stage, recorded in zip(manifest.partitions, stages, recordings):
+        if isinstance(stage, Plan):
+            spikes.update({f"{p.name}.{layer}": counts for layer, counts in spike_counts(stage, recorded, n, t).items()})
+            trains.update({f"{p.name}.{neuron.name}": aligned(recorded[neuron.name], neuron.depth, neuron.shape, n, t)
+                           for neuron in stage.neurons if not (stage.readout and neuron.name == stage.output)})
+            if model_output in stage.outputs:
+                output = plan_output(stage, recorded, n, t)
+                if stage.fixed_pt:
+                    output = np.diff(output.astype(np.float64), axis=1, prepend=0.0) / (64 * stage.readout_scale)
+        else:
+            trains.update({tensor: aligned(recorded[tensor], stage.delay, shape, n, t) for tensor, shape in stage.outputs.items() if tensor != model_output})
+        if not isinstance(stage, Plan) and model_output in stage.outputs:
+            output = aligned(recorded[model_output], stage.delay, stage.outputs[model_output], n, t)
+            if loihi is not None:  # float32 values sent bit for bit through the int32 port (worker/host.py)
+                output = np.ascontiguousarray(output).astype(np.int32).view(np.float32).astype(np.float64)
+    return LavaResult(output=output, delay=arrival[model_output], spikes=spikes, trains=trains)
+
+
+def _first_layer_currents(manifest: Manifest, stages: list, graphs: dict[str, nir.NIRGraph], loihi: LoihiModel,
+                          inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Fixed point: what each RingBuffer sends, "<partition>.<layer>" for every first layer reading
+    a model input: its current, computed on the host in its integer units (export.loihi.host_current)."""
+    drives = {}
+    for p, stage in zip(manifest.partitions, stages):
+        if not isinstance(stage, Plan):
+            continue
+        final = [t.name for t in p.outputs] == [t.name for t in manifest.outputs]
+        graph = None
+        for synapse in stage.synapses:
+            if synapse.host:
+                graph = graph or deploy(graphs[p.name], not final)
+                (layer,) = [l for l in loihi.layers if l.partition == p.name and l.synapse == synapse.name]
+                drives[f"{p.name}.{synapse.name}"] = host_current(graph, layer, inputs[synapse.source])
+        unread = [name for name in stage.inputs if name in inputs and not any(s.host and s.source == name for s in stage.synapses)]
+        if unread:
+            raise UserError(f"partition {p.name}: the model input {unread[0]} reaches no first layer on the host; in fixed point one must read it")
+    return drives
+
+
+def run_netx_fixed(path: str | os.PathLike, bias: np.ndarray, window: int, timeout_s: float = 600) -> tuple[list[np.ndarray], np.ndarray]:
+    """A lava-dl netx file in Loihi2SimCfg fixed_pt: samples back to back, `window` steps each.
+
+    `bias` [N, window, C, H, W] drives the network's input layer per step (as bias_mant.set would);
+    netx resets every layer when a sample's first step reaches it (reset_interval = window).
+    Returns every layer's spikes [N, window, *shape] and the last layer's voltage [N, window, *shape],
+    in the (C, H, W) order of the file's shapes. Same process handling as `run_lava`.
+    """
+    check_hdf5(path, "netx HDF5")  # lava-dl's netx opens it with h5py: nothing outside the file
+    result = run_worker({"run": "netx", "path": os.path.abspath(path), "bias": np.asarray(bias), "window": int(window)}, timeout_s)
+    return [result[f"spikes/{i}"] for i in range(len(result) - 1)], result["voltage"]
+
+
+def _run_network(stages: list[Plan | Host], drives: dict[str, np.ndarray], timeout_s: float) -> list[dict[str, np.ndarray]]:
+    """Run `stages` in the worker (worker/network.py `simulate`), fed `drives` [N, T, *shape] by
+    name; per stage, its recordings [steps, *lava_shape] by layer or tensor."""
+    fixed = any(isinstance(s, Plan) and s.fixed_pt for s in stages)
+    request = {"run": "network", "fixed_pt": fixed, "stages": [_stage_request(s) for s in stages], "drives": drives}
+    recordings: list[dict[str, np.ndarray]] = [{} for _ in stages]
+    for key, array in run_worker(request, timeout_s).items():
+        stage, name = key.split("/", 1)
+        recordings[int(stage)][name] = array
+    return recordings
+
+
+def _stage_request(stage: Plan | Host) -> dict:
+    """A stage as the worker reads it: its fields, its kind, and what the worker would otherwise derive."""
+    if isinstance(stage, Plan):
+        return {"kind": "plan", **dataclasses.asdict(stage), "readout_layer": stage.output if stage.readout else None}
+    return {"kind": "host", **dataclasses.asdict(stage), "delay": stage.delay}

@@ -1,0 +1,83 @@
+"""The Lava worker's entry point: `python main.py REQUEST_FOLDER`, run by the Lava environment's
+interpreter in a process group of its own (runtime/lava/sandbox.py starts it and kills the group).
+
+It reads the request (exchange.py), runs it (network.py), writes the result, and reports how the
+run ended in status.json. A failure becomes one line in the status, not a traceback: the core
+turns it into spikeport's error message. The checks of the environment come first, before Lava
+is imported, so a wrong interpreter or a missing Lava is named as such.
+
+Lava 0.10 hangs when a process model raises: the model tells its runtime service and waits for
+its ports to close, while the service waits for the replies of the other models, which wait for
+data from the failed one. So each phase of every PyLoihiProcessModel (the processes Lava forks
+from here inherit the patch) reports its exception in the status itself; the core, which watches
+for it, then kills the run at once instead of waiting for the timeout.
+"""
+
+import functools
+import sys
+from pathlib import Path
+
+import exchange
+
+LAVA_PYTHON = (3, 10)  # lava-nc 0.10 supports Python 3.10 only
+
+
+def main(folder: Path) -> int:
+    if sys.version_info[:2] != LAVA_PYTHON:
+        return _fail(folder, f"the Lava environment's Python is {sys.version.split()[0]}; Lava 0.10 needs Python 3.10")
+    try:
+        import numpy  # noqa: F401
+        import lava.magma.core.model.py.model  # noqa: F401
+        import lava.lib.dl.netx  # noqa: F401
+    except ImportError as e:
+        return _fail(folder, f"the Lava environment ({sys.executable}) lacks Lava: {_describe(e)}")
+    _report_model_errors(folder)
+    import network
+
+    try:
+        request = exchange.read_request(folder)
+        if request["run"] == "network":
+            recordings = network.simulate(request["stages"], request["drives"], request["fixed_pt"])
+            result = {f"{i}/{name}": array for i, stage in enumerate(recordings) for name, array in stage.items()}
+        else:
+            spikes, voltage = network.simulate_netx(request["path"], request["bias"], request["window"])
+            result = {**{f"spikes/{i}": s for i, s in enumerate(spikes)}, "voltage": voltage}
+        exchange.write_result(folder, result)
+    except BaseException as e:  # noqa: BLE001 - every failure is reported, in one line
+        return _fail(folder, _describe(e))
+    exchange.write_status(folder, ok=True)
+    return 0
+
+
+def _fail(folder: Path, error: str) -> int:
+    exchange.write_status(folder, ok=False, error=error)
+    return 1
+
+
+def _describe(e: BaseException) -> str:
+    """The exception in one line: its type and message."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return f"{type(e).__name__}: {text}"
+
+
+def _report_model_errors(folder: Path) -> None:
+    """Make every Lava process model report its exception in the status (module docstring)."""
+    from lava.magma.core.model.py.model import PyLoihiProcessModel
+
+    def reporting(phase):
+        @functools.wraps(phase)
+        def run_phase(model):
+            try:
+                return phase(model)
+            except Exception as e:
+                exchange.write_status(folder, ok=False, error=f"{type(model).__name__} failed in step {model.time_step}: {_describe(e)}")
+                raise
+
+        return run_phase
+
+    for phase in ("_spike", "_pre_mgmt", "_lrn", "_post_mgmt", "_host"):
+        setattr(PyLoihiProcessModel, phase, reporting(getattr(PyLoihiProcessModel, phase)))
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
