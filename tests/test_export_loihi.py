@@ -11,27 +11,25 @@ import nir
 import numpy as np
 import pytest
 import torch
-from lava.lib.dl.netx.utils import optimize_weight_bits
-from lava.utils.weightutils import SignMode, clip_weights, determine_sign_mode, truncate_weights
 
+from lava_env import in_lava
 from spikeport.errors import UserError
 from spikeport.export.loihi import (
     CURRENT_MAX,
     Calibration,
     LoihiBoundary,
     PartitionSpec,
-    from_payload,
     input_bias,
     integers,
     neuron_bias,
     quantize,
     quantize_partitions,
     read_loihi_json,
-    to_payload,
     write_loihi_json,
 )
 from spikeport.export.lower import fold_avgpool
 from spikeport.export.nir_graph import to_nir, write_nir
+from spikeport.runtime.lava.worker.payload import from_payload, to_payload
 from spikeport.train.models import spiking_cnn
 
 
@@ -160,28 +158,47 @@ def test_dense_host_layer_and_its_input_bias():
     assert np.abs(input_bias(graph, q, x) / q.layers[0].scale - current).max() <= 0.5 / q.layers[0].scale + 1e-6
 
 
-def _lava_dense(weights: np.ndarray, weight_exp: int, num_weight_bits: int, spikes: np.ndarray) -> np.ndarray:
-    """What lava.proc.dense.models.PyDenseModelBitAcc sends for binary `spikes` (its first step's weight prep)."""
+# Lava's side: what lava.proc.dense.models.PyDenseModelBitAcc sends for binary spikes (its first
+# step's weight prep, from lava.utils.weightutils), for netx's own re-expression of the integers
+# (optimize_weight_bits) and for the file's mantissas at Dense's 8-bit mixed-sign convention.
+_LAVA_DENSE = """
+from lava.lib.dl.netx.utils import optimize_weight_bits
+from lava.utils.weightutils import SignMode, clip_weights, determine_sign_mode, truncate_weights
+
+def lava_dense(weights, weight_exp, num_weight_bits, spikes):
     sign = determine_sign_mode(weights)
     weights = truncate_weights(clip_weights(weights, sign, num_bits=8), sign, num_weight_bits)
     total = weights @ spikes
     return total << weight_exp if weight_exp > 0 else total >> -weight_exp
 
+for i in range(int(count)):
+    w_int, spikes, mantissa, exp = globals()[f"w{i}"], globals()[f"s{i}"], globals()[f"m{i}"], int(globals()[f"e{i}"])
+    weights, bits, netx_exp, _ = optimize_weight_bits(w_int)
+    result[f"netx{i}"] = lava_dense(weights, netx_exp, bits, spikes)
+    result[f"dense{i}"] = lava_dense(2 * mantissa, exp - 1, 8, spikes)
+    result[f"mixed{i}"] = np.array(determine_sign_mode(w_int) == SignMode.MIXED)
+"""
 
+
+@pytest.mark.lava
 def test_lava_runs_the_integers_exactly_through_netx_and_through_dense_weight_exp():
     graph = fold_avgpool(to_nir(digits_cnn(), (1, 8, 8)))
     rng = np.random.default_rng(0)
-    for layer in quantize(graph).layers[1:]:
+    arrays, expected = {}, []
+    layers = quantize(graph).layers[1:]
+    for i, layer in enumerate(layers):
         w_int = integers(graph, layer)[0]
         w_int = w_int.reshape(w_int.shape[0], -1)  # a conv kernel as a matrix: the values are what is checked
         spikes = rng.integers(0, 2, w_int.shape[1])
+        arrays.update({f"w{i}": w_int, f"s{i}": spikes, f"m{i}": w_int >> layer.weight_exp, f"e{i}": np.array(layer.weight_exp)})
+        expected.append(w_int @ spikes)
+    lava = in_lava(_LAVA_DENSE, count=np.array(len(layers)), **arrays)
+    for i, want in enumerate(expected):
         # netx: the file's integers, re-expressed by netx's own optimize_weight_bits
-        weights, bits, exp, _ = optimize_weight_bits(w_int)
-        assert np.array_equal(_lava_dense(weights, exp, bits, spikes), w_int @ spikes)
+        assert np.array_equal(lava[f"netx{i}"], want)
         # Lava's Dense process: 8-bit mixed-sign weights are 2 m, and the exponent one less
-        mantissa = w_int >> layer.weight_exp
-        assert np.array_equal(_lava_dense(2 * mantissa, layer.weight_exp - 1, 8, spikes), w_int @ spikes)
-        assert determine_sign_mode(w_int) == SignMode.MIXED
+        assert np.array_equal(lava[f"dense{i}"], want)
+        assert lava[f"mixed{i}"]
 
 
 # ------------------------------------------------------------------------------- graphs (quantize_partitions)
