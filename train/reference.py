@@ -14,7 +14,7 @@ as the baseline.
 Batch norm in training mode sees T*B samples in the engine but only B per step here, so compare
 the two with batch norm in eval mode.
 
-`spikingjelly_multistep(model)` is the same copy in SpikingJelly 0.0.0.0.14 (an optional
+`spikingjelly_multistep(model)` is the same copy in SpikingJelly 2.0 (a test and benchmark
 dependency, imported only there), which folds time into the batch as the engine does:
 `layer.SeqToANNContainer` around each stateless layer and `neuron.LIFNode` in multi-step mode.
 Its neuron is configured to compute ours: `decay_input=False` and tau = 1 / (1 - beta), so that
@@ -135,8 +135,8 @@ class StepwiseMSResNetDTA(nn.Module):
         net = self.network
         _reset_snntorch(net)
         currents = torch.stack([net.bn_in(net.conv_in(x[t])) for t in range(x.shape[0])])
-        spikes = torch.stack([net.lif_in(current) for current in currents])
-        y = spikes if net.dta is None else net.dta(currents, spikes)
+        # no attention: the current goes to the blocks (the official DTA_OFF; train/dta.py)
+        y = currents if net.dta is None else net.dta(currents, torch.stack([net.lif_in(current) for current in currents]))
         return torch.stack([net.fc(net.flatten(net.pool(net.lif_out(net.blocks(y_t))))) for y_t in y])
 
 
@@ -161,7 +161,7 @@ class SpikingJellyModel(nn.Module):
 
 
 def spikingjelly_multistep(model: nn.Module) -> SpikingJellyModel:
-    """A copy of `model` (same weights) in SpikingJelly's multi-step layers, torch backend.
+    """A copy of `model` (same weights) in SpikingJelly's multi-step layers, its pure-torch neuron.
 
     The copy keeps the model's own forward: with every layer taking [T, B, ...], it runs unchanged.
     Keep its neurons in training mode to train it: in eval mode `LIFNode` switches to a scripted
@@ -178,8 +178,7 @@ def spikingjelly_multistep(model: nn.Module) -> SpikingJellyModel:
                 v_reset=0.0,
                 surrogate_function=TriangleSpike.apply,
                 detach_reset=False,
-                step_mode="m",
-                backend="torch",
+                step_mode="m",  # SpikingJelly 2.0's LIFNode is its pure-torch neuron (the CuPy and Triton ones are classes of their own)
             )
         plain = _plain(module)
         return None if plain is None else layer.SeqToANNContainer(plain)
