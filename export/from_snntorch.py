@@ -33,10 +33,11 @@ from torch import Tensor, nn
 
 from spikeport.errors import UserError
 from spikeport.train import layers
-from spikeport.train.neuron import LIF
+from spikeport.train.neuron import LIF, CubaLIF, RecurrentLIF
 
 EXAMPLE_BATCH = 4  # samples of the example run that the structure is read from and checked on
 DROPPED = (nn.Dropout, nn.Identity)
+_SNNTORCH_NAMES = {LIF: "leaky", CubaLIF: "synaptic", RecurrentLIF: "rleaky"}  # a Sequential's child 2 -> "leaky_2"
 
 
 @dataclass
@@ -75,6 +76,24 @@ def convert(model: nn.Module, input_shape: tuple[int, ...], timesteps: int, seed
     chain = nn.Sequential(_named(_chain(per_step, x[0], snn)))
     _check_equal(chain, calls, x[:1].expand_as(x) if static else x, per_step, snn)
     return chain
+
+
+def off_chip(chain: nn.Sequential) -> list[str]:
+    """One line per neuron layer of a converted chain that no Loihi target computes, naming it
+    and why: the export then writes NIR and ONNX only, which the reference runtime runs."""
+    lines = []
+    for name, m in chain.named_children():
+        if isinstance(m, CubaLIF):
+            kind = "snn.RSynaptic" if m.recurrent is not None else "snn.Synaptic"
+            lines.append(f"{name} ({kind}): a current-based (CubaLIF) neuron has no Loihi mapping in spikeport (Lava and Loihi run its LIF without a synaptic decay here)")
+        elif isinstance(m, RecurrentLIF):
+            lines.append(f"{name} (snn.RLeaky): a recurrent connection has no Loihi mapping in spikeport")
+        elif isinstance(m, LIF) and not m.resets_to_zero_at_once:
+            lines.append(
+                f"{name} (snn.Leaky): reset_mechanism={m.reset!r}" + (", reset_delay=True" if m.reset_delay else "")
+                + " has no Loihi equivalent (Loihi's LIF resets to zero at once); use reset_mechanism='zero'"
+            )
+    return lines
 
 
 def _check_shape(input_shape, timesteps) -> None:
@@ -166,7 +185,7 @@ def _named(modules: list[tuple[str, nn.Module]]) -> OrderedDict:
     for path, module in modules:
         name = path.replace(".", "_")
         if name[0].isdigit():  # a Sequential's child: "2" -> "leaky_2"
-            name = f"{type(module).__name__.lower()}_{name}" if not isinstance(module, LIF) else f"leaky_{name}"
+            name = f"{_SNNTORCH_NAMES.get(type(module), type(module).__name__).lower()}_{name}"
         while name in named:
             name += "_"
         named[name] = module
@@ -199,7 +218,7 @@ def _chain(step: list[Call], first: Tensor, snn) -> list[tuple[str, nn.Module]]:
 def _map(call: Call, chain: list[nn.Module], snn) -> nn.Module | None:
     m, where = call.module, f"{call.path} ({type(call.module).__name__})"
     if isinstance(m, snn.SpikingNeuron):
-        return _neuron(m, where, snn)
+        return _neuron(m, where, tuple(call.reads.shape[1:]), snn)
     if isinstance(m, DROPPED):
         return None
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -219,7 +238,7 @@ def _map(call: Call, chain: list[nn.Module], snn) -> nn.Module | None:
         if m.end_dim != -1 or m.start_dim not in (1, -call.reads.dim() + 1):
             raise UserError(f"{where}: flattens dims {m.start_dim}..{m.end_dim}; only a flatten of everything after the batch is mapped")
         return layers.Flatten()
-    raise UserError(f"{where}: no spikeport layer for it; mapped are Conv2d, Linear, AvgPool2d, MaxPool2d, Flatten, BatchNorm, Dropout and snn.Leaky")
+    raise UserError(f"{where}: no spikeport layer for it; mapped are Conv2d, Linear, AvgPool2d, MaxPool2d, Flatten, BatchNorm, Dropout and snnTorch's Leaky, Synaptic, RLeaky, RSynaptic")
 
 
 def _scalar(value, name: str, where: str) -> float:
@@ -229,21 +248,53 @@ def _scalar(value, name: str, where: str) -> float:
     return float(tensor.reshape(()))
 
 
-def _neuron(m: nn.Module, where: str, snn) -> LIF:
-    if type(m) is not snn.Leaky:
-        recurrent = isinstance(m, (snn.RLeaky, snn.RSynaptic))
-        why = "recurrent neurons are not exported from snnTorch modules yet (export the graph to NIR with snnTorch's export_to_nir)" if recurrent else "only snn.Leaky is mapped"
-        raise UserError(f"{where}: {why}")
+def _neuron(m: nn.Module, where: str, shape: tuple[int, ...], snn) -> LIF:
+    """The spikeport neuron computing `m`, one of snnTorch's Leaky, Synaptic, RLeaky, RSynaptic."""
+    if type(m) not in (snn.Leaky, snn.Synaptic, snn.RLeaky, snn.RSynaptic):
+        raise UserError(f"{where}: no spikeport neuron for it; mapped are snn.Leaky, snn.Synaptic, snn.RLeaky and snn.RSynaptic")
     for setting, bad in (("inhibition", m.inhibition), ("state_quant", bool(m.state_quant))):
         if bad:
             raise UserError(f"{where}: {setting} is set; no deployment target computes it")
     if _scalar(m.graded_spikes_factor, "graded_spikes_factor", where) != 1.0:
         raise UserError(f"{where}: graded_spikes_factor={float(m.graded_spikes_factor)}; neuromorphic targets send binary spikes")
-    beta = min(max(_scalar(m.beta, "beta", where), 0.0), 1.0)  # snnTorch clamps beta to [0, 1] every step
+    beta = _decay(m.beta, "beta", where)
     threshold = _scalar(m.threshold, "threshold", where)
     if not threshold > 0:
         raise UserError(f"{where}: threshold={threshold}; a spike threshold must be positive")
-    return LIF(beta, threshold, reset=m.reset_mechanism, reset_delay=m.reset_delay)
+    if type(m) is snn.Leaky:
+        return LIF(beta, threshold, reset=m.reset_mechanism, reset_delay=m.reset_delay)
+    # snnTorch 1.0.0's RSynaptic applies no immediate reset: with reset_delay=False its forward
+    # resets the spk/mem arguments it was given, not its state, so it computes the delayed rule.
+    delay = m.reset_delay or type(m) is snn.RSynaptic
+    recurrent = _recurrent(m, where, shape) if type(m) in (snn.RLeaky, snn.RSynaptic) else None
+    if type(m) is snn.RLeaky:
+        return RecurrentLIF(beta, recurrent, threshold, m.reset_mechanism, delay)
+    alpha = _decay(m.alpha, "alpha", where)
+    for name, decay in (("alpha", alpha), ("beta", beta)):
+        if decay == 1.0:  # a LIF without leak is NIR's IF; a CubaLIF has no such form
+            raise UserError(f"{where}: {name}=1, a state that never decays: NIR's CubaLIF has no infinite time constant")
+    return CubaLIF(alpha, beta, threshold, m.reset_mechanism, delay, recurrent)
+
+
+def _decay(value, name: str, where: str) -> float:
+    return min(max(_scalar(value, name, where), 0.0), 1.0)  # snnTorch clamps its decays to [0, 1] every step
+
+
+def _recurrent(m: nn.Module, where: str, shape: tuple[int, ...]) -> nn.Linear:
+    """The recurrent connection of an RLeaky/RSynaptic as a Linear over the layer's neurons: its own
+    (all_to_all with linear_features), or the one-to-one weights V as a diagonal, the form
+    snnTorch's export_to_nir writes and its import_nir reads back as V."""
+    if len(shape) != 1:
+        raise UserError(f"{where}: a recurrent connection over neurons of shape {shape}; only recurrence over a flat layer ([B, features]) is exported")
+    (n,) = shape
+    if m.all_to_all:
+        if type(m.recurrent) is not nn.Linear:
+            raise UserError(f"{where}: its recurrent connection is a {type(m.recurrent).__name__}; only a Linear (linear_features) or one-to-one V is exported")
+        return copy.deepcopy(m.recurrent)
+    v = torch.as_tensor(m.recurrent.V).detach().float()  # one value, or one per neuron (else the model failed to run)
+    linear = nn.Linear(n, n, bias=False)
+    linear.weight = nn.Parameter(torch.diag(v.reshape(-1).expand(n).clone()))
+    return linear
 
 
 def _fold_batch_norm(bn: nn.Module, chain: list[nn.Module], where: str) -> None:
@@ -269,11 +320,12 @@ def _check_equal(chain: nn.Sequential, calls: list[Call], x: Tensor, step: list[
             outputs.append(h)
     ours = [out for module, out in zip(chain, outputs) if isinstance(module, LIF)]
     theirs = [c.path for c in step if isinstance(c.module, snn.SpikingNeuron)]
+    kinds = {c.path: f"snn.{type(c.module).__name__}" for c in step}
     for name, spikes in zip(theirs, ours):
         recorded = torch.stack([c.produced for c in calls if c.path == name])
         if recorded.shape != spikes.shape or not torch.equal(recorded, spikes):
             differ = f"{int((recorded != spikes).sum())} of {spikes.numel()}" if recorded.shape == spikes.shape else f"shape {tuple(recorded.shape)}"
-            raise UserError(f"{name} (snn.Leaky): the exported chain's spikes differ from the model's ({differ}); its forward computes something the chain does not")
+            raise UserError(f"{name} ({kinds[name]}): the exported chain's spikes differ from the model's ({differ}); its forward computes something the chain does not")
 
 
 def _first_line(e: Exception) -> str:

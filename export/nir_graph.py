@@ -44,6 +44,12 @@ The mapping, per-sample shapes throughout (no batch, no time axis):
   is v > v_threshold and the reset happens in the step that spikes. beta == 1 -> nir.IF, whose
   dv/dt = R I steps to v[t] = v[t-1] + dt R I[t]: r = 1 / dt. Neuron parameters are float64 so
   that 1 - dt/tau gives beta back exactly.
+- CubaLIF (snnTorch's Synaptic) -> nir.CubaLIF as snnTorch's export_to_nir writes it: tau_syn =
+  dt / (1 - alpha), w_in = tau_syn / dt, tau_mem and r as for the LIF, so that the Euler step is
+  i[t] = alpha i[t-1] + I[t], v[t] = beta v[t-1] + i[t].
+- A neuron's `recurrent` Linear (RecurrentLIF, CubaLIF: snnTorch's RLeaky, RSynaptic) -> an
+  Affine/Linear node `<neuron>_recurrent` with edges neuron -> it -> neuron, flat as snnTorch's
+  import_nir finds recurrence; the cycle is what says that its input is the step before's spikes.
 - x + y -> no node: NIR sums a node's inputs, so every producer of the sum gets an edge to each
   consumer (a membrane shortcut into a LIF is several edges into the LIF node).
 
@@ -68,7 +74,7 @@ import spikeport
 from spikeport.errors import UserError
 from spikeport.io import atomic_open
 from spikeport.train.layers import TimeMixing
-from spikeport.train.neuron import LIF, RESETS
+from spikeport.train.neuron import LIF, RESETS, CubaLIF, RecurrentLIF
 
 DEFAULT_DT = 1e-3  # seconds per timestep
 RESET = "zero, immediate"
@@ -114,6 +120,10 @@ def to_nir(model: nn.Module, input_shapes: dict[str, tuple] | tuple, dt: float =
         elif node.op == "call_module" and not isinstance(_module(traced, node), nn.BatchNorm2d):
             nodes[node.name] = _nir_node(traced, node, dt)
             edges += [(source, node.name) for source in _sources(traced, node.args[0])]
+            m = _module(traced, node)
+            if isinstance(m, (CubaLIF, RecurrentLIF)) and m.recurrent is not None:
+                nodes[f"{node.name}_recurrent"] = _linear_node(m.recurrent)
+                edges += [(node.name, f"{node.name}_recurrent"), (f"{node.name}_recurrent", node.name)]
     metadata = {
         "dt": float(dt),
         "reset": RESET if not any(RULE_KEY in n.metadata for n in nodes.values()) else f"per neuron node (its {RULE_KEY} metadata)",
@@ -220,6 +230,8 @@ def _module_refusal(traced: fx.GraphModule, node: fx.Node) -> str | None:
     elif isinstance(m, LIF):
         if not 0 <= m.beta <= 1:
             return f"beta={m.beta}: a NIR LIF decays, so beta must lie in [0, 1]"
+        if isinstance(m, CubaLIF) and not (0 <= m.alpha < 1 and m.beta < 1):
+            return f"alpha={m.alpha}, beta={m.beta}: a NIR CubaLIF's current and membrane decay, so both must lie in [0, 1)"
     else:
         return "no NIR primitive"
     return None
@@ -246,29 +258,43 @@ def _nir_node(traced: fx.GraphModule, node: fx.Node, dt: float) -> nir.NIRNode:
         start_dim, end_dim = _flatten_dims(m, node)
         return nir.Flatten(input_type=np.array(shape_in), start_dim=start_dim, end_dim=end_dim)
     if isinstance(m, nn.Linear):
-        weight = m.weight.detach().cpu().numpy()
-        return nir.Linear(weight) if m.bias is None else nir.Affine(weight, m.bias.detach().cpu().numpy())
-    # LIF (classify lets nothing else through)
+        return _linear_node(m)
+    # LIF and its subclasses (classify lets nothing else through)
     shape = _shape(node)
     zeros, threshold = np.zeros(shape), np.full(shape, m.threshold)
     rule = {} if m.resets_to_zero_at_once else {RULE_KEY: m.reset, DELAY_KEY: int(m.reset_delay)}
+    if isinstance(m, CubaLIF):
+        tau_syn, tau_mem = dt / (1 - m.alpha), dt / (1 - m.beta)
+        return nir.CubaLIF(
+            tau_syn=np.full(shape, tau_syn), tau_mem=np.full(shape, tau_mem), r=np.full(shape, tau_mem / dt), v_leak=zeros,
+            v_threshold=threshold, v_reset=zeros, w_in=np.full(shape, tau_syn / dt), metadata=rule,
+        )
     if m.beta == 1:
         return nir.IF(r=np.full(shape, 1 / dt), v_threshold=threshold, v_reset=zeros, metadata=rule)
     tau = dt / (1 - m.beta)
     return nir.LIF(tau=np.full(shape, tau), r=np.full(shape, tau / dt), v_leak=zeros, v_threshold=threshold, v_reset=zeros, metadata=rule)
 
 
+def _linear_node(m: nn.Linear) -> nir.NIRNode:
+    weight = m.weight.detach().cpu().numpy()
+    return nir.Linear(weight) if m.bias is None else nir.Affine(weight, m.bias.detach().cpu().numpy())
+
+
 def reset_rule(node: nir.NIRNode) -> tuple[str, bool]:
     """(reset, reset_delay) of a neuron node: NIR's own rule, ("zero", False), unless its metadata
     names another (a model exported from snnTorch with subtractive reset). NIR cannot say
     subtract-versus-zero, so spikeport keeps the rule in the node's metadata and reads it back
-    here; other tools ignore it, which is why such a file is refused by every Loihi target."""
+    here; other tools ignore it, which is why such a file is refused by every Loihi target.
+
+    A delayed zero reset is written only for snnTorch's Synaptic, RLeaky and RSynaptic, where it
+    zeroes the whole membrane of the step after a spike (train/neuron.py snntorch_steps); a
+    `Leaky`'s delayed zero reset fires as the immediate one and is written as NIR's own rule."""
     metadata = getattr(node, "metadata", None) or {}
     decode = lambda v: v.decode() if isinstance(v, bytes) else str(v.item() if hasattr(v, "item") else v)  # noqa: E731
     reset = decode(metadata[RULE_KEY]) if RULE_KEY in metadata else "zero"
     if reset not in RESETS:
         raise UserError(f"metadata {RULE_KEY}={reset!r}: must be one of {', '.join(RESETS)}")
-    return reset, bool(int(np.asarray(metadata.get(DELAY_KEY, 0)))) and reset == "subtract"
+    return reset, bool(int(np.asarray(metadata.get(DELAY_KEY, 0)))) and reset != "none"
 
 
 def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[np.ndarray, np.ndarray]:
@@ -400,11 +426,31 @@ def describe(traced: fx.GraphModule, node: fx.Node) -> str:
 
 
 def check_resets_to_zero(graph: nir.NIRGraph, target: str) -> None:
-    """Refuse, naming the node, a neuron whose reset rule `target` (Lava, Loihi) does not compute:
-    Loihi's LIF resets to zero at once, so a subtractive or absent reset would run as another model."""
+    """Refuse, naming the node, a neuron that `target` (Lava, Loihi) does not compute as the file
+    says: Loihi's LIF resets to zero at once, so a subtractive or absent reset would run as another
+    model; and spikeport maps neither a CubaLIF's synaptic current nor a recurrent connection (a
+    cycle through the neuron) to Loihi yet."""
     for name, node in graph.nodes.items():
         if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
+            reached = _reached(graph, name)
+            back = [src for src, dst in graph.edges if dst == name and src in reached]
+            if back:
+                raise UserError(f"{name} ({type(node).__name__}): its recurrent input from {back[0]} has no {target} mapping in spikeport; run it in the reference runtime")
+            if isinstance(node, nir.CubaLIF):
+                raise UserError(f"{name} (CubaLIF): its synaptic current (tau_syn) has no {target} mapping in spikeport; run it in the reference runtime")
             reset, delay = reset_rule(node)
             if (reset, delay) != ("zero", False):
                 rule = f"reset {reset!r}" + (" with a delay" if delay else "")
                 raise UserError(f"{name} ({type(node).__name__}): its {rule} has no {target} equivalent (Loihi's LIF resets to zero at once); run it in the reference runtime")
+
+
+def _reached(graph: nir.NIRGraph, start: str) -> set[str]:
+    """The nodes that `start` feeds, directly or through others (and itself, on a cycle)."""
+    found, frontier = set(), [start]
+    while frontier:
+        here = frontier.pop()
+        for src, dst in graph.edges:
+            if src == here and dst not in found:
+                found.add(dst)
+                frontier.append(dst)
+    return found

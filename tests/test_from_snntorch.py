@@ -157,12 +157,11 @@ class Residual(nn.Module):
     [
         (nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.ReLU(), snn.Leaky(beta=0.5, init_hidden=True)), "2 (ReLU): no spikeport layer"),
         (nn.Sequential(nn.Flatten(), nn.Linear(64, 10), snn.Leaky(beta=torch.rand(10), init_hidden=True)), "2 (Leaky): beta has 10 values"),
-        (nn.Sequential(nn.Flatten(), nn.Linear(64, 10), snn.Synaptic(alpha=0.5, beta=0.5, init_hidden=True)), "2 (Synaptic): only snn.Leaky"),
-        (nn.Sequential(nn.Flatten(), nn.Linear(64, 10), snn.RLeaky(beta=0.5, linear_features=10, init_hidden=True)), "recurrent"),
+        (nn.Sequential(nn.Flatten(), nn.Linear(64, 10), snn.Alpha(alpha=0.6, beta=0.5, init_hidden=True)), "2 (Alpha): no spikeport neuron for it"),
         (nn.Sequential(nn.Flatten(), nn.Linear(64, 10), snn.Leaky(beta=0.5, init_hidden=True, graded_spikes_factor=2.0)), "graded_spikes_factor"),
         (Residual(), "fc2 (Linear): reads a tensor that the module before it did not produce"),
     ],
-    ids=["relu", "per-neuron-beta", "synaptic", "rleaky", "graded", "residual"],
+    ids=["relu", "per-neuron-beta", "alpha-neuron", "graded", "residual"],
 )
 def test_what_cannot_be_exported_is_refused_naming_the_module(model, fragment, tmp_path):
     with pytest.raises(UserError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
@@ -196,7 +195,7 @@ def test_lava_and_loihi_refuse_a_subtractive_reset_in_a_nir_file(tmp_path):
     import nir
 
     from spikeport.export.loihi import quantize
-    from spikeport.runtime.lava_runner import plan_network
+    from spikeport.runtime.lava.plan import plan_network
 
     deployment = spikeport.export(model=sequential_cnn(), input_shape=(1, 8, 8), timesteps=T, out=tmp_path / "run")
     graph = nir.read(deployment.path / "model.nir")

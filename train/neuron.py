@@ -225,3 +225,80 @@ class LIF(nn.Module):
     def extra_repr(self) -> str:
         rule = "" if self.resets_to_zero_at_once else f", reset={self.reset}, reset_delay={self.reset_delay}"
         return f"beta={self.beta}, threshold={self.threshold}{rule}"
+
+
+def snntorch_steps(
+    x: Tensor, beta: float, threshold: float, reset: str = "subtract", reset_delay: bool = True,
+    alpha: float | None = None, recurrent: nn.Module | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """snnTorch's `Synaptic` (`alpha` given), `RLeaky` (`recurrent` given) and `RSynaptic` (both)
+    over x of shape [T, ...]; return (spikes, synaptic current, membrane), each as snnTorch returns
+    it per step. Their rules differ from `Leaky`'s (`lif_steps`) in where the reset owed by the
+    previous spike falls, r[t] = H(m[t-1] - threshold):
+
+        i[t] = alpha i[t-1] + x[t] (+ recurrent(s[t-1]))          Synaptic, RSynaptic
+        m[t] = beta m[t-1] + i[t]          or  beta m[t-1] + x[t] (+ recurrent(s[t-1]))
+        subtract: m[t] -= threshold r[t];  zero: m[t] -= m[t] r[t] (the whole new membrane, its
+        input included, so a delayed zero reset fires other spikes than an immediate one)
+        s[t] = H(m[t] - threshold)
+
+    and without `reset_delay` the reset is taken at once as in `lif_steps`. The recurrent input
+    reads the previous step's spikes, zeros at the first step (so a Linear adds its bias then).
+    Each operation is snnTorch's, in its order, so the rounding is the same.
+    """
+    s = i = m = torch.zeros_like(x[0])
+    spikes, currents, mems = [], [], []
+    for t in range(x.shape[0]):
+        r = heaviside(m - threshold)
+        if alpha is not None:
+            i = alpha * i + x[t]
+            i = i if recurrent is None else i + recurrent(s)
+            m = beta * m + i
+        else:
+            m = beta * m + x[t]
+            m = m if recurrent is None else m + recurrent(s)
+        if reset == "subtract":
+            m = m - r * threshold
+        elif reset == "zero":
+            m = m - m * r
+        s = heaviside(m - threshold)
+        if not reset_delay:  # reset now, taking back the delayed reset applied above
+            owed = s - r
+            m = m - owed * m if reset == "zero" else m - owed * threshold if reset == "subtract" else m
+        spikes.append(s)
+        currents.append(i)
+        mems.append(m)
+    return torch.stack(spikes), torch.stack(currents), torch.stack(mems)
+
+
+class CubaLIF(LIF):
+    """snnTorch's `Synaptic` (and with `recurrent`, `RSynaptic`) over [T, B, ...]: a current-based
+    LIF, whose input is first filtered by the synaptic decay `alpha` (NIR's CubaLIF). `recurrent`
+    maps the previous step's spikes [B, ...] to a current added to the input. A subclass of LIF
+    for what it shares (beta, threshold, the reset rule); no Loihi target computes it."""
+
+    def __init__(self, alpha: float, beta: float, threshold: float = 1.0, reset: str = "subtract", reset_delay: bool = True,
+                 recurrent: nn.Module | None = None):
+        super().__init__(beta, threshold, reset)
+        self.alpha = float(alpha)
+        self.reset_delay = bool(reset_delay) and reset != "none"  # a delayed zero reset differs here (snntorch_steps)
+        self.recurrent = recurrent
+
+    def forward(self, x: Tensor) -> Tensor:
+        return snntorch_steps(x, self.beta, self.threshold, self.reset, self.reset_delay, self.alpha, self.recurrent)[0]
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, beta={self.beta}, threshold={self.threshold}, reset={self.reset}, reset_delay={self.reset_delay}"
+
+
+class RecurrentLIF(LIF):
+    """snnTorch's `RLeaky` over [T, B, ...]: a LIF whose previous step's spikes, through
+    `recurrent` (a Linear; one-to-one weights V as its diagonal), add to its input."""
+
+    def __init__(self, beta: float, recurrent: nn.Module, threshold: float = 1.0, reset: str = "subtract", reset_delay: bool = True):
+        super().__init__(beta, threshold, reset)
+        self.reset_delay = bool(reset_delay) and reset != "none"  # a delayed zero reset differs here (snntorch_steps)
+        self.recurrent = recurrent
+
+    def forward(self, x: Tensor) -> Tensor:
+        return snntorch_steps(x, self.beta, self.threshold, self.reset, self.reset_delay, None, self.recurrent)[0]
