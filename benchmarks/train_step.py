@@ -59,10 +59,38 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "load_average_1_5_15_min": [round(v, 2) for v in os.getloadavg()],
         "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
         "python": platform.python_version(),
+        "packages": _versions(sys.executable),
+        "lava_environment": _lava_versions(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
+
+
+PACKAGES = ("torch", "numpy", "snntorch", "spikingjelly", "nir", "onnxruntime", "lava-nc", "lava-dl")
+
+
+def _versions(python: str) -> dict:
+    """The versions of PACKAGES installed for `python` (without importing them)."""
+    script = ("import importlib.metadata as m, json, platform\n"
+              f"names = {PACKAGES!r}\n"
+              "found = {'python': platform.python_version()}\n"
+              "for n in names:\n"
+              "    try: found[n] = m.version(n)\n"
+              "    except m.PackageNotFoundError: pass\n"
+              "print(json.dumps(found))")
+    done = subprocess.run([python, "-E", "-s", "-c", script], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def _lava_versions() -> dict | None:
+    """The Lava worker environment's versions, when there is one (the Lava runs go through it)."""
+    from spikeport.errors import UserError
+    from spikeport.runtime.lava.sandbox import lava_python
+
+    try:
+        return _versions(str(lava_python()))
+    except UserError:
+        return None
 
 
 def _proc_status_kib(field: str) -> int:
