@@ -75,7 +75,8 @@ class Deployment:
 
     @classmethod
     def load(cls, path: PathLike) -> Deployment:
-        """A run folder, an export folder, a manifest.json, a .nir or a lava-dl .net file."""
+        """A run folder, an export folder, a manifest.json, a .nir or a lava-dl .net file. An export
+        whose manifest names a file that is not in its folder is refused, naming both."""
         from spikeport.export.manifest import read_manifest
 
         path = Path(path)
@@ -86,8 +87,33 @@ class Deployment:
         manifest = path if path.name == "manifest.json" else path / "manifest.json" if (path / "manifest.json").exists() else path / "export" / "manifest.json"
         if not manifest.is_file():
             raise UserError(f"{path}: no deployment there (no export/manifest.json: run `spikeport export` first)")
-        read_manifest(manifest)  # validates it, naming the field that is wrong
+        checked = read_manifest(manifest)  # validates it, naming the field that is wrong
+        named = [*checked.files.values(), *(name for p in checked.partitions for name in (p.file, p.deployed) if name is not None)]
+        missing = [name for name in named if not (manifest.parent / name).is_file()]
+        if missing:
+            raise UserError(f"{manifest}: names {', '.join(missing)}, not in {manifest.parent}; export again (`spikeport export`)")
         return cls(manifest.parent, json.loads(manifest.read_text()))
+
+    def deployed(self, partition: str | None = None):
+        """The nir.NIRGraph the chip runs for a neuromorphic partition (the only one when None): the
+        export's deployed file, written once by `export` (export/lower.py `read_deployed`); for a
+        single .nir file, that file lowered (pools folded, synapses composed)."""
+        from spikeport.export.lower import deploy, read_deployed
+        from spikeport.export.manifest import read_manifest
+        from spikeport.runtime.simulate import read_nir
+
+        if self.manifest is None:
+            if self.path.suffix != ".nir":
+                raise UserError(f"{self.path}: a lava-dl .net file holds netx blocks, not a NIR graph")
+            return deploy(read_nir(self.path))
+        chips = [name for name, p in self.partitions.items() if p["kind"] == "neuromorphic"]
+        if partition is None:
+            if len(chips) != 1:
+                raise UserError(f"{self.path}: {len(chips)} neuromorphic partitions ({', '.join(chips)}); name one")
+            partition = chips[0]
+        if partition not in chips:
+            raise UserError(f"{self.path}: no neuromorphic partition {partition!r} (there are: {', '.join(chips)})")
+        return read_deployed(read_manifest(self.path / "manifest.json"), self.path, partition, read_nir)
 
     def target(self) -> Path:
         """The path the stages take: the run folder for a run's export, else the file itself."""

@@ -61,3 +61,30 @@ def test_bad_input_raises_one_user_error(call, fragment, tmp_path):
     with pytest.raises(UserError, match=fragment):
         call(tmp_path)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_deployment_is_what_the_chip_runs_and_refuses_a_missing_file(trained_run, tmp_path):
+    import nir
+
+    deployment = Deployment.load(trained_run)
+    graph = deployment.deployed()  # the only neuromorphic partition
+    written = nir.read(trained_run / "export" / "deployed.nir")
+    assert set(graph.nodes) == set(written.nodes) and not any(isinstance(n, nir.AvgPool2d) for n in graph.nodes.values())
+    with pytest.raises(UserError, match="no neuromorphic partition 'host0'"):
+        deployment.deployed("host0")
+    bare = Deployment.load(trained_run / "export" / "model.nir")  # a single file: lowered on the fly
+    assert set(bare.deployed().nodes) == set(graph.nodes)
+
+    shutil.copytree(trained_run / "export", tmp_path / "export")
+    (tmp_path / "export" / "deployed.nir").unlink()
+    with pytest.raises(UserError, match=r"manifest.json: names deployed.nir, not in .*export; export again"):
+        Deployment.load(tmp_path)
+
+
+def test_compare_two_backends(trained_run, tmp_path):
+    a = spikeport.simulate(target=trained_run, samples=6, out=tmp_path)
+    b = spikeport.simulate(target=trained_run, samples=6, out=tmp_path, backend="onnx")
+    parity = spikeport.api.compare(a=a, b=b)
+    assert parity.path == tmp_path / "sim" / "parity-reference-float-vs-onnx-float.json" and parity.path.is_file()
+    assert parity.output_max_abs_diff == float(np.abs(a.output - b.output).max()) < 1e-3
+    assert parity.prediction_agreement == float((a.predictions == b.predictions).mean())

@@ -172,3 +172,50 @@ def test_two_input_and_residual_partition():
     parts = partition(Two(), {"audio": (6,), "visual": (5,)})
     assert [b.name for b in parts.inputs] == ["audio", "visual"]
     assert len(parts.partitions) == 1 and [b.name for b in parts.partitions[0].inputs] == ["audio", "visual"]
+
+
+def test_the_deployed_graph_is_written_once_and_read_by_the_report(run_dir, tmp_path):
+    """deployed.nir is model.nir as the chip runs it (the pools folded into the next layer), the
+    manifest names it, and the report counts on it exactly what it counted lowering model.nir itself."""
+    import json
+    import shutil
+
+    from spikeport.export.lower import fold_avgpool
+    from spikeport.runtime.measure import measure
+    from spikeport.runtime.simulate import load_inputs, resolve_target
+
+    export = run_dir / "export"
+    (entry,) = read_manifest(export / "manifest.json").partitions
+    assert entry.deployed == "deployed.nir"
+    deployed, folded = nir.read(export / "deployed.nir"), fold_avgpool(nir.read(export / "model.nir"))
+    assert set(deployed.nodes) == set(folded.nodes) and not any(isinstance(n, nir.AvgPool2d) for n in deployed.nodes.values())
+    for name, node in folded.nodes.items():
+        if hasattr(node, "weight"):
+            assert np.array_equal(deployed.nodes[name].weight, node.weight), name
+
+    older = tmp_path / "older"
+    shutil.copytree(run_dir / "export", older / "export")
+    data = json.loads((older / "export" / "manifest.json").read_text())
+    data["partitions"][0].pop("deployed")
+    (older / "export" / "manifest.json").write_text(json.dumps(data))
+    (older / "export" / "deployed.nir").unlink()
+    networks = []
+    for folder in (run_dir, older):
+        target = resolve_target(folder)
+        inputs, _ = load_inputs(target, None, 16) if folder == run_dir else (inputs, None)
+        networks.append(measure(target, inputs, torch.device("cpu"), name="digits"))
+    new, old = networks
+    assert new.lowering == old.lowering == "neuromorphic0: average pools pool1, pool2 folded into the next synaptic layer (export/lower.py)"
+    assert [vars(layer) for layer in new.layers] == [vars(layer) for layer in old.layers]
+
+
+def test_several_partitions_each_write_their_deployed_graph(tmp_path):
+    """Every neuromorphic partition has its deployed file, named after it, whose inputs are the
+    partition's (without the Loihi files too: deployed.nir is an NIR file)."""
+    exporter.export_model(Gated().eval(), (1, 8, 8), 4, tmp_path / "export", formats=("nir", "onnx"), quantize="none")
+    manifest = read_manifest(tmp_path / "export" / "manifest.json")
+    chips = [p for p in manifest.partitions if p.kind == "neuromorphic"]
+    assert [p.deployed for p in chips] == [f"deployed-{p.name}.nir" for p in chips] == ["deployed-neuromorphic0.nir", "deployed-neuromorphic1.nir"]
+    for p in chips:
+        graph = nir.read(tmp_path / "export" / p.deployed)
+        assert sorted(n for n, v in graph.nodes.items() if isinstance(v, nir.Input)) == sorted(t.name for t in p.inputs)

@@ -207,3 +207,56 @@ def test_composed_synapses_compute_what_the_sum_of_currents_computed():
 def test_refuses_a_current_it_cannot_compose():
     with pytest.raises(UserError, match=r"proj \(Conv2d\) reads the current of conv \(Conv2d\); .* only a 1x1 convolution after a convolution"):
         compose_synapses(_residual_graph(outer_kernel=3))
+
+
+def _pooled_cnn_graph() -> nir.NIRGraph:
+    torch.manual_seed(0)
+    return to_nir(spiking_cnn((1, 8, 8), 10, channels=[4, 8]).eval(), (1, 8, 8))
+
+
+@pytest.mark.parametrize("graph, handoff", [(_pooled_cnn_graph, False), (_pooled_cnn_graph, True), (_residual_graph, False)])
+def test_lowering_a_deployed_graph_changes_nothing(graph, handoff):
+    """What lets a consumer that lowers what it is given (the quantizer, the Lava runner) be
+    given the export's deployed.nir: deploy is the identity on its own result."""
+    from spikeport.export.lower import deploy
+
+    once = deploy(graph(), handoff)
+    twice = deploy(once, handoff)
+    assert set(twice.nodes) == set(once.nodes) and sorted(twice.edges) == sorted(once.edges)
+    for name, node in once.nodes.items():
+        for field in ("weight", "bias", "stride", "padding"):
+            if hasattr(node, field):
+                assert np.array_equal(np.asarray(getattr(twice.nodes[name], field)), np.asarray(getattr(node, field))), (name, field)
+    assert not any(isinstance(n, (nir.AvgPool2d, nir.SumPool2d)) for n in once.nodes.values())
+
+
+def test_read_deployed_reads_the_file_or_lowers_an_older_export(trained_run, tmp_path):
+    """The deployed file when the manifest names one (refused when it is another export's: its
+    inputs are not the partition's), else model.nir lowered, as an export before deployed files."""
+    import json
+    import shutil
+
+    from spikeport.export.lower import deploy, read_deployed
+    from spikeport.export.manifest import read_manifest
+
+    export = tmp_path / "export"
+    shutil.copytree(trained_run / "export", export)
+    manifest = read_manifest(export / "manifest.json")
+    (entry,) = manifest.partitions
+    assert entry.deployed == "deployed.nir"
+    written = read_deployed(manifest, export, entry.name)
+    lowered = deploy(nir.read(export / "model.nir"))
+    assert set(written.nodes) == set(lowered.nodes)
+    assert all(np.array_equal(written.nodes[n].weight, lowered.nodes[n].weight) for n in lowered.nodes if hasattr(lowered.nodes[n], "weight"))
+
+    data = json.loads((export / "manifest.json").read_text())
+    data["partitions"][0].pop("deployed")  # an export written before deployed files
+    (export / "manifest.json").write_text(json.dumps(data))
+    older = read_deployed(read_manifest(export / "manifest.json"), export, entry.name)
+    assert set(older.nodes) == set(written.nodes)
+
+    other = nir.NIRGraph(nodes={"x": nir.Input(np.array([3])), "fc": nir.Affine(np.ones((2, 3)), np.zeros(2)), "output": nir.Output(np.array([2]))},
+                         edges=[("x", "fc"), ("fc", "output")])
+    nir.write(export / "deployed.nir", other)
+    with pytest.raises(UserError, match=r"deployed.nir: inputs \['x'\] and outputs \['output'\], not partition neuromorphic0's"):
+        read_deployed(manifest, export, entry.name)

@@ -259,3 +259,61 @@ def test_write_nir_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
         write_nir(to_nir(digits_cnn(), (1, 8, 8)), path)
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["model.nir"]
     assert nir.read(path).metadata["dt"] == 1e-3
+
+
+# --- the neuron constants: decoded in one place (export/neuron_constants.py) -----------------------
+
+
+def _lif_graph(beta: float, dt: float) -> nir.NIRGraph:
+    class One(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 4)
+            self.lif = LIF(beta, 0.7)
+
+        def forward(self, x):
+            return self.lif(self.fc(x))
+
+    return to_nir(One().eval(), (3,), dt=dt)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 0.9, 0.95, 0.99, 1.0])
+@pytest.mark.parametrize("dt", [1e-3, 1e-4, 1.0])
+def test_neuron_constants_give_back_the_trained_neuron(beta, dt):
+    """What the exporter wrote (tau = dt / (1 - beta), r = tau / dt) decodes to the trained beta,
+    gain 1 and the threshold; the reference runtime and the Loihi quantizer use exactly these."""
+    from spikeport.export.loihi import _neuron_constants
+    from spikeport.export.neuron_constants import neuron_constants
+    from spikeport.runtime.reference import neuron_step_constants
+
+    graph = _lif_graph(beta, dt)
+    node = graph.nodes["lif"]
+    c = neuron_constants(node, dt)
+    assert c.kind == ("IF" if beta == 1 else "LIF")
+    assert np.all(np.float32(c.beta) == np.float32(beta)) and np.allclose(c.gain, 1, rtol=0, atol=1e-12) and np.all(c.bias == 0)
+    assert np.all(c.v_threshold == 0.7) and np.all(c.v_reset == 0)
+    reference = neuron_step_constants(node, dt)
+    assert reference.gain is None and reference.bias is None  # 1 and 0: not applied, as in training
+    if beta < 1:
+        assert torch.equal(reference.decay, torch.as_tensor(c.beta).float())
+    assert _neuron_constants(graph, "lif") == (float(c.beta.flat[0]), float(c.gain.flat[0]), 0.7)
+
+
+def test_neuron_constants_of_foreign_neurons():
+    """Forward Euler of NIR's ODEs, for files other tools wrote: a leak towards v_leak, r that is
+    not tau/dt, a CubaLIF's synaptic filter; what cannot be stepped is refused naming the node."""
+    from spikeport.export.neuron_constants import neuron_constants
+
+    dt, tau, r, leak = 1e-3, np.array([2e-3, 4e-3]), np.array([3.0, 5.0]), np.array([0.1, -0.2])
+    c = neuron_constants(nir.LIF(tau=tau, r=r, v_leak=leak, v_threshold=np.ones(2), v_reset=np.zeros(2)), dt)
+    assert np.allclose(c.beta, [0.5, 0.75]) and np.allclose(c.gain, dt / tau * r) and np.allclose(c.bias, dt / tau * leak)
+    c = neuron_constants(nir.IF(r=np.array([2.0]), v_threshold=np.ones(1), v_reset=np.zeros(1)), dt)
+    assert c.beta.tolist() == [1.0] and np.allclose(c.gain, 2e-3) and c.bias.tolist() == [0.0]
+    cuba = nir.CubaLIF(tau_syn=np.array([5e-3]), tau_mem=np.array([1e-2]), r=np.array([10.0]), v_leak=np.zeros(1),
+                       v_threshold=np.ones(1), v_reset=np.zeros(1), w_in=np.array([5.0]))
+    c = neuron_constants(cuba, dt)
+    assert np.allclose(c.synapse_decay, 0.8) and np.allclose(c.synapse_gain, 1.0) and np.allclose(c.beta, 0.9) and np.allclose(c.gain, 1.0)
+    with pytest.raises(UserError, match=r"lif1 \(LIF\): tau must be positive"):
+        neuron_constants(nir.LIF(tau=np.zeros(1), r=np.ones(1), v_leak=np.zeros(1), v_threshold=np.ones(1), v_reset=np.zeros(1)), dt, "lif1")
+    with pytest.raises(UserError, match="dt must be a positive number"):
+        neuron_constants(nir.IF(r=np.ones(1), v_threshold=np.ones(1), v_reset=np.zeros(1)), 0.0)
