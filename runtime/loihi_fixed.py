@@ -1127,7 +1127,7 @@ def from_lava_order(x: np.ndarray) -> np.ndarray:
 # An export that is not one plain chain (residual sums, several partitions, host partitions in
 # between) has no model.net: its integers are loihi.json's on the partitions' graphs as deployed
 # (export/loihi.py), and `simulate_export` runs them the way spikeport's Lava graph does in
-# fixed_pt (runtime/lava_runner.py), bit for bit, batched and aligned: every layer on the
+# fixed_pt (runtime/lava/), bit for bit, batched and aligned: every layer on the
 # timesteps of the sample only (Lava delays the shorter paths into a neuron with DelayDense, so a
 # neuron sums the currents of one input timestep, and resets when the sample's first timestep
 # reaches it, which is what computing each sample's T steps from zero is). Synapses are the

@@ -277,7 +277,7 @@ ACTIVITY = {  # (backend, mode) -> where a report's spikes come from
 }
 GRAPH_ACTIVITY = {  # an export that is not one plain chain: its integers are loihi.json's
     ("reference", "loihi"): "reference runtime, Loihi fixed point on export/loihi.json (runtime/loihi_fixed.py simulate_export)",
-    ("lava", "loihi"): "Lava, Loihi2SimCfg fixed_pt on spikeport's graph with export/loihi.json's integers (runtime/lava_runner.py)",
+    ("lava", "loihi"): "Lava, Loihi2SimCfg fixed_pt on spikeport's graph with export/loihi.json's integers (runtime/lava/, in the Lava worker)",
 }
 
 
