@@ -1,24 +1,19 @@
 """runtime.loihi_fixed: Lava's fixed-point netx arithmetic in batched torch, equal to Lava bit for bit.
 
 Checked against lava-dl's own reference outputs (../shared/peer-tests/lava-dl, compared as upstream
-compares them) and against Lava's `Loihi2SimCfg(select_tag="fixed_pt")` running spikeport's own
-exported model.net, every layer at every step.
+compares them), against Lava's `Loihi2SimCfg(select_tag="fixed_pt")` running spikeport's own
+exported model.net, every layer at every step, and against Lava's own models (LIF, Dense, conv,
+netx's weight optimisation). What Lava computes runs in the Lava environment (tests/lava_env.py
+in_lava; the tests marked `lava`); its raw arrays come back and are compared here. Speed against
+Lava is measured by benchmarks/runtime_vs_lava.py.
 """
-
-import time
 
 import h5py
 import numpy as np
 import pytest
 import torch
 from conftest import needs_shared
-
-# Lava sets multiprocessing's start method when first imported and raises if it is fixed already
-# (exporting to NIR in the fixture fixes it): import it before any test runs.
-from lava.lib.dl.netx import hdf5
-from lava.magma.core.run_conditions import RunSteps
-from lava.magma.core.run_configs import Loihi2SimCfg
-from lava.proc.io.sink import RingBuffer
+from lava_env import in_lava
 from spikeport.runtime.loihi_fixed import (
     MAX_ELEMENTS,
     dense_block,
@@ -307,35 +302,6 @@ def test_netx_weight_optimisation_and_lava_truncation():
     # small excitatory weights are shifted up and back down by the exponent
     w, bits, exp = netx_dense_weights(np.array([[4, 8], [12, 0]]))
     assert exp == -4 and bits == 2 and w.tolist() == [[64, 128], [192, 0]]
-    # and on random integer matrices of every sign mode, what netx and Lava's Dense model compute
-    from lava.lib.dl.netx.utils import optimize_weight_bits
-    from lava.utils.weightutils import (
-        clip_weights,
-        determine_sign_mode,
-        truncate_weights,
-    )
-
-    rng = np.random.default_rng(1)
-    for low, high, step in [
-        (-300, 300, 1),
-        (-100, 60, 4),
-        (0, 40, 2),
-        (-90, 0, 1),
-        (-256, 254, 8),
-        (1, 3, 1),
-    ]:
-        weight = rng.integers(low // step, high // step + 1, size=(7, 9)) * step
-        weight[0, 0] = high  # never all zero
-        with np.errstate(divide="ignore"):  # netx divides 127 by a zero maximum
-            theirs, their_bits, their_exp, _ = optimize_weight_bits(weight)
-        mode = determine_sign_mode(theirs)
-        theirs = truncate_weights(
-            clip_weights(theirs, mode, num_bits=8), mode, their_bits
-        )
-        ours, bits, exp = netx_dense_weights(weight)
-        assert (bits, exp) == (their_bits, their_exp) and np.array_equal(
-            ours, theirs
-        ), (low, high, step)
     net = dense_block(
         np.array([[4, 8, 12]]), du=4095, dv=4096, vth=1 << 17, weight_exp=-2
     )
@@ -347,6 +313,37 @@ def test_netx_weight_optimisation_and_lava_truncation():
         (24 >> 2) << 6,
         (8 >> 2) << 6,
     ]  # one step of delay, then >> 2, then << 6
+
+
+_NETX_WEIGHTS = """
+from lava.lib.dl.netx.utils import optimize_weight_bits
+from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
+
+for _i in range(len(cases)):
+    with np.errstate(divide="ignore"):  # netx divides 127 by a zero maximum
+        _theirs, _bits, _exp, _ = optimize_weight_bits(globals()[f"weight{_i}"])
+    _mode = determine_sign_mode(_theirs)
+    result[f"weight{_i}"] = truncate_weights(clip_weights(_theirs, _mode, num_bits=8), _mode, _bits)
+    result[f"bits{_i}"], result[f"exp{_i}"] = _bits, _exp
+"""
+
+
+@pytest.mark.lava
+def test_netx_weights_equal_netxs_optimisation_and_lavas_truncation():
+    """On random integer matrices of every sign mode, what netx's optimize_weight_bits and Lava's
+    weightutils (the Dense model's clip and truncation) make of them, in the Lava environment."""
+    rng = np.random.default_rng(1)
+    cases = [(-300, 300, 1), (-100, 60, 4), (0, 40, 2), (-90, 0, 1), (-256, 254, 8), (1, 3, 1)]
+    weights = {}
+    for i, (low, high, step) in enumerate(cases):
+        weight = rng.integers(low // step, high // step + 1, size=(7, 9)) * step
+        weight[0, 0] = high  # never all zero
+        weights[f"weight{i}"] = weight
+    lava = in_lava(_NETX_WEIGHTS, cases=np.array(cases), **weights)
+    for i, case in enumerate(cases):
+        ours, bits, exp = netx_dense_weights(weights[f"weight{i}"])
+        assert (bits, exp) == (int(lava[f"bits{i}"]), int(lava[f"exp{i}"])), case
+        np.testing.assert_array_equal(ours, lava[f"weight{i}"], err_msg=str(case))
 
 
 def test_arguments_are_checked():
@@ -395,6 +392,34 @@ def _whc(chw: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(chw.transpose(tuple(reversed(range(chw.ndim)))))
 
 
+_MODEL_NET_IN_LAVA = """
+from lava.lib.dl.netx import hdf5
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.io.sink import RingBuffer
+
+window, steps = int(window), int(steps)
+net = hdf5.Network(net_config=str(path), reset_interval=window)
+sinks = [RingBuffer(shape=layer.out.shape, buffer=steps) for layer in net.layers]
+for layer, sink in zip(net.layers, sinks):
+    layer.out.connect(sink.a_in)
+net.in_layer.neuron.bias_mant.init = biases[0]
+try:
+    for k in range(steps):
+        if k and k % window == 0:
+            net.in_layer.neuron.bias_mant.set(biases[k // window])
+        net.run(condition=RunSteps(num_steps=1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        for i, layer in enumerate(net.layers):  # u and v at each step: [steps, *shape]
+            result.setdefault(f"u{i}", []).append(layer.neuron.u.get().copy())
+            result.setdefault(f"v{i}", []).append(layer.neuron.v.get().copy())
+    for i, sink in enumerate(sinks):
+        result[f"s{i}"] = sink.data.get().copy()
+finally:
+    net.stop()
+"""
+
+
+@pytest.mark.lava
 def test_spikeports_model_net_equals_lava_fixed_pt_on_every_layer_and_step(exported):
     from spikeport.export.loihi import input_bias
 
@@ -409,27 +434,9 @@ def test_spikeports_model_net_equals_lava_fixed_pt_on_every_layer_and_step(expor
     steps = SAMPLES * window
 
     # Lava: one sample after another in one compiled network, one step per run to read u and v
-    net = hdf5.Network(net_config=str(path), reset_interval=window)
-    sinks = [RingBuffer(shape=layer.out.shape, buffer=steps) for layer in net.layers]
-    for layer, sink in zip(net.layers, sinks):
-        layer.out.connect(sink.a_in)
-    net.in_layer.neuron.bias_mant.init = _whc(biases[0])
-    lava_u = [[] for _ in net.layers]
-    lava_v = [[] for _ in net.layers]
-    try:
-        for k in range(steps):
-            if k and k % window == 0:
-                net.in_layer.neuron.bias_mant.set(_whc(biases[k // window]))
-            net.run(
-                condition=RunSteps(num_steps=1),
-                run_cfg=Loihi2SimCfg(select_tag="fixed_pt"),
-            )
-            for i, layer in enumerate(net.layers):
-                lava_u[i].append(layer.neuron.u.get().copy())
-                lava_v[i].append(layer.neuron.v.get().copy())
-        lava_s = [sink.data.get().copy() for sink in sinks]
-    finally:
-        net.stop()
+    lava = in_lava(_MODEL_NET_IN_LAVA, path=np.array(str(path)), biases=np.stack([_whc(b) for b in biases]),
+                   window=np.array(window), steps=np.array(steps))
+    assert len(lava) == 3 * len(network.blocks)  # u, v and spikes of every layer netx built
 
     # ours: the same stream (bias per step), and the samples as one batch of fresh windows
     stream_bias = np.repeat(biases, window, axis=0)[None]  # [1, steps, C, H, W]
@@ -437,11 +444,11 @@ def test_spikeports_model_net_equals_lava_fixed_pt_on_every_layer_and_step(expor
     batch = simulate_netx(network, bias=biases, steps=window, reset_interval=window)
     for i, (rec, block) in enumerate(zip(stream, network.blocks)):
         s = lava_order(rec.s)[0]  # Lava's [x, y, c, T] (or [n, T])
-        np.testing.assert_array_equal(s, lava_s[i], err_msg=f"spikes of {block.name}")
-        for name, lava in (("u", lava_u[i]), ("v", lava_v[i])):
+        np.testing.assert_array_equal(s, lava[f"s{i}"], err_msg=f"spikes of {block.name}")
+        for name in ("u", "v"):
             ours = lava_order(getattr(rec, name))[0]
             np.testing.assert_array_equal(
-                ours, np.stack(lava, -1), err_msg=f"{name} of {block.name}"
+                ours, np.stack(lava[f"{name}{i}"], -1), err_msg=f"{name} of {block.name}"
             )
         for n in range(SAMPLES):  # layer i holds sample n from index i of its window on
             for name in ("u", "v", "s"):
@@ -454,187 +461,132 @@ def test_spikeports_model_net_equals_lava_fixed_pt_on_every_layer_and_step(expor
     assert np.abs(readout).max() > 0
 
 
-def test_speed_against_lava(exported):
-    """Samples per second of Lava (one sample after another, as runtime/lava_runner does) and of the batched simulator."""
-    from spikeport.export.loihi import input_bias
+_LIF_STEPS = """
+from lava.proc.lif.models import PyLifModelBitAcc
 
-    path, graph, q, test_set = exported
-    network = read_netx(path)
-    window = T + len(network.blocks) - 1
-    lava_samples = 6
-    biases = np.stack(
-        [input_bias(graph, q, test_set[i][0][0].numpy()) for i in range(len(test_set))]
-    )
-    net = hdf5.Network(net_config=str(path), reset_interval=window)
-    net.in_layer.neuron.bias_mant.init = _whc(biases[0])
-    lava_out = []
-    try:
-        net.run(
-            condition=RunSteps(num_steps=window),
-            run_cfg=Loihi2SimCfg(select_tag="fixed_pt"),
-        )  # compile, warm up
-        lava_out.append(net.out_layer.neuron.v.get().copy())
-        start = time.perf_counter()
-        for n in range(1, lava_samples + 1):
-            net.in_layer.neuron.bias_mant.set(_whc(biases[n]))
-            net.run(
-                condition=RunSteps(num_steps=window),
-                run_cfg=Loihi2SimCfg(select_tag="fixed_pt"),
-            )
-            lava_out.append(net.out_layer.neuron.v.get().copy())
-        lava_rate = lava_samples / (time.perf_counter() - start)
-    finally:
-        net.stop()
-    last = len(network.blocks) - 1
-    simulate_netx(
-        network,
-        bias=biases[:8],
-        steps=window,
-        reset_interval=window,
-        record=("v",),
-        layers=[last],
-    )  # warm up
-    start = time.perf_counter()
-    (ours,) = simulate_netx(
-        network,
-        bias=biases,
-        steps=window,
-        reset_interval=window,
-        record=("v",),
-        layers=[last],
-    )
-    ours_rate = len(biases) / (time.perf_counter() - start)
-    print(
-        f"\nloihi_fixed: Lava {lava_rate:.1f} samples/s, batched torch (CPU, B={len(biases)}) {ours_rate:.0f} samples/s, "
-        f"{ours_rate / lava_rate:.0f}x"
-    )
-    np.testing.assert_array_equal(
-        ours.v[: lava_samples + 1, -1].numpy(), np.stack(lava_out)
-    )
-    assert ours_rate > 20 * lava_rate
+for _c, (_du, _dv, _vth) in enumerate(decays.tolist()):  # case c: its state, bias and activations
+    lava = PyLifModelBitAcc(proc_params={})
+    lava.u, lava.v = globals()[f"u{_c}"].astype(np.int32), globals()[f"v{_c}"].astype(np.int32)
+    lava.du, lava.dv, lava.vth = _du, _dv, np.int32(_vth)
+    lava.bias_mant = globals()[f"bias{_c}"].astype(np.int16)
+    lava.bias_exp = np.full(lava.u.shape, 6, np.int16)
+    lava.scale_bias()
+    lava.scale_threshold()
+    for _a in globals()[f"a{_c}"]:  # [steps, n], int32
+        lava.subthr_dynamics(activation_in=_a)
+        _s = lava.spiking_activation()
+        lava.reset_voltage(_s)
+        for _key, _value in (("u", lava.u), ("v", lava.v), ("s", _s)):  # [steps, n] each
+            result.setdefault(f"{_key}{_c}", []).append(_value.copy())
+"""
 
 
+@pytest.mark.lava
 def test_neuron_step_equals_lavas_model_at_the_extremes():
     """Our LIF step against lava.proc.lif.models.PyLifModelBitAcc itself, with int32 and 24-bit wraps, clipping, int16 bias."""
     import math
 
-    from lava.proc.lif.models import PyLifModelBitAcc
     from spikeport.runtime.loihi_fixed import Neuron, _Lif, _wrap16, _wrap32
 
     rng = np.random.default_rng(2)
-    n = 4000
-    for du, dv, vth, a_scale in [
+    n, steps = 4000, 6
+    cases = [
         (-1, 0, 131071, 2**30),
         (4095, 1024, 25, 2**18),
         (100, 4096, 0, 2**24),
         (2000, 7, 1000, 2**12),
         (2047, 2048, 300, 2**20),  # power-of-two decays: the shift path
         (3071, 1024, 5000, 2**26),
-    ]:
-        lava = PyLifModelBitAcc(proc_params={})
-        lava.u = rng.integers(-(2**23), 2**23, n).astype(np.int32)
-        lava.v = rng.integers(-(2**23) + 1, 2**23, n).astype(np.int32)
-        lava.du, lava.dv, lava.vth = du, dv, np.int32(vth)
-        bias = rng.integers(-(2**15), 2**15, n)
-        lava.bias_mant = bias.astype(np.int16)
-        lava.bias_exp = np.full(n, 6, np.int16)
-        lava.scale_bias()
-        lava.scale_threshold()
-        neuron = Neuron(du=du, dv=dv, vth=vth, bias_mant=bias)
-        exact = _Lif(neuron, a_bound=math.inf, bias_bound=2**22)
-        u, v = (
-            torch.as_tensor(lava.u.astype(np.int64)),
-            torch.as_tensor(lava.v.astype(np.int64)),
-        )
+    ]
+    arrays = {}
+    for c, (du, _, _, a_scale) in enumerate(cases):
+        arrays[f"u{c}"] = rng.integers(-(2**23), 2**23, n).astype(np.int32)
+        arrays[f"v{c}"] = rng.integers(-(2**23) + 1, 2**23, n).astype(np.int32)
+        arrays[f"bias{c}"] = rng.integers(-(2**15), 2**15, n)
+        a = np.stack([rng.integers(-a_scale, a_scale, n) for _ in range(steps)]).astype(np.int32)
+        if du == 4095:  # u = a << 6 exactly at the edges of Lava's (asymmetric) 24-bit wrap
+            a[0, :4] = [-(2**17), 2**17, -(2**17) - 1, 2**17 + 1]
+        arrays[f"a{c}"] = a
+    lava = in_lava(_LIF_STEPS, decays=np.array([case[:3] for case in cases]), **arrays)
+    for c, (du, dv, vth, _) in enumerate(cases):
+        bias = arrays[f"bias{c}"]
+        exact = _Lif(Neuron(du=du, dv=dv, vth=vth, bias_mant=bias), a_bound=math.inf, bias_bound=2**22)
+        u, v = (torch.as_tensor(arrays[key].astype(np.int64)) for key in (f"u{c}", f"v{c}"))
         bias_term = _wrap32(_wrap16(torch.as_tensor(bias)) << 6)
-        for step in range(6):
-            a = rng.integers(-a_scale, a_scale, n).astype(np.int32)
-            if (
-                du == 4095 and step == 0
-            ):  # u = a << 6 exactly at the edges of Lava's (asymmetric) 24-bit wrap
-                a[:4] = [-(2**17), 2**17, -(2**17) - 1, 2**17 + 1]
-            lava.subthr_dynamics(activation_in=a)
-            s = lava.spiking_activation()
-            lava.reset_voltage(s)
-            u, v, spikes = exact(u, v, torch.as_tensor(a.astype(np.int64)), bias_term)
-            np.testing.assert_array_equal(
-                u.numpy(), lava.u, err_msg=f"u, du {du}, step {step}"
-            )
-            np.testing.assert_array_equal(
-                v.numpy(), lava.v, err_msg=f"v, dv {dv}, step {step}"
-            )
-            np.testing.assert_array_equal(spikes.numpy(), s)
-        assert s.any() or vth == 131071
+        for step in range(steps):
+            a = torch.as_tensor(arrays[f"a{c}"][step].astype(np.int64))
+            u, v, spikes = exact(u, v, a, bias_term)
+            np.testing.assert_array_equal(u.numpy(), lava[f"u{c}"][step], err_msg=f"u, du {du}, step {step}")
+            np.testing.assert_array_equal(v.numpy(), lava[f"v{c}"][step], err_msg=f"v, dv {dv}, step {step}")
+            np.testing.assert_array_equal(spikes.numpy(), lava[f"s{c}"][step])
+        assert lava[f"s{c}"][-1].any() or vth == 131071
 
 
+@pytest.mark.lava
 def test_narrow_neuron_step_equals_lavas_model_from_rest():
     """The int32 path (taken where the bounds rule out every wrap) and the shift path of power-of-two
     decays (beta 0.5: dv 2048), against PyLifModelBitAcc from rest with activations within bound."""
-    from lava.proc.lif.models import PyLifModelBitAcc
     from spikeport.runtime.loihi_fixed import Neuron, _Lif
 
     rng = np.random.default_rng(3)
-    n, a_bound = 4000, 2**14
-    for du, dv, vth in [(2047, 2048, 300), (3071, 3072, 40), (4095, 2048, 500), (1000, 7, 200), (4095, 1, 900)]:
-        lava = PyLifModelBitAcc(proc_params={})
-        lava.u, lava.v = np.zeros(n, np.int32), np.zeros(n, np.int32)
-        lava.du, lava.dv, lava.vth = du, dv, np.int32(vth)
-        bias = rng.integers(-(2**12), 2**12, n)
-        lava.bias_mant, lava.bias_exp = bias.astype(np.int16), np.full(n, 6, np.int16)
-        lava.scale_bias()
-        lava.scale_threshold()
+    n, a_bound, steps = 4000, 2**14, 12
+    cases = [(2047, 2048, 300), (3071, 3072, 40), (4095, 2048, 500), (1000, 7, 200), (4095, 1, 900)]
+    arrays = {}
+    for c in range(len(cases)):
+        arrays[f"u{c}"] = arrays[f"v{c}"] = np.zeros(n, np.int32)
+        arrays[f"bias{c}"] = rng.integers(-(2**12), 2**12, n)
+        arrays[f"a{c}"] = np.stack([rng.integers(-a_bound // 64, a_bound // 16, n) for _ in range(steps)]).astype(np.int32)
+    lava = in_lava(_LIF_STEPS, decays=np.array(cases), **arrays)
+    for c, (du, dv, vth) in enumerate(cases):
+        bias = arrays[f"bias{c}"]
         narrow = _Lif(Neuron(du=du, dv=dv, vth=vth, bias_mant=bias), a_bound=a_bound, bias_bound=2**18)
         assert narrow.dtype == torch.int32, (du, dv)
         u = v = torch.zeros(n, dtype=torch.int32)
         bias_term = torch.as_tensor(bias, dtype=torch.int32) << 6
-        fired = 0
-        for step in range(12):
-            a = rng.integers(-a_bound // 64, a_bound // 16, n).astype(np.int32)
-            lava.subthr_dynamics(activation_in=a)
-            s = lava.spiking_activation()
-            lava.reset_voltage(s)
-            u, v, spikes = narrow(u, v, torch.as_tensor(a), bias_term)
-            np.testing.assert_array_equal(u.numpy(), lava.u, err_msg=f"u, du {du}, step {step}")
-            np.testing.assert_array_equal(v.numpy(), lava.v, err_msg=f"v, dv {dv}, step {step}")
-            np.testing.assert_array_equal(spikes.numpy(), s)
-            fired += int(s.sum())
-        assert fired > 0 and (v < 0).any()
+        for step in range(steps):
+            u, v, spikes = narrow(u, v, torch.as_tensor(arrays[f"a{c}"][step]), bias_term)
+            np.testing.assert_array_equal(u.numpy(), lava[f"u{c}"][step], err_msg=f"u, du {du}, step {step}")
+            np.testing.assert_array_equal(v.numpy(), lava[f"v{c}"][step], err_msg=f"v, dv {dv}, step {step}")
+            np.testing.assert_array_equal(spikes.numpy(), lava[f"s{c}"][step])
+        assert lava[f"s{c}"].sum() > 0 and (v < 0).any()
 
 
+_CONV_IN_LAVA = """
+from lava.proc.conv import utils
+
+for _c, ((_stride, _padding, _dilation), _groups) in enumerate(zip(geometry.tolist(), groups.tolist())):  # (x, y) order
+    _weight = globals()[f"weight{_c}"]
+    result[f"a{_c}"] = utils.signed_clamp(
+        utils.conv(globals()[f"x{_c}"], _weight, _weight.shape[1:3], tuple(_stride), tuple(_padding), tuple(_dilation), _groups),
+        bits=24,
+    )
+"""
+
+
+@pytest.mark.lava
 def test_conv_synapse_equals_lavas_conv_after_netxs_kernel_transform():
     """Our conv (torch layout) against lava.proc.conv.utils.conv + signed_clamp(24) on netx's flipped (x, y, c) kernel."""
-    from lava.proc.conv import utils
     from spikeport.runtime.loihi_fixed import Block, Neuron, _Synapse
 
     rng = np.random.default_rng(3)
-    for c_in, c_out, kernel, stride, padding, dilation, groups, scale in [
+    cases = [
         (3, 4, (3, 3), (2, 2), (0, 0), (1, 1), 1, 10),
         (4, 6, (3, 2), (1, 2), (1, 0), (1, 1), 2, 100),
-        (
-            2,
-            2,
-            (2, 3),
-            (1, 1),
-            (0, 1),
-            (2, 1),
-            1,
-            2**22,
-        ),  # positive: sums beyond 24 bits wrap
-    ]:
-        weight = rng.integers(
-            -scale if scale < 2**20 else 0,
-            scale + 1,
-            size=(c_out, c_in // groups, *kernel),
-        )
+        (2, 2, (2, 3), (1, 1), (0, 1), (2, 1), 1, 2**22),  # positive: sums beyond 24 bits wrap
+    ]
+    inputs, arrays = [], {}
+    for c, (c_in, c_out, kernel, stride, padding, dilation, groups, scale) in enumerate(cases):
+        weight = rng.integers(-scale if scale < 2**20 else 0, scale + 1, size=(c_out, c_in // groups, *kernel))
         x = rng.integers(0, 2, size=(c_in, 9, 11))
+        inputs.append((weight, x))
+        arrays[f"weight{c}"] = weight[:, :, ::-1, ::-1].transpose((0, 3, 2, 1)).astype(np.int32)  # as netx passes it
+        arrays[f"x{c}"] = x.transpose(2, 1, 0)
+    geometry = np.array([[stride[::-1], padding[::-1], dilation[::-1]] for *_, stride, padding, dilation, _, _ in cases])
+    lava = in_lava(_CONV_IN_LAVA, geometry=geometry, groups=np.array([case[6] for case in cases]), **arrays)
+    for c, ((c_in, c_out, kernel, stride, padding, dilation, groups, scale), (weight, x)) in enumerate(zip(cases, inputs)):
         shape = (
             c_out,
-            *(
-                (x.shape[1 + k] + 2 * padding[k] - dilation[k] * (kernel[k] - 1) - 1)
-                // stride[k]
-                + 1
-                for k in range(2)
-            ),
+            *((x.shape[1 + k] + 2 * padding[k] - dilation[k] * (kernel[k] - 1) - 1) // stride[k] + 1 for k in range(2)),
         )
         block = Block(
             "conv",
@@ -649,37 +601,17 @@ def test_conv_synapse_equals_lavas_conv_after_netxs_kernel_transform():
             groups=groups,
         )
         ours = _Synapse(block, torch.device("cpu"))(torch.as_tensor(x[None]))[0].numpy()
-        lava_weight = (
-            weight[:, :, ::-1, ::-1].transpose((0, 3, 2, 1)).astype(np.int32)
-        )  # as netx passes it
-        theirs = utils.signed_clamp(
-            utils.conv(
-                x.transpose(2, 1, 0),
-                lava_weight,
-                lava_weight.shape[1:3],
-                stride[::-1],
-                padding[::-1],
-                dilation[::-1],
-                groups,
-            ),
-            bits=24,
-        )
-        np.testing.assert_array_equal(from_lava_order(theirs), ours)
+        np.testing.assert_array_equal(from_lava_order(lava[f"a{c}"]), ours)
         if scale > 2**20:
-            assert (
-                np.abs(ours).max() > 2**20
-                and (
-                    ours
-                    != torch.nn.functional.conv2d(
-                        torch.as_tensor(x[None], dtype=torch.float64),
-                        torch.as_tensor(weight, dtype=torch.float64),
-                        stride=stride,
-                        padding=padding,
-                        dilation=dilation,
-                        groups=groups,
-                    )[0].numpy()
-                ).any()
-            )
+            exact = torch.nn.functional.conv2d(
+                torch.as_tensor(x[None], dtype=torch.float64),
+                torch.as_tensor(weight, dtype=torch.float64),
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+            )[0].numpy()
+            assert np.abs(ours).max() > 2**20 and (ours != exact).any()
 
 
 def test_a_dense_layer_without_neuron_is_netxs_integrating_read_out(tmp_path):
@@ -725,29 +657,45 @@ def test_cuda_equals_cpu():
             assert torch.equal(getattr(a, key), getattr(b, key).cpu()), (a.name, key)
 
 
-class _FakeInPort:
+_DENSE_IN_LAVA = """
+from lava.proc.dense.models import PyDenseModelBitAcc
+
+
+class FakeInPort:
     def __init__(self, data):
         self.data = data
 
     def recv(self):
-        return (
-            np.zeros(self.data.shape, bool) + self.data
-        )  # what PyInPortVectorDense.recv adds up
+        return np.zeros(self.data.shape, bool) + self.data  # what PyInPortVectorDense.recv adds up
 
 
-class _FakeOutPort:
+class FakeOutPort:
     def send(self, data):
         self.data = data
 
 
+for _c, (_exp, _bits, _graded) in enumerate(settings.tolist()):
+    lava = PyDenseModelBitAcc(proc_params={"weight_exp": _exp, "num_weight_bits": _bits})
+    lava.weights = globals()[f"weight{_c}"].astype(np.int32)
+    lava.num_message_bits = np.array([_graded])
+    lava.a_buff = np.zeros(lava.weights.shape[0], np.int32)
+    lava.a_out = FakeOutPort()
+    for _s in globals()[f"s{_c}"]:  # [steps, inputs]
+        lava.s_in = FakeInPort(_s.astype(np.int32))
+        lava.run_spk()
+        result.setdefault(f"a{_c}", []).append(np.asarray(lava.a_buff).copy())  # [steps, outputs]
+    result[f"weights{_c}"] = lava.weights
+"""
+
+
+@pytest.mark.lava
 def test_dense_synapse_equals_lavas_dense_model_binary_and_graded():
     """Our dense synapse against lava.proc.dense.models.PyDenseModelBitAcc.run_spk itself: sign modes,
     weight bits, exponents, binary and graded input, sums beyond int32."""
-    from lava.proc.dense.models import PyDenseModelBitAcc
     from spikeport.runtime.loihi_fixed import _Synapse
 
     rng = np.random.default_rng(4)
-    for low, high, bits, exp, graded, input_max in [
+    cases = [
         (-256, 255, 8, 0, 0, 1),
         (-60, 255, 6, -3, 0, 1),
         (0, 255, 5, 2, 0, 1),
@@ -755,32 +703,23 @@ def test_dense_synapse_equals_lavas_dense_model_binary_and_graded():
         (-256, 255, 8, 3, 8, 2**10),
         (-256, 255, 8, -4, 16, 2**24),  # graded sums beyond int32 wrap before the shift
         (-256, 255, 8, 1, 16, 2**24),
-    ]:
-        weight = rng.integers(low, high + 1, size=(6, 3000))
-        net = dense_block(
-            weight, du=4095, dv=0, vth=1, num_weight_bits=bits, weight_exp=exp
+    ]
+    arrays = {}
+    for c, (low, high, _, _, _, input_max) in enumerate(cases):
+        arrays[f"weight{c}"] = rng.integers(low, high + 1, size=(6, 3000))
+        arrays[f"s{c}"] = np.stack(
+            [rng.integers(0, input_max + 1, size=3000) * (rng.random(3000) < 0.5) for _ in range(3)]
         )
+    lava = in_lava(_DENSE_IN_LAVA, settings=np.array([(exp, bits, graded) for _, _, bits, exp, graded, _ in cases]), **arrays)
+    for c, (low, high, bits, exp, graded, input_max) in enumerate(cases):
+        net = dense_block(arrays[f"weight{c}"], du=4095, dv=0, vth=1, num_weight_bits=bits, weight_exp=exp)
         block = net.blocks[0]
         block.input_message_bits = graded
-        lava = PyDenseModelBitAcc(
-            proc_params={"weight_exp": exp, "num_weight_bits": bits}
-        )
-        lava.weights = weight.astype(np.int32)
-        lava.num_message_bits = np.array([graded])
-        lava.a_buff = np.zeros(6, np.int32)
-        lava.a_out = _FakeOutPort()
-        for _ in range(3):
-            s = rng.integers(0, input_max + 1, size=3000) * (rng.random(3000) < 0.5)
-            lava.s_in = _FakeInPort(s.astype(np.int32))
-            lava.run_spk()
-            theirs = np.asarray(lava.a_buff).astype(np.int32)  # a_out's int32 channel
+        for step, s in enumerate(arrays[f"s{c}"]):
+            theirs = lava[f"a{c}"][step].astype(np.int32)  # a_out's int32 channel
             synapse = _Synapse(block, torch.device("cpu"), input_max=input_max)
-            ours = synapse(
-                torch.as_tensor(s[None] if graded else (s[None] != 0))
-            ).numpy()[0]
+            ours = synapse(torch.as_tensor(s[None] if graded else (s[None] != 0))).numpy()[0]
             np.testing.assert_array_equal(
-                ours,
-                theirs,
-                err_msg=f"{low}..{high}, bits {bits}, exp {exp}, graded {graded}",
+                ours, theirs, err_msg=f"{low}..{high}, bits {bits}, exp {exp}, graded {graded}, step {step}"
             )
-        np.testing.assert_array_equal(block.weight, lava.weights)
+        np.testing.assert_array_equal(block.weight, lava[f"weights{c}"])
