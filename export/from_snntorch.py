@@ -17,9 +17,13 @@ Two ways of running a model are understood, those of the snnTorch tutorials:
   [B, *input_shape] presented at every step.
 
 Mapped: Conv2d, Linear, AvgPool2d, MaxPool2d, Flatten, BatchNorm1d/2d (folded into the layer
-before it), Dropout and Identity (dropped); `snn.Leaky` with each reset mechanism
-(train/neuron.py says how each is computed), learnable or fixed, with one beta and one threshold
-per layer. Anything else is refused with one line naming the module's path and what is wrong.
+before it), Dropout and Identity (dropped); and snnTorch's neurons, with each reset mechanism and
+reset_delay as snnTorch computes them (train/neuron.py), learnable or fixed, with one beta (alpha)
+and one threshold per layer: `snn.Leaky` -> LIF, `snn.Synaptic` -> CubaLIF, `snn.RLeaky` ->
+RecurrentLIF and `snn.RSynaptic` -> CubaLIF with its recurrent connection (a Linear over a flat
+layer, or the one-to-one V as its diagonal). A recurrent neuron is still one call per step that
+reads the module before it: its recurrence is inside the module. Anything else is refused with
+one line naming the module's path and what is wrong.
 """
 
 from __future__ import annotations
