@@ -7,6 +7,8 @@ reset_interval resets layer k at step k + 1 of each window of T + K steps (K chi
 input layer), exactly when that layer's input for the sample's first timestep arrives after the
 one-step-per-synapse pipeline delay. So within a window layer k holds timesteps 0..T-1 at steps
 k+1..k+T, and the read-out's voltage at the window's last step is the sum over T of its input.
+Lava runs in the Lava environment (tests/lava_env.py in_lava; the tests marked `lava`) and hands
+back its raw arrays, compared here.
 """
 
 import h5py
@@ -14,13 +16,6 @@ import nir
 import numpy as np
 import pytest
 import torch
-
-# Lava sets multiprocessing's start method when first imported and raises if it is fixed already
-# (exporting to NIR in the fixture fixes it): import it before any test runs.
-from lava.lib.dl.netx import hdf5
-from lava.magma.core.run_conditions import RunSteps
-from lava.magma.core.run_configs import Loihi2SimCfg
-from lava.proc.io.sink import RingBuffer
 
 from spikeport.config import config_from_dict
 from spikeport.errors import UserError
@@ -34,6 +29,7 @@ from spikeport.train.checkpoint import load_checkpoint, load_weights
 from spikeport.train.loop import model_for, train
 
 from conftest import needs_shared
+from lava_env import in_lava
 
 T = 4
 SAMPLES = 24
@@ -67,7 +63,7 @@ def _layout(group) -> dict:
     return out
 
 
-def test_netx_loads_it_unchanged(trained, tmp_path):
+def test_model_net_holds_the_chain(trained, tmp_path):
     _, graph, q, _ = trained
     path = tmp_path / "model.net"
     write_netx(graph, q, path)
@@ -76,9 +72,25 @@ def test_netx_loads_it_unchanged(trained, tmp_path):
         assert [ours[f"layer/{i}/type"][0] for i in range(4)] == [b"input", b"conv", b"flatten", b"dense"]
         assert ours["layer/1/weight"].shape == (8, 4, 6, 6) and list(ours["layer/1/stride"]) == [2, 2]
         assert ours["layer/3/neuron/vDecay"][()] == 0 and ours["layer/3/neuron/vThMant"][()] == 2**17 - 1
-    net = hdf5.Network(net_config=str(path))
-    assert [type(layer).__name__ for layer in net.layers] == ["Input", "Conv", "Dense"]
-    assert net.layers[1].neuron.vth.init == q.layers[1].vth and net.layers[1].neuron.du.init == 4095
+
+
+_LOAD_IN_LAVA = """
+from lava.lib.dl.netx import hdf5
+
+net = hdf5.Network(net_config=str(path))
+result["layers"] = np.array([type(layer).__name__ for layer in net.layers])
+result["vth"], result["du"] = net.layers[1].neuron.vth.init, net.layers[1].neuron.du.init
+"""
+
+
+@pytest.mark.lava
+def test_netx_loads_it_unchanged(trained, tmp_path):
+    _, graph, q, _ = trained
+    path = tmp_path / "model.net"
+    write_netx(graph, q, path)
+    lava = in_lava(_LOAD_IN_LAVA, path=np.array(str(path)))
+    assert lava["layers"].tolist() == ["Input", "Conv", "Dense"]
+    assert lava["vth"] == q.layers[1].vth and lava["du"] == 4095
 
 
 def test_layout_is_lava_dls(trained, tmp_path):
@@ -94,6 +106,32 @@ def test_layout_is_lava_dls(trained, tmp_path):
                 assert key in reference and (kind[0] in "iu") == (reference[key][0] in "iu"), (i, key)
 
 
+_SAMPLES_IN_LAVA = """
+from lava.lib.dl.netx import hdf5
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.io.sink import RingBuffer
+
+window = int(window)
+net = hdf5.Network(net_config=str(path), reset_interval=window)
+sinks = [RingBuffer(shape=layer.out.shape, buffer=window) for layer in net.layers[:-1]]
+for layer, sink in zip(net.layers[:-1], sinks):
+    layer.out.connect(sink.a_in)
+net.in_layer.neuron.bias_mant.init = biases[0]
+try:
+    for n, bias in enumerate(biases):  # one window per sample; per layer its sink's window [..., window]
+        if n:
+            net.in_layer.neuron.bias_mant.set(bias)
+        net.run(condition=RunSteps(num_steps=window), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        result.setdefault("readout", []).append(net.out_layer.neuron.v.get().copy())
+        for k, sink in enumerate(sinks):
+            result.setdefault(f"sink{k}", []).append(sink.data.get().copy())
+finally:
+    net.stop()
+"""
+
+
+@pytest.mark.lava
 def test_lava_fixed_point_agrees_with_the_float_model(trained, tmp_path):
 
     model, graph, q, test_set = trained
@@ -114,23 +152,13 @@ def test_lava_fixed_point_agrees_with_the_float_model(trained, tmp_path):
 
     chip_layers = len(q.layers) - 1
     window = T + chip_layers
-    net = hdf5.Network(net_config=str(path), reset_interval=window)
-    sinks = [RingBuffer(shape=layer.out.shape, buffer=window) for layer in net.layers[:-1]]
-    for layer, sink in zip(net.layers[:-1], sinks):
-        layer.out.connect(sink.a_in)
-    net.in_layer.neuron.bias_mant.init = _whc(input_bias(graph, q, x[0, 0].numpy()))
-    readout, lava_counts = [], []
-    try:
-        for n in range(SAMPLES):
-            if n:
-                net.in_layer.neuron.bias_mant.set(_whc(input_bias(graph, q, x[n, 0].numpy())))
-            net.run(condition=RunSteps(num_steps=window), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-            readout.append(net.out_layer.neuron.v.get().copy())
-            # layer k holds the sample's timesteps at steps k+1 .. k+T of the window
-            lava_counts.append([int(sink.data.get()[..., k : k + T].sum()) for k, sink in enumerate(sinks)])
-    finally:
-        net.stop()
-    readout, lava_counts = np.array(readout), np.array(lava_counts)
+    biases = np.stack([_whc(input_bias(graph, q, x[n, 0].numpy())) for n in range(SAMPLES)])
+    lava = in_lava(_SAMPLES_IN_LAVA, path=np.array(str(path)), biases=biases, window=np.array(window))
+    readout = lava["readout"]  # [SAMPLES, 10]
+    # layer k holds the sample's timesteps at steps k+1 .. k+T of the window
+    lava_counts = np.array(
+        [[int(lava[f"sink{k}"][n][..., k : k + T].sum()) for k in range(len(lava) - 1)] for n in range(SAMPLES)]
+    )
 
     assert np.abs(readout).max() < 2**23 - 64  # the integrator did not saturate
     expected = logits.sum(0) * 64 * q.layers[-1].scale  # time-summed logits in the read-out's units
