@@ -45,8 +45,9 @@ ENVIRONMENT_VARIABLE = "SPIKEPORT_LAVA_PYTHON"
 SETTINGS_KEY = "lava_python"
 WORKER = Path(__file__).parent / "worker" / "main.py"
 CHECKOUT_ENVIRONMENT = Path(__file__).resolve().parents[2] / ".venv-lava"  # runtime/lava/ -> the source tree's root
-SETUP_HINT = ("create it with `make lava-env` in spikeport's checkout, or point SPIKEPORT_LAVA_PYTHON at the python of a "
-              "Python 3.10 environment holding runtime/lava/worker/requirements.txt")
+REQUIREMENTS = Path(__file__).parent / "worker" / "requirements.txt"
+SETUP_HINT = (f"create it with `make lava-env` in spikeport's checkout, or with `python3.10 -m venv ENV && ENV/bin/pip install -r "
+              f"{REQUIREMENTS}` and set SPIKEPORT_LAVA_PYTHON=ENV/bin/python")
 KILL_GRACE_S = 10  # to kill and reap a run's processes; they go in milliseconds
 POLL_S = 0.02  # how often the status file is looked for
 STDERR_TAIL_LINES = 8  # of a crashed worker's output, shown in its error
