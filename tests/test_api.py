@@ -28,6 +28,7 @@ def test_the_docs_notebook_runs_as_written(tmp_path, monkeypatch, capsys):
     exec(compile(docs_example(), "docs/api.md", "exec"), namespace)
     out = capsys.readouterr().out
     assert "test accuracy" in out and "loihi2 fits:" in out and "speck fits:" in out
+    assert "deployed synaptic layers: ['conv1', 'conv2', 'fc']" in out  # the pools folded away
     run, deployment, sim, fixed, report = (namespace[k] for k in ("run", "deployment", "sim", "fixed", "report"))
     assert run.test_accuracy > 0.5 and len(run.metrics) == 2
     assert list(deployment.partitions) == ["neuromorphic0"] and deployment.timesteps == 4

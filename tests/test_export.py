@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from spikeport.config import config_from_dict
+from spikeport.errors import UserError
 from spikeport.export import exporter
 from spikeport.export.manifest import read_manifest
 from spikeport.export.onnx import export_onnx_graph
@@ -219,3 +220,27 @@ def test_several_partitions_each_write_their_deployed_graph(tmp_path):
     for p in chips:
         graph = nir.read(tmp_path / "export" / p.deployed)
         assert sorted(n for n, v in graph.nodes.items() if isinstance(v, nir.Input)) == sorted(t.name for t in p.inputs)
+
+
+def test_a_partition_that_does_not_lower_has_no_deployed_graph(tmp_path):
+    """An overlapping pool has no folded form: the NIR and ONNX export stands, with no deployed file,
+    and the Loihi export refuses it, naming the pool."""
+
+    class Overlapping(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = layers.Conv2d(1, 4, 3, padding=1)
+            self.lif = LIF(0.5, 0.5)
+            self.pool = layers.AvgPool2d(2, stride=1)
+            self.flat = layers.Flatten()
+            self.fc = nn.Linear(4 * 7 * 7, 10)
+
+        def forward(self, x):
+            return self.fc(self.flat(self.pool(self.lif(self.conv(x)))))
+
+    exporter.export_model(Overlapping().eval(), (1, 8, 8), 4, tmp_path / "export", formats=("nir", "onnx"), quantize="none")
+    (entry,) = read_manifest(tmp_path / "export" / "manifest.json").partitions
+    assert entry.deployed is None and not (tmp_path / "export" / "deployed.nir").exists() and (tmp_path / "export" / "model.nir").is_file()
+    with pytest.raises(UserError, match=r"pool \(AvgPool2d\): kernel \(2, 2\), stride \(1, 1\)"):
+        exporter.export_model(Overlapping().eval(), (1, 8, 8), 4, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
