@@ -33,7 +33,8 @@ class NeuronConstants:
     """Per-neuron constants of one Euler step (module docstring), float64 arrays of the layer's shape."""
 
     kind: str  # "LIF", "IF" or "CubaLIF"
-    beta: np.ndarray  # membrane decay per step (1 for IF)
+    leak: np.ndarray  # dt/tau, the fraction of v lost per step (Lava's dv in float; 0 for IF)
+    beta: np.ndarray  # membrane decay per step, 1 - leak (1 for IF)
     gain: np.ndarray  # input gain per step
     bias: np.ndarray  # constant drive per step (the leak towards v_leak; 0 for IF)
     v_threshold: np.ndarray
@@ -58,7 +59,7 @@ def neuron_constants(node: nir.NIRNode, dt: float, name: str = "neuron") -> Neur
     threshold, reset = f64(node.v_threshold), f64(node.v_reset)
     if isinstance(node, nir.IF):
         gain = dt * f64(node.r)
-        return NeuronConstants("IF", np.ones_like(gain), gain, np.zeros_like(gain), threshold, reset)
+        return NeuronConstants("IF", np.zeros_like(gain), np.ones_like(gain), gain, np.zeros_like(gain), threshold, reset)
     tau = f64(node.tau_mem if isinstance(node, nir.CubaLIF) else node.tau)
     if np.any(tau <= 0):
         raise UserError(f"{name} ({type(node).__name__}): tau must be positive, got {tau.min():g}")
@@ -72,6 +73,7 @@ def neuron_constants(node: nir.NIRNode, dt: float, name: str = "neuron") -> Neur
         synapse_decay, synapse_gain = 1 - synaptic, synaptic * f64(node.w_in)
     return NeuronConstants(
         "CubaLIF" if isinstance(node, nir.CubaLIF) else "LIF",
+        leak=ratio,
         beta=1 - ratio,
         gain=ratio * f64(node.r),
         bias=ratio * f64(node.v_leak),

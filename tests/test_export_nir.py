@@ -307,8 +307,9 @@ def test_neuron_constants_of_foreign_neurons():
     dt, tau, r, leak = 1e-3, np.array([2e-3, 4e-3]), np.array([3.0, 5.0]), np.array([0.1, -0.2])
     c = neuron_constants(nir.LIF(tau=tau, r=r, v_leak=leak, v_threshold=np.ones(2), v_reset=np.zeros(2)), dt)
     assert np.allclose(c.beta, [0.5, 0.75]) and np.allclose(c.gain, dt / tau * r) and np.allclose(c.bias, dt / tau * leak)
+    assert np.array_equal(c.leak, dt / tau) and np.array_equal(c.beta, 1 - c.leak)  # Lava's dv, and the decay 1 - dv it computes
     c = neuron_constants(nir.IF(r=np.array([2.0]), v_threshold=np.ones(1), v_reset=np.zeros(1)), dt)
-    assert c.beta.tolist() == [1.0] and np.allclose(c.gain, 2e-3) and c.bias.tolist() == [0.0]
+    assert c.beta.tolist() == [1.0] and c.leak.tolist() == [0.0] and np.allclose(c.gain, 2e-3) and c.bias.tolist() == [0.0]
     cuba = nir.CubaLIF(tau_syn=np.array([5e-3]), tau_mem=np.array([1e-2]), r=np.array([10.0]), v_leak=np.zeros(1),
                        v_threshold=np.ones(1), v_reset=np.zeros(1), w_in=np.array([5.0]))
     c = neuron_constants(cuba, dt)
