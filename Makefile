@@ -25,7 +25,8 @@ LAVA_STAMP := $(LAVA_VENV)/.installed-$(shell sha256sum < $(LAVA_REQUIREMENTS) |
 
 .PHONY: demo test bench env core-env lava-env
 
-env: core-env lava-env
+env:  # both at once: each is mostly downloads and unpacking
+	@$(MAKE) --no-print-directory -j2 core-env lava-env
 core-env: $(CORE_STAMP)
 lava-env: $(LAVA_STAMP)
 
