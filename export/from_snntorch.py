@@ -20,8 +20,8 @@ Mapped: Conv2d, Linear, AvgPool2d, MaxPool2d, Flatten, BatchNorm1d/2d (folded in
 before it), Dropout and Identity (dropped); and snnTorch's neurons, with each reset mechanism and
 reset_delay as snnTorch computes them (train/neuron.py), learnable or fixed, with one beta (alpha)
 and one threshold per layer: `snn.Leaky` -> LIF, `snn.Synaptic` -> CubaLIF, `snn.RLeaky` ->
-RecurrentLIF and `snn.RSynaptic` -> CubaLIF with its recurrent connection (a Linear over a flat
-layer, or the one-to-one V as its diagonal). A recurrent neuron is still one call per step that
+RecurrentLIF and `snn.RSynaptic` -> CubaLIF with its recurrent connection (its Linear or Conv2d,
+or the one-to-one V as a diagonal). A recurrent neuron is still one call per step that
 reads the module before it: its recurrence is inside the module. Anything else is refused with
 one line naming the module's path and what is wrong.
 """
@@ -284,21 +284,26 @@ def _decay(value, name: str, where: str) -> float:
     return min(max(_scalar(value, name, where), 0.0), 1.0)  # snnTorch clamps its decays to [0, 1] every step
 
 
-def _recurrent(m: nn.Module, where: str, shape: tuple[int, ...]) -> nn.Linear:
-    """The recurrent connection of an RLeaky/RSynaptic as a Linear over the layer's neurons: its own
-    (all_to_all with linear_features), or the one-to-one weights V as a diagonal, the form
-    snnTorch's export_to_nir writes and its import_nir reads back as V."""
-    if len(shape) != 1:
-        raise UserError(f"{where}: a recurrent connection over neurons of shape {shape}; only recurrence over a flat layer ([B, features]) is exported")
-    (n,) = shape
+def _recurrent(m: nn.Module, where: str, shape: tuple[int, ...]) -> nn.Linear | nn.Conv2d:
+    """The recurrent connection of an RLeaky/RSynaptic over the layer's neurons [B, *shape]: its own
+    Linear (linear_features) or Conv2d (conv2d_channels, kernel_size), or the one-to-one weights V
+    as the diagonal of a Linear (the form snnTorch's export_to_nir writes and its import_nir reads
+    back as V), or for [C, H, W] neurons one V as a 1x1 convolution V * identity. A sum with zeros
+    is exact, so each computes V * s to the bit."""
     if m.all_to_all:
-        if type(m.recurrent) is not nn.Linear:
-            raise UserError(f"{where}: its recurrent connection is a {type(m.recurrent).__name__}; only a Linear (linear_features) or one-to-one V is exported")
-        return copy.deepcopy(m.recurrent)
+        if (type(m.recurrent), len(shape)) in ((nn.Linear, 1), (nn.Conv2d, 3)):
+            return copy.deepcopy(m.recurrent)
+        raise UserError(f"{where}: its recurrent {type(m.recurrent).__name__} over neurons of shape {shape}; only a Linear over a flat layer or a Conv2d over [C, H, W] is exported")
     v = torch.as_tensor(m.recurrent.V).detach().float()  # one value, or one per neuron (else the model failed to run)
-    linear = nn.Linear(n, n, bias=False)
-    linear.weight = nn.Parameter(torch.diag(v.reshape(-1).expand(n).clone()))
-    return linear
+    if len(shape) == 1:
+        linear = nn.Linear(shape[0], shape[0], bias=False)
+        linear.weight = nn.Parameter(torch.diag(v.reshape(-1).expand(shape[0]).clone()))
+        return linear
+    if len(shape) == 3 and v.numel() == 1:
+        conv = nn.Conv2d(shape[0], shape[0], 1, bias=False)
+        conv.weight = nn.Parameter((v.reshape(()) * torch.eye(shape[0])).reshape(shape[0], shape[0], 1, 1))
+        return conv
+    raise UserError(f"{where}: V has {v.numel()} values over neurons of shape {shape}; one-to-one weights are exported over a flat layer, or as one value over [C, H, W]")
 
 
 def _fold_batch_norm(bn: nn.Module, chain: list[nn.Module], where: str) -> None:

@@ -47,8 +47,8 @@ The mapping, per-sample shapes throughout (no batch, no time axis):
 - CubaLIF (snnTorch's Synaptic) -> nir.CubaLIF as snnTorch's export_to_nir writes it: tau_syn =
   dt / (1 - alpha), w_in = tau_syn / dt, tau_mem and r as for the LIF, so that the Euler step is
   i[t] = alpha i[t-1] + I[t], v[t] = beta v[t-1] + i[t].
-- A neuron's `recurrent` Linear (RecurrentLIF, CubaLIF: snnTorch's RLeaky, RSynaptic) -> an
-  Affine/Linear node `<neuron>_recurrent` with edges neuron -> it -> neuron, flat as snnTorch's
+- A neuron's `recurrent` Linear or Conv2d (RecurrentLIF, CubaLIF: snnTorch's RLeaky, RSynaptic)
+  -> an Affine/Linear/Conv2d node `<neuron>_recurrent` with edges neuron -> it -> neuron, flat as snnTorch's
   import_nir finds recurrence; the cycle is what says that its input is the step before's spikes.
 - x + y -> no node: NIR sums a node's inputs, so every producer of the sum gets an edge to each
   consumer (a membrane shortcut into a LIF is several edges into the LIF node).
@@ -122,7 +122,7 @@ def to_nir(model: nn.Module, input_shapes: dict[str, tuple] | tuple, dt: float =
             edges += [(source, node.name) for source in _sources(traced, node.args[0])]
             m = _module(traced, node)
             if isinstance(m, (CubaLIF, RecurrentLIF)) and m.recurrent is not None:
-                nodes[f"{node.name}_recurrent"] = _linear_node(m.recurrent)
+                nodes[f"{node.name}_recurrent"] = _synapse_node(m.recurrent, _shape(node))
                 edges += [(node.name, f"{node.name}_recurrent"), (f"{node.name}_recurrent", node.name)]
     metadata = {
         "dt": float(dt),
@@ -242,11 +242,7 @@ def _nir_node(traced: fx.GraphModule, node: fx.Node, dt: float) -> nir.NIRNode:
     m = _module(traced, node)
     shape_in = _shape(node.args[0])
     if isinstance(m, nn.Conv2d):
-        weight, bias = _folded(m, _batch_norm_after(traced, node))
-        return nir.Conv2d(
-            input_shape=tuple(shape_in[1:]), weight=_ungrouped(weight, m.groups), stride=m.stride,
-            padding=m.padding, dilation=m.dilation, groups=1, bias=bias,
-        )
+        return _synapse_node(m, shape_in, _batch_norm_after(traced, node))
     if isinstance(m, nn.AvgPool2d):
         return nir.AvgPool2d(
             kernel_size=np.array(_pair(m.kernel_size)), stride=np.array(_pair(m.stride)), padding=np.array(_pair(m.padding))
@@ -258,7 +254,7 @@ def _nir_node(traced: fx.GraphModule, node: fx.Node, dt: float) -> nir.NIRNode:
         start_dim, end_dim = _flatten_dims(m, node)
         return nir.Flatten(input_type=np.array(shape_in), start_dim=start_dim, end_dim=end_dim)
     if isinstance(m, nn.Linear):
-        return _linear_node(m)
+        return _synapse_node(m, shape_in)
     # LIF and its subclasses (classify lets nothing else through)
     shape = _shape(node)
     zeros, threshold = np.zeros(shape), np.full(shape, m.threshold)
@@ -275,7 +271,14 @@ def _nir_node(traced: fx.GraphModule, node: fx.Node, dt: float) -> nir.NIRNode:
     return nir.LIF(tau=np.full(shape, tau), r=np.full(shape, tau / dt), v_leak=zeros, v_threshold=threshold, v_reset=zeros, metadata=rule)
 
 
-def _linear_node(m: nn.Linear) -> nir.NIRNode:
+def _synapse_node(m: nn.Linear | nn.Conv2d, shape_in: tuple[int, ...], bn: nn.BatchNorm2d | None = None) -> nir.NIRNode:
+    """The NIR node of a Linear, or of a Conv2d (with `bn` folded in) reading `shape_in`."""
+    if isinstance(m, nn.Conv2d):
+        weight, bias = _folded(m, bn)
+        return nir.Conv2d(
+            input_shape=tuple(shape_in[1:]), weight=_ungrouped(weight, m.groups), stride=m.stride,
+            padding=m.padding, dilation=m.dilation, groups=1, bias=bias,
+        )
     weight = m.weight.detach().cpu().numpy()
     return nir.Linear(weight) if m.bias is None else nir.Affine(weight, m.bias.detach().cpu().numpy())
 

@@ -300,7 +300,43 @@ def test_what_cannot_be_exported_is_refused_naming_the_module(neuron, fragment, 
     assert not (tmp_path / "run").exists()
 
 
-def test_a_convolutional_recurrence_is_refused_naming_the_module(tmp_path):
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), snn.RLeaky(beta=0.5, conv2d_channels=4, kernel_size=3, init_hidden=True))
-    with pytest.raises(UserError, match=r"1 \(RLeaky\): a recurrent connection over neurons of shape \(4, 8, 8\)"):
+class RecurrentCNN(nn.Module):
+    """Conv -> RLeaky with a convolutional recurrence -> pool -> Linear -> RSynaptic with one V."""
+
+    def __init__(self, **settings):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.lif1 = snn.RLeaky(beta=0.8, conv2d_channels=4, kernel_size=3, **settings)
+        self.pool, self.fc = nn.AvgPool2d(2), nn.Linear(4 * 4 * 4, 10)
+        self.lif2 = snn.RSynaptic(alpha=0.6, beta=0.8, all_to_all=False, V=0.7, reset_mechanism=settings.get("reset_mechanism", "subtract"))
+
+    def forward(self, x):
+        spk1, mem1 = self.lif1.init_rleaky()
+        spk2, syn2, mem2 = self.lif2.init_rsynaptic()
+        out = []
+        for step in range(x.shape[0]):
+            spk1, mem1 = self.lif1(self.conv(x[step]), spk1, mem1)
+            spk2, syn2, mem2 = self.lif2(self.fc(self.pool(spk1).flatten(1)), spk2, syn2, mem2)
+            out.append(spk2)
+        return torch.stack(out)
+
+
+@pytest.mark.parametrize("settings", [{}, {"reset_mechanism": "zero", "reset_delay": False}], ids=["defaults", "zero-at-once"])
+def test_a_convolutional_recurrence(settings):
+    graph = assert_equal_states(RecurrentCNN(**settings), (1, 8, 8), inputs((1, 8, 8)))
+    assert isinstance(graph.nodes["lif1_recurrent"], nir.Conv2d)
+
+
+def test_one_v_over_a_convolutional_layer():
+    """RSynaptic(all_to_all=False, V=...) over [C, H, W] neurons: V * s, as a 1x1 convolution."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), snn.RSynaptic(alpha=0.5, beta=0.8, all_to_all=False, V=-0.4, init_hidden=True, output=True))
+    assert_equal_states(model, (1, 8, 8), inputs((1, 8, 8)))
+
+
+def test_per_neuron_v_over_a_convolutional_layer_is_refused_naming_the_module(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), snn.RLeaky(beta=0.5, all_to_all=False, V=torch.rand(3, 1, 1), init_hidden=True))
+    with pytest.raises(UserError, match=r"1 \(RLeaky\): V has 3 values over neurons of shape \(3, 8, 8\)"):
         spikeport.export(model=model, input_shape=(1, 8, 8), timesteps=T, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

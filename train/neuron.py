@@ -293,7 +293,7 @@ class CubaLIF(LIF):
 
 class RecurrentLIF(LIF):
     """snnTorch's `RLeaky` over [T, B, ...]: a LIF whose previous step's spikes, through
-    `recurrent` (a Linear; one-to-one weights V as its diagonal), add to its input."""
+    `recurrent` (a Linear or Conv2d over one step's [B, ...]), add to its input."""
 
     def __init__(self, beta: float, recurrent: nn.Module, threshold: float = 1.0, reset: str = "subtract", reset_delay: bool = True):
         super().__init__(beta, threshold, reset)
