@@ -36,6 +36,11 @@ and without it snnTorch resets at once (m[t] -= (s[t] - r[t]) * threshold, or * 
 
 Those rules run as plain torch operations (autograd records them); only the deployment's own rule
 (zero, immediately) has the fused multi-step function.
+
+snnTorch's current-based and recurrent neurons (`Synaptic`, `RLeaky`, `RSynaptic`) are `CubaLIF`
+and `RecurrentLIF`, subclasses of `LIF` for the beta, threshold and reset rule they share, computed
+by `snntorch_steps` as snnTorch computes them. No Loihi target runs them (export/nir_graph.py
+`check_resets_to_zero` refuses their NIR nodes).
 """
 
 from __future__ import annotations
