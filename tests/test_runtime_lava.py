@@ -1,11 +1,12 @@
 """The Lava runner: a trained network exported to NIR and run in Lava's floating_pt simulator
 computes what the torch model computes, spike for spike; in fixed_pt with the export's loihi.json it
-computes what model.net computes in lava-dl netx, bit for bit; and no Lava process outlives a failure."""
+computes what model.net computes in lava-dl netx, bit for bit; and no Lava process outlives a hang.
+Lava runs in its worker (runtime/lava/); the worker's own failures (a missing environment, a crash,
+a failing model, a hung worker): tests/test_lava_worker.py."""
 
 from __future__ import annotations
 
 import json
-import time
 from collections import OrderedDict
 
 import nir
@@ -15,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from lava_env import patched_worker
 from spikeport.config import config_from_dict
 from spikeport.errors import UserError
 from spikeport.export.exporter import export
@@ -22,6 +24,7 @@ from spikeport.export.loihi import quantize
 from spikeport.export.lower import fold_avgpool
 from spikeport.export.nir_graph import to_nir
 from spikeport.runtime.lava.run import run_lava
+from spikeport.runtime.lava.sandbox import SHARED_MEMORY
 from spikeport.runtime.reference import NIRExecutor
 from spikeport.runtime.simulate import load_inputs, resolve_target, run_lava_loihi, run_netx_in_lava, run_reference_loihi
 from spikeport.train import datasets, layers
@@ -75,6 +78,7 @@ def torch_run(model: nn.Module, inputs: torch.Tensor) -> tuple[np.ndarray, dict[
     return logits, counts
 
 
+@pytest.mark.lava
 def test_lava_float_equals_torch_spike_for_spike(digits):
     graph, model, inputs = digits
     result = run_lava(graph, inputs.numpy(), mode="float", timeout_s=120)
@@ -89,6 +93,7 @@ def test_lava_float_equals_torch_spike_for_spike(digits):
     assert np.abs(logits).max() > 0.1
 
 
+@pytest.mark.lava
 def test_delay_is_the_number_of_synaptic_stages(digits):
     graph, _, inputs = digits
     stages = [n for n in fold_avgpool(graph).nodes.values() if isinstance(n, (nir.Conv2d, nir.Affine, nir.Linear))]
@@ -96,6 +101,7 @@ def test_delay_is_the_number_of_synaptic_stages(digits):
     assert run_lava(graph, inputs[:1].numpy(), timeout_s=120).delay == 3
 
 
+@pytest.mark.lava
 def test_axis_conventions_on_a_non_square_strided_convolution():
     """(C, H, W) vs Lava's (W, H, C), kernel flip and transposition, (H, W) vs (X, Y) stride and
     padding, flatten order: every one of them, got wrong, moves spikes on this asymmetric layer.
@@ -117,46 +123,36 @@ def test_axis_conventions_on_a_non_square_strided_convolution():
     assert result.delay == 2
 
 
-def _leftovers(since: float) -> list[psutil.Process]:
-    """Processes of ours started since `since`: children, or forks orphaned to init (same command
-    line). Older children (an earlier in-process Lava run's resource tracker) are not this run's."""
-    me = psutil.Process()
-    forks = [
-        p for p in psutil.process_iter(["cmdline", "create_time"])
-        if p.pid != me.pid and p.info["create_time"] >= since - 1 and p.info["cmdline"] == me.cmdline()
-    ]
-    children = [
-        p for p in me.children(recursive=True)
-        if p.create_time() >= since - 1 and "resource_tracker" not in " ".join(p.cmdline())  # ours, not the run's
-    ]
-    return list({p.pid: p for p in children + forks}.values())
+def _shared_memory() -> set[str]:
+    return {p.name for p in SHARED_MEMORY.glob("psm_*")}
 
 
-def test_failure_mid_run_is_a_user_error_and_leaves_no_process(digits, monkeypatch):
+@pytest.mark.lava
+def test_a_model_hung_in_a_lava_process_is_killed_at_the_timeout(digits, monkeypatch, tmp_path):
+    """Lava's own processes (forks of the worker, the LIF models among them) are running when the
+    timeout strikes: each hung model's process is gone afterwards, with every other process of the
+    run, and the shared memory of Lava's channels is released."""
     graph, _, inputs = digits
-    run_spk = lif_models.PyLifResetModelFloat.run_spk
-
-    def failing_run_spk(self):
-        if self.time_step == 3:
-            raise ValueError("provoked failure")
-        run_spk(self)
-
-    monkeypatch.setattr(lif_models.PyLifResetModelFloat, "run_spk", failing_run_spk)
-    start = time.time()
-    with pytest.raises(UserError, match="PyLifResetModelFloat failed in step 3: ValueError: provoked failure"):
+    hung = tmp_path / "hung"
+    hung.mkdir()
+    patched_worker(monkeypatch, tmp_path, f"""
+        import time
+        import lava.proc.lif.models as lif_models
+        def hang(self):
+            open(os.path.join({str(hung)!r}, str(os.getpid())), "w").close()
+            time.sleep(3600)
+        lif_models.PyLifResetModelFloat.run_spk = hang
+    """)
+    before = _shared_memory()
+    with pytest.raises(UserError, match=r"Lava run failed: timed out after 60 s; the Lava processes were killed"):
         run_lava(graph, inputs.numpy(), timeout_s=60)
-    assert time.time() - start < 20
-    assert _leftovers(start) == []
-
-
-def test_a_hung_run_times_out_and_leaves_no_process(digits, monkeypatch):
-    graph, _, inputs = digits
-    monkeypatch.setattr(lif_models.PyLifResetModelFloat, "run_spk", lambda self: time.sleep(60))
-    start = time.time()
-    with pytest.raises(UserError, match="timed out after 2 s"):
-        run_lava(graph, inputs.numpy(), timeout_s=2)
-    assert time.time() - start < 15
-    assert _leftovers(start) == []
+    pids = [int(p.name) for p in hung.iterdir()]
+    assert pids, "no LIF model ran before the timeout: the test did not hang a Lava process"
+    assert not [pid for pid in pids if psutil.pid_exists(pid)]
+    assert psutil.Process().children(recursive=True) == []
+    worker = str(tmp_path / "patched_worker.py")
+    assert not [p for p in psutil.process_iter(["cmdline"]) if worker in (p.info["cmdline"] or [])]  # no orphaned fork of the worker
+    assert _shared_memory() <= before
 
 
 def test_unknown_mode_is_refused(digits):
@@ -167,6 +163,7 @@ def test_unknown_mode_is_refused(digits):
         run_lava(graph, inputs.numpy(), mode="loihi")
 
 
+@pytest.mark.lava
 def test_own_fixed_pt_graph_equals_model_net_in_lava_and_the_reference(trained_run):
     """spikeport's Lava graph (model.nir + loihi.json) in fixed_pt, the export's model.net loaded by
     lava-dl netx in fixed_pt, and the reference runtime's loihi mode on model.net: the same read-out
@@ -193,6 +190,7 @@ def _lif(n: int, dt: float = 1e-3, beta: float = 0.5) -> nir.LIF:
     return nir.LIF(tau=np.full(n, tau), r=np.full(n, tau / dt), v_leak=np.zeros(n), v_threshold=np.ones(n))
 
 
+@pytest.mark.lava
 def test_a_residual_sum_runs_in_float_and_is_refused_in_loihi_mode():
     """Two synaptic layers into one LIF: Lava's floating_pt runs it (several connections into one
     a_in) as the reference runtime does, but export/loihi.py quantizes plain chains only, and loihi
@@ -240,10 +238,11 @@ def test_refuses_what_lava_cannot_run(digits):
         },
         edges=[("input", "fc"), ("fc", "cuba"), ("cuba", "output")],
     )
-    with pytest.raises(UserError, match=r"cuba \(CubaLIF\): no Lava mapping"):
+    with pytest.raises(UserError, match=r"cuba \(CubaLIF\): its synaptic current \(tau_syn\) has no Lava mapping"):
         run_lava(cuba, np.zeros((1, 2, 3)))
 
 
+@pytest.mark.lava
 def test_simulate_compares_reference_and_lava(trained_run, cli):
     """`spikeport simulate --compare reference-float,lava-float`: the same spikes in every layer."""
     code, _, err = cli("simulate", trained_run, "--samples", "5", "--compare", "reference-float,lava-float")
@@ -257,6 +256,7 @@ def test_simulate_compares_reference_and_lava(trained_run, cli):
     assert int(lava["delay"]) == 3 and lava["output"].shape == (5, 4, 10)
 
 
+@pytest.mark.lava
 def test_reference_loihi_equals_lava_fixed_pt_through_the_cli(trained_run, cli):
     """`--backend lava --mode loihi` (spikeport's Lava graph in fixed_pt) against the reference
     runtime's loihi mode on model.net: every spike count and every read-out voltage equal."""
