@@ -319,7 +319,7 @@ class _Reader:
             raise self.fail(
                 f"{where}/{key}", f"expected one number, got shape {value.shape}"
             )
-        number = value.reshape(-1)[0]
+        number = value.reshape(-1)[0].item()  # a Python number: numpy 2 would print np.int64(5000) in the message
         if number != int(number) or not low <= int(number) <= high:
             raise self.fail(
                 f"{where}/{key}", f"{number!r} is not an integer in {low}..{high}"
