@@ -5,21 +5,23 @@ reference runtime computes through the same partitions, spike for spike."""
 from __future__ import annotations
 
 import json
-import time
 from collections import OrderedDict
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from torch import nn
 
+from lava_env import patched_worker
 from spikeport.errors import UserError
 from spikeport.export.exporter import export_model
+from spikeport.runtime.lava.sandbox import SHARED_MEMORY
 from spikeport.runtime.simulate import resolve_target, run_in_lava, run_reference
 from spikeport.train import layers
 from spikeport.train.neuron import LIF
 
-from test_runtime_lava import _leftovers
+pytestmark = pytest.mark.lava
 
 TIMESTEPS = 4
 SAMPLES = 4
@@ -105,19 +107,21 @@ def test_simulate_backend_lava_runs_an_export_with_a_host_partition(tmp_path, cl
 
 
 def test_a_failing_host_process_is_a_user_error_and_leaves_no_process(tmp_path, monkeypatch):
-    from spikeport.runtime import lava_host
-
+    """The host partition's ONNX step fails once its buffer is full (step 6: conv's stage, then T
+    buffered steps): the run ends with that error, not at the timeout, and nothing of it is left."""
     inputs = exported(MeanGate(), tmp_path)
     target = resolve_target(tmp_path)
-
-    def failing(self, frames):
-        raise RuntimeError("provoked ONNX failure")
-
-    monkeypatch.setattr(lava_host.PyHostPartitionModel, "_run", failing)
-    start = time.time()
+    patched_worker(monkeypatch, tmp_path, """
+        import host  # runtime/lava/worker/host.py, as the worker imports it
+        def failing(self, frames):
+            raise RuntimeError("provoked ONNX failure")
+        host.PyHostPartitionModel._run = failing
+    """)
+    before = {p.name for p in SHARED_MEMORY.glob("psm_*")}
     with pytest.raises(UserError, match=r"PyHostPartitionModel failed in step 6: RuntimeError: provoked ONNX failure"):
         run_in_lava(target, inputs, torch.device("cpu"))
-    assert _leftovers(start) == []
+    assert psutil.Process().children(recursive=True) == []
+    assert {p.name for p in SHARED_MEMORY.glob("psm_*")} <= before
 
 
 def test_a_host_partition_reading_spikes_and_a_current_runs_in_lava(tmp_path):
