@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spikeport.errors import UserError
-from spikeport.readers import load_yaml
+from spikeport.readers import load_yaml, memory_budget
 
 OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step")
 BATCH_AUGMENTS = ("none", "cutmix", "mixup")
+HUGE_STRIDE = 2**62  # a stride or pool at least this large leaves one position of any input
 
 
 @dataclass
@@ -33,7 +35,10 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 10
-    optimizer: str = "adamw"  # sgd | adamw; cosine learning-rate schedule over all epochs
+    optimizer: str = "adamw"  # sgd | adamw
+    # cosine: CosineAnnealingLR over all epochs (DTA's recipe); step: StepLR(step_size, 0.1) (OGM-GE's)
+    schedule: str = "cosine"
+    step_size: int = 70
     lr: float = 1e-3
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
@@ -147,10 +152,99 @@ def _validate(source: str, config: Config) -> None:
     _finite_everywhere(source, "data.options", config.data.options)
     if config.train.batch_augment not in BATCH_AUGMENTS:
         raise UserError(f"{source}: train.batch_augment must be one of {', '.join(BATCH_AUGMENTS)}, got {config.train.batch_augment!r}")
+    if config.train.schedule not in SCHEDULES:
+        raise UserError(f"{source}: train.schedule must be one of {', '.join(SCHEDULES)}, got {config.train.schedule!r}")
+    if config.train.step_size < 1:
+        raise UserError(f"{source}: train.step_size must be positive, got {config.train.step_size}")
     if config.train.optimizer not in OPTIMIZERS:
         raise UserError(f"{source}: train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.train.optimizer!r}")
     if not isinstance(config.model.get("name"), str):
         raise UserError(f"{source}: model.name is required (a string)")
+    check_fits(source, config)
+
+
+def check_fits(source: str, config: Config) -> None:
+    """Refuse a config whose training batch the machine cannot hold, from the config alone: no
+    torch, so that an absurd T, batch, input or channel count answers in a fraction of a second
+    instead of after torch's import (seconds, and more memory than the refusal is meant to save).
+
+    The input batch [T, B, *input] (float32) must fit in `readers.memory_budget`, and so must a
+    lower bound of the model: the convolutions its options name (`_convolutions`), 16 bytes per
+    weight (weights, gradients, two AdamW moments) and 8 per value they output over the batch (the
+    value and its gradient). Options left to their defaults are not counted, so the bound never
+    exceeds what the model really takes; train.models.check_fits counts the built model exactly
+    on torch's meta device afterwards."""
+    from spikeport.train.dataset_specs import spec
+
+    try:
+        dataset = spec(config.data.name)
+    except UserError as e:
+        raise UserError(f"{source}: data.name: {e}") from None
+    shapes = list(dataset.input_shape.values()) if isinstance(dataset.input_shape, dict) else [dataset.input_shape]
+    steps, batch, budget = config.data.timesteps, config.data.batch_size, memory_budget()
+    values = steps * batch * sum(math.prod(s) for s in shapes)
+    if 4 * values > budget:
+        raise UserError(f"{source}: data: a batch of {batch} samples over {steps} timesteps is {4 * values / 2**30:.1f} GiB of input alone, "
+                        f"more than the {budget / 2**30:.1f} GiB free; refused")
+    convolutions = _convolutions(config.model, shapes)
+    weights = sum(n * c_in * c_out * k * k for c_in, c_out, k, _, n in convolutions)
+    outputs = steps * batch * sum(n * c_out * area for _, c_out, _, area, n in convolutions)
+    need = 16 * weights + 8 * outputs
+    if need > budget:
+        raise UserError(
+            f"{source}: model: needs at least {need / 2**30:.1f} GiB ({weights:,} parameters and {outputs:,} activation values for a batch of "
+            f"{batch} over {steps} timesteps, counted from its options), more than the {budget / 2**30:.1f} GiB free; refused "
+            "(fewer channels, timesteps or a smaller batch)"
+        )
+
+
+def _convolutions(model: dict, shapes: list[tuple[int, ...]]) -> list[tuple[int, int, int, int, int]]:
+    """(in channels, out channels, kernel size, output positions, how many) of the convolutions the model
+    options surely build (train/models.py), for one input image; output positions are counted with
+    every stride and pool at least as large as the model's, so never more than there are. Options
+    that are absent or not positive integers add nothing (the builder reports them)."""
+    def count(value) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+    def counts(value) -> list[int] | None:
+        numbers = [count(v) for v in value] if isinstance(value, list) else [None]
+        return None if None in numbers else numbers
+
+    def area(shape: tuple[int, ...], stride: int) -> int:
+        return math.prod(max(1, side // stride) for side in shape[1:])
+
+    name, convolutions = model.get("name"), []
+    if name == "spiking-cnn" and counts(model.get("channels")):  # conv k x k (same padding), then a pool per stage
+        kernel, pool = count(model.get("kernel_size")) or 1, count(model.get("pool"))
+        (shape,) = shapes[:1]
+        channels, stride = shape[0], 1
+        for out in counts(model["channels"]):
+            convolutions.append((channels, out, kernel, area(shape, stride), 1))
+            channels, stride = out, min(stride * pool, HUGE_STRIDE) if pool else HUGE_STRIDE
+    elif name == "dta-msresnet":  # stem conv (stride <= 2), then [channels, blocks, stride] stages of two 3x3 convs per block
+        (shape,) = shapes[:1]
+        channels, stride = shape[0], 2
+        if count(model.get("stem_channels")):
+            convolutions.append((channels, model["stem_channels"], 3, area(shape, stride), 1))
+            channels = model["stem_channels"]
+        stages = model.get("stages")
+        plan = [counts(stage) for stage in stages] if isinstance(stages, list) else []
+        if plan and all(stage and len(stage) == 3 for stage in plan):
+            for out, blocks, stage_stride in plan:
+                stride = min(stride * stage_stride, HUGE_STRIDE)
+                convolutions += [(channels, out, 3, area(shape, stride), 1), (out, out, 3, area(shape, stride), 2 * blocks - 1)]
+                channels = out
+    elif name == "taaf-resnet" and counts(model.get("widths")):  # per input: 7x7/2 stem and 3x3/2 max pool, then stages of blocks
+        widths, blocks = counts(model["widths"]), count(model.get("blocks")) or 1
+        for shape in shapes:
+            channels, stride = shape[0], 4
+            convolutions.append((channels, widths[0], 7, area(shape, stride), 1))
+            channels = widths[0]
+            for i, out in enumerate(widths):
+                stride = min(stride * (2 if i else 1), HUGE_STRIDE)
+                convolutions += [(channels, out, 3, area(shape, stride), 1), (out, out, 3, area(shape, stride), 2 * blocks - 1)]
+                channels = out
+    return convolutions
 
 
 def config_from_dict(data: dict, source: str = "config") -> Config:

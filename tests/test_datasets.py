@@ -83,7 +83,7 @@ def test_digits_items(tmp_path, sklearn_digits):
     images, target = sklearn_digits
     train = datasets.load("digits", tmp_path, "train", 5)
     test = datasets.load("digits", tmp_path, "test", 5)
-    assert (len(train), len(test)) == (1347, 450)
+    assert (len(train), len(test)) == (1347 - 136, 450)  # 10% of the training split is `val`
     for split in (train, test):
         for i in (0, len(split) // 2, len(split) - 1):
             x, y = split[i]
@@ -263,3 +263,130 @@ def test_event_frames_tell_the_classes_apart(event_root):
     means = np.stack([train_x[train_y == c].mean(0) for c in range(10)])
     predicted = np.argmin(((test_x[:, None] - means[None]) ** 2).sum(-1), axis=1)
     assert (predicted == test_y).mean() > 0.6
+
+
+# --- the validation split --------------------------------------------------------------------
+
+
+def test_validation_is_a_fixed_stratified_share_of_the_training_split(tmp_path):
+    arrays = arrays_of(datasets.build("digits", tmp_path))
+    train, val = (datasets.load("digits", tmp_path, split, 2) for split in ("train", "val"))
+    assert len(np.intersect1d(train.indices, val.indices)) == 0
+    assert np.array_equal(np.sort(np.concatenate([train.indices, val.indices])), arrays["train"])
+    per_class = np.bincount(arrays["labels"][arrays["train"]], minlength=10)
+    assert np.all(np.abs(np.bincount(arrays["labels"][val.indices], minlength=10) - datasets.VALIDATION * per_class) <= 0.5)
+    assert np.array_equal(datasets.load("digits", tmp_path, "val", 2).indices, val.indices), "the same samples every time"
+    assert len(datasets.load("digits", tmp_path, "test", 2)) == 450, "the test split is untouched"
+    wider = datasets.load("digits", tmp_path, "val", 2, options={"validation": 0.2})
+    assert abs(len(wider) - 0.2 * len(arrays["train"])) <= 10
+    whole = datasets.load("digits", tmp_path, "train", 2, options={"validation": 0.0})
+    assert np.array_equal(whole.indices, arrays["train"])
+    with pytest.raises(UserError, match="no validation split"):
+        datasets.load("digits", tmp_path, "val", 2, options={"validation": 0.0})
+    with pytest.raises(UserError, match="validation"):
+        datasets.load("digits", tmp_path, "val", 2, options={"validation": 1.5})
+
+
+def test_real_datasets_hold_out_nothing_unless_asked():
+    assert datasets.validation_fraction("cifar10", {}) == 0.0 and datasets.validation_fraction("cremad", None) == 0.0
+    assert datasets.validation_fraction("cifar10", {"validation": 0.1}) == 0.1
+    assert datasets.validation_fraction("event-digits-sparse", {}) == datasets.VALIDATION
+
+
+# --- temporal variants: the digit at a few steps, the order of two digits ---------------------
+
+
+def _layout(name, j, timesteps, seed=0):
+    rng = np.random.default_rng([seed, j])
+    return (datasets.sparse_layout if name == "event-digits-sparse" else datasets.order_layout)(rng, timesteps)
+
+
+def _small_frames(events, bins):
+    """The recording in `bins` equal time bins at 16x16, counted independently of the framer."""
+    x, y = events["x"] // 2, events["y"] // 2
+    step = np.minimum(events["t"] * bins // (SENSOR_US + 1), bins - 1)
+    frames = np.zeros((bins, 2, 16, 16), dtype=np.float32)
+    np.add.at(frames, (step, events["p"].astype(int), y, x), 1)
+    return frames
+
+
+@pytest.mark.parametrize("name", ["event-digits-sparse", "event-digits-order"])
+def test_temporal_variants_shapes_determinism_and_placement(name, event_root, event_arrays):
+    train = datasets.load(name, event_root, "train", 8)
+    test = datasets.load(name, event_root, "test", 8)
+    assert datasets.spec(name).input_shape == (2, 16, 16)
+    assert np.array_equal(test.indices, event_arrays["test"])
+    for i in (0, 7, len(test) - 1):
+        x, y = test[i]
+        j = int(test.indices[i])
+        assert x.shape == (8, 2, 16, 16) and x.dtype == torch.float32 and y == event_arrays["labels"][j]
+        assert torch.equal(x, test[i][0]), "a sample reads the same every time"
+        first = _layout(name, j, 8)[0] if name == "event-digits-order" else _layout(name, j, 8)
+        start, frames = first
+        expected = _small_frames(sample_events(event_arrays, j), frames)
+        np.testing.assert_array_equal(x[start : start + frames].numpy(), expected)  # the labelled digit, where the layout says
+        assert (x.sum((1, 2, 3)) > 0).all(), "no step is empty: distractors fill the others"
+    other_seed = datasets.load(name, event_root, "test", 8, options={"seed": 1})
+    assert not torch.equal(other_seed[0][0], test[0][0])
+    onsets = [(_layout(name, int(j), 8)[0] if name == "event-digits-order" else _layout(name, int(j), 8))[0] for j in train.indices]
+    assert len(set(onsets)) >= (5 if name == "event-digits-order" else 8), "the digit comes at many different times"
+
+
+def _pooled(frames: torch.Tensor) -> np.ndarray:
+    """The sum of `frames` [n, 2, 16, 16] pooled to 2x8x8, log-scaled: a small linear model's input."""
+    return np.log1p(frames.numpy().reshape(-1, 2, 8, 2, 8, 2).sum((0, 3, 5)).ravel())
+
+
+def _linear_accuracy(train, *tests) -> list[float]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, C=0.1)).fit(*train)
+    return [model.score(*test) for test in tests]
+
+
+SAMPLES = 500  # per split: enough for a linear model to read a digit, quick to frame
+
+
+def test_order_task_needs_the_order_of_frames(event_root):
+    """A small linear model reads the label from the digit shown first. With each sample's frames
+    shuffled (the control), the digit that now comes first is the other one half of the time, and
+    the accuracy drops by about half: the label is in the order, not in the frames."""
+    rng = np.random.default_rng(0)
+
+    def first_digit(dataset, shuffle: bool):
+        xs, ys = [], []
+        for i in range(min(SAMPLES, len(dataset))):
+            x, y = dataset[i]
+            digits = _layout("event-digits-order", int(dataset.indices[i]), 8)
+            position = rng.permutation(8) if shuffle else np.arange(8)  # where each frame ends up
+            start, frames = min(digits, key=lambda d: position[d[0] : d[0] + d[1]].min())
+            xs.append(_pooled(x[start : start + frames]))
+            ys.append(y)
+        return np.array(xs), np.array(ys)
+
+    train = datasets.load("event-digits-order", event_root, "train", 8)
+    test = datasets.load("event-digits-order", event_root, "test", 8)
+    ordered, shuffled = _linear_accuracy(first_digit(train, False), first_digit(test, False), first_digit(test, True))
+    assert ordered > 0.6 and shuffled < ordered - 0.2, (ordered, shuffled)
+
+
+def test_sparse_task_hides_the_digit_among_distractors(event_root):
+    """A small linear model on the digit's own frames reads the digit; on the whole sequence summed
+    over time (where 6-7 distractors bury it) it does much worse: the informative steps must be found."""
+    train = datasets.load("event-digits-sparse", event_root, "train", 8)
+    test = datasets.load("event-digits-sparse", event_root, "test", 8)
+
+    def features(dataset, located: bool):
+        xs, ys = [], []
+        for i in range(min(SAMPLES, len(dataset))):
+            x, y = dataset[i]
+            onset, frames = _layout("event-digits-sparse", int(dataset.indices[i]), 8)
+            xs.append(_pooled(x[onset : onset + frames] if located else x))
+            ys.append(y)
+        return np.array(xs), np.array(ys)
+
+    (at_the_digit,) = _linear_accuracy(features(train, True), features(test, True))
+    (collapsed,) = _linear_accuracy(features(train, False), features(test, False))
+    assert at_the_digit > 0.6 and collapsed < at_the_digit - 0.15, (at_the_digit, collapsed)

@@ -162,3 +162,44 @@ def test_dta_report_shows_the_gates_buffer_and_what_each_chip_cannot_hold(causal
     assert [(v["layer"], v["constraint"]) for v in loihi2["violations"]] == [("host0", "host_partition")]
     xylo = report["profiles"]["xylo-audio2"]
     assert xylo["fits"] is False and "layer_type" in {v["constraint"] for v in xylo["violations"]}
+
+
+def test_no_attention_is_the_official_dta_off_the_current_goes_to_the_stages():
+    """DTA_SNN.py's DTA_OFF: x = input_conv(x); x = layer1(x): no LIF after the encoder, so the
+    first block receives the real-valued BN current (not spikes) and its shortcut adds it."""
+    torch.manual_seed(0)
+    model = build_model({"name": "dta-msresnet", "stem_channels": 8, "stages": [[16, 1, 2]], "attention": "none"}, (2, 16, 16), 10, 4)
+    assert model.dta is None and model.lif_in is None
+    seen = {}
+    model.blocks[0].register_forward_pre_hook(lambda module, args: seen.setdefault("input", args[0]))
+    x = torch.rand(4, 3, 2, 16, 16) * 3
+    model.eval()(x)
+    current = model.bn_in(model.conv_in(x))
+    torch.testing.assert_close(seen["input"], current)
+    assert not torch.all((seen["input"] == 0) | (seen["input"] == 1)), "real-valued, not spikes"
+
+
+def test_parameter_matched_control_has_dtas_count_without_attention():
+    """experiments/dta_temporal.py widens DTA_OFF's first stage until it has DTA's parameters."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "experiments" / "dta_temporal.py"
+    import sys
+
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("dta_temporal", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    from spikeport.config import load_config
+
+    base = load_config(Path(__file__).parents[1] / module.CONFIG).to_dict()
+    dta = module.parameters(base | {"model": base["model"] | {"attention": "both"}})
+    off = module.parameters(base | {"model": base["model"] | {"attention": "none"}})
+    control = module.matched(base)
+    matched = module.parameters(control)
+    assert control["model"]["attention"] == "none" and off < dta <= matched
+    assert (matched - dta) / dta < 0.02, (dta, matched)  # within 2% of DTA's count

@@ -97,3 +97,59 @@ def test_deployed_step_logits_average_to_the_fused_logits(fusion, attention):
         steps = DeployedAV(model)(audio, visual)
     assert steps.shape == (4, 6, 5)
     torch.testing.assert_close(steps.mean(0), fused, rtol=1e-5, atol=1e-5)
+
+
+def test_ogm_ge_adds_noise_to_both_encoders_as_its_code_does():
+    """OGM-GE's main.py: in the modulation window every 4-D gradient of both encoders gets
+    N(0, std(g)); the suppressed one is scaled by k first, the other (k = 1) is not scaled."""
+    model = tiny("ogm-ge")
+    out = model(*inputs())
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    av_loss(out, y, "ogm-ge", 1.0, "loss", 1.0, 1.0).backward()
+    params = dict(model.named_parameters())
+    before = {n: p.grad.clone() for n, p in params.items() if p.grad is not None}
+    modulate_gradients(model, 0.25, 1.0, noise=True, generator=torch.Generator().manual_seed(0))
+    for name in ("audio.stem.0.weight", "visual.stem.0.weight"):
+        scale = 0.25 if name.startswith("audio") else 1.0
+        noise = params[name].grad - scale * before[name]
+        assert noise.abs().max() > 0, f"{name}: no noise added"
+        assert noise.std().item() == pytest.approx(before[name].std().item(), rel=0.5)
+    torch.testing.assert_close(params["head.fc.weight"].grad, before["head.fc.weight"])  # 2-D: untouched
+
+
+def test_ogm_ge_modulates_only_in_its_epoch_window():
+    from spikeport.train.taaf import modulates_in
+
+    model = tiny("ogm-ge")
+    assert all(modulates_in(model, e) for e in (0, 50, 99))  # no window: every epoch
+    model.modulation_window = (0, 50)  # OGM-GE's modulation_starts / modulation_ends
+    assert modulates_in(model, 0) and modulates_in(model, 50) and not modulates_in(model, 51)
+
+
+def test_uniform_attention_arm_has_no_attention_but_keeps_the_unimodal_losses():
+    model = tiny("taaf", attention="uniform")
+    assert not hasattr(model.head, "attention")
+    out = model(*inputs())
+    torch.testing.assert_close(out.alpha_audio, torch.full((4, 6), 0.25))
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    fused_only = av_loss(out, y, "concat", 1.0, "loss", 1.0, 1.0)
+    assert av_loss(out, y, "taaf", 1.0, "loss", 1.0, 1.0) > fused_only  # + L_a + L_v, k = 1
+
+
+def test_ogm_ge_config_is_the_official_recipe():
+    """configs/taaf-resnet18-cremad-ogmge.yaml: OGM-GE's main.py defaults (SGD 1e-3, momentum 0.9,
+    weight decay 1e-4, StepLR(70, 0.1), 100 epochs, batch 64, alpha 0.8 for CREMA-D, modulation in
+    epochs 0-50), which the training loop turns into that optimiser and schedule."""
+    from pathlib import Path
+
+    from spikeport.config import load_config
+    from spikeport.train import loop
+
+    config = load_config(Path(__file__).parents[1] / "configs" / "taaf-resnet18-cremad-ogmge.yaml")
+    t = config.train
+    assert (t.optimizer, t.lr, t.momentum, t.weight_decay, t.schedule, t.step_size, t.epochs) == ("sgd", 1e-3, 0.9, 1e-4, "step", 70, 100)
+    assert config.data.batch_size == 64 and config.model["fusion"] == "ogm-ge"
+    assert config.model["modulation_window"] == [0, 50] and config.model["modulation_alpha"] == 0.8
+    optimizer = loop._make_optimizer(config, torch.nn.Linear(2, 2))
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["momentum"] == 0.9 and optimizer.defaults["weight_decay"] == 1e-4

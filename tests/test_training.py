@@ -16,7 +16,7 @@ def test_training_writes_the_run_folder(tiny_config, tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.jsonl"]
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert lines == history and [m["epoch"] for m in lines] == [1, 2, 3]
-    assert set(lines[0]) == {"epoch", "train_loss", "train_acc", "test_acc", "lr", "seconds"}
+    assert set(lines[0]) == {"epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "seconds"}  # val: the held-out 10% of train
     assert lines[0]["lr"] == 0.01 and lines[1]["lr"] < 0.01  # cosine schedule
     assert lines[-1]["train_loss"] < lines[0]["train_loss"]
     assert lines[-1]["test_acc"] > 0.5  # ten classes: chance is 0.1
@@ -77,3 +77,21 @@ def test_batch_augmentation_trains_deterministically(tiny_config, tmp_path, augm
     assert strip(first) == strip(second)
     plain = loop.train(config_from_dict({**tiny_config, "train": {**tiny_config["train"], "batch_augment": "none"}}), tmp_path / "c", device="cpu")
     assert strip(plain) != strip(first)  # the augmentation changed what was trained
+
+
+def test_step_schedule_and_no_validation_split(tiny_config, tmp_path):
+    """train.schedule step is OGM-GE's StepLR(step_size, 0.1); with data.options.validation 0 the
+    model trains on the whole training split and no val_acc is logged."""
+    tiny_config["train"].update(epochs=3, optimizer="sgd", lr=0.1, schedule="step", step_size=2)
+    tiny_config["data"]["options"] = {"validation": 0.0}
+    history = loop.train(config_from_dict(tiny_config), tmp_path / "run", device="cpu")
+    assert [m["lr"] for m in history] == [0.1, 0.1, pytest.approx(0.01)]
+    assert "val_acc" not in history[0]
+
+
+def test_bad_schedule_is_a_user_error(tiny_config):
+    from spikeport.errors import UserError
+
+    tiny_config["train"]["schedule"] = "linear"
+    with pytest.raises(UserError, match="train.schedule must be one of cosine, step"):
+        config_from_dict(tiny_config)

@@ -40,6 +40,24 @@ SPECS: dict[str, DatasetSpec] = {
         {"audio": (1, 32, 32), "visual": (1, 32, 32)},  # av_digits reads its sizes from here
         10,
     ),
+    "event-digits-sparse": DatasetSpec(
+        "event-digits-sparse",
+        "event-digits at 16x16 with the digit in only 1-2 of T frames at a random time, scrambled-digit distractors elsewhere (option: seed)",
+        (2, 16, 16),
+        10,
+    ),
+    "event-digits-order": DatasetSpec(
+        "event-digits-order",
+        "two event digits one after the other among distractors, 16x16; the label is the one shown first (option: seed)",
+        (2, 16, 16),
+        10,
+    ),
+    "av-digits-seq": DatasetSpec(
+        "av-digits-seq",
+        "av-digits over time: 8 spectrogram columns per timestep, the image at the loudest steps only (options: av-digits', visual_steps, audio_shift)",
+        {"audio": (1, 32, 8), "visual": (1, 32, 32)},
+        10,
+    ),
     "cifar10": DatasetSpec(
         "cifar10", "CIFAR-10 from ROOT/cifar-10-batches-py (torchvision), image repeated every timestep", (3, 32, 32), 10
     ),

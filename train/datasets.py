@@ -9,6 +9,12 @@ frames happens on access, so one cache serves any number of timesteps.
 * `event-digits`: the same digits recorded by a simulated event camera, the way N-MNIST was made.
 * `av-digits`: spoken digits (espeak-ng) paired with degraded digit images, for audio-visual
   fusion; its generator settings (the imbalance knob `visual_noise`) come from `data.options`.
+* `event-digits-sparse`, `event-digits-order`, `av-digits-seq`: the same caches framed so that time
+  matters (the digit in 1-2 of T frames among distractors; the label is the digit shown first;
+  the spectrogram spread over time, the image at the loudest steps, the audio shifted).
+
+Every dataset has a `val` split, a fixed stratified share of the training split (VALIDATION) that
+`train` does not hold, for tuning.
 
 The real datasets (cifar10, cifar100, cifar10-dvs, nmnist, dvs-gesture) are registered here too but
 live in `real_datasets`: they are read from `root` in their official on-disk format and are never
@@ -40,9 +46,13 @@ from spikeport.train import av_datasets, av_digits, real_datasets
 from spikeport.train.dataset_specs import SPECS, DatasetSpec, dataset_names, spec  # noqa: F401 - the registry, re-exported
 
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 # Part of every cache file name: bump it when a generator changes, so old caches are not reused.
 CACHE_VERSION = 1
+# The share of a generated dataset's official training split held out as `val` (stratified, fixed),
+# for all tuning; `train` is the rest. data.options.validation changes it for any dataset; a real
+# dataset holds out nothing unless asked, since the papers' recipes train on the whole split.
+VALIDATION = 0.1
 
 
 def build(name: str, root: str | Path, download: bool = False, options: dict | None = None) -> Path:
@@ -60,6 +70,9 @@ def build(name: str, root: str | Path, download: bool = False, options: dict | N
         return real_datasets.locate(name, root, download)
     if name in av_datasets.NAMES:
         return av_datasets.locate(name, root)
+    options = _generator_options(name, options)
+    if name in _VIEWS:  # a view of another dataset's cache, framed its own way: nothing to generate
+        return build(_VIEWS[name], root, options=options)
     suffix = "".join(f"-{key}={value}" for key, value in sorted(options.items()))
     path = Path(root) / name / f"{name}-v{CACHE_VERSION}{suffix}.npz"
     if not path.exists():
@@ -68,6 +81,21 @@ def build(name: str, root: str | Path, download: bool = False, options: dict | N
         with atomic_open(path, "wb") as f:
             np.savez(f, **arrays)
     return path
+
+
+def validation_fraction(name: str, options: dict | None) -> float:
+    """The share of the official training split that `val` holds (0: the dataset has no `val`)."""
+    default = 0.0 if name in real_datasets.NAMES or name in av_datasets.NAMES else VALIDATION
+    return float((options or {}).get("validation", default))
+
+
+def holdout(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) positions into `labels`: `fraction` of each class held out, drawn with a
+    fixed seed, so `val` is the same samples in every run and never overlaps `train`."""
+    rng = np.random.default_rng(seed)
+    held = [rng.permutation(np.flatnonzero(labels == c))[: int(round(fraction * np.sum(labels == c)))] for c in np.unique(labels)]
+    held = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
+    return np.setdiff1d(np.arange(len(labels)), held), held
 
 
 def load(
@@ -85,14 +113,30 @@ def load(
     if not isinstance(timesteps, int) or timesteps < 1:
         raise UserError(f"timesteps must be a positive integer, got {timesteps!r}")
     _check_root(root)
-    if name in real_datasets.NAMES:
-        _check_options(name, options)
-        return real_datasets.load(name, root, split, timesteps, download)
-    if name in av_datasets.NAMES:
-        _check_options(name, options)
-        return av_datasets.load(name, root, split, timesteps)
-    arrays = read_cache(build(name, root, options=options), name)
-    return _Split(arrays, arrays[split], partial(_FRAMERS[name], timesteps=timesteps))
+    options = _check_options(name, options)
+    fraction = validation_fraction(name, options)
+    if split == "val" and fraction == 0:
+        raise UserError(f"dataset {name!r} has no validation split: set data.options.validation (the share of the training split to hold out)")
+    official = "train" if split == "val" else split
+    if name in real_datasets.NAMES or name in av_datasets.NAMES:
+        module = real_datasets if name in real_datasets.NAMES else av_datasets
+        dataset = module.load(name, root, official, timesteps, *([download] if module is real_datasets else []))
+        if official != "train" or fraction == 0:
+            return dataset
+        # Real datasets hold out a seeded share regardless of class: their labels are only known
+        # by reading every sample.
+        kept, held = holdout(np.zeros(len(dataset), dtype=np.int64), fraction)
+        return torch.utils.data.Subset(dataset, held if split == "val" else kept)
+    source = _VIEWS.get(name, name)
+    arrays = read_cache(build(name, root, options=options), source)
+    indices = arrays[official]
+    if official == "train" and fraction:
+        kept, held = holdout(arrays["labels"][indices], fraction)
+        indices = indices[held if split == "val" else kept]
+    framing = {key: value for key, value in options.items() if key in _FRAME_OPTIONS.get(name, ())}
+    if name in _POOLED:
+        framing["pool"] = indices
+    return _Split(arrays, indices, partial(_FRAMERS[name], timesteps=timesteps, **framing))
 
 
 def _check_root(root: str | Path) -> None:
@@ -122,7 +166,7 @@ def read_cache(path: Path, name: str) -> dict[str, np.ndarray]:
     samples = len(arrays["offsets"]) - 1 if "offsets" in arrays else len(arrays[_CACHE_ARRAYS[name][0]])
     if labels.ndim != 1 or len(labels) != samples:
         raise UserError(f"{damaged} ({len(labels)} labels for {samples} samples); {remedy}")
-    for split in SPLITS:
+    for split in ("train", "test"):  # the official split; `val` is held out of train on loading
         index = arrays[split]
         if index.ndim != 1 or index.dtype.kind not in "iu" or (index.size and not 0 <= index.min() <= index.max() < samples):
             raise UserError(f"{damaged} (split {split!r} does not index its {samples} samples); {remedy}")
@@ -138,9 +182,10 @@ def _first_line(e: Exception) -> str:
 
 
 def _check_options(name: str, options: dict | None) -> dict:
-    """The generator settings a dataset accepts: av-digits takes av_digits.Settings' fields."""
+    """The settings a dataset accepts: `validation` (any dataset), its generator's (av-digits
+    takes av_digits.Settings' fields) and its framer's (the temporal variants)."""
     options = dict(options or {})
-    allowed = _OPTIONS.get(name, {})
+    allowed = {"validation": float, **_OPTIONS.get(name, {})}
     for key, value in options.items():
         if key not in allowed:
             accepted = f"accepted: {', '.join(allowed)}" if allowed else "it takes none"
@@ -148,7 +193,17 @@ def _check_options(name: str, options: dict | None) -> dict:
         numeric = (int, float) if allowed[key] is float else allowed[key]  # YAML writes 1.0 as 1
         if not isinstance(value, numeric) or isinstance(value, bool):
             raise UserError(f"data.options.{key}: expected {allowed[key].__name__}, got {value!r}")
+    if not 0 <= options.get("validation", 0) < 1:
+        raise UserError(f"data.options.validation: the share held out of the training split must lie in [0, 1), got {options['validation']!r}")
+    for key in ("audio_shift", "visual_steps"):
+        if options.get(key, 1) < 0:
+            raise UserError(f"data.options.{key}: must be >= 0, got {options[key]!r}")
     return options
+
+
+def _generator_options(name: str, options: dict) -> dict:
+    """The options that change what `name`'s generator writes (the cache's name holds them)."""
+    return {key: value for key, value in options.items() if key != "validation" and key not in _FRAME_OPTIONS.get(name, ())}
 
 
 class _Split(torch.utils.data.Dataset):
@@ -328,6 +383,109 @@ def _frame_av(arrays: dict[str, np.ndarray], j: int, timesteps: int) -> tuple[to
     return audio.repeat(timesteps, 1, 1, 1), visual.repeat(timesteps, 1, 1, 1)
 
 
+# --- temporal variants: tasks that need time ----------------------------------------------------
+# In digits, event-digits and av-digits every timestep carries the whole sample, so temporal
+# attention has nothing to select and time alignment nothing to align. These views of the same
+# caches are framed so that time matters; every frame is a function of the sample, its split and
+# `seed` alone, so a sample reads the same in every epoch and run.
+
+_SMALL = 16  # the event variants' frames: the 32x32 sensor summed over 2x2 pixels, for small models
+_TILE = 4  # distractors: the 16x16 frame cut into 4x4 tiles of 4x4 pixels, the tiles shuffled
+_RECORDING_US = (len(_SACCADE_CORNERS) - 1) * _SACCADE_US
+
+
+def _count_frames(events: np.ndarray, bins: int, tiles: np.ndarray | None = None) -> np.ndarray:
+    """[bins, 2, 16, 16] event counts per polarity in `bins` equal time bins of the recording (as
+    tonic's ToFrame with n_time_bins, at half the resolution; done with one bincount because a
+    sample is framed many times per item). `tiles`, a permutation of the 16 tiles, scrambles the
+    digit's shape while keeping its strokes and event count: a distractor, not a digit."""
+    x, y = events["x"] // 2, events["y"] // 2
+    if tiles is not None:
+        moved = tiles[(y // _TILE) * (_SMALL // _TILE) + x // _TILE]
+        x = (moved % (_SMALL // _TILE)) * _TILE + x % _TILE
+        y = (moved // (_SMALL // _TILE)) * _TILE + y % _TILE
+    step = np.minimum(events["t"].astype(np.int64) * bins // (_RECORDING_US + 1), bins - 1)
+    index = ((step * 2 + events["p"].astype(np.int64)) * _SMALL + y) * _SMALL + x
+    return np.bincount(index, minlength=bins * 2 * _SMALL * _SMALL).reshape(bins, 2, _SMALL, _SMALL).astype(np.float32)
+
+
+def _events_of(arrays: dict[str, np.ndarray], j: int) -> np.ndarray:
+    return arrays["events"][arrays["offsets"][j] : arrays["offsets"][j + 1]]
+
+
+def _distractors(arrays, frames: np.ndarray, free: list[int], pool: np.ndarray, rng: np.random.Generator) -> None:
+    """Fill timesteps `free` of `frames` with tile-scrambled recordings of other samples of the split."""
+    for t in free:
+        frames[t] = _count_frames(_events_of(arrays, int(rng.choice(pool))), 1, rng.permutation((_SMALL // _TILE) ** 2))[0]
+
+
+def sparse_layout(rng: np.random.Generator, timesteps: int) -> tuple[int, int]:
+    """(onset, frames) of the digit in an event-digits-sparse sample; the first draws of its generator."""
+    shown = min(timesteps, 1 + int(rng.random() < 0.5))
+    return int(rng.integers(0, timesteps - shown + 1)), shown
+
+
+def order_layout(rng: np.random.Generator, timesteps: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((start, frames) of the first digit, (start, frames) of the second) in event-digits-order."""
+    n_first, n_second = (1 + int(rng.random() < 0.5) for _ in range(2))
+    start_first = int(rng.integers(0, timesteps - n_first - n_second + 1))
+    start_second = int(rng.integers(start_first + n_first, timesteps - n_second + 1))
+    return (start_first, n_first), (start_second, n_second)
+
+
+def _frame_sparse(arrays: dict[str, np.ndarray], j: int, timesteps: int, pool: np.ndarray, seed: int = 0) -> torch.Tensor:
+    """event-digits-sparse: the digit's recording squeezed into 1 or 2 consecutive frames at a
+    random time; every other frame a distractor (a scrambled recording of the same event count)."""
+    rng = np.random.default_rng([seed, j])
+    onset, shown = sparse_layout(rng, timesteps)
+    frames = np.empty((timesteps, 2, _SMALL, _SMALL), dtype=np.float32)
+    frames[onset : onset + shown] = _count_frames(_events_of(arrays, j), shown)
+    _distractors(arrays, frames, [t for t in range(timesteps) if not onset <= t < onset + shown], pool, rng)
+    return torch.from_numpy(frames)
+
+
+def _frame_order(arrays: dict[str, np.ndarray], j: int, timesteps: int, pool: np.ndarray, seed: int = 0) -> torch.Tensor:
+    """event-digits-order: two digits of different classes, one after the other (1 or 2 frames
+    each, at random times), distractors elsewhere; the label is the digit shown first, so a model
+    that does not know the order of its frames can do no better than a coin between the two."""
+    if timesteps < 4:
+        raise UserError(f"data.timesteps: event-digits-order shows two digits of up to 2 frames each, so it needs >= 4 timesteps, got {timesteps}")
+    rng = np.random.default_rng([seed, j])
+    (start_first, n_first), (start_second, n_second) = order_layout(rng, timesteps)
+    labels = arrays["labels"]
+    second = int(rng.choice(pool[labels[pool] != labels[j]]))
+    frames = np.empty((timesteps, 2, _SMALL, _SMALL), dtype=np.float32)
+    frames[start_first : start_first + n_first] = _count_frames(_events_of(arrays, j), n_first)
+    frames[start_second : start_second + n_second] = _count_frames(_events_of(arrays, second), n_second)
+    busy = set(range(start_first, start_first + n_first)) | set(range(start_second, start_second + n_second))
+    _distractors(arrays, frames, [t for t in range(timesteps) if t not in busy], pool, rng)
+    return torch.from_numpy(frames)
+
+
+_AUDIO_WINDOW = 8  # av-digits-seq: spectrogram columns per timestep
+
+
+def audio_windows(spectrogram: np.ndarray, timesteps: int) -> np.ndarray:
+    """[T, 1, MELS, 8]: the spectrogram's columns spread over T timesteps, window t starting at
+    round(t (FRAMES - 8) / (T - 1)) (touching windows at T = 4, half-overlapping at T = 8)."""
+    starts = np.rint(np.linspace(0, spectrogram.shape[-1] - _AUDIO_WINDOW, timesteps)).astype(int)
+    return np.stack([spectrogram[..., s : s + _AUDIO_WINDOW] for s in starts])
+
+
+def _frame_av_seq(arrays: dict[str, np.ndarray], j: int, timesteps: int, visual_steps: int = 2, audio_shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """av-digits-seq: the spectrogram spread over time (audio_windows), the image shown only at the
+    `visual_steps` timesteps where the word is loudest (a face is seen while it speaks), blank
+    elsewhere; `audio_shift` delays the audio by that many steps (its first window repeated in
+    front, the last ones dropped), so the informative audio and visual steps no longer coincide."""
+    windows = audio_windows(arrays["audio"][j], timesteps)
+    shown = np.argsort(-windows.mean((1, 2, 3)), kind="stable")[:visual_steps]
+    visual = np.zeros((timesteps, *arrays["visual"][j].shape), dtype=np.float32)
+    visual[shown] = arrays["visual"][j]
+    if audio_shift:
+        windows = np.concatenate([np.repeat(windows[:1], min(audio_shift, timesteps), 0), windows])[:timesteps]
+    return torch.from_numpy(np.ascontiguousarray(windows)), torch.from_numpy(visual)
+
+
 _BUILDERS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
     "digits": _build_digits,
     "event-digits": _build_event_digits,
@@ -337,7 +495,14 @@ _FRAMERS: dict[str, Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]] = {
     "digits": _frame_digits,
     "event-digits": _frame_events,
     "av-digits": _frame_av,
+    "event-digits-sparse": _frame_sparse,
+    "event-digits-order": _frame_order,
+    "av-digits-seq": _frame_av_seq,
 }
+_VIEWS = {"event-digits-sparse": "event-digits", "event-digits-order": "event-digits", "av-digits-seq": "av-digits"}
+_POOLED = ("event-digits-sparse", "event-digits-order")  # framers that draw other samples of the split
+# Options that change only how samples are framed, not the cache (they are not in its name).
+_FRAME_OPTIONS = {"event-digits-sparse": ("seed",), "event-digits-order": ("seed",), "av-digits-seq": ("visual_steps", "audio_shift")}
 _CACHE_ARRAYS: dict[str, tuple[str, ...]] = {  # what each builder writes, samples first
     "digits": ("images", "labels", "train", "test"),
     "event-digits": ("events", "offsets", "labels", "train", "test"),
@@ -345,4 +510,7 @@ _CACHE_ARRAYS: dict[str, tuple[str, ...]] = {  # what each builder writes, sampl
 }
 _OPTIONS: dict[str, dict[str, type]] = {
     "av-digits": {"visual_noise": float, "clips_per_digit": int, "seed": int},
+    "event-digits-sparse": {"seed": int},
+    "event-digits-order": {"seed": int},
+    "av-digits-seq": {"visual_noise": float, "clips_per_digit": int, "seed": int, "visual_steps": int, "audio_shift": int},
 }

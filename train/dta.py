@@ -147,7 +147,10 @@ class BasicBlockMS(nn.Module):
 
 
 class MSResNetDTA(nn.Module):
-    """Encoder conv + BN, LIF, the DTA block, residual stages, then LIF -> global pool -> linear per step."""
+    """Encoder conv + BN, LIF, the DTA block, residual stages, then LIF -> global pool -> linear per step.
+
+    attention "none" is the official DTA_OFF baseline: no LIF after the encoder, the current goes
+    to the residual stages."""
 
     def __init__(
         self,
@@ -166,8 +169,8 @@ class MSResNetDTA(nn.Module):
         super().__init__()
         self.conv_in = layers.Conv2d(input_shape[0], stem_channels, stem_kernel, stem_stride, padding=stem_kernel // 2, bias=False)
         self.bn_in = layers.BatchNorm2d(stem_channels)
-        self.lif_in = LIF(beta, threshold)
         self.dta = None if attention == "none" else DTA(timesteps, stem_channels, causal, attention)
+        self.lif_in = None if self.dta is None else LIF(beta, threshold)
         blocks: list[nn.Module] = []
         channels = stem_channels
         for out_channels, count, stride in stages:
@@ -182,8 +185,9 @@ class MSResNetDTA(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         current = self.bn_in(self.conv_in(x))
-        spikes = self.lif_in(current)
-        y = spikes if self.dta is None else self.dta(current, spikes)
+        # Without attention the blocks get the encoder's current, as the official DTA_OFF model
+        # does (DTA_SNN.py, _forward_impl): their first LIF spikes on it, their shortcut adds it.
+        y = current if self.dta is None else self.dta(current, self.lif_in(current))
         y = self.blocks(y)
         return self.fc(self.flatten(self.pool(self.lif_out(y))))
 

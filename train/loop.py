@@ -2,8 +2,9 @@
 
     runs/NAME/config.yaml      the resolved config
     runs/NAME/checkpoint.pt    written after every epoch (see checkpoint.py)
-    runs/NAME/metrics.jsonl    one line per epoch (audio-visual models add acc_fused, acc_audio,
-                               acc_visual, rho, k_audio, k_visual and the mean alpha per timestep)
+    runs/NAME/metrics.jsonl    one line per epoch (val_acc where the dataset has a `val` split;
+                               audio-visual models add acc_fused, acc_audio, acc_visual, rho,
+                               k_audio, k_visual, and alpha's mean and variance per timestep)
     runs/NAME/modalities.png   audio-visual models: the accuracy of each modality per epoch
 
 Training is deterministic for a seed on the CPU: the weights are initialised from the seed and
@@ -41,7 +42,7 @@ from spikeport.train.checkpoint import load_checkpoint, load_weights, save_check
 from spikeport.train.models import build_model
 from spikeport.train.curves import plot_modalities
 from spikeport.train.real_datasets import cutmix, mixup
-from spikeport.train.taaf import AudioVisualSNN, AVOutput, av_loss, coefficients, gradient_noise, modality_scores, modulate_gradients
+from spikeport.train.taaf import AudioVisualSNN, AVOutput, av_loss, coefficients, gradient_noise, modality_scores, modulate_gradients, modulates_in
 
 
 def model_for(config: Config) -> nn.Module:
@@ -75,7 +76,7 @@ def evaluate_modalities(model: AudioVisualSNN, loader: DataLoader, device: torch
     """An audio-visual model's imbalance on `loader`: fused accuracy, each modality's accuracy
     from its half of the classifier (as OGM-GE measures it), and the mean attention per timestep."""
     model.eval()
-    correct, alpha, seen = torch.zeros(3, dtype=torch.float64), 0.0, 0
+    correct, alpha, alpha_squares, seen = torch.zeros(3, dtype=torch.float64), 0.0, 0.0, 0
     with torch.no_grad():
         for x, y in loader:
             y = y.to(device)
@@ -83,9 +84,15 @@ def evaluate_modalities(model: AudioVisualSNN, loader: DataLoader, device: torch
             for i, logits in enumerate((out.logits, out.logits_audio, out.logits_visual)):
                 correct[i] += (logits.argmax(1) == y).sum().item()
             alpha = alpha + out.alpha_audio.sum(1).cpu().double()
+            alpha_squares = alpha_squares + out.alpha_audio.double().pow(2).sum(1).cpu()
             seen += len(y)
     accuracy = (correct / seen).tolist()
-    return {"acc_fused": accuracy[0], "acc_audio": accuracy[1], "acc_visual": accuracy[2], "alpha": [round(a, 6) for a in (alpha / seen).tolist()]}
+    mean = alpha / seen
+    spread = (alpha_squares / seen - mean**2).clamp_min(0)  # over samples: does attention depend on the input?
+    return {
+        "acc_fused": accuracy[0], "acc_audio": accuracy[1], "acc_visual": accuracy[2],
+        "alpha": [round(a, 6) for a in mean.tolist()], "alpha_var": [round(v, 8) for v in spread.tolist()],
+    }
 
 
 def _make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -228,11 +235,19 @@ def _train(config: Config, out: Path, device: str, resume: bool) -> list[dict]:
     train_set = datasets.load(config.data.name, config.data.root, "train", config.data.timesteps, options=config.data.options)
     test_set = datasets.load(config.data.name, config.data.root, "test", config.data.timesteps, options=config.data.options)
     test_loader = DataLoader(test_set, batch_size=config.data.batch_size)
+    val_loader = None  # the held-out share of the training split, for tuning (datasets.VALIDATION)
+    if datasets.validation_fraction(config.data.name, config.data.options):
+        val_set = datasets.load(config.data.name, config.data.root, "val", config.data.timesteps, options=config.data.options)
+        val_loader = DataLoader(val_set, batch_size=config.data.batch_size)
 
     torch.manual_seed(t.seed)
     model = model_for(config).to(device_)
     optimizer = _make_optimizer(config, model)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
+    schedule = (
+        torch.optim.lr_scheduler.StepLR(optimizer, t.step_size, 0.1)
+        if t.schedule == "step"
+        else torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
+    )
     use_amp = t.amp and device_.type == "cuda"
     scaler = torch.cuda.amp.GradScaler(enabled=use_amp)
 
@@ -292,7 +307,7 @@ def _train(config: Config, out: Path, device: str, resume: bool) -> list[dict]:
                         loss = ce * procs.world / len(batch)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
-                if noisy is not None:  # OGM(-GE): after the all-reduce, alike in every process
+                if noisy is not None and modulates_in(model, epoch):  # OGM(-GE): after the all-reduce, alike in every process
                     noise = torch.Generator(device_).manual_seed(t.seed * 100_003 + epoch * 10_007 + step)
                     modulate_gradients(model, *balance[-1][1:], noise=noisy, generator=noise)
                 scaler.step(optimizer)
@@ -304,6 +319,8 @@ def _train(config: Config, out: Path, device: str, resume: bool) -> list[dict]:
                 bar.update(task, advance=1, info=f"loss {loss_sum / seen:.4f}  acc {correct / seen:.3f}")
             bar.remove_task(task)
             metrics = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+            if val_loader is not None:
+                metrics["val_acc"] = evaluate(model, val_loader, device_)[1]
             if isinstance(model, AudioVisualSNN):
                 modalities = evaluate_modalities(model, test_loader, device_)
                 rho, k_audio, k_visual = np.mean(balance, axis=0).tolist()

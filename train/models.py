@@ -72,7 +72,8 @@ def dta_msresnet(
     depth 18 is DTA_SNN_18 (CIFAR, DVS: 3x3 stem, stages 128x3, 256x3/2, 512x2/2); depth 34 is
     DTA_SNN_34 (ImageNet: 7x7/2 stem, no max pool, stages 64x3, 128x4, 256x6/2, 512x3/2).
     `stages` ([[channels, blocks, stride], ...]) and `stem_channels` shrink it for small data;
-    `attention` is both | txa | tna | none (the ablation); `causal` makes it streamable.
+    `attention` is both | txa | tna | none (the official DTA_OFF baseline: the encoder's current,
+    not its spikes, goes to the stages); `causal` makes it streamable.
     """
     if depth not in DEPTHS:
         raise UserError(f"model.depth: must be one of {', '.join(map(str, DEPTHS))}, got {depth!r}")
@@ -98,6 +99,7 @@ def taaf_resnet(
     modulation: str = "loss",
     modulation_alpha: float = 0.8,
     unimodal_weight: float = 1.0,
+    modulation_window: list[int] | None = None,
     beta: float = 0.5,
     threshold: float = 1.0,
 ) -> nn.Module:
@@ -106,18 +108,24 @@ def taaf_resnet(
     Takes a two-input dataset (`audio` and `visual`, both T timesteps). The defaults are
     OGM-GE's ResNet18 and the spec's TAAF (d_k 128, alpha 0.8, beta 1); `widths` and `blocks`
     shrink it. `fusion` is taaf | concat | sum | ogm-ge, `modulation` (TAAF only) loss | gradient |
-    gradient-ge, `attention` timestep | modality, `causal` masks attention to past timesteps.
+    gradient-ge, `attention` timestep | modality | uniform, `causal` masks attention to past
+    timesteps. `modulation_window` [first, last] (0-based epochs, inclusive) limits gradient
+    modulation (ogm-ge, or TAAF's gradient modes) to those epochs, as OGM-GE's code does with
+    its 0 and 50; null modulates in every epoch.
     """
     if not isinstance(input_shape, dict) or set(input_shape) != {"audio", "visual"}:
         raise UserError(f"model.name: 'taaf-resnet' needs an audio-visual dataset (inputs audio and visual); this one has input {input_shape}")
     for key, value, allowed in (("fusion", fusion, FUSIONS), ("modulation", modulation, MODULATIONS), ("attention", attention, ATTENTIONS)):
         if value not in allowed:
             raise UserError(f"model.{key}: must be one of {', '.join(allowed)}, got {value!r}")
+    if modulation_window is not None and (len(modulation_window) != 2 or not 0 <= modulation_window[0] <= modulation_window[1]):
+        raise UserError(f"model.modulation_window: [first, last] epochs (0-based, first <= last) or null, got {modulation_window!r}")
     if not widths or min(widths) < 1 or blocks < 1:
         raise UserError(f"model.widths / model.blocks: positive integers needed, got {widths!r} / {blocks!r}")
     return AudioVisualSNN(
         tuple(input_shape["audio"]), tuple(input_shape["visual"]), num_classes, timesteps, timesteps, list(widths), blocks,
         fusion, attention, causal, key_size, beta, threshold, modulation, modulation_alpha, unimodal_weight,
+        None if modulation_window is None else tuple(modulation_window),
     )
 
 

@@ -19,12 +19,14 @@ is the design of ../shared/methods-spec.md section 2.3, built on OGM-GE's confir
 alpha (the attention) and k are detached, as OGM-GE detaches its coefficients. Options:
 `modulation` "loss" (the formula above, default) or "gradient" (OGM-GE-style: the dominant
 encoder's gradients scaled by k, plus Gaussian noise with "gradient-ge"); `attention`
-"timestep" (over fused timesteps, default) or "modality" (one Q/K head per modality, each
-modality's own alpha); `causal` (a causal mask: each query attends to timesteps at or before its
+"timestep" (over fused timesteps, default), "modality" (one Q/K head per modality, each
+modality's own alpha) or "uniform" (alpha_t = 1/T: the ablation that keeps the unimodal losses
+and k but has no attention); `causal` (a causal mask: each query attends to timesteps at or before its
 own; alpha_t still averages every query, later ones included, so the read-out still needs all T
 steps when deployed). Baseline fusions, trained on the fused cross-entropy alone: "concat", "sum" (OGM-GE's
 ConcatFusion / SumFusion on time-averaged features) and "ogm-ge" (concat fusion with OGM-GE's
-gradient modulation).
+gradient modulation, the official recipe: noise on both encoders' conv gradients, only in the
+epochs of `modulation_window`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from spikeport.train.neuron import LIF
 
 FUSIONS = ("taaf", "concat", "sum", "ogm-ge")
 MODULATIONS = ("loss", "gradient", "gradient-ge")
-ATTENTIONS = ("timestep", "modality")
+ATTENTIONS = ("timestep", "modality", "uniform")
 
 
 class SpikingBasicBlock(nn.Module):
@@ -131,7 +133,7 @@ class FusionHead(layers.TimeMixing):
         self.align = nn.Conv1d(timesteps_audio, timesteps_visual, 1, bias=False)
         with torch.no_grad():  # identity when T_a == T_v, else an even spread over time
             self.align.weight.copy_(torch.eye(timesteps_visual, timesteps_audio)[..., None] if timesteps_audio == timesteps_visual else torch.full_like(self.align.weight, 1 / timesteps_audio))
-        if fusion == "taaf":
+        if fusion == "taaf" and attention != "uniform":
             if attention == "timestep":
                 self.attention = TemporalAttention(2 * features, key_size, causal)
             else:
@@ -155,7 +157,7 @@ class FusionHead(layers.TimeMixing):
         f_a = self.align(f_a.transpose(0, 1)).transpose(0, 1)
         if self.fusion == "taaf" and self.attention_mode == "timestep":
             alpha_a = alpha_v = self.attention(torch.cat([f_a, f_v], -1))
-        elif self.fusion == "taaf":
+        elif self.fusion == "taaf" and self.attention_mode == "modality":
             alpha_a, alpha_v = self.attention_audio(f_a), self.attention_visual(f_v)
         else:
             alpha_a = alpha_v = torch.ones_like(f_v[..., 0]) / f_v.shape[0]
@@ -199,11 +201,13 @@ class AudioVisualSNN(nn.Module):
         modulation: str = "loss",
         modulation_alpha: float = 0.8,
         unimodal_weight: float = 1.0,
+        modulation_window: tuple[int, int] | None = None,
     ):
         super().__init__()
         self.fusion = fusion
         # How this model is trained (the loop reads them): see av_loss and modulate_gradients.
         self.modulation, self.modulation_alpha, self.unimodal_weight = modulation, modulation_alpha, unimodal_weight
+        self.modulation_window = modulation_window
         self.audio = SpikingResNet(audio_shape[0], widths, blocks, beta, threshold)
         self.visual = SpikingResNet(visual_shape[0], widths, blocks, beta, threshold)
         self.head = FusionHead(self.audio.features, num_classes, timesteps_audio, timesteps_visual, fusion, attention, causal, key_size)
@@ -287,11 +291,19 @@ def gradient_noise(model: AudioVisualSNN) -> bool | None:
     return None
 
 
+def modulates_in(model: AudioVisualSNN, epoch: int) -> bool:
+    """Whether gradients are modulated in `epoch` (0-based): OGM-GE's code modulates while
+    modulation_starts <= epoch <= modulation_ends (0 and 50 by default), not after."""
+    window = model.modulation_window
+    return window is None or window[0] <= epoch <= window[1]
+
+
 def modulate_gradients(model: AudioVisualSNN, k_audio: float, k_visual: float, noise: bool, generator: torch.Generator | None = None) -> None:
     """OGM(-GE): scale the conv weight gradients of each encoder by its k (after backward, before
-    the optimizer step); with `noise`, add N(0, std of the original gradient) as OGM-GE does."""
+    the optimizer step); with `noise`, add N(0, std of the original gradient) to both encoders'
+    conv gradients, the suppressed one and the other (k = 1), as OGM-GE's main.py does."""
     for encoder, k in ((model.audio, k_audio), (model.visual, k_visual)):
-        if k == 1.0:
+        if k == 1.0 and not noise:
             continue
         for p in encoder.parameters():
             if p.grad is None or p.dim() != 4:
