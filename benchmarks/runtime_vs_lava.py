@@ -51,7 +51,8 @@ from spikeport.export.exporter import export
 from spikeport.export.loihi import input_bias, read_loihi_json
 from spikeport.export.lower import fold_avgpool
 from spikeport.io import write_json
-from spikeport.runtime.loihi_fixed import from_lava_order, read_netx, simulate_netx
+from spikeport.export.netx_read import read_netx
+from spikeport.runtime.loihi_fixed import from_lava_order, simulate_netx
 from spikeport.runtime.reference import NIRExecutor
 from spikeport.runtime.simulate import (
     load_inputs,

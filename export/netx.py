@@ -1,4 +1,5 @@
-"""model.net: a lowered NIR chain and its Loihi integers as a lava-dl netx HDF5 network.
+"""model.net: a lowered NIR chain and its Loihi integers as a lava-dl netx HDF5 network (read back,
+as lava-dl's own files are, by export/netx_read.py).
 
 The layout is the one lava-dl's own networks use and `lava.lib.dl.netx.hdf5.Network` reads
 (compare ../shared/peer-tests/lava-dl/pilotnet_lif/network.net):

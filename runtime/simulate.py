@@ -45,7 +45,7 @@ class Target:
     export_dir: Path | None
     nir_graph: nir.NIRGraph | None  # for a bare .nir file
     dt: float | None = None  # for a bare .nir file without dt in its metadata
-    netx: object | None = None  # runtime.loihi_fixed.NetxNetwork, for a lava-dl .net file
+    netx: object | None = None  # export.netx_read.NetxNetwork, for a lava-dl .net file
     source: Path | None = None  # the file that defines the deployment: its manifest.json, or the .nir / .net
 
 
@@ -112,7 +112,7 @@ def resolve_target(target: str | Path) -> Target:
     if target.suffix == ".nir":
         return Target(target.parent, None, None, read_nir(target), source=target)
     if target.suffix == ".net":
-        from spikeport.runtime.loihi_fixed import read_netx
+        from spikeport.export.netx_read import read_netx
 
         return Target(target.parent, None, None, None, netx=read_netx(target), source=target)
     if not target.exists():
@@ -392,7 +392,8 @@ def fixed_point_spikes(target: Target, inputs: dict[str, np.ndarray], device: to
         spikes, _ = run_netx_fixed(path, fp.window_bias(), fp.window)
         spikes = _sample_steps(spikes, fp.timesteps)
     else:
-        from spikeport.runtime.loihi_fixed import read_netx, simulate_netx
+        from spikeport.export.netx_read import read_netx
+        from spikeport.runtime.loihi_fixed import simulate_netx
 
         records = simulate_netx(read_netx(path), bias=fp.bias, steps=fp.window, aligned=True, device=device, record=("s",))
         spikes = [record.s.cpu().numpy() for record in records]
@@ -474,7 +475,8 @@ def _run_netx_file(network, x: np.ndarray, device: torch.device) -> SimResult:
 
 def run_reference_loihi(target: Target, inputs: dict[str, np.ndarray], device: torch.device) -> SimResult:
     """Lava's fixed-point arithmetic in batched torch (runtime/loihi_fixed.py) on the export's model.net."""
-    from spikeport.runtime.loihi_fixed import read_netx, simulate_netx
+    from spikeport.export.netx_read import read_netx
+    from spikeport.runtime.loihi_fixed import simulate_netx
 
     if target.netx is not None:
         return _run_netx_file(target.netx, next(iter(inputs.values())), device)

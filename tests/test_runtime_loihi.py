@@ -14,15 +14,8 @@ import pytest
 import torch
 from conftest import needs_shared
 from lava_env import in_lava
-from spikeport.runtime.loihi_fixed import (
-    MAX_ELEMENTS,
-    dense_block,
-    from_lava_order,
-    lava_order,
-    netx_dense_weights,
-    read_netx,
-    simulate_netx,
-)
+from spikeport.export.netx_read import MAX_ELEMENTS, dense_block, netx_dense_weights, read_netx
+from spikeport.runtime.loihi_fixed import from_lava_order, lava_order, simulate_netx
 
 from spikeport.errors import UserError
 
@@ -486,7 +479,8 @@ def test_neuron_step_equals_lavas_model_at_the_extremes():
     """Our LIF step against lava.proc.lif.models.PyLifModelBitAcc itself, with int32 and 24-bit wraps, clipping, int16 bias."""
     import math
 
-    from spikeport.runtime.loihi_fixed import Neuron, _Lif, _wrap16, _wrap32
+    from spikeport.export.netx_read import Neuron
+    from spikeport.runtime.loihi_fixed import _Lif, _wrap16, _wrap32
 
     rng = np.random.default_rng(2)
     n, steps = 4000, 6
@@ -526,7 +520,8 @@ def test_neuron_step_equals_lavas_model_at_the_extremes():
 def test_narrow_neuron_step_equals_lavas_model_from_rest():
     """The int32 path (taken where the bounds rule out every wrap) and the shift path of power-of-two
     decays (beta 0.5: dv 2048), against PyLifModelBitAcc from rest with activations within bound."""
-    from spikeport.runtime.loihi_fixed import Neuron, _Lif
+    from spikeport.export.netx_read import Neuron
+    from spikeport.runtime.loihi_fixed import _Lif
 
     rng = np.random.default_rng(3)
     n, a_bound, steps = 4000, 2**14, 12
@@ -566,7 +561,8 @@ for _c, ((_stride, _padding, _dilation), _groups) in enumerate(zip(geometry.toli
 @pytest.mark.lava
 def test_conv_synapse_equals_lavas_conv_after_netxs_kernel_transform():
     """Our conv (torch layout) against lava.proc.conv.utils.conv + signed_clamp(24) on netx's flipped (x, y, c) kernel."""
-    from spikeport.runtime.loihi_fixed import Block, Neuron, _Synapse
+    from spikeport.export.netx_read import Block, Neuron
+    from spikeport.runtime.loihi_fixed import _Synapse
 
     rng = np.random.default_rng(3)
     cases = [

@@ -212,7 +212,7 @@ def run_nir(content: bytes) -> None:
 
 def run_netx(content: bytes) -> None:
     """A netx file as `spikeport simulate FILE.net --mode loihi` reads and runs it."""
-    from spikeport.runtime.loihi_fixed import read_netx
+    from spikeport.export.netx_read import read_netx
 
     in_file(".net", content, lambda path: simulated(path, {"input": read_netx(path).input_shape}, "reference", "loihi"))
 
