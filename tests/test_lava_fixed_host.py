@@ -22,6 +22,7 @@ from test_export import Gated
 SAMPLES, T = 3, 4
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("over_time", [True, False])
 def test_gated_fixed_point_in_lava_equals_the_emulator(over_time, tmp_path):
     torch.manual_seed(0)

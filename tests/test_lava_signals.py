@@ -1,7 +1,8 @@
 """SIGTERM or SIGHUP to `spikeport simulate --backend lava` (a real process) ends every Lava process
-and releases their shared memory (issue 19). Lava runs in its own process group (runtime/lava_runner.py),
-so a signal to spikeport alone reaches none of them; before the fix they outlived spikeport, orphaned,
-with their /dev/shm segments. Ctrl-C to the terminal's group is KeyboardInterrupt, handled as any error.
+and releases their shared memory (issue 19). Lava runs in the Lava worker, a separate interpreter
+leading a process group of its own (runtime/lava/sandbox.py), and Lava forks its processes from it,
+so a signal to spikeport alone reaches none of them; without the sandbox's handling they would
+outlive spikeport, orphaned, with their /dev/shm segments. Ctrl-C to the terminal's group is KeyboardInterrupt, handled as any error.
 
 Only this run's processes and segments are looked at (the group Lava runs in, the segments its
 members map), so other programs on the machine do not disturb the check."""
@@ -19,6 +20,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from spikeport.runtime.lava.sandbox import WORKER
+
+pytestmark = pytest.mark.lava
+
 
 def members(group: int) -> list[int]:
     found = []
@@ -29,6 +34,13 @@ def members(group: int) -> list[int]:
         except (ProcessLookupError, psutil.Error):
             pass
     return found
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return []  # gone meanwhile
 
 
 def mapped_segments(group: int) -> set[Path]:
@@ -50,6 +62,7 @@ def test_a_signal_to_spikeport_ends_every_lava_process_and_frees_its_shared_memo
     process = subprocess.Popen(
         [sys.executable, "-m", "spikeport.cli", "simulate", run, "--backend", "lava", "--samples", "300"],
         env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(ending, signal.SIG_DFL),  # as from a terminal, even where pytest runs under nohup
     )
     spikeport = psutil.Process(process.pid)
     deadline = time.monotonic() + 180
@@ -62,9 +75,13 @@ def test_a_signal_to_spikeport_ends_every_lava_process_and_frees_its_shared_memo
             (group,) = groups
             segments = mapped_segments(group)
         time.sleep(0.05)
-    # the sandbox's child leads the group; with the channels mapped, at least one Lava process is up
-    # beside it (how many more are started by then varies with the machine's load)
-    assert len(members(group)) >= 2
+    # the worker (the Lava environment's Python running worker/main.py) leads the group, and with
+    # the channels mapped at least one fork of it (Lava forks its runtime's processes) is up beside
+    # it: a signal that reached the worker alone would leave that one behind. (How many more are
+    # started by then varies with the machine's load.)
+    worker = cmdline(group)
+    assert str(WORKER) in worker and str(sys.executable) not in worker
+    assert [pid for pid in members(group) if pid != group and cmdline(pid) == worker]
 
     process.send_signal(ending)
     assert process.wait(60) == -ending, "spikeport ends by the signal, as it would have without Lava"
