@@ -39,6 +39,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import h5py
@@ -58,14 +59,23 @@ READOUT_NEURON = {
     "vDecay": 4096,
     "vThMant": 1 << 17,
 }  # netx's default, 1 << 18 - 1
-NEURON_TYPES = ("LOIHI", "CUBA")
+NEURON_TYPES = ("LOIHI", "CUBA", "SDNN")
 RUNS = ("input", "conv", "dense", "flatten")
-
+SDNN_MESSAGE_BITS = 16  # netx's default for SDNN neurons: their messages are graded
+SDNN_STATE_EXP = 6  # netx: state_exp of every Delta/SigmaDelta
+SDNN_SPIKE_EXP = 6  # netx.hdf5.Network(spike_exp=6), its default
+SDNN_MODELS = ("Delta", "SigmaDelta", "Sigma")
 
 
 @dataclass
 class Neuron:
-    """A Lava LIF layer as netx configures it (integers exactly as Lava holds them)."""
+    """A layer's neurons as netx configures them (integers exactly as Lava holds them).
+
+    model "LIF" (netx's 'LOIHI'/'CUBA'), or for netx's 'SDNN' the Lava process netx makes of it:
+    "Delta" (an input layer), "Sigma" (a layer with `sigma_output`), "SigmaDelta" (the others).
+    A sigma-delta neuron uses vth (vThMant) and bias_mant (netx's `bias`), both of which Lava's
+    processes scale by 2**(spike_exp + state_exp); du, dv and bias_exp are LIF's.
+    """
 
     du: int  # iDecay - 1 (-1 for netx's read-out integrator: the current never decays)
     dv: int  # vDecay
@@ -77,11 +87,16 @@ class Neuron:
     message_bits: int = (
         0  # netx's messageBits (graded spikes); a LIF's spikes are 0/1 either way
     )
+    model: str = "LIF"
+
+    @property
+    def sigma_delta(self) -> bool:
+        return self.model in SDNN_MODELS
 
 
 @dataclass
 class Block:
-    """One netx block: an input layer (LIF only) or a synapse (dense/conv) and the LIF it feeds."""
+    """One netx block: an input layer (neurons only) or a synapse (dense/conv) and the neurons it feeds."""
 
     name: str  # the HDF5 group, e.g. "layer/3"
     kind: str  # "input", "dense" or "conv"
@@ -111,9 +126,8 @@ class Block:
 class NetxNetwork:
     path: str
     blocks: list[Block]
-    input_shape: tuple[
-        int, ...
-    ]  # what the first block reads: its own shape for an input layer, else the external spikes' shape
+    input_shape: tuple[int, ...] | None  # what the first block reads: its own shape for an input layer, else the external
+    # input's shape; None (and no blocks) where the file leaves it to the input (read_netx's defer_input_shape)
 
     @property
     def has_input_layer(self) -> bool:
@@ -121,17 +135,29 @@ class NetxNetwork:
 
 
 
-def read_netx(path: str | os.PathLike) -> NetxNetwork:
+def read_netx(path: str | os.PathLike, input_shape: Sequence[int] | None = None, defer_input_shape: bool = False) -> NetxNetwork:
     """The netx HDF5 file at `path` as the integers Lava runs; UserError for what cannot be run.
+
+    `input_shape` ((C, H, W) or (N,)) is what netx.hdf5.Network's `input_shape` is (in torch's
+    order here): the shape of the external input of a file without an input layer, as lava-dl's
+    SLAYER exports are (they start with a dense or conv block). A file that needs it and lacks it
+    (a conv first) is refused naming the layer, or with `defer_input_shape` returned with no
+    blocks and input_shape None, for the caller to read again once the input is known (`spikeport
+    simulate` takes it from --input); a file that declares its own must agree with `input_shape`.
     Links and storage outside the file are refused before any data is read (readers.check_hdf5)."""
     check_hdf5(path, "netx HDF5")
+    if input_shape is not None:
+        given = tuple(int(d) for d in input_shape)
+        if not 1 <= len(given) <= 3 or min(given) < 1 or math.prod(given) > MAX_ELEMENTS:
+            raise UserError(f"{path}: input shape {list(given)} is not 1 to 3 positive sizes of at most {MAX_ELEMENTS} neurons")
+        input_shape = given
     try:
-        return _read_netx(str(path))
+        return _read_netx(str(path), input_shape, defer_input_shape)
     except (OSError, RuntimeError, KeyError) as e:  # h5py on a damaged file: bad object headers, links past the end
         raise UserError(f"{path}: not a readable netx HDF5 file ({e})") from None
 
 
-def _read_netx(path: str) -> NetxNetwork:
+def _read_netx(path: str, given: tuple[int, ...] | None, defer: bool) -> NetxNetwork:
     try:
         f = h5py.File(path, "r")
     except (OSError, ValueError) as e:
@@ -151,7 +177,7 @@ def _read_netx(path: str) -> NetxNetwork:
         if not keys:
             raise UserError(f"{path}: layer: no layers")
         blocks: list[Block] = []
-        input_shape: tuple[int, ...] | None = None
+        input_shape: tuple[int, ...] | None = given
         flatten_next = False
         for i in range(len(keys)):
             name = f"layer/{i}"
@@ -166,18 +192,23 @@ def _read_netx(path: str) -> NetxNetwork:
                         f"{path}: {name}/type: an input layer after other layers; netx chains them only first"
                     )
                 shape = reader.shape(group, name)
+                if given is not None and given != shape:
+                    raise UserError(f"{path}: {name}/shape: the input layer takes {list(shape)}; the input given has shape {list(given)}")
                 if "neuron" in group:
                     neuron = reader.neuron(
-                        group["neuron"], f"{name}/neuron", shape, bias=None
+                        group["neuron"], f"{name}/neuron", shape, bias=None, input=True
                     )
                     blocks.append(Block(name, "input", shape, neuron))
                 input_shape = shape
             elif kind == "flatten":
                 flatten_next = True
             elif kind == "conv":
+                if prev_shape is None and defer:
+                    return NetxNetwork(path=path, blocks=[], input_shape=None)
                 if prev_shape is None:
                     raise UserError(
-                        f"{path}: {name}: a conv layer with no input shape before it (netx cannot infer it)"
+                        f"{path}: {name}: a conv layer with no input layer before it; its input shape (C, H, W) comes from the "
+                        "input (spikeport simulate --input FILE.npz, or read_netx(path, input_shape=...))"
                     )
                 blocks.append(reader.conv(group, name, prev_shape))
                 flatten_next = False
@@ -335,8 +366,10 @@ class _Reader:
         return shape
 
     def neuron(
-        self, group, where: str, shape: tuple[int, ...], bias: np.ndarray | None
+        self, group, where: str, shape: tuple[int, ...], bias: np.ndarray | None, input: bool = False
     ) -> Neuron:
+        if isinstance(group, h5py.Group) and self.string(group, "type", where) == "SDNN":
+            return self.sigma_delta(group, where, shape, bias, input)
         if isinstance(group, dict):  # netx's default read-out
             config = group
             kind = config["type"]
@@ -368,6 +401,24 @@ class _Reader:
             bias_mant=bias_mant,
             message_bits=int(config.get("messageBits", 0)),
         )
+
+    def sigma_delta(self, group: h5py.Group, where: str, shape: tuple[int, ...], bias: np.ndarray | None, input: bool) -> Neuron:
+        """netx's get_neuron_params for 'SDNN': Delta for an input layer, Sigma with `sigma_output`,
+        else SigmaDelta (its activation is ReLU whatever `activation` says: netx does not read it,
+        nor cum_error; reset_interval does not apply to them)."""
+        if "delay" in group:
+            raise self.fail(f"{where}/delay", "axonal delays are not supported")
+        model = "Delta" if input else "Sigma" if "sigma_output" in group else "SigmaDelta"
+        vth = 0
+        if model != "Sigma":  # vThMant << (spike_exp + state_exp) is Lava's int32 threshold
+            vth = self.int(group, "vThMant", where, 0, (2**31 - 1) >> (SDNN_SPIKE_EXP + SDNN_STATE_EXP))
+        bits = self.int(group, "messageBits", where, 1, 32) if "messageBits" in group else SDNN_MESSAGE_BITS
+        bias_mant = None
+        if bias is not None:
+            if model == "Sigma":
+                raise self.fail(f"{where.rsplit('/', 1)[0]}/bias", "a sigma_output neuron (netx's Sigma) takes no bias; netx fails on it")
+            bias_mant = _broadcast_bias(bias, shape, self, where.rsplit("/", 1)[0])
+        return Neuron(du=0, dv=0, vth=vth, bias_mant=bias_mant, bias_exp=0, message_bits=bits, model=model)
 
     def conv(self, group: h5py.Group, name: str, input_shape: tuple[int, ...]) -> Block:
         if len(input_shape) != 3:

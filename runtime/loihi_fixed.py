@@ -18,6 +18,11 @@ where wrap24 is Lava's (asymmetric, single) wrap: x - 2**24 if x > 2**23, x + 2*
 Spikes of LIF neurons are 0/1 whatever messageBits says (graded spikes only change the synapse's
 input type, and a LIF sends booleans), so `message_bits` is recorded but changes nothing here.
 
+Sigma-delta (netx's 'SDNN') blocks send graded messages, int32 values, one step later to the next
+synapse like spikes; their neurons are Lava's fixed-point Delta / SigmaDelta / Sigma (class
+_SigmaDelta), and a graded dense sum wraps in int32 before its exponent shift. lava-dl's PilotNet
+SDNN reproduces its ground truth bit for bit (tests/test_netx_sdnn.py).
+
 Records are aligned to Lava's steps: index k of the time axis is Lava's time_step k + 1, the value
 a probe (or a RingBuffer sink, or `var.get()` after k + 1 steps) shows. Shapes are torch's
 (C, H, W) or (N,); `lava_order` turns a record into Lava's (X, Y, Z) = (W, H, C) order. With
@@ -34,9 +39,10 @@ run in int32 and skip the wraps (exact: the wraps would change nothing); decays 
 Sums are computed as float32 (float64 where a row's sum of |weights| times the largest input
 reaches 2**24) and are exact integers; TF32 is switched off on CUDA while they run. int32 wraps
 follow numpy's types in Lava: a binary dense sum accumulates in int64 and is wrapped after the
-exponent shift (the int32 channel), a graded one (input_message_bits > 0, external input only: a
-LIF sends 0/1) is wrapped before it (both compared with Lava's Dense model by a test); conv sums
-that could exceed int32 are refused (Lava's float-to-int32 conversion is undefined there).
+exponent shift (the int32 channel), a graded one (input_message_bits > 0: external input, or a
+sigma-delta block's messages) is wrapped before it (both compared with Lava's Dense model by a test); conv sums
+that exceed int32 are refused (Lava's float-to-int32 conversion is undefined there). The bounds
+of graded inputs are their own largest values, known block by block.
 
 Limits: records of more than 4 * MAX_ELEMENTS values are refused (record fewer layers or states).
 """
@@ -56,7 +62,8 @@ from torch import Tensor
 
 from spikeport.errors import UserError
 from spikeport.export.lower import topological_order
-from spikeport.export.netx_read import DECAY_UNITY, MAX_ELEMENTS, NETX_BIAS_EXP, Block, NetxNetwork, Neuron
+from spikeport.export.netx_read import (DECAY_UNITY, MAX_ELEMENTS, NETX_BIAS_EXP, SDNN_SPIKE_EXP, SDNN_STATE_EXP, Block, NetxNetwork,
+                                        Neuron)
 
 DECAY_SHIFT = 12  # DECAY_UNITY = 1 << DECAY_SHIFT
 ACT_SHIFT = 6
@@ -141,10 +148,7 @@ class _Synapse:
             raise UserError(
                 f"{block.name}: weighted sums up to {bound} are beyond what this runtime computes exactly (2**53)"
             )
-        if block.kind == "conv" and bound >= 2**31:
-            raise UserError(
-                f"{block.name}: conv sums up to {bound} exceed int32, where Lava's float-to-int32 conversion is undefined"
-            )
+        self.check_int32 = block.kind == "conv" and bound >= 2**31  # checked on the sums themselves
         # every partial sum of integer inputs times integer weights is an integer: float32 is exact below 2**24
         self.dtype = torch.float32 if bound < 2**24 else torch.float64
         self.bound = bound
@@ -178,7 +182,10 @@ class _Synapse:
                 padding=b.padding,
                 dilation=b.dilation,
                 groups=b.groups,
-            ).to(torch.int32)  # conv sums beyond int32 are refused in __init__
+            )
+        if self.check_int32 and a.numel() and float(a.abs().max()) >= 2**31:
+            raise UserError(f"{b.name}: conv sums reach {float(a.abs().max()):.0f}, beyond int32, where Lava's float-to-int32 conversion is undefined")
+        a = a.to(torch.int32)
         if self.bound < 1 << 23:
             return a
         # lava.proc.conv.utils.signed_clamp(x, bits=24)
@@ -213,6 +220,7 @@ def simulate_netx(
     record: Iterable[str] | dict[int, Iterable[str]] = ("u", "v", "s"),
     layers: Sequence[int] | None = None,
     aligned: bool = False,
+    a_in=None,
 ) -> list[LayerRecord]:
     """Run `network` for `steps` Lava steps on a batch; returns one LayerRecord per block (or per index in `layers`).
 
@@ -221,6 +229,9 @@ def simulate_netx(
     spikes: input spikes of a network whose first block is a synapse: [B, T, *input_shape], where
         index k is what the first synapse receives at Lava step k + 1 (a RingBuffer source's
         data[..., k]); non-zero is a spike unless the input is graded (input_message_bits > 0).
+    a_in: the input of a sigma-delta input layer (netx's Delta): [B, T, *shape] int32 values, index
+        k what its a_in receives at step k + 1 (a RingBuffer source connected to
+        `net.in_layer.neuron.a_in`, as lava-dl's PilotNet SDNN test drives it).
     reset_interval, reset_offset: as netx.hdf5.Network's.
     record: any of "u", "v", "s", for every block in `layers`; or {block index: states}, to record
         different states of different blocks (those blocks only, in that order; no `layers` then).
@@ -229,7 +240,12 @@ def simulate_netx(
         steps (K: the blocks after the first). Its records are [B, steps - K, ...], index j being
         step i + j, the sample's timestep j; a per-step input needs only those steps - K steps. The steps it skips, before a block's reset, hold
         only the pipeline's fill and cannot reach any later step: this is exact, and costs what
-        steps - K dense passes cost.
+        steps - K dense passes cost. With sigma-delta blocks (which never reset and whose bias acts
+        from step 1) every block runs all steps from a fresh state and the records are the same
+        steps i + 1 .. i + steps - K.
+
+    Records of a sigma-delta block: s the graded messages it sends (int32), u its sigma (a Delta:
+    its scaled input), v its activation (class _SigmaDelta).
     """
     if isinstance(record, dict):
         if layers is not None:
@@ -246,13 +262,30 @@ def simulate_netx(
         raise UserError(f"reset_interval: {reset_interval!r} is not a positive integer")
     device = torch.device(device)
     blocks = network.blocks
+    if network.input_shape is None:
+        raise UserError(f"{network.path}: its input shape is not read yet; read it with read_netx(path, input_shape=(C, H, W))")
     first = blocks[0]
     if aligned and (reset_interval is not None or reset_offset != 0):
         raise UserError("aligned: one window per sample of `steps` steps; pass no reset_interval or reset_offset")
 
+    sdnn = any(b.neuron.sigma_delta for b in blocks)
     drive, per_step = None, False
     ext, ext_steps = None, None
-    if first.kind == "input":
+    if first.kind == "input" and first.neuron.model == "Delta":
+        if bias is not None or spikes is not None:
+            raise UserError(f"{network.path}: its input layer {first.name} is sigma-delta, driven through its a_in; pass a_in=, not bias= or spikes=")
+        if a_in is None:
+            raise UserError(f"{network.path}: the sigma-delta input layer {first.name} is driven through its a_in; pass a_in=[B, T, *{list(first.shape)}]")
+        ext = _as_int_tensor(a_in, device, "a_in")
+        if ext.ndim != len(first.shape) + 2 or tuple(ext.shape[2:]) != first.shape:
+            raise UserError(f"a_in: shape {tuple(ext.shape)}; expected [B, T, *{list(first.shape)}]")
+        if ext.numel() and max(-int(ext.min()), int(ext.max())) >= 2**31:
+            raise UserError("a_in: values beyond int32, which is what Lava's RingBuffer sends into the input layer")
+        batch, ext_steps = ext.shape[0], ext.shape[1]
+    elif a_in is not None:
+        raise UserError(f"{network.path}: a_in= drives a sigma-delta input layer only; its first block {first.name} takes "
+                        + ("bias=" if first.kind == "input" else "spikes="))
+    elif first.kind == "input":
         if spikes is not None:
             raise UserError(
                 f"{network.path}: starts with an input layer, driven by its bias; pass bias=, not spikes="
@@ -317,77 +350,65 @@ def simulate_netx(
             f"{4 * MAX_ELEMENTS}; record fewer layers or states, or split the batch"
         )
 
-    input_max = 1 if ext is None or ext.numel() == 0 else max(1, *(abs(int(x)) for x in torch.aminmax(ext)))
-    synapses = [
-        None if b.kind == "input" else _Synapse(b, device, input_max if i == 0 else 1)
-        for i, b in enumerate(blocks)
-    ]
-    lifs = []
-    for i, b in enumerate(blocks):
-        bias_bound = 0
-        if b.kind == "input":
-            a_bound = 0
-            bias_bound = drive_bound
-        else:
-            a_bound = synapses[i].bound
-            if b.kind == "conv":
-                a_bound = min(a_bound, 1 << 23)  # signed_clamp to 24 bits
-            elif a_bound >= 2**31:
-                a_bound = math.inf  # the int32 sum may wrap
-            elif b.weight_exp > 0:
-                a_bound = (
-                    a_bound << b.weight_exp
-                    if a_bound << b.weight_exp < 2**31
-                    else math.inf
-                )
-            else:
-                a_bound = (a_bound >> -b.weight_exp) + 1
-            if b.neuron.bias_mant is not None and np.size(b.neuron.bias_mant):
-                mant = (
-                    (np.asarray(b.neuron.bias_mant, dtype=np.int64) + (1 << 15))
-                    & 0xFFFF
-                ) - (1 << 15)  # int16
-                bias_bound = int(np.abs(mant).max()) << max(b.neuron.bias_exp, 0)
-        lifs.append(_Lif(b.neuron, a_bound, bias_bound))
+    window = None  # aligned on a network with sigma-delta blocks: every block from step 1, records sliced
+    if aligned and sdnn:
+        # A sigma-delta neuron never resets (netx ignores reset_interval for it) and its bias drives
+        # it from step 1, so no step of a block can be skipped: all blocks run from a fresh state
+        # for all steps (the LIF blocks reset at the window's start as aligned ones do), and block
+        # i's records are its steps i + 1 .. i + steps - K, as the aligned ones are.
+        window, aligned, reset_interval = length, False, steps
+        if per_step and drive.shape[1] < steps:  # the unread steps after the sample's own
+            drive = torch.cat([drive, drive[:, -1:].expand(-1, steps - drive.shape[1], *drive.shape[2:])], dim=1)
     offsets = None
     if reset_interval is not None:
         offsets = [(reset_offset + 1 + i) % reset_interval for i in range(len(blocks))]
-    # Block by block: the network is a chain, so block i's spikes at every step are known before
+    # Block by block: the network is a chain, so block i's output at every step is known before
     # block i + 1 runs; its synapse then sees many steps in one batched call (a chunk of steps at a
-    # time, to bound memory) and only the neuron's recurrence loops over steps.
+    # time, to bound memory) and only the neuron's recurrence loops over steps. Each synapse's
+    # bounds come from the values it reads (0/1 spikes, or graded messages), known by then.
     last = max(chosen, default=-1)  # blocks after the last recorded one need not run
-    source, source_first = ext, 0  # the spikes the next synapse reads [B, steps, ...], the step of index 0
+    source, source_first = ext, 0  # what the next synapse reads [B, steps, ...], the step of index 0
     out: dict[int, dict[str, Tensor]] = {}
     for i, b in enumerate(blocks[: last + 1]):
         first_step = i if aligned else 0  # aligned: the block's reset step, where its sample begins
         n = length if aligned else steps
-        lif = lifs[i]
-        u = torch.zeros((batch, *b.shape), dtype=lif.dtype, device=device)
-        v = u.clone()
-        bias_term, bias_scale = None, 1
-        if b.kind == "input":
-            bias_scale = drive_scale
-        elif b.neuron.bias_mant is not None:
-            bm = torch.as_tensor(np.array(b.neuron.bias_mant, dtype=np.int64), device=device)
-            shift = b.neuron.bias_exp
-            bias_term = (_wrap32(_wrap16(bm) << shift) if shift >= 0 else _wrap16(bm) >> -shift).to(lif.dtype)
-        spikes_out = torch.empty((batch, n, *b.shape), dtype=torch.uint8, device=device)
+        synapse = None if b.kind == "input" else _Synapse(b, device, _input_bound(source))
+        graded_out = b.neuron.sigma_delta
+        if graded_out:
+            neuron, state = _SigmaDelta(b.neuron, device), {}
+        else:
+            lif = _lif_for(b, synapse, drive_bound)
+            u = torch.zeros((batch, *b.shape), dtype=lif.dtype, device=device)
+            v = u.clone()
+            bias_term, bias_scale = None, 1
+            if b.kind == "input":
+                bias_scale = drive_scale
+            elif b.neuron.bias_mant is not None:
+                bm = torch.as_tensor(np.array(b.neuron.bias_mant, dtype=np.int64), device=device)
+                shift = b.neuron.bias_exp
+                bias_term = (_wrap32(_wrap16(bm) << shift) if shift >= 0 else _wrap16(bm) >> -shift).to(lif.dtype)
+        spikes_out = torch.empty((batch, n, *b.shape), dtype=torch.int32 if graded_out else torch.uint8, device=device)
         rec = {k: torch.empty((batch, n, *b.shape), dtype=torch.int32, device=device) for k in wanted.get(i, set()) - {"s"}}
         chunk = max(1, CHUNK_ELEMENTS // max(1, batch * math.prod(b.shape)))
         for j0 in range(0, n, chunk):
             c = min(chunk, n - j0)
-            if b.kind == "input":
-                a = None
-            else:  # Lava's a_buff: the synapse's output at step k is of the spikes sent at step k - 1
+            if b.kind == "input":  # a LIF input layer has none (its bias drives it); a Delta reads a_in
+                a = _steps(ext, first_step + j0, c) if graded_out else None
+            else:  # Lava's a_buff: the synapse's output at step k is of what was sent at step k - 1
                 x = _steps(source, first_step + j0 - 1 - source_first, c)
-                a = synapses[i](x.flatten(0, 1)).unflatten(0, (batch, c)).to(lif.dtype)
+                a = synapse(x.flatten(0, 1)).unflatten(0, (batch, c))
+                if not graded_out:
+                    a = a.to(lif.dtype)
             for j in range(j0, j0 + c):
                 t = first_step + j + 1  # Lava's time_step
-                if offsets is not None and t % reset_interval == offsets[i]:
-                    u, v = torch.zeros_like(u), torch.zeros_like(v)
-                if b.kind == "input":
-                    bias_term = drive[:, first_step + j] if per_step else drive
-                u, v, s = lif(u, v, None if a is None else a[:, j - j0], bias_term, bias_scale)
+                if graded_out:
+                    s, u, v = neuron(state, a[:, j - j0])
+                else:
+                    if offsets is not None and t % reset_interval == offsets[i]:
+                        u, v = torch.zeros_like(u), torch.zeros_like(v)
+                    if b.kind == "input":
+                        bias_term = drive[:, first_step + j] if per_step else drive
+                    u, v, s = lif(u, v, None if a is None else a[:, j - j0], bias_term, bias_scale)
                 spikes_out[:, j] = s
                 if "u" in rec:
                     rec["u"][:, j] = u
@@ -395,11 +416,90 @@ def simulate_netx(
                     rec["v"][:, j] = v
         if i in wanted:
             out[i] = {**rec, **({"s": spikes_out} if "s" in wanted[i] else {})}
+            if window is not None:
+                out[i] = {k: r[:, i : i + window] for k, r in out[i].items()}
         source, source_first = spikes_out, first_step
     return [
         LayerRecord(blocks[i].name, blocks[i].kind, out[i].get("u"), out[i].get("v"), out[i].get("s"))
         for i in chosen
     ]
+
+
+def _input_bound(source: Tensor | None) -> int:
+    """The largest |value| a synapse reads (at least 1): 1 for spikes, the graded messages' own."""
+    if source is None or source.numel() == 0 or source.dtype in (torch.uint8, torch.bool):
+        return 1
+    lo, hi = torch.aminmax(source)
+    return max(1, -int(lo), int(hi))
+
+
+def _lif_for(b: Block, synapse: "_Synapse | None", drive_bound: int) -> "_Lif":
+    """Block b's LIF step, with the bounds that decide which wraps it needs: of its synapse's output
+    and bias (an input layer: of the bias drive)."""
+    if b.kind == "input":
+        return _Lif(b.neuron, 0, drive_bound)
+    a_bound = synapse.bound
+    if b.kind == "conv":
+        a_bound = min(a_bound, 1 << 23)  # signed_clamp to 24 bits
+    elif a_bound >= 2**31:
+        a_bound = math.inf  # the int32 sum may wrap
+    elif b.weight_exp > 0:
+        a_bound = a_bound << b.weight_exp if a_bound << b.weight_exp < 2**31 else math.inf
+    else:
+        a_bound = (a_bound >> -b.weight_exp) + 1
+    bias_bound = 0
+    if b.neuron.bias_mant is not None and np.size(b.neuron.bias_mant):
+        mant = ((np.asarray(b.neuron.bias_mant, dtype=np.int64) + (1 << 15)) & 0xFFFF) - (1 << 15)  # int16
+        bias_bound = int(np.abs(mant).max()) << max(b.neuron.bias_exp, 0)
+    return _Lif(b.neuron, a_bound, bias_bound)
+
+
+_INT32_MIN = -(1 << 31)
+SDNN_SCALE = SDNN_SPIKE_EXP + SDNN_STATE_EXP  # Lava's fixed-point Delta/SigmaDelta scale vth, bias (and Delta its input) by 2**12
+
+
+class _SigmaDelta:
+    """One step of Lava's fixed-point sigma-delta processes as netx builds them (lava.proc.sdn.models:
+    PyDeltaModelFixed for an input layer, PySigmaDeltaModelFixed, PySigmaModelFixed for a
+    `sigma_output` read-out), in int64 tensors holding the int32 values numpy computes there:
+
+        Delta       act = a_in << 12              (the input layer: a_in is what the source sends)
+        SigmaDelta  sigma += a_in;  act = relu(sigma + (bias << 12))
+        both        delta = act - act_prev + residue
+                    s = delta where |delta| >= vth << 12 (numpy's int32 |.|: |-2**31| < 0), else 0
+                    residue = delta - s;  send s >> 6 (state_exp)
+        Sigma       sigma += a_in;  send sigma
+
+    Every sum wraps as int32 does; the wrap is modular, so only the values that a ReLU, a
+    comparison or a shift reads need it. netx's SigmaDelta has cum_error off and ReLU on.
+    """
+
+    def __init__(self, n: Neuron, device: torch.device):
+        self.model = n.model
+        self.vth = int(_wrap32(torch.tensor(n.vth << SDNN_SCALE)))
+        self.bias = None
+        if n.bias_mant is not None:  # netx: bias.astype(int32) * 2**12 in int32
+            mant = torch.as_tensor(np.array(n.bias_mant, dtype=np.int64), device=device)
+            self.bias = _wrap32(_wrap32(mant) << SDNN_SCALE)
+
+    def __call__(self, state: dict[str, Tensor], a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One step on a [B, *shape] (int); updates `state`; returns (sent, sigma, act)."""
+        a = a.to(torch.int64)
+        zero = torch.zeros_like(a)
+        if self.model == "Delta":
+            sigma = act = _wrap32(a << SDNN_SCALE)
+        else:
+            sigma = _wrap32(state.get("sigma", zero) + a)
+            if self.model == "Sigma":
+                state["sigma"] = sigma
+                return sigma, sigma, sigma
+            act = _wrap32(sigma + self.bias) if self.bias is not None else sigma
+            act = act.clamp_min(0)
+        delta = _wrap32(act - state.get("act", zero) + state.get("residue", zero))
+        fire = (delta.abs() >= self.vth) & (delta != _INT32_MIN)
+        sent = torch.where(fire, delta, zero)
+        state.update(sigma=sigma, act=act, residue=delta - sent)
+        return sent >> SDNN_STATE_EXP, sigma, act
 
 
 def _steps(source: Tensor, first: int, count: int) -> Tensor:

@@ -114,7 +114,7 @@ def resolve_target(target: str | Path) -> Target:
     if target.suffix == ".net":
         from spikeport.export.netx_read import read_netx
 
-        return Target(target.parent, None, None, None, netx=read_netx(target), source=target)
+        return Target(target.parent, None, None, None, netx=read_netx(target, defer_input_shape=True), source=target)
     if not target.exists():
         raise UserError(f"{target}: no such file or folder")
     raise UserError(f"{target}: expected a run folder, a manifest.json, a .nir or a lava-dl .net file")
@@ -153,6 +153,13 @@ def load_inputs(target: Target, input_file: Path | None, samples: int | None) ->
         else:
             inputs = {names[0]: torch.stack([x for x, _ in items]).numpy()}
         labels = np.array([int(y) for _, y in items])
+    if target.netx is not None and target.netx.input_shape is None:  # a file without an input layer: the input's shape
+        x = inputs["input"]
+        if x.ndim < 3:
+            raise UserError(f"{input_file}: input 'input' has shape {list(x.shape)}; expected [N, T, C, H, W] for {target.source}")
+        from spikeport.export.netx_read import read_netx
+
+        target.netx = read_netx(target.source, input_shape=x.shape[2:])
     for name, x in inputs.items():
         _check_input(name, x, target, input_file)
     return inputs, labels
@@ -163,7 +170,7 @@ def _npz_layout(target: Target, names: list[str]) -> str:
     if target.manifest:
         shapes = [[target.manifest.timesteps, *next(t.shape for t in target.manifest.inputs if t.name == n)] for n in names]
     elif target.netx is not None:
-        shapes = [["T", *target.netx.input_shape]]
+        shapes = [["T", *(target.netx.input_shape or ("C", "H", "W"))]]
     else:
         shapes = [["T", *(int(d) for d in target.nir_graph.nodes[n].input_type["input"])] for n in names]
     keys = ["input"] if len(names) == 1 else [f"input.{n}" for n in names]
@@ -432,8 +439,11 @@ def _hold_last(x: np.ndarray, k: int) -> np.ndarray:
 
 def netx_drive(network, x: np.ndarray) -> dict[str, np.ndarray]:
     """simulate_netx's drive for samples x [N, T, ...], padded to windows of T + K steps: the input
-    layer's bias (held at the last frame: those steps are never read) or the first synapse's spikes."""
+    layer's bias (held at the last frame: those steps are never read), a sigma-delta input layer's
+    a_in (integers, as Lava's RingBuffer sends them), or the first synapse's spikes."""
     k = len(network.blocks) - 1
+    if network.has_input_layer and network.blocks[0].neuron.sigma_delta:
+        return {"a_in": _hold_last(x, k)}
     if network.has_input_layer:
         return {"bias": _hold_last(x, k).round().astype(np.int64)}
     return {"spikes": np.concatenate([x, np.zeros((x.shape[0], k, *x.shape[2:]), x.dtype)], axis=1)}
@@ -457,14 +467,16 @@ def _run_netx_file(network, x: np.ndarray, device: torch.device) -> SimResult:
     sample (K: the blocks after the first; netx resets every layer once per window).
 
     x [N, T, *input shape] is the input layer's bias_mant per step (a network that starts with
-    an input layer) or the spikes into the first synapse; the output is the last block's spikes,
-    or the voltage of a non-spiking read-out, aligned to the input timesteps."""
+    an input layer; a sigma-delta one: its a_in) or the spikes into the first synapse; the output
+    is the last block's spikes (a sigma-delta block: its graded messages, a Sigma read-out its
+    sigma), or the voltage of a non-spiking read-out, aligned to the input timesteps. The spike
+    counts of a sigma-delta block count its non-zero messages."""
     from spikeport.runtime.loihi_fixed import simulate_netx
 
     t, k = x.shape[1], len(network.blocks) - 1
     records = simulate_netx(network, steps=t + k, aligned=True, device=device, record=netx_outputs(network), **netx_drive(network, x))
     spikes = {
-        block.name: record.s.flatten(2).sum(2).cpu().numpy()
+        block.name: (record.s != 0).flatten(2).sum(2).cpu().numpy()
         for block, record in zip(network.blocks, records)
         if block.neuron.du >= 0  # netx's read-out integrator (du -1) does not spike
     }

@@ -240,8 +240,8 @@ def test_malformed_files_are_refused_with_the_file_and_field(tmp_path):
             r"bad\.net: layer/0/shape: \[3, 100000, 100000\] declares more than 100000000",
         ),
         (
-            {"layer/2/neuron/type": "SDNN"},
-            r"layer/2/neuron/type: neuron type 'SDNN' is not supported",
+            {"layer/2/neuron/type": "RF_PHASE"},
+            r"layer/2/neuron/type: neuron type 'RF_PHASE' is not supported",
         ),
         (
             {"layer/2/neuron/vDecay": 5000},
