@@ -16,6 +16,8 @@ import pytest
 
 from conftest import needs_shared
 
+pytestmark = pytest.mark.lava
+
 
 def parity(cli, graph_path, x: np.ndarray, dt: str, tmp_path) -> dict:
     np.savez(tmp_path / "x.npz", input=x.astype(np.float32))

@@ -1,6 +1,7 @@
 """A Lava run that raises, seen from the command line: `spikeport simulate --backend lava` returns
-promptly with exit 2 and one line, writes nothing, and leaves no process behind. (run_lava's own
-failure and timeout tests, with the same process check: tests/test_runtime_lava.py.)"""
+promptly with exit 2 and one line, writes nothing, and leaves no process or shared memory behind.
+(run_lava's own failure, crash and timeout tests: tests/test_lava_worker.py; a model hung inside a
+Lava process: tests/test_runtime_lava.py.)"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import psutil
 import pytest
 
 from lava_env import patched_worker
+from spikeport.runtime.lava.sandbox import SHARED_MEMORY
 
 pytestmark = pytest.mark.lava
 
@@ -25,6 +27,7 @@ def test_a_failing_lava_run_is_one_line_and_leaves_no_process(cli, trained_run, 
             raise ValueError("provoked failure")
         lif_models.PyLifResetModelFloat.run_spk = failing_run_spk  # Lava's processes fork from the worker: they inherit this
     """)
+    before = {p.name for p in SHARED_MEMORY.glob("psm_*")}
     start = time.time()
     code, _, err = cli("simulate", run, "--backend", "lava", "--samples", "2")
     assert time.time() - start < 60
@@ -33,3 +36,4 @@ def test_a_failing_lava_run_is_one_line_and_leaves_no_process(cli, trained_run, 
     assert len(lines) == 1 and "failed in step 1: ValueError: provoked failure" in lines[0], err
     assert not (run / "sim").exists()
     assert psutil.Process().children(recursive=True) == []
+    assert {p.name for p in SHARED_MEMORY.glob("psm_*")} <= before

@@ -7,6 +7,8 @@ identical; only the line saying where the activity came from differs."""
 import json
 import shutil
 
+import pytest
+
 
 def report(cli, run, out, *options):
     code, _, err = cli("report", run, "--samples", "3", "--profiles", "loihi2,speck,ann-45nm", "--out", out, *options)
@@ -14,6 +16,7 @@ def report(cli, run, out, *options):
     return json.loads((out / "report" / "report.json").read_text())
 
 
+@pytest.mark.lava
 def test_lava_activity_equals_the_reference_in_loihi_mode(trained_run, cli, tmp_path):
     run = shutil.copytree(trained_run, tmp_path / "run", ignore=shutil.ignore_patterns("sim", "report"))
     lava = report(cli, run, tmp_path / "lava", "--backend", "lava")
