@@ -44,25 +44,30 @@ def make_report(
     where it is the only one (Lava, whose float runner gives no per-neuron spikes; a lava-dl .net
     file), float otherwise."""
     chosen = resolve_profiles(list(profiles), list(profiles_dirs))  # bad profiles fail before any work
-    # Imported only now: the runtime (torch) and the plots (matplotlib) take seconds to load.
-    from spikeport.runtime.accuracy import check_labels, task_accuracy
-    from spikeport.runtime.measure import measure
-    from spikeport.hwprofiles.report import write_report
-    from spikeport.runtime.simulate import load_inputs, resolve_target
-    from spikeport.device import resolve_device
+    from spikeport.runtime.simulate import load_inputs, resolve_target  # no torch: nir, h5py, onnxruntime
 
     resolved = resolve_target(target)
     resolved.dt = dt
     final = Path(out or resolved.folder) / "report"
     check_replaceable(final)  # before any work: a report/ spikeport did not write is refused
+    # The runtime (torch) and the plots (matplotlib) are imported only after the checks of the
+    # target, the report folder and the activity or --input file: they take seconds and most of a GB.
     if activity is not None:
         network = _read_activity_of(Path(activity), resolved, Path(target))
+        from spikeport.hwprofiles.report import write_report
+
         with stage(f"report for {', '.join(p.name for p in chosen)}"), replacing_folder(final, "report") as build:
             report = write_report(network, chosen, build, budget_ms, None)
         report.out_dir = final
         return report
     inputs, labels = load_inputs(resolved, Path(input_file) if input_file else None, None if input_file else samples)
+    from spikeport.runtime.accuracy import check_labels, task_accuracy
+
     check_labels(labels, inputs, input_file)
+    from spikeport.device import resolve_device
+    from spikeport.hwprofiles.report import write_report
+    from spikeport.runtime.measure import measure
+
     name = Path(target).stem if Path(target).suffix else Path(target).name
     mode = mode or ("loihi" if backend == "lava" or resolved.netx is not None else "float")
     with stage(f"activity of {len(next(iter(inputs.values())))} samples ({backend}, {mode})"), recorded_warnings() as notes:

@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -145,7 +146,9 @@ class _ScriptedPayload(torch.nn.Module):
 
 
 def torchscript_checkpoint(path: Path) -> None:
-    torch.jit.save(torch.jit.script(_ScriptedPayload()), path)
+    with warnings.catch_warnings():  # torch >= 2.10 deprecates TorchScript; an attacker's archive is written anyway
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(_ScriptedPayload()), path)
 
 
 def edit_manifest(change: Callable[[dict], None]) -> Callable[[Path], None]:
