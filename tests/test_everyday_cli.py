@@ -179,11 +179,12 @@ def test_the_command_line_starts_without_torch(module, heavy):
     assert result.stdout.strip() == "[]", result.stdout
 
 
+@pytest.mark.lava
 def test_lava_runs_write_their_stage_lines(trained_run, cli, tmp_path):
     code, _, err = cli("simulate", trained_run, "--backend", "lava", "--mode", "loihi", "--samples", "3", "--out", tmp_path)
     assert code == 0, err
     lines = err.splitlines()
-    session = next(i for i, line in enumerate(lines) if re.fullmatch(r"Lava session \(Loihi2SimCfg, CPU\): \d+\.\d s", line))
+    session = next(i for i, line in enumerate(lines) if re.fullmatch(r"Lava session \(Loihi2SimCfg, CPU, in the Lava worker\): \d+\.\d s", line))
     run = next(i for i, line in enumerate(lines) if re.fullmatch(r"lava-loihi: 3 samples: \d+\.\d s", line))
     assert session < run  # the session is a stage inside the run's stage
     assert "accuracy" in lines[run + 1] and not ESCAPES_AND_BARS.search(err), err
