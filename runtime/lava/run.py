@@ -4,7 +4,7 @@ simulator, in the Lava worker's own environment.
     run_lava(graph, inputs [N, T, *input_shape], mode="float") -> LavaResult
     run_lava(graph, inputs, mode="loihi", loihi=read_loihi_json("loihi.json")) -> LavaResult
     run_lava_manifest(manifest, export_dir, {partition: graph}, {input: [N, T, *shape]}) -> LavaResult
-    run_netx_fixed(path, bias [N, window, *shape], window) -> (spikes per layer, last layer's voltage)
+    run_netx_fixed(path, drive [N, window, *shape], window, drive="bias" | "a_in" | "inp") -> (outputs per layer, last voltage)
 
 The core plans the network (plan.py), the worker builds and runs it (worker/network.py) in a
 process group of its own (sandbox.py), and this module turns the worker's recordings back into
@@ -178,16 +178,28 @@ def _first_layer_currents(manifest: Manifest, stages: list, graphs: dict[str, ni
     return drives
 
 
-def run_netx_fixed(path: str | os.PathLike, bias: np.ndarray, window: int, timeout_s: float = 600) -> tuple[list[np.ndarray], np.ndarray]:
+def run_netx_fixed(path: str | os.PathLike, bias: np.ndarray, window: int, timeout_s: float = 600, *, drive: str = "bias",
+                   input_shape: tuple[int, ...] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     """A lava-dl netx file in Loihi2SimCfg fixed_pt: samples back to back, `window` steps each.
 
-    `bias` [N, window, C, H, W] drives the network's input layer per step (as bias_mant.set would);
-    netx resets every layer when a sample's first step reaches it (reset_interval = window).
-    Returns every layer's spikes [N, window, *shape] and the last layer's voltage [N, window, *shape],
-    in the (C, H, W) order of the file's shapes. Same process handling as `run_lava`.
+    `bias` [N, window, *shape] drives the network per step, as `drive` says: "bias", the input
+    layer's bias_mant (as bias_mant.set would); "a_in", a sigma-delta input layer's a_in through a
+    RingBuffer (as lava-dl's PilotNet SDNN test drives it); "inp", the spikes into the first
+    synapse of a file without an input layer through a RingBuffer (as lava-dl drives SLAYER's
+    exports), netx given `input_shape` (C, H, W) where its first block is a conv. Index k arrives
+    at step k + 1. netx resets every LIF layer when a sample's first step reaches it
+    (reset_interval = window; sigma-delta layers never reset). Returns every layer's output
+    (spikes, or a sigma-delta layer's graded messages) [N, window, *shape] and the last layer's
+    voltage (a sigma-delta one's sigma), in the (C, H, W) order of the file's shapes. Same process
+    handling as `run_lava`.
     """
+    if drive not in ("bias", "a_in", "inp"):
+        raise UserError(f"drive: {drive!r}; choose bias, a_in or inp")
     check_hdf5(path, "netx HDF5")  # lava-dl's netx opens it with h5py: nothing outside the file
-    result = run_worker({"run": "netx", "path": os.path.abspath(path), "bias": np.asarray(bias), "window": int(window)}, timeout_s)
+    values = np.asarray(bias)
+    if drive != "bias":
+        values = {"port": drive, "values": values, "input_shape": None if input_shape is None else [int(d) for d in input_shape]}
+    result = run_worker({"run": "netx", "path": os.path.abspath(path), "bias": values, "window": int(window)}, timeout_s)
     return [result[f"spikes/{i}"] for i in range(len(result) - 1)], result["voltage"]
 
 

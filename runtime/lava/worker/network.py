@@ -2,7 +2,7 @@
 plan is and why it looks as it does: layouts, depths, resets, the read-out, fixed point).
 
     simulate(stages, drives, fixed_pt) -> per stage, its recordings [steps, *lava_shape]
-    simulate_netx(path, bias, window) -> every layer's spikes and the last layer's voltage
+    simulate_netx(path, drive, window) -> every layer's output and the last layer's voltage
 
 A stage is a dict: {"kind": "plan", ...} with the fields of plan.Plan, or {"kind": "host", ...}
 with those of plan.Host. Everything here is Lava's own processes, wired as the plan says; nothing
@@ -114,28 +114,45 @@ def _build_plan(plan: dict, tensors: dict, t: int, steps: int, fixed_pt: bool) -
     return outputs, probes
 
 
-def simulate_netx(path: str, bias: np.ndarray, window: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """A lava-dl netx file in Loihi2SimCfg fixed_pt, samples back to back, `window` steps each,
-    `bias` [N, window, C, H, W] driving its input layer per step (as bias_mant.set would; one Lava
-    step per run call, so the bias can change every step). netx resets every layer when a sample's
-    first step reaches it (reset_interval = window). Returns every layer's spikes and the last
-    layer's voltage, [N, window, *shape] each, in the (C, H, W) order of the file's shapes."""
+def simulate_netx(path: str, drive, window: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """A lava-dl netx file in Loihi2SimCfg fixed_pt, samples back to back, `window` steps each
+    (one Lava step per run call, so a bias can change every step; netx resets every LIF layer when
+    a sample's first step reaches it, reset_interval = window; sigma-delta layers never reset).
+
+    `drive` is the input layer's bias [N, window, C, H, W] per step (as bias_mant.set would), or
+    {"port": "a_in" | "inp", "values": [N, window, *shape], "input_shape": (C, H, W) or None}: what
+    a RingBuffer source sends, index k at step k + 1, into the input layer's `neuron.a_in` (a
+    sigma-delta input layer, as lava-dl's PilotNet SDNN test drives it) or into `net.inp` (a file
+    with no input layer, as lava-dl drives SLAYER's exports; netx is given its input_shape).
+    Returns every layer's output (spikes, or graded messages) and the last layer's voltage (a
+    sigma-delta one's sigma), [N, window, *shape] each, in the (C, H, W) order of the file's shapes."""
     from lava.lib.dl.netx import hdf5
 
-    n = bias.shape[0]
+    port = "bias" if isinstance(drive, np.ndarray) else drive["port"]
+    values = drive if port == "bias" else drive["values"]
+    input_shape = None if port == "bias" else drive.get("input_shape")
+    n = values.shape[0]
     steps = n * window
-    net = hdf5.Network(net_config=path, reset_interval=window)
+    options = {} if input_shape is None else {"input_shape": lava_shape(tuple(input_shape))}
+    net = hdf5.Network(net_config=path, reset_interval=window, **options)
     sinks = [Sink(shape=layer.out.shape, buffer=steps) for layer in net.layers]
     for layer, sink in zip(net.layers, sinks):
         layer.out.connect(sink.a_in)
-    net.in_layer.neuron.bias_mant.init = lava_order(bias[0, 0])
+    if port == "bias":
+        net.in_layer.neuron.bias_mant.init = lava_order(values[0, 0])
+    else:
+        frames = values.reshape(steps, *values.shape[2:])
+        source = Source(data=np.moveaxis(np.stack([lava_order(x) for x in frames]), 0, -1).astype(np.int32))
+        source.s_out.connect(net.in_layer.neuron.a_in if port == "a_in" else net.inp)
+    neuron = net.out_layer.neuron
+    state = neuron.v if hasattr(neuron, "v") else neuron.sigma
     voltage = []
     try:
         for k in range(steps):
-            if k:
-                net.in_layer.neuron.bias_mant.set(lava_order(bias[k // window, k % window]))
+            if k and port == "bias":
+                net.in_layer.neuron.bias_mant.set(lava_order(values[k // window, k % window]))
             net.run(condition=RunSteps(num_steps=1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-            voltage.append(lava_order(net.out_layer.neuron.v.get()))
+            voltage.append(lava_order(state.get()))
         spikes = [np.moveaxis(sink.data.get(), -1, 0) for sink in sinks]  # [steps, *lava_shape]
     finally:
         net.stop()
