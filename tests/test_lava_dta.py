@@ -15,6 +15,8 @@ from spikeport.runtime.lava.run import run_lava_manifest
 from spikeport.runtime.simulate import read_nir, resolve_target, run_export_fixed, run_in_lava, run_reference, run_reference_loihi
 from spikeport.train.models import build_model
 
+pytestmark = pytest.mark.lava
+
 SAMPLES, T = 4, 4
 GAIN = 2.5  # the residual stages' kernels scaled up, so that every layer of an untrained model spikes
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from spikeport.export.exporter import export_model
 from spikeport.runtime.measure import measure
 from spikeport.runtime.simulate import resolve_target
 from test_lava_dta import SAMPLES, T, _dta
+
+pytestmark = pytest.mark.lava
 
 
 def test_fixed_point_activity_from_the_emulator_equals_lavas(tmp_path):
