@@ -105,6 +105,7 @@ import numpy as np
 from spikeport.errors import UserError
 from spikeport.export.loihi import BIAS_EXP, IDENTITY, LoihiModel, chain_layers, integers, neuron_bias
 from spikeport.export.lower import deploy, topological_order
+from spikeport.export.neuron_constants import neuron_constants
 from spikeport.export.nir_graph import check_resets_to_zero
 from spikeport.runtime.lava.worker.layout import lava_order, lava_shape
 
@@ -372,16 +373,14 @@ class _Builder:
         depth = max(self.synapses[s].depth for s in feeding)
         for s in feeding:
             self._delay(s, depth - self.synapses[s].depth)
-        threshold = _uniform(name, "v_threshold", node.v_threshold)
-        if np.any(np.asarray(node.v_reset) != 0):
+        constants = neuron_constants(node, self._dt(name), name)  # the step the reference runtime takes, decoded once
+        threshold = _uniform(name, "v_threshold", constants.v_threshold)
+        if np.any(constants.v_reset != 0):
             raise UserError(f"{name} ({type(node).__name__}): v_reset must be 0 (Lava resets the voltage to 0)")
-        if isinstance(node, nir.IF):
-            dv, gain = 0.0, self._dt(name) * _uniform(name, "r", node.r)
-        else:
-            if np.any(np.asarray(node.v_leak) != 0):
-                raise UserError(f"{name} (LIF): v_leak must be 0 (Lava's LIF decays towards 0)")
-            tau = _uniform(name, "tau", node.tau)
-            dv, gain = self._dt(name) / tau, self._dt(name) * _uniform(name, "r", node.r) / tau
+        if np.any(constants.bias != 0):
+            raise UserError(f"{name} (LIF): v_leak must be 0 (Lava's LIF decays towards 0)")
+        dv = _uniform(name, "tau", constants.leak)  # Lava's v (1 - dv) is v * beta
+        gain = _uniform(name, "the input gain dt*r/tau", constants.gain)
         bias = sum(_spread(getattr(self.nodes.get(s), "bias", 0.0), self.nodes.get(s), shape) for s in feeding)
         if abs(gain - 1) > _GAIN_TOLERANCE:  # Lava's LIF adds its input unscaled: the gain goes into the weights and bias
             if self.fixed_point:
