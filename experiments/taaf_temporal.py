@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import time
 from pathlib import Path
 
@@ -146,7 +147,13 @@ def main() -> None:
                 history = train(config_from_dict(config), out, device="cpu", resume=(out / "checkpoint.pt").is_file())
                 last = history[-1]
                 record = {key: last[key] for key in ("acc_fused", "val_acc", "acc_audio", "acc_visual", "rho")}
-                record |= probe_and_alpha(config, out) | {"train_seconds": round(sum(m["seconds"] for m in history), 1)}
+                probe_file = out / "probe.json"  # the probes of a finished run, measured once
+                if probe_file.is_file():
+                    probes = json.loads(probe_file.read_text())
+                else:
+                    probes = probe_and_alpha(config, out)
+                    write_json(probe_file, probes)
+                record |= probes | {"train_seconds": round(sum(m["seconds"] for m in history), 1)}
                 runs[noise][arm][seed] = record
                 print(f"noise {noise} {arm} seed {seed}: " + " ".join(f"{k} {record[k]:.3f}" for k in METRICS) + f" ({time.perf_counter() - started:.0f} s)", flush=True)
     summary, claims = {}, []

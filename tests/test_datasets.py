@@ -216,7 +216,7 @@ def test_dvs_pixel_model(step_us, monkeypatch):
 def test_event_frames(event_root, event_arrays):
     for timesteps in (1, 7):
         split = datasets.load("event-digits", event_root, "train", timesteps)
-        assert len(split) == 1347
+        assert len(split) == 1347 - 136  # 10% of the training split is `val`
         x, y = split[3]
         j = int(split.indices[3])
         assert x.shape == (timesteps, 2, 32, 32) and x.dtype == torch.float32
