@@ -16,6 +16,8 @@ from spikeport.train import datasets
 from spikeport.train.loop import train
 from test_taaf_pipeline import OPTIONS, av_config, av_root  # noqa: F401 - av_root is a fixture
 
+pytestmark = pytest.mark.lava
+
 SAMPLES = 3
 GAIN = 3  # the inputs scaled up, so that every layer of a one-epoch model spikes
 
