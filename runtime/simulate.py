@@ -346,13 +346,13 @@ class _FixedPoint:
 
 def _fixed_point(target: Target, inputs: dict[str, np.ndarray]) -> _FixedPoint:
     from spikeport.export.loihi import input_bias, read_loihi_json
-    from spikeport.export.lower import fold_avgpool
+    from spikeport.export.lower import read_deployed
 
     files = target.manifest.files if target.manifest else {}
     if "netx" not in files or "loihi" not in files:
         raise UserError("--mode loihi: needs an export with loihi.json and model.net (spikeport export RUN --formats nir,onnx,lava)")
     partition = target.manifest.partitions[0]
-    graph = fold_avgpool(read_nir(target.export_dir / partition.file))
+    graph = read_deployed(target.manifest, target.export_dir, partition.name, read_nir)  # what export lowered, once
     model = read_loihi_json(target.export_dir / files["loihi"])
     (x,) = inputs.values()
     t = x.shape[1]
