@@ -31,7 +31,7 @@ run keep their figures from the file's last run.
 
     python benchmarks/runtime_vs_lava.py [--run runs/readme-dc] [--lava-samples 10] [--device cpu]
         [--pilotnet-samples 64] [--pilotnet-lava-samples 2] [--repeats 9]
-        [--networks digits,pilotnet,dta] [--dta-run runs/dta-small-digits] [--dta-lava-samples 8]
+        [--networks digits,pilotnet,dta] [--dta-run runs/dta-small-digits] [--dta-lava-samples 8] [--note "..."]
 """
 
 from __future__ import annotations
@@ -259,6 +259,7 @@ def main() -> None:
     parser.add_argument("--networks", default="digits,pilotnet,dta", help="sections to run; the others keep the file's figures")
     parser.add_argument("--dta-run", type=Path, default=Path("runs/dta-small-digits"))
     parser.add_argument("--dta-lava-samples", type=int, default=8)
+    parser.add_argument("--note", default="", help="how the machine was when measured (e.g. shared with other jobs)")
     args = parser.parse_args()
     networks = set(args.networks.split(","))
     load_before = load_average()
@@ -268,6 +269,7 @@ def main() -> None:
             dta_load = load_average()
             result["dta_small"] = dta_small(args.dta_run, args.dta_lava_samples, torch.device(args.device), args.repeats)
             result["dta_small"]["load_average_1_5_15_min"] = {"before": dta_load, "after": load_average()}
+            result["dta_small"]["note"] = args.note
         write_json(RESULTS, result)
         print(json.dumps(result.get("dta_small"), indent=2))
         return
@@ -299,6 +301,7 @@ def main() -> None:
         "lava_samples": args.lava_samples,
         "reference_samples": samples,
         "repeats": args.repeats,
+        "note": args.note,
         "samples_per_s": {
             "reference_loihi": samples / reference_s,
             "lava_fixed_pt": args.lava_samples / lava_s,

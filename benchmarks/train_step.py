@@ -5,7 +5,8 @@ CNN with 64/128/256 channels, 32x32 input, T=6, batch 32, and the digits CNN); t
 snn.Leaky with the project's neuron settings, the whole network called once per timestep. Batch
 norm runs in eval mode in both so that they compute the same function, checked by equal first-step
 losses. A step is forward + cross-entropy + backward + SGD update; the median over the timed steps
-is reported and written to benchmarks/results/train_step.json with a description of the machine.
+is reported, with the median of the per-round ratios (each round's two steps ran under the same
+load), and written to benchmarks/results/train_step.json with a description of the machine.
 
 Peak memory of a training step, per engine, is measured in a fresh Python process per engine
 (`peak_memory`), over 2 steps after a warm-up step: on the CPU the rise of the process's resident
@@ -204,6 +205,11 @@ def timed_steps(trainers: dict, steps: int, warmup: int) -> dict:
     return trainers
 
 
+def paired_ratio(baseline: list[float], engine: list[float]) -> float:
+    """The median over rounds of baseline time / engine time in the same round."""
+    return statistics.median(b / e for b, e in zip(baseline, engine))
+
+
 def run_case(shape, channels, timesteps, batch, steps, warmup, device, compile_engine) -> dict:
     built, x, y = models(shape, channels, timesteps, batch, device, compile_engine)
     trainers = timed_steps({name: Trainer(model, x, y) for name, model in built.items()}, steps, warmup)
@@ -212,7 +218,11 @@ def run_case(shape, channels, timesteps, batch, steps, warmup, device, compile_e
         "first_step_loss": {name: trainer.first_loss for name, trainer in trainers.items()},
         "median_step_s": medians,
         "speedup_vs_snntorch_stepwise": {name: medians["snntorch_stepwise"] / medians[name] for name in medians if name != "snntorch_stepwise"},
+        # Each round's baseline step over the engine's step of the same round: on a shared machine
+        # whose load drifts, this pairs steps that ran under the same load.
+        "paired_speedup_median": {name: paired_ratio(trainers["snntorch_stepwise"].times, trainer.times) for name, trainer in trainers.items() if name != "snntorch_stepwise"},
         "median_step_cpu_s": {name: statistics.median(trainer.cpu_times) for name, trainer in trainers.items()},
+        "paired_cpu_speedup_median": {name: paired_ratio(trainers["snntorch_stepwise"].cpu_times, trainer.cpu_times) for name, trainer in trainers.items() if name != "snntorch_stepwise"},
     }
     if compile_engine:
         result["compile_and_first_step_s"] = trainers["spikeport_compiled"].first_step_s
