@@ -40,7 +40,7 @@ from spikeport.export.loihi import Calibration, PartitionSpec, chain_layers, qua
 from spikeport.export.loihi import quantize as quantize_loihi
 from spikeport.export.lower import deploy
 from spikeport.export.netx import write_netx
-from spikeport.export.nir_graph import DEFAULT_DT, to_nir, write_nir
+from spikeport.export.nir_graph import DEFAULT_DT, check_resets_to_zero, to_nir, write_nir
 from spikeport.export.onnx import export_onnx_graph
 from spikeport.export.partition import HOST, NEUROMORPHIC, Boundary, Partitioned, buffered_timesteps, partition
 from spikeport.train import datasets
@@ -288,3 +288,160 @@ def _rename(graph: nir.NIRGraph, names: dict[str, str]) -> nir.NIRGraph:
         type_check=True,
     )
 
+
+
+FOREIGN_FORMATS = ("nir", "lava")  # a foreign file has no torch model for ONNX to trace
+CALIBRATION_RATE = 0.3  # without --input: Bernoulli spikes, as event data are
+PARTITION = "neuromorphic0"  # the one partition of a foreign file, named as `partition` names a model's first
+
+
+def export_nir_file(
+    path: str | Path,
+    out: Path,
+    formats: tuple[str, ...] = FOREIGN_FORMATS,
+    quantize: str | None = None,
+    dt: float | None = None,
+    timesteps: int | None = None,
+    calibration: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Export a NIR file that another tool wrote (snnTorch, Norse, sinabs, rockpool) to the folder
+    `out`, as `export_model` exports a model: manifest.json, model.nir (the file's graph with its dt
+    written into it), deployed.nir (export/lower.py `deploy`: pools folded, input gains made 1),
+    loihi.json and, for a plain chain ending in a read-out, model.net.
+
+    dt is `dt` (--dt) or the file's own, with the reference runtime's warnings (runtime/reference.py
+    `timestep`: a --dt that contradicts the file's, a dt at or beyond a time constant); they go to
+    the terminal and into the manifest's source. `calibration` ([N, T, *shape] per Input node, the
+    --input file's arrays) sets T and the fixed-point ranges; without it, Bernoulli spikes at
+    CALIBRATION_RATE over `timesteps` steps stand in for event data. A node Loihi cannot compute is
+    refused with one line naming it (export/nir_graph.py `check_resets_to_zero`, export/loihi.py)."""
+    from spikeport.errors import recorded_warnings
+    from spikeport.runtime.reference import timestep
+    from spikeport.runtime.simulate import read_nir
+
+    path = Path(path)
+    unknown = [f for f in formats if f not in FOREIGN_FORMATS]
+    if unknown or not formats:
+        raise UserError(f"--formats: {', '.join(unknown) or '(none given)'} for a .nir file; it exports {', '.join(FOREIGN_FORMATS)} "
+                        "(ONNX needs the torch model, which a NIR file does not hold)")
+    quantize = quantize or "loihi"
+    if quantize not in QUANTIZATIONS:
+        raise UserError(f"--quantize: must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+    if "lava" in formats and quantize != "loihi":
+        raise UserError("--formats lava: model.net holds Loihi integers; give --quantize loihi (the default)")
+    graph = read_nir(path)
+    inputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
+    outputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Output)]
+    if not inputs or not outputs:
+        raise UserError(f"{path}: {len(inputs)} Input and {len(outputs)} Output nodes; an export needs at least one of each")
+    if quantize == "loihi":  # before any work: a recurrent, CubaLIF or non-zero-reset neuron, named
+        check_resets_to_zero(graph, "Loihi fixed-point")
+    with recorded_warnings() as notes:
+        step = timestep(graph, dt)
+    shapes = {n: tuple(int(d) for d in np.asarray(graph.nodes[n].input_type["input"]).ravel()) for n in inputs}
+    calibration, source_of_calibration = _foreign_calibration(path, shapes, calibration, timesteps)
+    timesteps = next(iter(calibration.values())).shape[1]
+    graph = _rename(graph, {n: ("output" if len(outputs) == 1 else f"output_{n}") for n in outputs})
+    graph = nir.NIRGraph(nodes=graph.nodes, edges=graph.edges, metadata={**(graph.metadata or {}), "dt": step}, type_check=True)
+    output_names = ["output"] if len(outputs) == 1 else [f"output_{n}" for n in outputs]
+    tensors_in = [mf.Tensor(n, list(shapes[n]), "spike" if _binary(calibration[n]) else "graded") for n in inputs]
+    tensors_out = [mf.Tensor(o if len(outputs) == 1 else n, list(_output_shape(graph, o)), _output_kind(graph, o))
+                   for n, o in zip(outputs, output_names)]
+    source = {"nir": str(path), "from": "nir", "dt": step, "dt_from": "--dt" if dt is not None else "the file",
+              "calibration": source_of_calibration, "warnings": notes}
+    with replacing_folder(out, "export") as build:
+        entry = mf.PartitionEntry(name=PARTITION, kind=NEUROMORPHIC, file="model.nir" if "nir" in formats else None,
+                                  inputs=tensors_in, outputs=tensors_out)
+        if entry.file:
+            write_nir(graph, build / entry.file)
+        files: dict[str, str] = {}
+        try:
+            deployed, lowered = deploy(graph), True
+        except UserError:
+            if quantize == "loihi":
+                raise  # the lowering's reason is why no chip runs it: the one line the user needs
+            deployed, lowered = graph, False
+        if lowered:
+            entry.deployed = "deployed.nir"
+            write_nir(deployed, build / entry.deployed)
+        if quantize == "loihi":
+            input_bound = max(float(np.abs(x).max()) for x in calibration.values()) or 1.0
+            model = _quantize_foreign(deployed, entry, calibration, input_bound)
+            write_loihi_json(model, build / "loihi.json")
+            files["loihi"] = "loihi.json"
+            if "lava" in formats and _is_chain(deployed):
+                write_netx(deployed, model, build / "model.net")
+                files["netx"] = "model.net"
+            for line in model.warnings:
+                console.print(f"[yellow]warning[/yellow]: {line}")
+        mf.Manifest(timesteps=timesteps, dt=step, inputs=tensors_in, outputs=tensors_out, partitions=[entry], files=files,
+                    source=source).write(build / "manifest.json")
+    return out
+
+
+def _foreign_calibration(path: Path, shapes: dict[str, tuple[int, ...]], given: dict[str, np.ndarray] | None,
+                         timesteps: int | None) -> tuple[dict[str, np.ndarray], str]:
+    """[N, T, *shape] per Input node: the given arrays (checked against the graph), or random spikes."""
+    if given is not None:
+        missing = [n for n in shapes if n not in given]
+        if missing:
+            raise UserError(f"--input: no array for the graph's input {missing[0]!r} (the graph's inputs: {', '.join(shapes)})")
+        arrays = {n: np.asarray(given[n], dtype=np.float32) for n in shapes}
+        for n, x in arrays.items():
+            if x.ndim != 2 + len(shapes[n]) or tuple(x.shape[2:]) != shapes[n] or len(x) == 0:
+                raise UserError(f"--input: input {n!r} has shape {list(x.shape)}; expected [N, T, {', '.join(map(str, shapes[n]))}] for {path}")
+            if not np.all(np.isfinite(x)):
+                raise UserError(f"--input: input {n!r} holds NaN or infinite values")
+        lengths = {x.shape[1] for x in arrays.values()}
+        if timesteps is not None and lengths != {timesteps}:
+            raise UserError(f"--timesteps {timesteps}: the --input arrays have {sorted(lengths)} timesteps")
+        if len(lengths) != 1:
+            raise UserError(f"--input: the inputs have different numbers of timesteps {sorted(lengths)}")
+        return arrays, "the --input arrays"
+    if timesteps is None:
+        raise UserError(f"{path}: a NIR file does not say how many timesteps a sample has; give --timesteps (or --input FILE.npz to calibrate on)")
+    if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
+        raise UserError(f"--timesteps: must be a whole number >= 1, got {timesteps!r}")
+    rng = np.random.default_rng(0)
+    arrays = {n: (rng.random((16, int(timesteps), *shape)) < CALIBRATION_RATE).astype(np.float32) for n, shape in shapes.items()}
+    return arrays, f"random spikes (16 samples, rate {CALIBRATION_RATE}): give --input FILE.npz to calibrate on your data"
+
+
+def _binary(x: np.ndarray) -> bool:
+    return bool(np.all((x == 0) | (x == 1)))
+
+
+def _output_shape(graph: nir.NIRGraph, output: str) -> tuple[int, ...]:
+    return tuple(int(d) for d in np.asarray(graph.nodes[output].input_type["input"]).ravel())
+
+
+def _output_kind(graph: nir.NIRGraph, output: str) -> str:
+    """Spikes when a neuron (through Flatten nodes) produces the output, else graded values."""
+    (name,) = [a for a, b in graph.edges if b == output]
+    while isinstance(graph.nodes[name], nir.Flatten):
+        (name,) = [a for a, b in graph.edges if b == name]
+    return "spike" if isinstance(graph.nodes[name], (nir.LIF, nir.IF, nir.CubaLIF)) else "graded"
+
+
+def _quantize_foreign(deployed: nir.NIRGraph, entry: mf.PartitionEntry, calibration: dict[str, np.ndarray], input_bound: float):
+    """loihi.json's model of the deployed graph: a plain chain as `quantize` takes it, any other graph
+    by `quantize_partitions`, its ranges from the deployed graph's float run on the calibration inputs."""
+    if _is_chain(deployed):
+        return quantize_loihi(deployed, input_bound=input_bound)
+    from spikeport.runtime.reference import NIRExecutor
+
+    currents: dict[str, float] = {}
+
+    def record(node: str, summed: torch.Tensor, _output: torch.Tensor) -> None:
+        if isinstance(deployed.nodes[node], (nir.LIF, nir.IF)):
+            key = f"{entry.name}.{node}"
+            currents[key] = max(currents.get(key, 0.0), float(summed.detach().abs().max()))
+
+    values = {n: torch.as_tensor(x).transpose(0, 1) for n, x in calibration.items()}  # [T, N, ...]
+    with torch.no_grad():
+        result = NIRExecutor(deployed, dt=float(deployed.metadata["dt"]))(values, record)
+    tensors = {**{n: v.numpy() for n, v in values.items()},
+               **{t.name: result.outputs["output" if len(entry.outputs) == 1 else f"output_{t.name}"].numpy() for t in entry.outputs}}
+    spec = PartitionSpec(entry.name, entry.kind, [(t.name, t.kind) for t in entry.inputs], [(t.name, t.kind) for t in entry.outputs])
+    return quantize_partitions([spec], {entry.name: deployed}, [t.name for t in entry.inputs], [t.name for t in entry.outputs],
+                               Calibration(tensors=tensors, currents=currents), input_bound=input_bound)

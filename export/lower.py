@@ -36,13 +36,30 @@ floating-point sums:
 Anything else (a 3x3 convolution after a convolution, a convolution after an affine) is refused,
 naming both layers.
 
+A chip's neuron adds its synaptic input unscaled; NIR's Euler step scales it by the input gain
+dt r / tau (IF: dt r; export/neuron_constants.py). spikeport's own files have gain 1 (r = tau / dt),
+other tools' do not: Norse's LIF (r = 1, dt 1e-4 s, tau 2.5 ms) has 0.04, a float32 r gives
+1 +- 6e-8. `unit_gains` folds the gain into the synaptic layers feeding the neuron, once:
+
+- v[t] = beta v[t-1] + g (W s + b) = beta v[t-1] + (g W) s + (g b): weight and bias times g (the
+  product `export/loihi.py` has always formed, `node.weight * g`, so loihi.json's integers are
+  the same from the exported graph and from the deployed one), and r set so that the decoded gain
+  is exactly 1.0;
+- only where every input of the neuron is a synaptic layer that feeds nothing else; a neuron that
+  reads an input or a neuron directly (an identity shortcut) or shares its synaptic layer keeps
+  its gain, which the quantizer folds into the shortcut's one integer and the Lava runner into its
+  identity Dense;
+- a graph whose metadata has no dt keeps every gain: there is none without dt (the runtimes ask
+  for --dt), and a gain that varies across a layer is kept too (Lava's LIF refuses it, naming it).
+
 `deploy(graph, handoff)` is the whole lowering, what both the Lava runner and the Loihi quantizer
 (export/loihi.py) read: in a partition whose outputs feed other partitions (`handoff`), a global
 average pool -> Flatten before an Output first gets an identity Affine after it
 (`pool_before_outputs`), so that the pool folds into a synaptic layer whose current (the pooled
-spikes) is the graded tensor handed on; then pools are folded and synapses composed. Lowering a
-lowered graph changes nothing (no pool is left to fold, no synapse reads another), so a consumer
-that lowers what it is given may be given the deployed graph.
+spikes) is the graded tensor handed on; then pools are folded, synapses composed and input gains
+made 1. Lowering a lowered graph changes nothing (no pool is left to fold, no synapse reads
+another, every gain it can fold is 1), so a consumer that lowers what it is given may be given the
+deployed graph.
 
 `spikeport export` lowers each neuromorphic partition once and writes it (deployed.nir, or
 deployed-<partition>.nir each; manifest `partitions[].deployed`). `read_deployed` is how a later
@@ -59,6 +76,7 @@ import nir
 import numpy as np
 
 from spikeport.errors import UserError
+from spikeport.export.neuron_constants import neuron_constants
 
 
 def fold_avgpool(graph: nir.NIRGraph) -> nir.NIRGraph:
@@ -104,8 +122,59 @@ _SYNAPTIC = (nir.Affine, nir.Linear, nir.Conv2d)
 
 
 def deploy(graph: nir.NIRGraph, handoff: bool = False) -> nir.NIRGraph:
-    """The graph as a chip runs it (module docstring): pools folded, synapses composed."""
-    return compose_synapses(fold_avgpool(pool_before_outputs(graph) if handoff else graph))
+    """The graph as a chip runs it (module docstring): pools folded, synapses composed, input gains 1."""
+    return unit_gains(compose_synapses(fold_avgpool(pool_before_outputs(graph) if handoff else graph)))
+
+
+def unit_gains(graph: nir.NIRGraph) -> nir.NIRGraph:
+    """`graph` with each LIF's and IF's input gain dt r / tau (IF: dt r) folded into the synaptic
+    layers that feed it, where they feed only it (see the module docstring)."""
+    dt = (graph.metadata or {}).get("dt")
+    if not isinstance(dt, (int, float, np.integer, np.floating)) or isinstance(dt, bool) or not 0 < dt < np.inf:
+        return graph
+    nodes = dict(graph.nodes)
+    for name, node in graph.nodes.items():
+        if not isinstance(node, (nir.LIF, nir.IF)):
+            continue
+        gain = neuron_constants(node, float(dt), name).gain
+        if gain.size == 0 or np.any(gain != gain.flat[0]) or gain.flat[0] == 1.0 or not gain.flat[0] > 0:
+            continue
+        sources = _sources(graph.edges, name)
+        exclusive = all(isinstance(nodes[s], _SYNAPTIC) and [b for a, b in graph.edges if a == s] == [name] for s in sources)
+        if not sources or not exclusive:
+            continue
+        g = float(gain.flat[0])
+        for source in sources:
+            layer = nodes[source]
+            weight = layer.weight * g  # as export/loihi.py _float_weights forms it (a float32 weight stays float32)
+            if isinstance(layer, nir.Conv2d):
+                _, height, width = (int(n) for n in layer.input_type["input"])
+                nodes[source] = nir.Conv2d(input_shape=(height, width), weight=weight, stride=layer.stride, padding=layer.padding,
+                                           dilation=layer.dilation, groups=layer.groups, bias=_scaled_bias(layer, g), metadata=dict(layer.metadata))
+            elif isinstance(layer, nir.Affine):
+                nodes[source] = nir.Affine(weight=weight, bias=_scaled_bias(layer, g), metadata=dict(layer.metadata))
+            else:
+                nodes[source] = nir.Linear(weight=weight, metadata=dict(layer.metadata))
+        nodes[name] = _with_unit_gain(node, float(dt))
+    return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata=dict(graph.metadata), type_check=True)
+
+
+def _scaled_bias(layer: nir.NIRNode, gain: float) -> np.ndarray:
+    """A layer's bias times the gain, as export/loihi.py _float_weights forms it."""
+    return np.asarray(layer.bias) * gain
+
+
+def _with_unit_gain(node: nir.NIRNode, dt: float) -> nir.NIRNode:
+    """The neuron with r chosen so that its decoded gain (dt / tau) r (IF: dt r) is exactly 1.0:
+    1 / ratio, or the float64 next to it where that rounds the product off 1."""
+    ratio = dt / np.asarray(node.tau, dtype=np.float64) if isinstance(node, nir.LIF) else np.full(np.shape(node.r), dt, dtype=np.float64)
+    r = 1 / ratio
+    for candidate in (np.nextafter(1 / ratio, np.inf), np.nextafter(1 / ratio, -np.inf)):
+        r = np.where(ratio * r == 1.0, r, candidate)
+    r = np.broadcast_to(r, np.shape(node.r)).copy()
+    if isinstance(node, nir.LIF):
+        return nir.LIF(tau=node.tau, r=r, v_leak=node.v_leak, v_threshold=node.v_threshold, v_reset=node.v_reset, metadata=dict(node.metadata))
+    return nir.IF(r=r, v_threshold=node.v_threshold, v_reset=node.v_reset, metadata=dict(node.metadata))
 
 
 def handoff(manifest, name: str) -> bool:

@@ -258,26 +258,38 @@ def export(
     *,
     run: Run | PathLike | None = None,
     model=None,
+    nir: PathLike | None = None,
     input_shape: Sequence[int] | None = None,
     timesteps: int | None = None,
     out: PathLike | None = None,
     formats: Sequence[str] | None = None,
     quantize: str | None = None,
     dt: float | None = None,
+    inputs: PathLike | None = None,
 ) -> Deployment:
-    """Export a trained run to RUN/export, or a model of your own (an snnTorch `nn.Module`) to OUT/export.
+    """Export a trained run to RUN/export, a model of your own (an snnTorch `nn.Module`) to OUT/export,
+    or a NIR file that another tool wrote to OUT/export.
 
     A run: `export(run=...)`. Your model: `export(model=net, input_shape=(1, 28, 28), timesteps=25,
     out="runs/mine")`, with `input_shape` one sample at one step (export/from_snntorch.py says which
     models are understood; its spikes are checked equal to your model's before anything is written).
     `formats` defaults to nir, onnx and lava (the Lava/Loihi files only where every neuron is one Loihi
     computes); `quantize` ("loihi" or "none") to loihi whenever lava is among them.
+
+    A NIR file: `export(nir="lif_norse.nir", dt=1e-4, timesteps=200, out="runs/lif")`, or with
+    `inputs` (an npz as `simulate --input` takes: `input` [N, T, *shape]) instead of `timesteps`, to
+    calibrate the fixed-point ranges on your data. `dt` is needed where the file gives none; OUT
+    defaults to the file's folder. Formats nir and lava (export/exporter.py `export_nir_file`).
     """
     from spikeport.config import check_number
 
-    if (run is None) == (model is None):
-        raise UserError("export: give either run= (a trained run folder) or model= (an nn.Module), not both or neither")
+    if sum(x is not None for x in (run, model, nir)) != 1:
+        raise UserError("export: give one of run= (a trained run folder), model= (an nn.Module) or nir= (a .nir file)")
     check_number("--dt", dt, 0, low_open=True)
+    if nir is not None:
+        return _export_nir(Path(nir), out, formats, quantize, dt, timesteps, inputs)
+    if inputs is not None:
+        raise UserError("export: inputs= (calibration samples) is for nir= files; a run calibrates on its training set")
     if run is not None:
         from spikeport.train.checkpoint import check_checkpoint
 
@@ -303,6 +315,32 @@ def export(
     source = {"model": type(model).__name__, "from": "snntorch", "input_shape": list(input_shape)}
     folder = export_model(chain, tuple(input_shape), timesteps, Path(out) / "export", tuple(formats), quantize, dt or DEFAULT_DT, source)
     return Deployment.load(folder)
+
+
+def _export_nir(path: Path, out: PathLike | None, formats: Sequence[str] | None, quantize: str | None, dt: float | None,
+                timesteps: int | None, inputs: PathLike | None) -> Deployment:
+    """export(nir=...): the file checked, the calibration arrays read, then export/exporter.py."""
+    if path.suffix != ".nir":
+        raise UserError(f"{path}: not a .nir file; export(nir=...) takes a NIR graph")
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    arrays = None
+    if inputs is not None:
+        from spikeport.runtime.simulate import read_nir, read_npz
+
+        import nir as nir_format
+
+        names = [n for n, node in read_nir(path).nodes.items() if isinstance(node, nir_format.Input)]
+        keys = ["input"] if len(names) == 1 else [f"input.{n}" for n in names]
+        found, data = read_npz(Path(inputs), keys)
+        missing = [k for k in keys if k not in data]
+        if missing:
+            raise UserError(f"{inputs}: missing key {missing[0]!r} (has: {', '.join(found) or 'nothing'})")
+        arrays = {n: data[k] for n, k in zip(names, keys)}
+    from spikeport.export.exporter import FOREIGN_FORMATS, export_nir_file
+
+    folder = Path(out) / "export" if out is not None else path.parent / "export"
+    return Deployment.load(export_nir_file(path, folder, tuple(formats or FOREIGN_FORMATS), quantize, dt, timesteps, arrays))
 
 
 def simulate(

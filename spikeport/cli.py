@@ -131,15 +131,26 @@ def _shapes(shape: tuple | dict) -> list | dict:
 
 @app.command()
 def export(
-    run_dir: Path = typer.Argument(..., help="A run folder written by `spikeport train`."),
-    formats: str = typer.Option("nir,onnx,lava", help="Comma-separated: nir, onnx, lava."),
+    run_dir: Path = typer.Argument(..., help="A run folder written by `spikeport train`, or a .nir file another tool wrote."),
+    formats: Optional[str] = typer.Option(None, help="Comma-separated: nir, onnx, lava (default: all three; nir,lava for a .nir file)."),
     quantize: Optional[str] = typer.Option(None, help="loihi | none (default: loihi, for every model; docs/export.md)."),
-    dt: float = typer.Option(1e-3, help="Seconds per timestep written into the NIR file; 1e-4 is what snnTorch's import_nir assumes."),
+    dt: Optional[float] = typer.Option(None, help="Seconds per timestep written into the NIR file (a run: default 1e-3; 1e-4 is what snnTorch's "
+                                       "import_nir assumes). A .nir file: needed where it gives none."),
+    out: Optional[Path] = typer.Option(None, "--out", help="A .nir file: the folder for export/ (default: the file's folder)."),
+    timesteps: Optional[int] = typer.Option(None, help="A .nir file: timesteps per sample (or give --input)."),
+    input: Optional[Path] = typer.Option(None, "--input", help="A .nir file: npz with key `input` [N, T, *input_shape] to calibrate the fixed-point ranges on."),
 ) -> None:
-    """Export a trained run to RUN_DIR/export: manifest, NIR (as exported, and deployed.nir as the chip runs it), ONNX, Loihi fixed point, netx (docs/export.md)."""
+    """Export a trained run to RUN_DIR/export, or a .nir file to OUT/export: manifest, NIR (as exported, and deployed.nir as the chip runs it), ONNX, Loihi fixed point, netx (docs/export.md)."""
     from spikeport.api import export as run_export
 
-    deployment = run_export(run=run_dir, formats=[f.strip() for f in formats.split(",") if f.strip()], quantize=quantize, dt=dt)
+    listed = None if formats is None else [f.strip() for f in formats.split(",") if f.strip()]
+    if run_dir.suffix == ".nir":
+        deployment = run_export(nir=run_dir, out=out, formats=listed, quantize=quantize, dt=dt, timesteps=timesteps, inputs=input)
+    else:
+        given = [name for name, value in (("--out", out), ("--timesteps", timesteps), ("--input", input)) if value is not None]
+        if given:
+            raise UserError(f"{given[0]}: for a .nir file; a run exports to RUN_DIR/export, with its own timesteps and training set")
+        deployment = run_export(run=run_dir, formats=listed, quantize=quantize, dt=dt)
     console.print(f"[bold]{deployment.path}[/bold]: " + ", ".join(sorted(p.name for p in deployment.path.iterdir() if not p.name.startswith("."))))
 
 
