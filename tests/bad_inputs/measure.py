@@ -2,8 +2,10 @@
 stderr, its CPU seconds, its wall seconds, its peak resident memory and the heavy libraries it
 imported before it answered.
 
-Used by tests/test_bad_inputs.py (each case in its budget) and tests/test_bounded_readers.py, and
-run as a script for the table in docs/reliability.md:
+Used by tests/test_bad_inputs.py (each case in issue 19's budget, BUDGET_CPU_S and BUDGET_BYTES,
+except the cases of NEEDS_TORCH, whose command imports torch before it can decide: torch's import
+alone is over the budget) and tests/test_bounded_readers.py, and run as a script for the tables in
+docs/reliability.md:
 
     OMP_NUM_THREADS=1 python tests/bad_inputs/measure.py [--only NAME ...] --out FILE.json
 
