@@ -44,7 +44,8 @@ other tools' do not: Norse's LIF (r = 1, dt 1e-4 s, tau 2.5 ms) has 0.04, a floa
 - v[t] = beta v[t-1] + g (W s + b) = beta v[t-1] + (g W) s + (g b): weight and bias times g (the
   product `export/loihi.py` has always formed, `node.weight * g`, so loihi.json's integers are
   the same from the exported graph and from the deployed one), and r set so that the decoded gain
-  is exactly 1.0;
+  is 1.0 (within 2**-53 where no float64 r makes it exact; a gain within UNIT_GAIN of 1, as
+  r = tau / dt gives, is left as it is);
 - only where every input of the neuron is a synaptic layer that feeds nothing else; a neuron that
   reads an input or a neuron directly (an identity shortcut) or shares its synaptic layer keeps
   its gain, which the quantizer folds into the shortcut's one integer and the Lava runner into its
@@ -126,6 +127,9 @@ def deploy(graph: nir.NIRGraph, handoff: bool = False) -> nir.NIRGraph:
     return unit_gains(compose_synapses(fold_avgpool(pool_before_outputs(graph) if handoff else graph)))
 
 
+UNIT_GAIN = 2.0**-52  # a gain this close to 1 is 1: the nearest a float64 r can bring (dt / tau) r, and what r = tau / dt gives
+
+
 def unit_gains(graph: nir.NIRGraph) -> nir.NIRGraph:
     """`graph` with each LIF's and IF's input gain dt r / tau (IF: dt r) folded into the synaptic
     layers that feed it, where they feed only it (see the module docstring)."""
@@ -137,7 +141,7 @@ def unit_gains(graph: nir.NIRGraph) -> nir.NIRGraph:
         if not isinstance(node, (nir.LIF, nir.IF)):
             continue
         gain = neuron_constants(node, float(dt), name).gain
-        if gain.size == 0 or np.any(gain != gain.flat[0]) or gain.flat[0] == 1.0 or not gain.flat[0] > 0:
+        if gain.size == 0 or np.any(gain != gain.flat[0]) or abs(gain.flat[0] - 1) <= UNIT_GAIN or not gain.flat[0] > 0:
             continue
         sources = _sources(graph.edges, name)
         exclusive = all(isinstance(nodes[s], _SYNAPTIC) and [b for a, b in graph.edges if a == s] == [name] for s in sources)
@@ -165,13 +169,19 @@ def _scaled_bias(layer: nir.NIRNode, gain: float) -> np.ndarray:
 
 
 def _with_unit_gain(node: nir.NIRNode, dt: float) -> nir.NIRNode:
-    """The neuron with r chosen so that its decoded gain (dt / tau) r (IF: dt r) is exactly 1.0:
-    1 / ratio, or the float64 next to it where that rounds the product off 1."""
+    """The neuron with r chosen so that its decoded gain (dt / tau) r (IF: dt r) is 1.0, or within
+    UNIT_GAIN of it: of 1 / ratio and the float64 numbers up to 3 steps either side, the one whose
+    product with ratio is nearest 1 (exactly 1.0 for about 19 time constants in 20; for the others
+    no float64 r gives it, and 1 - 2**-53 is the nearest)."""
     ratio = dt / np.asarray(node.tau, dtype=np.float64) if isinstance(node, nir.LIF) else np.full(np.shape(node.r), dt, dtype=np.float64)
-    r = 1 / ratio
-    for candidate in (np.nextafter(1 / ratio, np.inf), np.nextafter(1 / ratio, -np.inf)):
-        r = np.where(ratio * r == 1.0, r, candidate)
-    r = np.broadcast_to(r, np.shape(node.r)).copy()
+    ratio = np.broadcast_to(ratio, np.shape(node.r))
+    candidates, up, down = [1 / ratio], 1 / ratio, 1 / ratio
+    for _ in range(3):
+        up, down = np.nextafter(up, np.inf), np.nextafter(down, -np.inf)
+        candidates += [up, down]
+    candidates = np.stack(candidates)
+    nearest = np.abs(ratio * candidates - 1).argmin(axis=0)
+    r = np.take_along_axis(candidates, nearest[None], axis=0)[0]
     if isinstance(node, nir.LIF):
         return nir.LIF(tau=node.tau, r=r, v_leak=node.v_leak, v_threshold=node.v_threshold, v_reset=node.v_reset, metadata=dict(node.metadata))
     return nir.IF(r=r, v_threshold=node.v_threshold, v_reset=node.v_reset, metadata=dict(node.metadata))

@@ -260,3 +260,101 @@ def test_read_deployed_reads_the_file_or_lowers_an_older_export(trained_run, tmp
     nir.write(export / "deployed.nir", other)
     with pytest.raises(UserError, match=r"deployed.nir: inputs \['x'\] and outputs \['output'\], not partition neuromorphic0's"):
         read_deployed(manifest, export, entry.name)
+
+
+def _gained_graph(dt: float = 1e-4, shortcut: bool = False, shared: bool = False) -> nir.NIRGraph:
+    """Input -> Conv2d -> LIF (Norse's r = 1: gain dt / tau) -> Flatten -> Affine -> IF (r = 1: gain dt) -> Affine -> Output."""
+    rng = np.random.default_rng(0)
+    f = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    ones = lambda *shape: np.ones(shape, dtype=np.float32)  # noqa: E731
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2, 6, 6])}),
+        "conv": nir.Conv2d(input_shape=(6, 6), weight=f(3, 2, 3, 3), stride=1, padding=1, dilation=1, groups=1, bias=f(3)),
+        "lif": nir.LIF(tau=ones(3, 6, 6) * 2.5e-3, r=ones(3, 6, 6), v_leak=ones(3, 6, 6) * 0, v_threshold=ones(3, 6, 6) * 0.1, v_reset=ones(3, 6, 6) * 0),
+        "flat": nir.Flatten(input_type={"input": np.array([3, 6, 6])}, start_dim=0, end_dim=-1),
+        "fc": nir.Affine(weight=f(4, 108), bias=f(4)),
+        "if": nir.IF(r=ones(4), v_threshold=ones(4) * 2, v_reset=ones(4) * 0),
+        "out": nir.Affine(weight=f(2, 4), bias=f(2)),
+        "output": nir.Output(output_type={"output": np.array([2])}),
+    }
+    edges = [("input", "conv"), ("conv", "lif"), ("lif", "flat"), ("flat", "fc"), ("fc", "if"), ("if", "out"), ("out", "output")]
+    if shortcut:  # the input added straight into the LIF, as a membrane shortcut: no synaptic layer to fold into
+        nodes["lif"] = nir.LIF(tau=ones(2, 6, 6) * 2.5e-3, r=ones(2, 6, 6), v_leak=ones(2, 6, 6) * 0, v_threshold=ones(2, 6, 6) * 0.1, v_reset=ones(2, 6, 6) * 0)
+        nodes["conv"] = nir.Conv2d(input_shape=(6, 6), weight=f(2, 2, 3, 3), stride=1, padding=1, dilation=1, groups=1, bias=f(2))
+        nodes["flat"] = nir.Flatten(input_type={"input": np.array([2, 6, 6])}, start_dim=0, end_dim=-1)
+        nodes["fc"] = nir.Affine(weight=f(4, 72), bias=f(4))
+        edges.append(("input", "lif"))
+    if shared:  # the Affine feeds the IF and the output too: folding it would change the output
+        edges.append(("fc", "output2"))
+        nodes["output2"] = nir.Output(output_type={"output": np.array([4])})
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": dt}, type_check=True)
+
+
+def _spikes(graph: nir.NIRGraph, x: np.ndarray) -> tuple[dict, dict]:
+    from spikeport.runtime.reference import NIRExecutor
+
+    with torch.no_grad():
+        result = NIRExecutor(graph)({"input": torch.as_tensor(x)})
+    return {k: v.numpy() for k, v in result.spikes.items()}, {k: v.numpy() for k, v in result.outputs.items()}
+
+
+def test_deploy_folds_each_input_gain_into_its_synapses_exactly_once():
+    """Norse's LIF at dt 1e-4 s has gain dt r / tau = 0.04, an IF at dt 0.5 s has dt r = 0.5: the
+    deployed graph's synapses carry it (weight * gain, the product loihi.json's integers are made
+    of), each neuron's decoded gain is exactly 1.0, and the graph computes what it computed."""
+    from spikeport.export.lower import deploy
+    from spikeport.export.neuron_constants import neuron_constants
+
+    for dt, lif_gain, if_gain in ((1e-4, 0.04, 1e-4), (5e-4, 0.2, 5e-4)):
+        graph = _gained_graph(dt)
+        deployed = deploy(graph)
+        assert neuron_constants(graph.nodes["lif"], dt).gain.flat[0] == pytest.approx(lif_gain)
+        for name in ("lif", "if"):
+            assert np.all(np.abs(neuron_constants(deployed.nodes[name], dt).gain - 1) <= 2.0**-53), name
+        assert np.array_equal(deployed.nodes["conv"].weight, graph.nodes["conv"].weight * float(dt / 2.5e-3))
+        assert np.array_equal(deployed.nodes["fc"].weight, graph.nodes["fc"].weight * dt)
+        assert np.array_equal(deployed.nodes["out"].weight, graph.nodes["out"].weight)  # the read-out feeds no neuron
+        assert deployed.nodes["conv"].weight.dtype == np.float32
+        x = (np.random.default_rng(1).random((20, 3, 2, 6, 6)) < 0.5).astype(np.float32) * 30
+        before, after = _spikes(graph, x), _spikes(deployed, x)
+        assert sum(v.sum() for v in before[0].values()) > 0
+        for name in before[0]:
+            assert np.array_equal(before[0][name], after[0][name]), name
+        assert np.allclose(before[1]["output"], after[1]["output"], rtol=1e-5, atol=1e-5)
+        again = deploy(deployed)
+        for name, node in deployed.nodes.items():
+            for field in ("weight", "bias", "r"):
+                if hasattr(node, field):
+                    assert np.array_equal(getattr(again.nodes[name], field), getattr(node, field)), (name, field)
+
+
+def test_unit_gain_is_1_to_the_last_bit_for_any_time_constant():
+    """The gain r makes is 1.0, or 1 - 2**-53 where no float64 r makes it exact (1 in 20)."""
+    from spikeport.export.lower import _with_unit_gain
+    from spikeport.export.neuron_constants import neuron_constants
+
+    rng = np.random.default_rng(2)
+    taus = 10.0 ** rng.uniform(-4, 0, 2000)
+    for dt in (1e-4, 1e-3, 0.37, 1.0):
+        node = _with_unit_gain(nir.LIF(tau=taus, r=np.ones_like(taus), v_leak=0 * taus, v_threshold=np.ones_like(taus), v_reset=0 * taus), dt)
+        gain = neuron_constants(node, dt).gain
+        assert np.all(np.abs(gain - 1) <= 2.0**-53) and np.mean(gain == 1.0) > 0.9, dt
+        node = _with_unit_gain(nir.IF(r=np.ones(3), v_threshold=np.ones(3), v_reset=np.zeros(3)), dt)
+        assert np.all(np.abs(neuron_constants(node, dt).gain - 1) <= 2.0**-53)
+
+
+def test_a_gain_with_no_synapse_of_its_own_or_no_dt_is_kept():
+    """A neuron that reads the input directly (a shortcut) or a synaptic layer that also feeds
+    an output: folding would scale what else reads it, so the gain stays for the consumers (the
+    quantizer folds it into a shortcut's one integer); without dt there is no gain."""
+    from spikeport.export.lower import deploy
+
+    shortcut = deploy(_gained_graph(shortcut=True))
+    assert np.array_equal(shortcut.nodes["conv"].weight, _gained_graph(shortcut=True).nodes["conv"].weight)
+    assert np.array_equal(shortcut.nodes["lif"].r, _gained_graph(shortcut=True).nodes["lif"].r)
+    assert not np.array_equal(shortcut.nodes["fc"].weight, _gained_graph(shortcut=True).nodes["fc"].weight)  # the IF's own synapse
+    shared = deploy(_gained_graph(shared=True))
+    assert np.array_equal(shared.nodes["fc"].weight, _gained_graph(shared=True).nodes["fc"].weight)
+    graph = _gained_graph()
+    bare = deploy(nir.NIRGraph(nodes=graph.nodes, edges=graph.edges, metadata={}, type_check=True))
+    assert np.array_equal(bare.nodes["conv"].weight, graph.nodes["conv"].weight)
