@@ -44,8 +44,8 @@ other tools' do not: Norse's LIF (r = 1, dt 1e-4 s, tau 2.5 ms) has 0.04, a floa
 - v[t] = beta v[t-1] + g (W s + b) = beta v[t-1] + (g W) s + (g b): weight and bias times g (the
   product `export/loihi.py` has always formed, `node.weight * g`, so loihi.json's integers are
   the same from the exported graph and from the deployed one), and r set so that the decoded gain
-  is 1.0 (within 2**-53 where no float64 r makes it exact; a gain within UNIT_GAIN of 1, as
-  r = tau / dt gives, is left as it is);
+  is 1.0 (within 2**-53 where no float64 r makes it exact); a gain within UNIT_GAIN (1e-6) of 1
+  is 1 already, as the reference runtime, snnTorch, Norse and Lava read a float32 r, and is left;
 - only where every input of the neuron is a synaptic layer that feeds nothing else; a neuron that
   reads an input or a neuron directly (an identity shortcut) or shares its synaptic layer keeps
   its gain, which the quantizer folds into the shortcut's one integer and the Lava runner into its
@@ -127,7 +127,7 @@ def deploy(graph: nir.NIRGraph, handoff: bool = False) -> nir.NIRGraph:
     return unit_gains(compose_synapses(fold_avgpool(pool_before_outputs(graph) if handoff else graph)))
 
 
-UNIT_GAIN = 2.0**-52  # a gain this close to 1 is 1: the nearest a float64 r can bring (dt / tau) r, and what r = tau / dt gives
+UNIT_GAIN = 1e-6  # a gain this close to 1 is 1, as the reference runtime reads it (runtime/reference.py FLOAT32_TOLERANCE): r stored in float32
 
 
 def unit_gains(graph: nir.NIRGraph) -> nir.NIRGraph:
@@ -170,7 +170,7 @@ def _scaled_bias(layer: nir.NIRNode, gain: float) -> np.ndarray:
 
 def _with_unit_gain(node: nir.NIRNode, dt: float) -> nir.NIRNode:
     """The neuron with r chosen so that its decoded gain (dt / tau) r (IF: dt r) is 1.0, or within
-    UNIT_GAIN of it: of 1 / ratio and the float64 numbers up to 3 steps either side, the one whose
+    2**-53 of it: of 1 / ratio and the float64 numbers up to 3 steps either side, the one whose
     product with ratio is nearest 1 (exactly 1.0 for about 19 time constants in 20; for the others
     no float64 r gives it, and 1 - 2**-53 is the nearest)."""
     ratio = dt / np.asarray(node.tau, dtype=np.float64) if isinstance(node, nir.LIF) else np.full(np.shape(node.r), dt, dtype=np.float64)

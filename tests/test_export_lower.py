@@ -358,3 +358,7 @@ def test_a_gain_with_no_synapse_of_its_own_or_no_dt_is_kept():
     graph = _gained_graph()
     bare = deploy(nir.NIRGraph(nodes=graph.nodes, edges=graph.edges, metadata={}, type_check=True))
     assert np.array_equal(bare.nodes["conv"].weight, graph.nodes["conv"].weight)
+    lif = graph.nodes["lif"]  # r = tau / dt stored in float32 (24.999998..): a gain 1 to float32 precision is 1, as every reader takes it
+    float32_r = nir.LIF(tau=lif.tau, r=np.full_like(lif.r, np.float32(2.5e-3 / 1e-4 * (1 - 6e-8))), v_leak=lif.v_leak, v_threshold=lif.v_threshold, v_reset=lif.v_reset)
+    kept = deploy(nir.NIRGraph(nodes={**graph.nodes, "lif": float32_r}, edges=graph.edges, metadata=graph.metadata, type_check=True))
+    assert np.array_equal(kept.nodes["conv"].weight, graph.nodes["conv"].weight) and np.array_equal(kept.nodes["lif"].r, float32_r.r)
