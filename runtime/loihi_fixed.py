@@ -706,8 +706,8 @@ def simulate_export(manifest, export_dir, graphs: dict, loihi, inputs: dict[str,
             v, scale = result.readout
             output = np.diff(v.cpu().numpy().astype(np.float64), axis=1, prepend=0.0) / (64 * scale)
     (model_output,) = final
-    if output is None:
-        output = floats[model_output].astype(np.float64)
+    if output is None:  # a host partition's result, or a chip's spikes (a foreign graph ending in a neuron layer)
+        output = (floats[model_output] if model_output in floats else values[model_output].cpu().numpy()).astype(np.float64)
     return ExportRecord(output=output, spikes=spikes, tensors=values)
 
 
