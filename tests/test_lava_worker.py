@@ -61,6 +61,17 @@ def test_a_missing_environment_says_how_to_make_one(monkeypatch, tmp_path):
         run_lava(small_graph(), INPUTS)
 
 
+def test_an_installed_spikeport_without_a_setting_says_where_to_set_it(monkeypatch, tmp_path):
+    from spikeport.runtime.lava import sandbox
+
+    monkeypatch.delenv(ENVIRONMENT_VARIABLE, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setattr(sandbox, "CHECKOUT_ENVIRONMENT", None)  # site-packages: no checkout around it
+    with pytest.raises(UserError, match=r"Lava is not set up: SPIKEPORT_LAVA_PYTHON is not set and .*spikeport/settings.yaml names no "
+                                        r"lava_python; .*pip install -r .*runtime/lava/worker/requirements.txt"):
+        run_lava(small_graph(), INPUTS)
+
+
 def test_the_settings_file_names_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv(ENVIRONMENT_VARIABLE, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))

@@ -44,7 +44,8 @@ from spikeport.runtime.lava.worker import exchange
 ENVIRONMENT_VARIABLE = "SPIKEPORT_LAVA_PYTHON"
 SETTINGS_KEY = "lava_python"
 WORKER = Path(__file__).parent / "worker" / "main.py"
-CHECKOUT_ENVIRONMENT = Path(__file__).resolve().parents[2] / ".venv-lava"  # runtime/lava/ -> the source tree's root
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # runtime/lava/ -> a checkout's root (site-packages/spikeport when installed)
+CHECKOUT_ENVIRONMENT = SOURCE_ROOT / ".venv-lava" if (SOURCE_ROOT / "pyproject.toml").is_file() else None
 REQUIREMENTS = Path(__file__).parent / "worker" / "requirements.txt"
 SETUP_HINT = (f"create it with `make lava-env` in spikeport's checkout, or with `python3.10 -m venv ENV && ENV/bin/pip install -r "
               f"{REQUIREMENTS}` and set SPIKEPORT_LAVA_PYTHON=ENV/bin/python")
@@ -66,8 +67,10 @@ def lava_python() -> Path:
         python, origin = Path(os.environ[ENVIRONMENT_VARIABLE]), ENVIRONMENT_VARIABLE
     elif (configured := _configured()) is not None:
         python, origin = configured, f"{SETTINGS_KEY} in {settings_file()}"
-    else:
+    elif CHECKOUT_ENVIRONMENT is not None:
         python, origin = CHECKOUT_ENVIRONMENT / "bin" / "python", None
+    else:
+        raise UserError(f"Lava is not set up: {ENVIRONMENT_VARIABLE} is not set and {settings_file()} names no {SETTINGS_KEY}; {SETUP_HINT}")
     if not os.access(python, os.X_OK) or python.is_dir():
         where = f"{origin} names {python}, which is not an executable" if origin else f"no Lava environment ({python} does not exist)"
         raise UserError(f"Lava is not set up: {where}; {SETUP_HINT}")
