@@ -80,12 +80,19 @@ def arm_config(base: dict, arm: str, seed: int, epochs: int | None) -> dict:
     return config
 
 
+def finished(out: Path, config: dict) -> bool:
+    """Whether the run in `out` has trained all its epochs."""
+    metrics = out / "metrics.jsonl"
+    return metrics.is_file() and len(metrics.read_text().splitlines()) >= config["train"]["epochs"] and (out / "checkpoint.pt").is_file()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=None, help="default: the config's")
     parser.add_argument("--runs", type=Path, default=Path("runs/dta-temporal"))
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--finished-only", action="store_true", help="summarise the runs that have finished; train nothing")
     args = parser.parse_args()
     base = load_config(CONFIG).to_dict()
     runs: dict[str, dict] = {}
@@ -94,6 +101,8 @@ def main() -> None:
         for seed in args.seeds:
             config = arm_config(base, arm, seed, args.epochs)
             out = args.runs / f"{arm.replace(' ', '_').replace(',', '')}-seed{seed}"
+            if args.finished_only and not finished(out, config):
+                continue
             started = time.perf_counter()
             history = train(config_from_dict(config), out, device="cpu", resume=(out / "checkpoint.pt").is_file())
             runs[arm][seed] = {
@@ -101,6 +110,7 @@ def main() -> None:
                 "train_seconds": round(sum(m["seconds"] for m in history), 1), "parameters": parameters(config),
             }
             print(f"{arm} seed {seed}: test {history[-1]['test_acc']:.4f} val {history[-1]['val_acc']:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    runs = {arm: per_seed for arm, per_seed in runs.items() if per_seed}
     summary = {
         arm: {key: interval([r[key] for r in per_seed.values()]) for key in ("test_acc", "val_acc")}
         | {"parameters": next(iter(per_seed.values()))["parameters"], "train_seconds": interval([r["train_seconds"] for r in per_seed.values()])["mean"]}

@@ -125,6 +125,12 @@ def probe_and_alpha(config: dict, out: Path) -> dict:
     return result
 
 
+def finished(out: Path, config: dict) -> bool:
+    """Whether the run in `out` has trained all its epochs."""
+    metrics = out / "metrics.jsonl"
+    return metrics.is_file() and len(metrics.read_text().splitlines()) >= config["train"]["epochs"] and (out / "checkpoint.pt").is_file()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -133,6 +139,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/taaf-temporal"))
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--sweep-arms", nargs="+", default=None, choices=list(ARMS), help="the arms at the noise levels other than 0.5 (default: --arms)")
+    parser.add_argument("--finished-only", action="store_true", help="summarise the runs that have finished; train nothing")
     args = parser.parse_args()
     base = load_config(CONFIG).to_dict()
     runs: dict[float, dict[str, dict[int, dict]]] = {}
@@ -143,6 +150,8 @@ def main() -> None:
             for seed in args.seeds:
                 config = arm_config(base, arm, noise, seed, args.epochs)
                 out = args.runs / f"noise{noise}-{arm.replace(' ', '_').replace(',', '').replace('(', '').replace(')', '').replace('=', '')}-seed{seed}"
+                if args.finished_only and not finished(out, config):
+                    continue
                 started = time.perf_counter()
                 history = train(config_from_dict(config), out, device="cpu", resume=(out / "checkpoint.pt").is_file())
                 last = history[-1]
@@ -156,6 +165,8 @@ def main() -> None:
                 record |= probes | {"train_seconds": round(sum(m["seconds"] for m in history), 1)}
                 runs[noise][arm][seed] = record
                 print(f"noise {noise} {arm} seed {seed}: " + " ".join(f"{k} {record[k]:.3f}" for k in METRICS) + f" ({time.perf_counter() - started:.0f} s)", flush=True)
+    runs = {noise: {arm: per_seed for arm, per_seed in arms.items() if per_seed} for noise, arms in runs.items()}
+    runs = {noise: arms for noise, arms in runs.items() if arms.get("concat")}
     summary, claims = {}, []
     for noise, arms in runs.items():
         # The weak modality: the one whose probe is lower on concat fusion (no balancing at all)
