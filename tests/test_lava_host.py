@@ -141,3 +141,21 @@ def test_a_host_partition_reading_spikes_and_a_current_runs_in_lava(tmp_path):
     assert reference.spikes["neuromorphic0.lif"].sum() > 0
     np.testing.assert_array_equal(lava.spikes["neuromorphic0.lif"], reference.spikes["neuromorphic0.lif"])
     np.testing.assert_allclose(lava.output, reference.output, rtol=0, atol=1e-5)
+
+
+def test_a_partition_lava_cannot_run_is_named_before_lava_starts(tmp_path):
+    """A deployment whose second neuromorphic partition holds what Lava's LIF has not (a reset to a
+    voltage other than 0): refused naming the partition and the layer, without starting the worker."""
+    import nir
+
+    inputs = exported(MeanGate(), tmp_path)
+    target = resolve_target(tmp_path)
+    last = target.manifest.partitions[-1]
+    path = tmp_path / "export" / last.file
+    graph = nir.read(path)
+    (name,) = [n for n, node in graph.nodes.items() if isinstance(node, nir.LIF)]
+    graph.nodes[name].v_reset[:] = 0.25
+    nir.write(path, graph)
+    with pytest.raises(UserError, match=rf"^partition {last.name}: {name} \(LIF\): v_reset must be 0"):
+        run_in_lava(target, inputs, torch.device("cpu"))
+    assert psutil.Process().children(recursive=True) == []

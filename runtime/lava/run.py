@@ -102,7 +102,10 @@ def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs:
                 raise UserError(f"partition {p.name}: reads {', '.join(biased)}, a synaptic layer's current with a bias, which Lava's Dense "
                                 "and Conv do not add; the Lava runner leaves it to a host partition reading the current")
             final = [t.name for t in p.outputs] == [t.name for t in manifest.outputs]
-            plan = plan_network(graphs[p.name], loihi, depths={t.name: arrival[t.name] for t in p.inputs}, handoff=not final, partition=p.name)
+            try:
+                plan = plan_network(graphs[p.name], loihi, depths={t.name: arrival[t.name] for t in p.inputs}, handoff=not final, partition=p.name)
+            except UserError as e:  # the deployment names the partition Lava cannot run, and why
+                raise UserError(f"partition {p.name}: {e}") from None
             nodes = {t.name: "output" if len(p.outputs) == 1 else f"output_{t.name}" for t in p.outputs}
             if set(nodes.values()) != set(plan.outputs):
                 raise UserError(f"partition {p.name}: its graph's Output nodes {sorted(plan.outputs)} are not the manifest's {sorted(nodes.values())}")
