@@ -223,3 +223,26 @@ def test_a_dt_beyond_the_time_constant_is_warned_of_and_kept_in_the_manifest(cli
     manifest = json.loads((folder / "manifest.json").read_text())
     assert any("dt 0.01 s is at least its tau" in line for line in manifest["source"]["warnings"]), manifest["source"]
     assert manifest["files"] == {} and (folder / "deployed.nir").is_file()
+
+
+def test_the_python_api_exports_a_nir_file_beside_it_by_default(tmp_path):
+    import shutil
+
+    import spikeport
+    from spikeport.errors import UserError
+    from spikeport.export.neuron_constants import neuron_constants
+
+    path = tmp_path / "lif_norse.nir"
+    shutil.copy(needs_shared("peer-tests/nir/01_lif/lif_norse.nir"), path)
+    np.savez(tmp_path / "x.npz", input=events((4, 50, 1), 0.2))
+    deployment = spikeport.export(nir=path, dt=1e-4, inputs=tmp_path / "x.npz")
+    assert deployment.path == tmp_path / "export" and deployment.timesteps == 50
+    assert neuron_constants(deployment.deployed().nodes["1"], 1e-4).gain.item() == 1.0
+    sim = spikeport.simulate(target=deployment, mode="loihi", inputs=tmp_path / "x.npz")
+    assert sim.output.shape == (4, 50, 1) and sim.output.sum() > 0
+    with pytest.raises(UserError, match="give one of run="):
+        spikeport.export(nir=path, run=tmp_path)
+    with pytest.raises(UserError, match="input 'input' has shape \\[4, 50, 2\\]; expected \\[N, T, 1\\]"):
+        np.savez(tmp_path / "wrong.npz", input=np.zeros((4, 50, 2), np.float32))
+        spikeport.export(nir=path, dt=1e-4, inputs=tmp_path / "wrong.npz", out=tmp_path / "other")
+    assert not (tmp_path / "other").exists()
