@@ -113,7 +113,7 @@ def _install_interpreter_fma() -> None:
     from spikeport.train.lif_triton import FMA_F32
 
     def inline_asm_elementwise(asm, constraints, args, dtype, is_pure, pack, _builder=None):
-        assert asm == FMA_F32 and dtype == tl.float32 and len(args) == 3, f"no interpreter version of {asm!r}"
+        assert getattr(asm, "value", asm) == FMA_F32.value and dtype == tl.float32 and len(args) == 3, f"no interpreter version of {asm!r}"
         a, b, c = args
         return tl.core.tensor(TensorHandle(_exact_fma(a.handle.data, b.handle.data, c.handle.data), tl.float32), a.type)
 
@@ -179,18 +179,24 @@ def compile_to_ptx() -> None:
     """Compile both kernels (float32, all gradients) for sm_90 into TRITON_CACHE_DIR. Without a
     GPU driver the last stage, the host-side launcher, cannot be built; the PTX is written by then."""
     import triton
+    from triton.backends.compiler import GPUTarget
     from triton.compiler.compiler import ASTSource
 
     from spikeport.train import lif_triton
 
-    pointers = lambda k: {i: "*fp32" for i in range(k)}  # noqa: E731
+    def source(kernel, constexprs: dict) -> ASTSource:
+        """The kernel's signature by argument name (Triton 3.2+): pointers to float32, n an int32, the
+        other runtime arguments float32, `constexprs` fixed."""
+        types = {name: "constexpr" if name in constexprs else "*fp32" if name.endswith("_ptr") else "i32" if name == "n" else "fp32" for name in kernel.arg_names}
+        return ASTSource(kernel, types, constexprs=constexprs)
+
     sources = [
-        ASTSource(lif_triton._lif_forward_kernel, {**pointers(4), 4: "i32", 5: "fp32", 6: "fp32"}, constants={7: 6, 8: lif_triton.BLOCK}),
-        ASTSource(lif_triton._lif_backward_kernel, {**pointers(5), 5: "i32", 6: "fp32", 7: "fp32", 8: "fp32"}, constants={9: 6, 10: True, 11: True, 12: lif_triton.BLOCK}),
+        source(lif_triton._lif_forward_kernel, {"T": 6, "BLOCK": lif_triton.BLOCK}),
+        source(lif_triton._lif_backward_kernel, {"T": 6, "HAS_GRAD_SPIKES": True, "HAS_GRAD_MEM": True, "BLOCK": lif_triton.BLOCK}),
     ]
-    for source in sources:
+    for kernel in sources:
         try:
-            triton.compile(source, target=("cuda", 90), options={"num_warps": lif_triton.NUM_WARPS, "enable_fp_fusion": False})
+            triton.compile(kernel, target=GPUTarget("cuda", 90, 32), options={"num_warps": lif_triton.NUM_WARPS, "enable_fp_fusion": False})
         except AssertionError as e:
             if "libcuda" not in str(e):
                 raise

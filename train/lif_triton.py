@@ -34,7 +34,7 @@ BLOCK = 1024  # neurons per program; a [T, B, C, H, W] layer has 10^4 to 10^7 of
 NUM_WARPS = 4
 
 
-FMA_F32 = "fma.rn.f32 $0, $1, $2, $3;"
+FMA_F32 = tl.constexpr("fma.rn.f32 $0, $1, $2, $3;")  # a constexpr: Triton 3 kernels read no other globals
 
 
 @triton.jit
@@ -54,7 +54,9 @@ def _lif_forward_kernel(x_ptr, h_ptr, s_ptr, u_ptr, n, beta, threshold, T: tl.co
     thr = tl.full((BLOCK,), threshold, dtype)
     for _ in range(T):  # pointers advance a slice per step (no t * n product to overflow int32)
         x = tl.load(x_ptr + offsets, mask=mask)
-        h = (u * beta).to(dtype) + x  # two roundings, as torch.mul(...).add_(x)
+        # two roundings, as torch.mul(...).add_(x); the product in float32, as torch's opmath
+        # computes a half tensor times a float (torch 2.14's Triton 3.8 would round beta to half first)
+        h = (u.to(tl.float32) * beta).to(dtype) + x
         s = (h > thr).to(dtype)
         u = h - h * s  # exactly 0 or h, as torch.addcmul(h, h, s, value=-1)
         tl.store(h_ptr + offsets, h, mask=mask)
@@ -95,7 +97,7 @@ def _lif_backward_kernel(
         g = _fma(through_spike.to(tl.float32), sg.to(tl.float32), grad_u.to(tl.float32)).to(dtype)
         g = g - grad_u * s  # s is 0 or 1: the product is exact, fused or not
         tl.store(gx_ptr + offsets, g, mask=mask)
-        grad_u = (g * beta).to(dtype)
+        grad_u = (g.to(tl.float32) * beta).to(dtype)  # in float32, as in the forward
         h_ptr += back
         s_ptr += back
         gs_ptr += back

@@ -60,18 +60,22 @@ def heaviside(v: Tensor) -> Tensor:
     return (v > 0).to(v.dtype)
 
 
-def triangle_surrogate(v: Tensor, width: float = SURROGATE_WIDTH) -> Tensor:
-    """d spike / d v of the triangle surrogate, at `v` = membrane minus threshold."""
-    return v.abs().neg_().add_(width).clamp_(min=0.0).div_(width**2)
+def triangle_surrogate(v: Tensor, width: float = SURROGATE_WIDTH, in_place: bool = False) -> Tensor:
+    """d spike / d v of the triangle surrogate, at `v` = membrane minus threshold (written over `v`
+    with `in_place`)."""
+    sg = (v.abs_() if in_place else v.abs()).neg_().add_(width).clamp_(min=0.0)
+    return sg if width == 1.0 else sg.div_(width**2)  # x / 1 is x: divide only where it changes a value
 
 
 class _LIFMultiStep(torch.autograd.Function):
     """The LIF recurrence over the leading time axis, with a hand-written backward pass.
 
     Both passes work one timestep at a time on [B, ...] slices, with a handful of whole-slice
-    operations each, written into preallocated outputs: a slice stays in the processor's cache
-    between operations, where computing an intermediate for all T at once would stream T times
-    more data through memory.
+    operations each, written into preallocated outputs and scratch slices: a slice stays in the
+    processor's cache between operations, where computing an intermediate for all T at once would
+    stream T times more data through memory, and no slice is allocated per step (a fresh slice of
+    a few MB is fresh pages from the kernel, page faults and zeroing included: allocating five per
+    step made the backward 15% slower, docs/train.md).
     """
 
     @staticmethod
@@ -96,19 +100,20 @@ class _LIFMultiStep(torch.autograd.Function):
         pre_reset, spikes = ctx.saved_tensors
         grad_x = torch.empty_like(pre_reset)
         grad_u = torch.zeros_like(pre_reset[0])  # dL/du[t]: from mem[t] and from h[t+1] = beta u[t] + ...
+        sg, through_spike = torch.empty_like(grad_u), torch.empty_like(grad_u)  # scratch, reused every step
         for t in reversed(range(pre_reset.shape[0])):
             h, s = pre_reset[t], spikes[t]
             if grad_mem is not None:
-                grad_u = grad_u + grad_mem[t]
+                grad_u.add_(grad_mem[t])
             # s = H(h - threshold), u = h (1 - s), so with the surrogate sg = ds/dh:
             # dL/dh = dL/ds sg + dL/du ((1 - s) - h sg) = sg (dL/ds - dL/du h) + dL/du - dL/du s.
-            sg = triangle_surrogate(h - ctx.threshold)
-            through_spike = torch.mul(grad_u, h).neg_()
+            triangle_surrogate(torch.sub(h, ctx.threshold, out=sg), in_place=True)
+            torch.mul(grad_u, h, out=through_spike).neg_()
             if grad_spikes is not None:
                 through_spike.add_(grad_spikes[t])
             g = torch.addcmul(grad_u, through_spike, sg, out=grad_x[t])
             g.addcmul_(grad_u, s, value=-1.0)
-            grad_u = g * ctx.beta
+            torch.mul(g, ctx.beta, out=grad_u)
         return grad_x, None, None
 
 
