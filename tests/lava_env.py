@@ -10,8 +10,10 @@ Tests that use them are marked `lava` (tests/conftest.py skips them without a La
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -40,10 +42,20 @@ def in_lava(source: str, timeout_s: float = 300, **arrays: np.ndarray) -> dict[s
         inputs, outputs = Path(folder) / "in.npz", Path(folder) / "out.npz"
         np.savez(inputs, **arrays)
         script = _PRELUDE + textwrap.dedent(source) + _EPILOGUE
-        done = subprocess.run([str(lava_python()), "-E", "-s", "-c", script, str(inputs), str(outputs)],
-                              capture_output=True, text=True, timeout=timeout_s, cwd=folder)
-        if done.returncode != 0:
-            raise AssertionError(f"the Lava side failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+        # In a process group of its own, killed whole at the end: Lava forks a process per Lava
+        # process, and one that raised makes Lava 0.10 hang, so a timeout must not orphan them.
+        side = subprocess.Popen([str(lava_python()), "-E", "-s", "-c", script, str(inputs), str(outputs)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=folder, process_group=0)
+        try:
+            _, stderr = side.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the Lava side did not finish in {timeout_s:g} s") from None
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(side.pid, signal.SIGKILL)
+            side.wait()
+        if side.returncode != 0:
+            raise AssertionError(f"the Lava side failed (exit {side.returncode}):\n{stderr[-4000:]}")
         with np.load(outputs, allow_pickle=False) as stored:
             return {key: stored[key] for key in stored.files}
 
