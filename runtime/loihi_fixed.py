@@ -15,8 +15,8 @@ in the integer widths Lava's numpy code uses (int32 wraps and int16 bias_mant em
     s[t]     = v[t] > vth << 6;   v[t] = 0 where s[t]
 
 where wrap24 is Lava's (asymmetric, single) wrap: x - 2**24 if x > 2**23, x + 2**24 if x <= -2**23.
-Spikes of LIF neurons are 0/1 whatever messageBits says (graded spikes only change the synapse's
-input type, and a LIF sends booleans), so `message_bits` is recorded but changes nothing here.
+LIF neurons send 0/1 spikes (netx cannot load a file that gives messageBits, so the reader
+refuses one: export/netx_read.py).
 
 Sigma-delta (netx's 'SDNN') blocks send graded messages, int32 values, one step later to the next
 synapse like spikes; their neurons are Lava's fixed-point Delta / SigmaDelta / Sigma (class

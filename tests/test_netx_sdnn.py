@@ -162,3 +162,25 @@ def test_sigma_delta_files_that_netx_cannot_run_are_refused(tmp_path):
     net = read_netx(path)
     with pytest.raises(UserError, match=r"layer/1: conv sums reach \d+, beyond int32"):
         simulate_netx(net, a_in=np.full((1, 2, 2, 6, 6), 2**18), steps=2)
+
+
+@pytest.mark.lava
+def test_message_bits_are_refused_because_netx_cannot_load_them(tmp_path):
+    """A neuron's messageBits: netx 0.6 reads the field as a group (a NetDict, where its blocks need
+    a number of bits; a run of such a network fails in Lava's runtime, "setting an array element
+    with a sequence"), so Lava runs no such file; the reader refuses it naming the field."""
+    from lava_env import in_lava
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / "sdnn.net"
+    _sdnn_file(path, rng)
+    with h5py.File(path, "a") as f:
+        f["layer/3/neuron"].create_dataset("messageBits", data=np.int64(8))
+    with pytest.raises(UserError, match=r"layer/3/neuron/messageBits: lava-dl's netx cannot load a file with this field"):
+        read_netx(path)
+    source = """
+    from lava.lib.dl.netx import hdf5
+    net = hdf5.Network(net_config=str(path))
+    result["bits"] = np.array(type(net.layers[2].output_message_bits).__name__)
+    """
+    assert str(in_lava(source, path=np.array(str(path)))["bits"]) == "NetDict"  # not a number: Lava's run of it fails
