@@ -1,4 +1,6 @@
-"""`spikeport export RUN_DIR`: a trained run folder -> RUN_DIR/export/ (docs/export.md).
+"""`spikeport export RUN_DIR`: a trained run folder -> RUN_DIR/export/ (docs/export.md); `spikeport
+export FILE.nir`: a NIR file another tool wrote -> OUT/export/, the same files but ONNX
+(`export_nir_file`).
 
     manifest.json   partitions, their files and boundary tensors, T, dt, inputs and outputs
     model.nir       the neuromorphic partition (or <partition>.nir each, when there are several);
