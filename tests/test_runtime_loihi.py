@@ -719,3 +719,64 @@ def test_dense_synapse_equals_lavas_dense_model_binary_and_graded():
                 ours, theirs, err_msg=f"{low}..{high}, bits {bits}, exp {exp}, graded {graded}, step {step}"
             )
         np.testing.assert_array_equal(block.weight, lava[f"weights{c}"])
+
+
+# ------------------------------------------------------------------------------------------- files without an input layer
+
+_SLAYER_NETWORK = """
+import h5py, torch
+import lava.lib.dl.slayer as slayer
+
+torch.manual_seed(0)
+params = {"threshold": 0.5, "current_decay": 0.25, "voltage_decay": 0.03, "requires_grad": False}
+blocks = torch.nn.ModuleList([
+    slayer.block.cuba.Conv(params, 2, 8, 3, stride=2, padding=1, weight_scale=2),
+    slayer.block.cuba.Conv(params, 8, 6, 3, stride=1, padding=0, weight_scale=2),
+    slayer.block.cuba.Flatten(),
+    slayer.block.cuba.Dense(params, 6 * 2 * 2, 10, weight_scale=2),
+])
+x = torch.as_tensor(spikes[0]).permute(1, 2, 3, 0)[None].float()  # SLAYER's [N, C, H, W, T]
+with torch.no_grad():  # a forward pass gives the neurons their shapes, as in lava-dl's tutorials
+    for block in blocks:
+        x = block(x)
+with h5py.File(str(path), "w") as h:
+    layer = h.create_group("layer")
+    for i, block in enumerate(blocks):
+        block.export_hdf5(layer.create_group(str(i)))
+"""
+
+
+@pytest.mark.lava
+def test_slayer_conv_net_without_input_layer_equals_lava(cli, tmp_path):
+    """lava-dl's SLAYER (in the Lava environment) writes a CUBA conv -> conv -> flatten -> dense
+    network with its own export_hdf5: no input layer, a conv first, so the input shape comes from
+    the input. Lava fixed_pt (netx given input_shape, spikes into net.inp, as lava-dl drives such
+    a file) and the emulator agree on every layer's spikes at every step of the first window and
+    on each sample's steps after it; `spikeport simulate FILE.net --input x.npz` gives Lava's."""
+    from spikeport.runtime.lava.run import run_netx_fixed
+
+    rng = np.random.default_rng(3)
+    n, t, k = 2, 12, 2  # k: the synaptic stages after the first
+    x = (rng.random((n, t, 2, 8, 8)) < 0.4).astype(np.float32)
+    path = tmp_path / "slayer.net"
+    in_lava(_SLAYER_NETWORK, path=np.array(str(path)), spikes=x)
+    with pytest.raises(UserError, match=r"slayer\.net: layer/0: a conv layer with no input layer before it; its input shape"):
+        read_netx(path)
+    net = read_netx(path, input_shape=(2, 8, 8))
+    assert [(b.kind, b.shape) for b in net.blocks] == [("conv", (8, 4, 4)), ("conv", (6, 2, 2)), ("dense", (10,))]
+    window = t + k
+    drive = np.concatenate([x, np.zeros((n, k, 2, 8, 8), np.float32)], axis=1)
+    lava, _ = run_netx_fixed(path, drive, window, drive="inp", input_shape=(2, 8, 8))
+    full = simulate_netx(net, spikes=drive[:1], steps=window, reset_interval=window, record=("s",))
+    aligned = simulate_netx(net, spikes=x, steps=window, aligned=True, record=("s",))
+    for i, (a, f, s) in enumerate(zip(lava, full, aligned)):
+        assert a[:, i : i + t].sum() > 10, f.name
+        np.testing.assert_array_equal(a[:1], f.s.numpy(), err_msg=f.name)
+        np.testing.assert_array_equal(a[:, i : i + t], s.s.numpy(), err_msg=f.name)
+    np.savez(tmp_path / "x.npz", input=x)
+    code, _, err = cli("simulate", path, "--mode", "loihi", "--input", tmp_path / "x.npz", "--out", tmp_path)
+    assert code == 0, err
+    sim = np.load(tmp_path / "sim" / "reference-loihi.npz")
+    assert int(sim["delay"]) == k
+    np.testing.assert_array_equal(sim["output"], lava[-1][:, k : k + t])
+    np.testing.assert_array_equal(sim["spikes.layer/0"], lava[0][:, :t].reshape(n, t, -1).sum(-1))
