@@ -69,7 +69,7 @@ def run_lava(
     (recordings,) = _run_network([plan], {plan.input_name: drive}, timeout_s)
     n, t = inputs.shape[:2]
     output = plan_output(plan, recordings, n, t)
-    if plan.fixed_pt:
+    if plan.fixed_pt and plan.readout:  # the read-out integrates: its increments are the logits (plan.py, "Fixed point")
         output = np.diff(output.astype(np.float64), axis=1, prepend=0.0) / (64 * plan.readout_scale)
     return LavaResult(output=output, delay=plan.delay, spikes=spike_counts(plan, recordings, n, t))
 
@@ -149,7 +149,7 @@ def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs:
                            for neuron in stage.neurons if not (stage.readout and neuron.name == stage.output)})
             if model_output in stage.outputs:
                 output = plan_output(stage, recorded, n, t)
-                if stage.fixed_pt:
+                if stage.fixed_pt and stage.readout:
                     output = np.diff(output.astype(np.float64), axis=1, prepend=0.0) / (64 * stage.readout_scale)
         else:
             trains.update({tensor: aligned(recorded[tensor], stage.delay, shape, n, t) for tensor, shape in stage.outputs.items() if tensor != model_output})
