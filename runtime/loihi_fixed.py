@@ -78,9 +78,9 @@ class LayerRecord:
 
     name: str
     kind: str
-    u: Tensor | None  # int32
-    v: Tensor | None  # int32
-    s: Tensor | None  # uint8 (0/1)
+    u: Tensor | None  # int32 (a sigma-delta block: its sigma)
+    v: Tensor | None  # int32 (a sigma-delta block: its activation)
+    s: Tensor | None  # uint8 spikes (0/1); a sigma-delta block's graded messages, int32
 
 
 # ----------------------------------------------------------------------------------------------- simulating

@@ -11,6 +11,7 @@ spikeport's worker (runtime/lava/run.run_netx_fixed) and compare every layer at 
 import h5py
 import numpy as np
 import pytest
+import torch
 from conftest import needs_shared
 
 from spikeport.errors import UserError
@@ -184,3 +185,15 @@ def test_message_bits_are_refused_because_netx_cannot_load_them(tmp_path):
     result["bits"] = np.array(type(net.layers[2].output_message_bits).__name__)
     """
     assert str(in_lava(source, path=np.array(str(path)))["bits"]) == "NetDict"  # not a number: Lava's run of it fails
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_pilotnet_sdnn_on_cuda_equals_cpu():
+    folder = needs_shared(PILOTNET)
+    net = read_netx(folder / "network.net")
+    a_in = np.repeat(_pilotnet_frame(folder)[None, None], 9, axis=1)
+    cpu = simulate_netx(net, a_in=a_in, steps=9, record=("s", "u", "v"))
+    cuda = simulate_netx(net, a_in=a_in, steps=9, record=("s", "u", "v"), device="cuda")
+    for a, b in zip(cpu, cuda):
+        for state in ("s", "u", "v"):
+            np.testing.assert_array_equal(getattr(a, state).numpy(), getattr(b, state).cpu().numpy(), err_msg=f"{a.name}.{state}")
