@@ -1,6 +1,6 @@
 """Foreign NIR files all the way to Lava (issue 14): graphs that other tools wrote run in Lava's
 floating_pt spike for spike as in the reference runtime: the NIR paper's LIF (Norse, dt 1e-4 s,
-input gain dt r / tau = 0.04, which the runner folds into the weights), its sinabs CNN (IF neurons,
+input gain dt r / tau = 0.04, which the export's lowering folds into the weights), its sinabs CNN (IF neurons,
 SumPool2d folded into the next layer, dt = 1 as sinabs counts).
 
 Not here: a graph from snnTorch 1.0.0's own export_to_nir, which fails NIR 1.0.8's type check

@@ -104,13 +104,12 @@ import numpy as np
 
 from spikeport.errors import UserError
 from spikeport.export.loihi import BIAS_EXP, IDENTITY, LoihiModel, chain_layers, integers, neuron_bias
-from spikeport.export.lower import deploy, topological_order
+from spikeport.export.lower import UNIT_GAIN, deploy, topological_order
 from spikeport.export.neuron_constants import neuron_constants
 from spikeport.export.nir_graph import check_resets_to_zero
 from spikeport.runtime.lava.worker.layout import lava_order, lava_shape
 
 MAX_DELAYED_WEIGHTS = 2**22  # a convolution delayed as a DelayDense becomes a dense matrix of at most this many weights
-_GAIN_TOLERANCE = 1e-6  # dt * r / tau is 1 to float32 precision: other tools store r in float32
 _SYNAPTIC = (nir.Conv2d, nir.Affine, nir.Linear)
 _NEURONS = (nir.LIF, nir.IF)
 
@@ -382,12 +381,9 @@ class _Builder:
         dv = _uniform(name, "tau", constants.leak)  # Lava's v (1 - dv) is v * beta
         gain = _uniform(name, "the input gain dt*r/tau", constants.gain)
         bias = sum(_spread(getattr(self.nodes.get(s), "bias", 0.0), self.nodes.get(s), shape) for s in feeding)
-        if abs(gain - 1) > _GAIN_TOLERANCE:  # Lava's LIF adds its input unscaled: the gain goes into the weights and bias
-            if self.fixed_point:
-                raise UserError(f"{name} ({type(node).__name__}): input gain dt*r/tau = {gain:.6g}; fixed point takes the export's integers, made for gain 1")
-            for s in feeding:
-                self.synapses[s] = dataclasses.replace(self.synapses[s], weight=self.synapses[s].weight * gain)
-            bias = bias * gain
+        if abs(gain - 1) > UNIT_GAIN:  # Lava's LIF adds its input unscaled; `deploy` folded every gain it could (export/lower.py unit_gains)
+            raise UserError(f"{name} ({type(node).__name__}): input gain dt*r/tau = {gain:.6g}, which cannot be folded into a synaptic layer of "
+                            "its own (it reads an input or a neuron directly, or shares its synaptic layer); Lava's LIF takes gain 1")
         return Neuron(name, shape, feeding, lava_order(bias), dv, threshold, depth)
 
     def _shortcut(self, read: str, neuron: str) -> str:
