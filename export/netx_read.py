@@ -133,7 +133,8 @@ class NetxNetwork:
 
 
 
-def read_netx(path: str | os.PathLike, input_shape: Sequence[int] | None = None, defer_input_shape: bool = False) -> NetxNetwork:
+def read_netx(path: str | os.PathLike, input_shape: Sequence[int] | None = None, defer_input_shape: bool = False,
+              input_message_bits: int = 0) -> NetxNetwork:
     """The netx HDF5 file at `path` as the integers Lava runs; UserError for what cannot be run.
 
     `input_shape` ((C, H, W) or (N,)) is what netx.hdf5.Network's `input_shape` is (in torch's
@@ -142,6 +143,8 @@ def read_netx(path: str | os.PathLike, input_shape: Sequence[int] | None = None,
     (a conv first) is refused naming the layer, or with `defer_input_shape` returned with no
     blocks and input_shape None, for the caller to read again once the input is known (`spikeport
     simulate` takes it from --input); a file that declares its own must agree with `input_shape`.
+    `input_message_bits` is netx's too: > 0, the first synapse of a file without an input layer
+    reads graded values (else spikes: any non-zero value is one).
     Links and storage outside the file are refused before any data is read (readers.check_hdf5)."""
     check_hdf5(path, "netx HDF5")
     if input_shape is not None:
@@ -149,10 +152,18 @@ def read_netx(path: str | os.PathLike, input_shape: Sequence[int] | None = None,
         if not 1 <= len(given) <= 3 or min(given) < 1 or math.prod(given) > MAX_ELEMENTS:
             raise UserError(f"{path}: input shape {list(given)} is not 1 to 3 positive sizes of at most {MAX_ELEMENTS} neurons")
         input_shape = given
+    if int(input_message_bits) != input_message_bits or not 0 <= input_message_bits <= 32:
+        raise UserError(f"input_message_bits: {input_message_bits!r} is not an integer in 0..32")
     try:
-        return _read_netx(str(path), input_shape, defer_input_shape)
+        network = _read_netx(str(path), input_shape, defer_input_shape)
     except (OSError, RuntimeError, KeyError) as e:  # h5py on a damaged file: bad object headers, links past the end
         raise UserError(f"{path}: not a readable netx HDF5 file ({e})") from None
+    if input_message_bits and network.blocks:
+        if network.has_input_layer:
+            raise UserError(f"{path}: layer/0 is an input layer, whose neurons decide what the next block reads; input_message_bits "
+                            "is for a file without one")
+        network.blocks[0].input_message_bits = int(input_message_bits)
+    return network
 
 
 def _read_netx(path: str, given: tuple[int, ...] | None, defer: bool) -> NetxNetwork:

@@ -446,6 +446,10 @@ def netx_drive(network, x: np.ndarray) -> dict[str, np.ndarray]:
         return {"a_in": _hold_last(x, k)}
     if network.has_input_layer:
         return {"bias": _hold_last(x, k).round().astype(np.int64)}
+    first = network.blocks[0]
+    if first.input_message_bits == 0 and not np.isin(x, (0, 1)).all():  # netx would take any non-zero value as a spike
+        raise UserError(f"{network.path}: its first block {first.name} reads spikes, 0 or 1 (netx's input_message_bits 0); the input holds "
+                        "other values")
     return {"spikes": np.concatenate([x, np.zeros((x.shape[0], k, *x.shape[2:]), x.dtype)], axis=1)}
 
 
@@ -557,6 +561,8 @@ def simulate(
     check_number("--dt", dt, 0, low_open=True)
     resolved = resolve_target(target)
     resolved.dt = dt
+    if backend == "onnx" and resolved.manifest and "onnx" in resolved.manifest.files:
+        check_onnx_external(resolved.export_dir / resolved.manifest.files["onnx"])  # before torch: refused at once
     if resolved.netx is not None and (backend, mode) != ("reference", "loihi"):
         raise UserError(f"{target}: a lava-dl .net file runs with --backend reference --mode loihi")
     path = Path(out or resolved.folder) / "sim" / f"{backend}-{mode}.npz"

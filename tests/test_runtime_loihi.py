@@ -752,7 +752,8 @@ def test_slayer_conv_net_without_input_layer_equals_lava(cli, tmp_path):
     network with its own export_hdf5: no input layer, a conv first, so the input shape comes from
     the input. Lava fixed_pt (netx given input_shape, spikes into net.inp, as lava-dl drives such
     a file) and the emulator agree on every layer's spikes at every step of the first window and
-    on each sample's steps after it; `spikeport simulate FILE.net --input x.npz` gives Lava's."""
+    on each sample's steps after it; `spikeport simulate FILE.net --input x.npz` gives Lava's; with
+    netx's input_message_bits the first synapse reads graded values, equal to Lava too."""
     from spikeport.runtime.lava.run import run_netx_fixed
 
     rng = np.random.default_rng(3)
@@ -780,3 +781,15 @@ def test_slayer_conv_net_without_input_layer_equals_lava(cli, tmp_path):
     assert int(sim["delay"]) == k
     np.testing.assert_array_equal(sim["output"], lava[-1][:, k : k + t])
     np.testing.assert_array_equal(sim["spikes.layer/0"], lava[0][:, :t].reshape(n, t, -1).sum(-1))
+    np.savez(tmp_path / "x.npz", input=x * 2)
+    code, _, err = cli("simulate", path, "--mode", "loihi", "--input", tmp_path / "x.npz", "--out", tmp_path)
+    assert code == 2 and "layer/0 reads spikes, 0 or 1 (netx's input_message_bits 0); the input holds other values" in err
+    # graded input, as netx.hdf5.Network(input_message_bits=8) takes it: the conv sums the values
+    graded = drive * rng.integers(1, 4, drive.shape)
+    lava, _ = run_netx_fixed(path, graded, window, drive="inp", input_shape=(2, 8, 8), input_message_bits=8)
+    net = read_netx(path, input_shape=(2, 8, 8), input_message_bits=8)
+    full = simulate_netx(net, spikes=graded[:1], steps=window, reset_interval=window, record=("s",))
+    for a, f in zip(lava, full):
+        np.testing.assert_array_equal(a[:1], f.s.numpy(), err_msg=f.name)
+    binary = simulate_netx(read_netx(path, input_shape=(2, 8, 8)), spikes=graded[:1], steps=window, record=("s",))
+    assert not np.array_equal(binary[0].s.numpy(), full[0].s.numpy())  # the values mattered

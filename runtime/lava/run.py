@@ -182,14 +182,15 @@ def _first_layer_currents(manifest: Manifest, stages: list, graphs: dict[str, ni
 
 
 def run_netx_fixed(path: str | os.PathLike, bias: np.ndarray, window: int, timeout_s: float = 600, *, drive: str = "bias",
-                   input_shape: tuple[int, ...] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+                   input_shape: tuple[int, ...] | None = None, input_message_bits: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
     """A lava-dl netx file in Loihi2SimCfg fixed_pt: samples back to back, `window` steps each.
 
     `bias` [N, window, *shape] drives the network per step, as `drive` says: "bias", the input
     layer's bias_mant (as bias_mant.set would); "a_in", a sigma-delta input layer's a_in through a
     RingBuffer (as lava-dl's PilotNet SDNN test drives it); "inp", the spikes into the first
     synapse of a file without an input layer through a RingBuffer (as lava-dl drives SLAYER's
-    exports), netx given `input_shape` (C, H, W) where its first block is a conv. Index k arrives
+    exports), netx given `input_shape` (C, H, W) where its first block is a conv and
+    `input_message_bits` (> 0: graded values, else spikes), as netx.hdf5.Network takes them. Index k arrives
     at step k + 1. netx resets every LIF layer when a sample's first step reaches it
     (reset_interval = window; sigma-delta layers never reset). Returns every layer's output
     (spikes, or a sigma-delta layer's graded messages) [N, window, *shape] and the last layer's
@@ -201,7 +202,8 @@ def run_netx_fixed(path: str | os.PathLike, bias: np.ndarray, window: int, timeo
     check_hdf5(path, "netx HDF5")  # lava-dl's netx opens it with h5py: nothing outside the file
     values = np.asarray(bias)
     if drive != "bias":
-        values = {"port": drive, "values": values, "input_shape": None if input_shape is None else [int(d) for d in input_shape]}
+        values = {"port": drive, "values": values, "input_shape": None if input_shape is None else [int(d) for d in input_shape],
+                  "input_message_bits": int(input_message_bits)}
     result = run_worker({"run": "netx", "path": os.path.abspath(path), "bias": values, "window": int(window)}, timeout_s)
     return [result[f"spikes/{i}"] for i in range(len(result) - 1)], result["voltage"]
 

@@ -120,7 +120,8 @@ def simulate_netx(path: str, drive, window: int) -> tuple[list[np.ndarray], np.n
     a sample's first step reaches it, reset_interval = window; sigma-delta layers never reset).
 
     `drive` is the input layer's bias [N, window, C, H, W] per step (as bias_mant.set would), or
-    {"port": "a_in" | "inp", "values": [N, window, *shape], "input_shape": (C, H, W) or None}: what
+    {"port": "a_in" | "inp", "values": [N, window, *shape], "input_shape": (C, H, W) or None,
+    "input_message_bits": netx's (0: spikes)}: what
     a RingBuffer source sends, index k at step k + 1, into the input layer's `neuron.a_in` (a
     sigma-delta input layer, as lava-dl's PilotNet SDNN test drives it) or into `net.inp` (a file
     with no input layer, as lava-dl drives SLAYER's exports; netx is given its input_shape).
@@ -134,6 +135,8 @@ def simulate_netx(path: str, drive, window: int) -> tuple[list[np.ndarray], np.n
     n = values.shape[0]
     steps = n * window
     options = {} if input_shape is None else {"input_shape": lava_shape(tuple(input_shape))}
+    if port != "bias" and drive.get("input_message_bits"):
+        options["input_message_bits"] = int(drive["input_message_bits"])
     net = hdf5.Network(net_config=path, reset_interval=window, **options)
     sinks = [Sink(shape=layer.out.shape, buffer=steps) for layer in net.layers]
     for layer, sink in zip(net.layers, sinks):
