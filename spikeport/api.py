@@ -293,7 +293,10 @@ def export(
     if run is not None:
         from spikeport.train.checkpoint import check_checkpoint
 
+        from spikeport.io import check_replaceable
+
         check_checkpoint(_target(run) / "checkpoint.pt")  # before the exporter's imports (torch): a wrong path answers at once
+        check_replaceable(_target(run) / "export")  # and a folder export may not replace, too
     from spikeport.export.exporter import export as run_export
     from spikeport.export.exporter import export_model
     from spikeport.export.nir_graph import DEFAULT_DT

@@ -53,17 +53,10 @@ NEEDS_TORCH: dict[str, tuple[str, ...]] = {
         "data-cache-missing-split", "data-cache-missing-images", "data-cache-split-out-of-range",
         "data-cache-fewer-labels", "data-cache-float-split", "path-data-build-into-a-file",
     ),
-    # export: spikeport/cli.py imports export/exporter.py (torch) before the folder check
-    "export's folder check runs inside the exporter (export/exporter.py imports torch)": (
-        "folder-export-holds-a-run", "folder-export-holds-a-file", "folder-export-nested-file",
-        "folder-export-no-marker", "folder-export-marker-garbage", "folder-export-is-a-file", "folder-export-is-a-symlink",
-    ),
     # simulate/report RUN without --input: runtime/simulate.py load_inputs loads the test set
     # (torch, the data loaders) before the runner's checks of the model files
-    "simulate RUN loads its test set (torch) before the ONNX or netx files and the manifest's files are checked": (
-        "onnx-truncated", "onnx-random", "onnx-external-passwd", "onnx-external-parent", "onnx-external-symlink",
-        "onnx-external-fifo", "onnx-external-past-end", "manifest-missing-file", "manifest-absurd-timesteps",
-        "netx-external-storage-report",
+    "simulate RUN loads its test set (torch) before the ONNX file is opened, the netx file read and the manifest's files checked": (
+        "onnx-truncated", "onnx-random", "manifest-missing-file", "manifest-absurd-timesteps", "netx-external-storage-report",
     ),
     # a NIR file that reads is run for one step on zeros (runtime/reference.py, torch) to check it
     "a NIR graph is checked by running one step of it in the reference runtime (torch)": (
