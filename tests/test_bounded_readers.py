@@ -8,7 +8,6 @@ absolute budget (5 s of CPU, 500 MB).
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import onnxruntime
