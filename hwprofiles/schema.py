@@ -119,7 +119,7 @@ class Precision(_Strict):
 
 
 class Support(_Strict):
-    neuron_models: Sourced[list[Literal["LIF", "IF", "CubaLIF"]]]
+    neuron_models: Sourced[list[Literal["LIF", "IF", "CubaLIF", "SigmaDelta"]]]  # SigmaDelta: lava-dl's SDNN neurons, graded messages
     leak: Sourced[bool]
     layer_types: Sourced[list[Literal["conv", "dense", "pool"]]]
     runs_host_partitions: Sourced[bool]  # can run the network's host partitions on chip

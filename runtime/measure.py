@@ -221,12 +221,12 @@ def measure_netx(network, x: np.ndarray, device: torch.device, name: str) -> Net
     records = simulate_netx(network, steps=t + k, aligned=True, device=device, record=("s",), **netx_drive(network, x))
     layers = []
     for i, (block, record) in enumerate(zip(network.blocks, records)):
-        readout = block.neuron.du < 0  # netx's non-spiking read-out integrator
-        per_step = record.s.flatten(2).sum(2).double().sum(0).cpu().numpy()
+        readout = block.neuron.du < 0 and not block.neuron.sigma_delta  # netx's non-spiking read-out integrator
+        per_step = (record.s != 0).flatten(2).sum(2).double().sum(0).cpu().numpy()  # messages sent: a sigma-delta one is graded
         neurons = int(np.prod(block.shape))
         common = dict(
             name=block.name,
-            neuron_model=None if readout else "LIF",
+            neuron_model=None if readout else "SigmaDelta" if block.neuron.sigma_delta else "LIF",
             leak=not readout and block.neuron.dv > 0,
             neurons=neurons,
             output_shape=tuple(block.shape),
@@ -259,7 +259,7 @@ def measure_netx(network, x: np.ndarray, device: torch.device, name: str) -> Net
             dense = float(mask.numel()) * flat.shape[0]
             fan_in, fan_out = int(mask.sum(1).max()), int(mask.sum(0).max())
             geometry = dict(kind="dense", kernel_size=None, stride=None, padding=None, in_channels=None, out_channels=None)
-        graded = i == 0 and block.input_message_bits > 0
+        graded = block.input_message_bits > 0 if i == 0 else network.blocks[i - 1].neuron.message_bits > 0  # the sender's messages: SDNN's are graded
         layers.append(Layer(
             input_shape=tuple(inputs.shape[2:]), weights=int(weight.numel()), nonzero_weights=int(mask.sum()),
             weight_bits=int(block.num_weight_bits), fan_in=fan_in, fan_out=fan_out, input_kind="graded" if graded else "spike", deployed_input_kind="graded" if graded else "spike",

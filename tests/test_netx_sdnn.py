@@ -8,6 +8,8 @@ network that exercises the residue, negative deltas and changing inputs) in Lava
 spikeport's worker (runtime/lava/run.run_netx_fixed) and compare every layer at every step.
 """
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -59,6 +61,31 @@ def test_pilotnet_sdnn_through_spikeport_simulate(cli, tmp_path):
     np.savez(tmp_path / "x.npz", input=np.full((1, 1, *frame.shape), 0.5))
     code, _, err = cli("simulate", folder / "network.net", "--mode", "loihi", "--input", tmp_path / "x.npz", "--out", tmp_path)
     assert code == 2 and "a_in: holds non-integer values" in err
+
+
+def test_pilotnet_sdnn_activity_counts_messages_and_fits_loihi2(cli, tmp_path):
+    """The activity file of an SDNN run counts the graded messages each layer sends (how many, not
+    their sum, which can be negative), names the neurons SigmaDelta, and marks every layer behind
+    a sigma-delta layer as reading graded input; Loihi 2 takes such neurons (lava-dl's SDNN)."""
+    from spikeport.activity import read_activity
+
+    folder = needs_shared(PILOTNET)
+    frame = _pilotnet_frame(folder)
+    np.savez(tmp_path / "x.npz", input=frame[None, None].astype(np.float32))
+    code, _, err = cli("simulate", folder / "network.net", "--mode", "loihi", "--input", tmp_path / "x.npz", "--out", tmp_path)
+    assert code == 0, err
+    network, _ = read_activity(tmp_path / "sim" / "activity.json")
+    sim = np.load(tmp_path / "sim" / "reference-loihi.npz")
+    for layer in network.layers:
+        assert layer.spikes >= 0 and layer.neuron_model == "SigmaDelta", layer.name
+        assert layer.spikes == pytest.approx(float(sim[f"spikes.{layer.name}"].sum()))
+    assert [layer.input_kind for layer in network.layers[1:]] == ["graded"] * (len(network.layers) - 1)
+    code, _, err = cli("report", folder / "network.net", "--mode", "loihi", "--input", tmp_path / "x.npz", "--out", tmp_path,
+                       "--profiles", "loihi2,loihi")
+    assert code == 3, err  # Loihi 1 has neither sigma-delta neurons nor graded spikes
+    profiles = json.loads((tmp_path / "report" / "report.json").read_text())["profiles"]
+    assert profiles["loihi2"]["fits"] and profiles["loihi2"]["violations"] == []
+    assert {v["constraint"] for v in profiles["loihi"]["violations"]} == {"neuron_model", "graded_input"}
 
 
 @pytest.mark.lava
