@@ -63,12 +63,6 @@ NEEDS_TORCH: dict[str, tuple[str, ...]] = {
         "nir-cycle", "nir-nan-weight", "nir-inf-weight", "nir-nan-threshold", "nir-negative-tau", "nir-nan-dt",
         "input-wrong-shape-bare-nir",
     ),
-    # runtime/loihi_fixed.py (torch) reads .net files
-    "a lava-dl .net file is read by runtime/loihi_fixed.py, which imports torch": (
-        "net-truncated", "net-random", "netx-no-layer-group", "netx-missing-weight", "netx-missing-neuron-field",
-        "netx-missing-type", "netx-absurd-dataset", "netx-absurd-shape", "netx-nan-bias", "netx-external-storage",
-        "netx-external-storage-fifo", "netx-external-link", "netx-soft-link", "input-wrong-shape-net", "fifo-net",
-    ),
 }
 TORCH_CASES = {name: reason for reason, names in NEEDS_TORCH.items() for name in names}
 LAUNCHER = """
