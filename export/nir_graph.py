@@ -435,7 +435,7 @@ def check_resets_to_zero(graph: nir.NIRGraph, target: str) -> None:
     cycle through the neuron) to Loihi yet."""
     for name, node in graph.nodes.items():
         if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
-            reached = _reached(graph, name)
+            reached = reachable(graph, name)
             back = [src for src, dst in graph.edges if dst == name and src in reached]
             if back:
                 raise UserError(f"{name} ({type(node).__name__}): its recurrent input from {back[0]} has no {target} mapping in spikeport; run it in the reference runtime")
@@ -447,8 +447,9 @@ def check_resets_to_zero(graph: nir.NIRGraph, target: str) -> None:
                 raise UserError(f"{name} ({type(node).__name__}): its {rule} has no {target} equivalent (Loihi's LIF resets to zero at once); run it in the reference runtime")
 
 
-def _reached(graph: nir.NIRGraph, start: str) -> set[str]:
-    """The nodes that `start` feeds, directly or through others (and itself, on a cycle)."""
+def reachable(graph: nir.NIRGraph, start: str) -> set[str]:
+    """The nodes that `start` feeds, directly or through others (and itself, on a cycle): an edge into
+    a node from one of these is a recurrent one (the Loihi check here, the reference runtime's delayed edges)."""
     found, frontier = set(), [start]
     while frontier:
         here = frontier.pop()

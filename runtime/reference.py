@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from spikeport.errors import DeploymentWarning, UserError
 from spikeport.export.neuron_constants import neuron_constants
-from spikeport.export.nir_graph import reset_rule
+from spikeport.export.nir_graph import reachable, reset_rule
 
 NEURONS = (nir.LIF, nir.IF, nir.CubaLIF)
 MAX_INPUT_ELEMENTS = 10**7  # values per sample and step of one Input node: a file declaring more is refused
@@ -389,21 +389,10 @@ def _check_graph(graph: nir.NIRGraph) -> tuple[dict[str, list[str]], dict[str, l
     delayed: dict[str, list[str]] = {n: [] for n in graph.nodes}
     for dst, node in graph.nodes.items():
         if isinstance(node, NEURONS):
-            reached = _reachable(graph, dst)
+            reached = reachable(graph, dst)
             delayed[dst] = [s for s in sources[dst] if s in reached]
             sources[dst] = [s for s in sources[dst] if s not in reached]
     return sources, delayed, _topological_order(graph, sources)
-
-
-def _reachable(graph: nir.NIRGraph, start: str) -> set[str]:
-    found, frontier = set(), [start]
-    while frontier:
-        node = frontier.pop()
-        for src, dst in graph.edges:
-            if src == node and dst not in found:
-                found.add(dst)
-                frontier.append(dst)
-    return found
 
 
 def _check_parameters(name: str, node: nir.NIRNode) -> None:

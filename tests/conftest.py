@@ -75,14 +75,12 @@ def cli(monkeypatch, capsys):
     return run
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory) -> Path:
-    """A digits-cnn (8/16 channels, T=4) trained for 2 epochs and exported: RUN/export exists."""
+def train_digits_run(root: Path) -> Path:
+    """ROOT/run: a digits-cnn (8/16 channels, T=4) trained for 2 epochs and exported (RUN/export)."""
     from spikeport.config import config_from_dict
     from spikeport.export.exporter import export
     from spikeport.train import loop
 
-    root = tmp_path_factory.mktemp("trained")
     config = config_from_dict(
         {
             "model": {"name": "spiking-cnn", "channels": [8, 16]},
@@ -93,6 +91,12 @@ def trained_run(tmp_path_factory) -> Path:
     loop.train(config, root / "run", device="cpu")
     export(root / "run")
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A digits-cnn (8/16 channels, T=4) trained for 2 epochs and exported: RUN/export exists."""
+    return train_digits_run(tmp_path_factory.mktemp("trained"))
 
 
 def load_trained_model(run: Path):

@@ -65,10 +65,19 @@ class TutorialMLP(nn.Module):
         return torch.stack(spikes)
 
 
-def snntorch_spikes(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """Each snn.Leaky's spikes [T, B, ...] in the user's model, from its own forward."""
-    recorded: dict[nn.Module, list] = {m: [] for m in model.modules() if isinstance(m, snn.Leaky)}
-    handles = [m.register_forward_hook(lambda m, a, out: recorded[m].append(out[0] if isinstance(out, tuple) else out)) for m in recorded]
+def snntorch_states(model: nn.Module, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """Per neuron module of the user's model, in call order: its spikes, and its `mem` and `syn`
+    after every call, [T, B, ...], from the model's own forward."""
+    neurons = [m for m in model.modules() if isinstance(m, snn.SpikingNeuron)]
+    recorded = {m: {"spk": [], "mem": [], "syn": []} for m in neurons}
+
+    def hook(m, args, out):
+        recorded[m]["spk"].append((out[0] if isinstance(out, tuple) else out).clone())
+        recorded[m]["mem"].append(m.mem.clone())
+        if hasattr(m, "syn"):
+            recorded[m]["syn"].append(m.syn.clone())
+
+    handles = [m.register_forward_hook(hook) for m in neurons]
     utils.reset(model)
     with torch.no_grad():
         if isinstance(model, nn.Sequential):
@@ -78,7 +87,12 @@ def snntorch_spikes(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
             model(x)
     for handle in handles:
         handle.remove()
-    return [torch.stack(steps) for steps in recorded.values()]
+    return [{k: torch.stack(v) for k, v in recorded[m].items() if v} for m in neurons]
+
+
+def snntorch_spikes(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Each snnTorch neuron's spikes [T, B, ...] in the user's model, from its own forward."""
+    return [states["spk"] for states in snntorch_states(model, x)]
 
 
 def reference_spikes(deployment, x: torch.Tensor) -> list[torch.Tensor]:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import snntorch as snn
 import torch
-from snntorch import import_nir, utils
+from snntorch import import_nir
 from torch import nn
 
 import spikeport
@@ -23,6 +23,7 @@ from spikeport.errors import UserError
 from spikeport.export.from_snntorch import convert
 from spikeport.export.nir_graph import reset_rule, to_nir
 from spikeport.runtime.reference import NIRExecutor
+from test_from_snntorch import snntorch_states  # the recorder of snnTorch's own forward
 
 T, FEATURES, HIDDEN = 12, 32, 24
 RESETS = [
@@ -99,31 +100,6 @@ class SynapticCNN(nn.Module):
 def inputs(shape, seed=7) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return (torch.rand(T, 16, *shape, generator=generator) < 0.35).float() * 1.6
-
-
-def snntorch_states(model: nn.Module, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-    """Per neuron module of the user's model, in call order: its spikes, and its `mem` and `syn`
-    after every call, [T, B, ...], from the model's own forward."""
-    neurons = [m for m in model.modules() if isinstance(m, snn.SpikingNeuron)]
-    recorded = {m: {"spk": [], "mem": [], "syn": []} for m in neurons}
-
-    def hook(m, args, out):
-        recorded[m]["spk"].append((out[0] if isinstance(out, tuple) else out).clone())
-        recorded[m]["mem"].append(m.mem.clone())
-        if hasattr(m, "syn"):
-            recorded[m]["syn"].append(m.syn.clone())
-
-    handles = [m.register_forward_hook(hook) for m in neurons]
-    utils.reset(model)
-    with torch.no_grad():
-        if isinstance(model, nn.Sequential):
-            for t in range(x.shape[0]):
-                model(x[t])
-        else:
-            model(x)
-    for handle in handles:
-        handle.remove()
-    return [{k: torch.stack(v) for k, v in recorded[m].items() if v} for m in neurons]
 
 
 def reference_states(graph: nir.NIRGraph, x: torch.Tensor, dt: float | None = None) -> dict[str, dict[str, torch.Tensor]]:

@@ -119,6 +119,7 @@ def run_spikeport(args: list, cwd: Path, timeout: float = 120) -> Measured:
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parents[1]))
     from bad_inputs.corpus import CASES
+    from conftest import train_digits_run  # the run the tests damage, trained as they train it
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="*", help="case names (default: every case)")
@@ -126,7 +127,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bad-inputs-"))
-    run = args.run or _trained_run(root)
+    run = args.run or train_digits_run(root)
     load = [round(x, 2) for x in os.getloadavg()]
     results = {}
     for case in CASES:
@@ -144,22 +145,6 @@ def main() -> None:
                     "load_average_after": [round(x, 2) for x in os.getloadavg()], "OMP_NUM_THREADS": "1"},
         "cases": results,
     }, indent=1) + "\n")
-
-
-def _trained_run(root: Path) -> Path:
-    """The run tests/conftest.py trains: a digits-cnn (8/16 channels, T=4), 2 epochs, exported."""
-    from spikeport.config import config_from_dict
-    from spikeport.export.exporter import export
-    from spikeport.train import loop
-
-    config = config_from_dict({
-        "model": {"name": "spiking-cnn", "channels": [8, 16]},
-        "data": {"name": "digits", "root": str(root / "data"), "timesteps": 4, "batch_size": 64},
-        "train": {"epochs": 2, "lr": 0.01, "seed": 1},
-    })
-    loop.train(config, root / "run", device="cpu")
-    export(root / "run")
-    return root / "run"
 
 
 if __name__ == "__main__":
