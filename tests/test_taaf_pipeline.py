@@ -41,7 +41,8 @@ def test_av_digits_items_are_two_inputs_and_options_name_the_cache(av_root):
     (audio, visual), label = train_set[0]
     assert audio.shape == (3, 1, av_digits.MELS, av_digits.FRAMES) and visual.shape == (3, 1, 32, 32)
     assert torch.equal(audio[0], audio[2]) and 0 <= label < 10
-    assert len(train_set) == 60 and len(datasets.load("av-digits", av_root, "test", 3, options=OPTIONS)) == 20
+    validation = datasets.load("av-digits", av_root, "val", 3, options=OPTIONS)  # held out of the 60 training clips, one per digit
+    assert (len(train_set), len(validation)) == (50, 10) and len(datasets.load("av-digits", av_root, "test", 3, options=OPTIONS)) == 20
     assert (av_root / "av-digits" / "av-digits-v1-clips_per_digit=8-visual_noise=0.7.npz").is_file()
     with pytest.raises(UserError, match="data.options.noise: not an option of dataset 'av-digits'"):
         datasets.load("av-digits", av_root, "train", 3, options={"noise": 0.1})
