@@ -58,7 +58,7 @@ demo: env
 	$(SPIKEPORT) simulate runs/demo --compare reference-float,onnx-float
 	$(SPIKEPORT) report runs/demo --samples 450 || test $$? -eq 3  # 3: some chips do not fit, as the report says
 	@echo
-	@echo "Results in runs/demo: export/ (manifest.json, model.nir, model.onnx, loihi.json, model.net), sim/, report/ (open report/report.html)."
+	@echo "Results in runs/demo: export/ (manifest.json, model.nir, deployed.nir, model.onnx, loihi.json, model.net), sim/, report/ (open report/report.html)."
 	@echo "Lava too: $(SPIKEPORT) simulate runs/demo --samples 10 --compare reference-loihi,lava-loihi (about a minute; it runs in .venv-lava)."
 
 bench: env
