@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from lava_env import patched_worker
-from spikeport.runtime.lava.sandbox import SHARED_MEMORY
+from spikeport.runtime.lava.worker.group import SHARED_MEMORY
 
 pytestmark = pytest.mark.lava
 

@@ -16,7 +16,7 @@ from torch import nn
 from lava_env import patched_worker
 from spikeport.errors import UserError
 from spikeport.export.exporter import export_model
-from spikeport.runtime.lava.sandbox import SHARED_MEMORY
+from spikeport.runtime.lava.worker.group import SHARED_MEMORY
 from spikeport.runtime.simulate import resolve_target, run_in_lava, run_reference
 from spikeport.train import layers
 from spikeport.train.neuron import LIF

@@ -17,7 +17,8 @@ import pytest
 from lava_env import patched_worker, python_without_lava
 from spikeport.errors import UserError, WorkerCrashed
 from spikeport.runtime.lava.run import run_lava
-from spikeport.runtime.lava.sandbox import ENVIRONMENT_VARIABLE, SHARED_MEMORY
+from spikeport.runtime.lava.sandbox import ENVIRONMENT_VARIABLE
+from spikeport.runtime.lava.worker.group import SHARED_MEMORY
 from spikeport.runtime.lava.worker import exchange
 
 pytestmark = pytest.mark.lava

@@ -24,7 +24,7 @@ from spikeport.export.loihi import quantize
 from spikeport.export.lower import fold_avgpool
 from spikeport.export.nir_graph import to_nir
 from spikeport.runtime.lava.run import run_lava
-from spikeport.runtime.lava.sandbox import SHARED_MEMORY
+from spikeport.runtime.lava.worker.group import SHARED_MEMORY
 from spikeport.runtime.reference import NIRExecutor
 from spikeport.runtime.simulate import load_inputs, resolve_target, run_lava_loihi, run_netx_in_lava, run_reference_loihi
 from spikeport.train import datasets, layers

@@ -17,7 +17,8 @@ Lifetime. Lava starts one OS process per Lava process; the worker leads a proces
 own. This process waits for the status file, the worker's death or `timeout_s`, whichever comes
 first, then kills the group and reaps its members (it is their subreaper meanwhile), so no process
 of the run outlives the call, not even as a zombie. SIGTERM and SIGHUP to spikeport stop the run
-the same way before they end spikeport (Ctrl-C raises KeyboardInterrupt, which does too). A status
+the same way before they end spikeport (Ctrl-C raises KeyboardInterrupt, which does too); SIGKILL,
+which spikeport cannot see, the worker notices itself and ends its group (worker/main.py). A status
 with an error becomes a UserError that names it (the model, the step, the exception); a worker
 that died without one becomes a WorkerCrashed with the tail of what it printed.
 """
@@ -40,6 +41,7 @@ import yaml
 from spikeport.errors import UserError, WorkerCrashed
 from spikeport.progress import stage
 from spikeport.runtime.lava.worker import exchange
+from spikeport.runtime.lava.worker.group import group_segments, release
 
 ENVIRONMENT_VARIABLE = "SPIKEPORT_LAVA_PYTHON"
 SETTINGS_KEY = "lava_python"
@@ -53,7 +55,6 @@ KILL_GRACE_S = 10  # to kill and reap a run's processes; they go in milliseconds
 POLL_S = 0.02  # how often the status file is looked for
 STDERR_TAIL_LINES = 8  # of a crashed worker's output, shown in its error
 ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # end spikeport, and so its Lava run (Ctrl-C raises KeyboardInterrupt)
-SHARED_MEMORY = Path("/dev/shm")  # Python's SharedMemory segments, psm_*: Lava's channels
 PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 
 
@@ -212,16 +213,16 @@ def _stop(worker: subprocess.Popen, grace_s: float) -> None:
     the kill would miss (under load Lava may still be forking its runtime when a timeout strikes).
     Killed members are reaped here, as their subreaper (see `_subreaper`).
 
-    Lava's channels are Python SharedMemory segments in /dev/shm, which a killed run never
-    unlinks (nor does the worker's resource tracker, a member of the group, killed with it). The
-    group is stopped (SIGSTOP) first, so the segments its members map can be listed from /proc;
-    after the kill they are unlinked. Another program's segments are never touched.
+    The segments of Lava's channels (worker/group.py) are not unlinked by a killed run, nor by the
+    worker's resource tracker, a member of the group, killed with it. The group is stopped
+    (SIGSTOP) first, so the segments its members map can be listed from /proc; after the kill they
+    are unlinked.
     """
     with contextlib.suppress(subprocess.TimeoutExpired):
         worker.wait(timeout=grace_s)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(worker.pid, signal.SIGSTOP)
-    segments = _group_segments(worker.pid)
+    segments = group_segments(worker.pid)
     worker.kill()
     worker.wait()
     deadline = time.monotonic() + KILL_GRACE_S
@@ -232,34 +233,7 @@ def _stop(worker: subprocess.Popen, grace_s: float) -> None:
             break  # no member left, not even a zombie
         _reap_group(worker.pid)
         time.sleep(0.01)
-    _release(segments)
-
-
-def _group_segments(group: int) -> set[str]:
-    """The SharedMemory segments (/dev/shm/psm_*) that members of process group `group` map."""
-    found = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[2]) != group:
-                continue
-            maps = Path(entry.path, "maps").read_text()
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile, or not ours to read
-        for line in maps.splitlines():
-            fields = line.split(maxsplit=5)
-            path = Path(fields[5]) if len(fields) == 6 else None
-            if path and path.parent == SHARED_MEMORY and path.name.startswith("psm_"):
-                found.add(path.name)  # an unlinked one reads "psm_x (deleted)": not a name any more
-    return found
-
-
-def _release(segments: set[str]) -> None:
-    """Unlink what is left of `segments` (a run that ended cleanly unlinked its own)."""
-    for name in sorted(segments):
-        with contextlib.suppress(OSError):
-            (SHARED_MEMORY / name).unlink()
+    release(segments)
 
 
 def _reap_group(group: int) -> None:
