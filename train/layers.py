@@ -9,12 +9,50 @@ The classes subclass the torch layers unchanged apart from the folding, so param
 initialisation and `isinstance(m, nn.Conv2d)` checks (the exporter's) are the torch ones.
 Batch norm computes its statistics over T*B samples, as the DTA code does.
 `nn.Linear` needs no wrapper (it maps the last axis), and `Flatten` keeps T and B.
+
+Folding makes every activation T times larger than a per-timestep loop's, and on the CPU that
+crosses a line in glibc's malloc, which torch's CPU allocator calls: a block above its mmap
+threshold (which follows the largest freed block, up to 32 MiB on 64-bit) is a fresh mmap, so its
+pages are faulted in and zeroed by the kernel every time, and returned at every free. The 64/128/256
+CNN of benchmarks/train_step.py has [T*B, 64, 32, 32] activations of 48 MiB: 89,000 page faults per
+training step, none in the snnTorch loop, whose per-step slices stay on the heap. So the first
+folded activation above that line, in a training step on the CPU, raises glibc's thresholds once
+for the process (`keep_large_blocks_on_the_heap`): blocks up to 1 GiB are then reused from the
+heap, as torch's caching allocator reuses them on CUDA (docs/train.md has the measurements). Freed
+memory then stays with the process for the next step (malloc_trim(0) gives it back).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import platform
+
 import torch
 from torch import Tensor, nn
+
+GLIBC_DYNAMIC_MMAP_CEILING = 32 * 2**20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: larger blocks are always fresh mmaps
+HEAP_BLOCKS_UP_TO = 2**30
+
+
+@functools.cache
+def keep_large_blocks_on_the_heap() -> bool:
+    """Let glibc's malloc serve blocks up to HEAP_BLOCKS_UP_TO from its heap and keep as much freed
+    memory there (mallopt M_MMAP_THRESHOLD and M_TRIM_THRESHOLD), once per process; False where the
+    C library is not glibc (nothing is changed there)."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, HEAP_BLOCKS_UP_TO)) and bool(libc.mallopt(m_trim_threshold, HEAP_BLOCKS_UP_TO))
+
+
+def _unfold(y: Tensor, timesteps: int) -> Tensor:
+    """y [T*B, ...] as [T, B, ...]; the first time a training step on the CPU folds an activation
+    larger than glibc's mmap ceiling, large blocks are kept on the heap from then on."""
+    if y.is_cpu and torch.is_grad_enabled() and not torch.compiler.is_compiling() and y.numel() * y.element_size() > GLIBC_DYNAMIC_MMAP_CEILING:
+        keep_large_blocks_on_the_heap()
+    return y.unflatten(0, (timesteps, -1))
 
 
 class _FoldTime:
@@ -25,7 +63,7 @@ class _FoldTime:
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.flatten(0, 1)).unflatten(0, (x.shape[0], -1))
+        return _unfold(super().forward(x.flatten(0, 1)), x.shape[0])
 
 
 class Conv2d(nn.Conv2d):
@@ -39,7 +77,7 @@ class Conv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         layout = torch.contiguous_format if self._strided_pointwise_few_channels() else torch.channels_last
         folded = x.flatten(0, 1).contiguous(memory_format=layout)
-        return super().forward(folded).unflatten(0, (x.shape[0], -1))
+        return _unfold(super().forward(folded), x.shape[0])
 
     def _strided_pointwise_few_channels(self) -> bool:
         """torch 2.3.1's CPU backward of a strided 1x1 convolution in channels-last layout corrupts
