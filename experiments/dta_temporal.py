@@ -1,32 +1,32 @@
-"""DTA on a task that needs time: which attention finds the 1-2 informative frames of 8?
+"""DTA on tasks that need time: which attention finds the informative frames of 8?
 
 The arms (methods-spec section 1; docs/dta.md): the official DTA_OFF baseline (no attention, the
 encoder's current goes to the stages), DTA_OFF widened to DTA's parameter count (so that a gain of
 DTA is not just its extra weights), T-XA only, T-NA only, DTA, and causal DTA. Each arm trains
-configs/dta-small-event-digits-sparse.yaml with its model options changed, through the same
-`spikeport.train.loop.train` that `spikeport train` uses, one torch thread per process, for every
-seed; the same seed gives every arm the same batches. Writes every run's final test and
-validation accuracy, each arm's mean with its 95% interval and the paired differences of the
-claims to experiments/results/dta_temporal.json, and a plot to docs/images/dta_temporal.png.
+configs/dta-small-event-digits-sparse.yaml with its model options changed, on one of the two
+temporal tasks (--dataset): event-digits-sparse (the digit in 1-2 of the 8 frames, the config's
+own) or event-digits-order (two digits one after the other, the label the first). The runs go
+through arm_runs.py (one torch thread per process, resumed, never retrained); the same seed gives
+every arm the same batches. Writes every run's final test and validation accuracy, each arm's mean
+with its 95% interval and the paired differences of the claims to experiments/results/NAME.json,
+and a plot to docs/images/NAME.png: NAME is dta_temporal for event-digits-sparse at the config's
+epochs, dta_temporal_order for event-digits-order, with _<E>ep added for --epochs E other than the
+config's (so no experiment overwrites another's results or resumes another's runs).
 
-    OMP_NUM_THREADS=1 python experiments/dta_temporal.py --seeds 0 1 2 3 4 [--arms DTA ...]
+    OMP_NUM_THREADS=1 python experiments/dta_temporal.py --seeds 0 1 2 3 4 [--dataset event-digits-order] [--arms DTA ...]
 
-Runs already in --runs are continued, never retrained, so the runs can be split over calls (one
-seed at a time, say) and a last call with every arm and seed writes the summary of them all; the
-claims are those whose two arms the call holds.
+Runs can be split over calls (one seed at a time, say); a last call with every arm and seed
+(--finished-only) writes the summary of them all; the claims are those whose two arms the call holds.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import time
 from pathlib import Path
 
 import torch
-
-torch.set_num_threads(1)  # stated in the results: reductions, so the numbers, depend on it
+from arm_runs import arguments, folder, trained  # first: it sets the thread count
 
 import matplotlib
 
@@ -35,11 +35,12 @@ import matplotlib.pyplot as plt
 
 from spikeport.config import config_from_dict, load_config
 from spikeport.io import write_json
-from spikeport.train.loop import model_for, train
+from spikeport.train.loop import model_for
 
 from stats import interval, paired, verdict
 
 CONFIG = "configs/dta-small-event-digits-sparse.yaml"
+DATASETS = ("event-digits-sparse", "event-digits-order")  # 16x16, 2 polarities, 10 classes: the same model reads both
 BASELINE = "DTA_OFF"
 ARMS = {
     BASELINE: {"attention": "none"},
@@ -70,41 +71,39 @@ def matched(base: dict) -> dict:
     return config
 
 
-def arm_config(base: dict, arm: str, seed: int, epochs: int | None) -> dict:
+def arm_config(base: dict, arm: str, seed: int, epochs: int | None, dataset: str = DATASETS[0]) -> dict:
     options = dict(ARMS[arm])
     config = matched(base) if options.pop("matched", False) else copy.deepcopy(base)
     config["model"].update(options)
+    config["data"]["name"] = dataset
     config["train"]["seed"] = seed
     if epochs:
         config["train"]["epochs"] = epochs
     return config
 
 
-def finished(out: Path, config: dict) -> bool:
-    """Whether the run in `out` has trained all its epochs."""
-    metrics = out / "metrics.jsonl"
-    return metrics.is_file() and len(metrics.read_text().splitlines()) >= config["train"]["epochs"] and (out / "checkpoint.pt").is_file()
+def experiment_name(dataset: str, epochs: int | None, config_epochs: int) -> str:
+    """dta_temporal for the config as it is; a suffix for the other dataset and for other epochs."""
+    name = "dta_temporal" + ("" if dataset == DATASETS[0] else "_" + dataset.removeprefix("event-digits-"))
+    return name + ("" if epochs in (None, config_epochs) else f"_{epochs}ep")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--epochs", type=int, default=None, help="default: the config's")
-    parser.add_argument("--runs", type=Path, default=Path("runs/dta-temporal"))
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--finished-only", action="store_true", help="summarise the runs that have finished; train nothing")
+    parser = arguments(__doc__.split("\n")[0], list(ARMS))
+    parser.add_argument("--dataset", default=DATASETS[0], choices=DATASETS)
     args = parser.parse_args()
     base = load_config(CONFIG).to_dict()
+    name = experiment_name(args.dataset, args.epochs, base["train"]["epochs"])
+    runs_root = args.runs or Path("runs") / name.replace("_", "-")  # runs/dta-temporal for the config as it is
     runs: dict[str, dict] = {}
     for arm in args.arms:
         runs[arm] = {}
         for seed in args.seeds:
-            config = arm_config(base, arm, seed, args.epochs)
-            out = args.runs / f"{arm.replace(' ', '_').replace(',', '')}-seed{seed}"
-            if args.finished_only and not finished(out, config):
-                continue
+            config = arm_config(base, arm, seed, args.epochs, args.dataset)
             started = time.perf_counter()
-            history = train(config_from_dict(config), out, device="cpu", resume=(out / "checkpoint.pt").is_file())
+            history = trained(config, folder(runs_root, arm, seed), args.finished_only)
+            if history is None:
+                continue
             runs[arm][seed] = {
                 "test_acc": history[-1]["test_acc"], "val_acc": history[-1]["val_acc"],
                 "train_seconds": round(sum(m["seconds"] for m in history), 1), "parameters": parameters(config),
@@ -123,17 +122,17 @@ def main() -> None:
         low, high = difference["ci95"]
         print(f"{a} - {b}: {difference['mean']:+.4f} [{low:+.4f}, {high:+.4f}] {verdict(difference)}", flush=True)
     write_json(
-        Path(__file__).parent / "results" / "dta_temporal.json",
+        Path(__file__).parent / "results" / f"{name}.json",
         {
-            "dataset": base["data"]["name"], "config": CONFIG, "epochs": args.epochs or base["train"]["epochs"], "seeds": args.seeds,
+            "dataset": args.dataset, "config": CONFIG, "runs_folder": str(runs_root), "epochs": args.epochs or base["train"]["epochs"], "seeds": args.seeds,
             "torch_threads": torch.get_num_threads(), "arms": summary, "claims": claims,
             "runs": {arm: {str(s): r for s, r in per_seed.items()} for arm, per_seed in runs.items()},
         },
     )
-    _plot(summary, claims, Path(__file__).parents[1] / "docs" / "images" / "dta_temporal.png", len(args.seeds))
+    _plot(summary, claims, Path(__file__).parents[1] / "docs" / "images" / f"{name}.png", len(args.seeds), args.dataset, args.epochs or base["train"]["epochs"])
 
 
-def _plot(summary: dict, claims: list[dict], path: Path, seeds: int) -> None:
+def _plot(summary: dict, claims: list[dict], path: Path, seeds: int, dataset: str, epochs: int) -> None:
     """Left: each arm's test accuracy (mean, 95% interval, seeds as dots); right: the paired differences."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, (arm, s) in enumerate(summary.items()):
@@ -141,7 +140,7 @@ def _plot(summary: dict, claims: list[dict], path: Path, seeds: int) -> None:
         left.errorbar(i, s["test_acc"]["mean"], yerr=[[s["test_acc"]["mean"] - low], [high - s["test_acc"]["mean"]]], fmt="o", color=f"C{i}", capsize=4)
         left.scatter([i] * len(s["test_acc"]["values"]), s["test_acc"]["values"], color=f"C{i}", alpha=0.35, s=12)
     left.set_xticks(range(len(summary)), list(summary), rotation=25, ha="right", fontsize=8)
-    left.set(ylabel="test accuracy", title=f"event-digits-sparse, T=8: {seeds} seeds, 95% interval")
+    left.set(ylabel="test accuracy", title=f"{dataset}, T=8, {epochs} epochs: {seeds} seeds, 95% interval")
     for i, c in enumerate(claims):
         d = c["test_acc_difference"]
         low, high = d["ci95"]

@@ -5,7 +5,7 @@ pair up: concat fusion; concat plus TAAF's unimodal losses with k = 1 (the losse
 with uniform alpha (losses and k, no attention); full TAAF (losses, k and temporal attention);
 OGM-GE (concat with gradient modulation: noise on both encoders, only in its epoch window).
 Each arm is trained at visual_noise 0.2, 0.5 and 0.8 (the imbalance) for every seed, through the
-same `spikeport.train.loop.train` as `spikeport train`, one torch thread per process.
+same `spikeport.train.loop.train` as `spikeport train`, one torch thread per process (arm_runs.py).
 
 Besides the fused accuracy and each classifier half's accuracy (OGM-GE's measure, which TAAF's
 unimodal losses train directly), each modality is measured by a linear probe on its frozen
@@ -22,7 +22,6 @@ last call with all the cells writes the summary of them all (`--sweep-arms` limi
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import time
@@ -30,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-torch.set_num_threads(1)  # stated in the results: reductions, so the numbers, depend on it
+from arm_runs import arguments, folder, trained  # first: it sets the thread count
 
 import matplotlib
 
@@ -45,7 +43,7 @@ from spikeport.config import config_from_dict, load_config
 from spikeport.io import write_json
 from spikeport.train import datasets
 from spikeport.train.checkpoint import load_checkpoint, load_weights
-from spikeport.train.loop import model_for, time_major, train
+from spikeport.train.loop import model_for, time_major
 
 from stats import interval, paired, verdict
 
@@ -125,22 +123,12 @@ def probe_and_alpha(config: dict, out: Path) -> dict:
     return result
 
 
-def finished(out: Path, config: dict) -> bool:
-    """Whether the run in `out` has trained all its epochs."""
-    metrics = out / "metrics.jsonl"
-    return metrics.is_file() and len(metrics.read_text().splitlines()) >= config["train"]["epochs"] and (out / "checkpoint.pt").is_file()
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser = arguments(__doc__.split("\n")[0], list(ARMS))
     parser.add_argument("--noise", type=float, nargs="+", default=list(NOISE))
-    parser.add_argument("--epochs", type=int, default=None, help="default: the config's")
-    parser.add_argument("--runs", type=Path, default=Path("runs/taaf-temporal"))
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--sweep-arms", nargs="+", default=None, choices=list(ARMS), help="the arms at the noise levels other than 0.5 (default: --arms)")
-    parser.add_argument("--finished-only", action="store_true", help="summarise the runs that have finished; train nothing")
     args = parser.parse_args()
+    runs_root = args.runs or Path("runs/taaf-temporal")
     base = load_config(CONFIG).to_dict()
     runs: dict[float, dict[str, dict[int, dict]]] = {}
     for noise in args.noise:
@@ -149,11 +137,11 @@ def main() -> None:
             runs[noise][arm] = {}
             for seed in args.seeds:
                 config = arm_config(base, arm, noise, seed, args.epochs)
-                out = args.runs / f"noise{noise}-{arm.replace(' ', '_').replace(',', '').replace('(', '').replace(')', '').replace('=', '')}-seed{seed}"
-                if args.finished_only and not finished(out, config):
-                    continue
+                out = folder(runs_root, arm, seed, prefix=f"noise{noise}-")
                 started = time.perf_counter()
-                history = train(config_from_dict(config), out, device="cpu", resume=(out / "checkpoint.pt").is_file())
+                history = trained(config, out, args.finished_only)
+                if history is None:
+                    continue
                 last = history[-1]
                 record = {key: last[key] for key in ("acc_fused", "val_acc", "acc_audio", "acc_visual", "rho")}
                 probe_file = out / "probe.json"  # the probes of a finished run, measured once

@@ -1,6 +1,8 @@
 """The markdown tables of docs/results.md from the experiments' JSON (experiments/results/).
 
-    python experiments/tables.py dta_temporal | taaf_temporal
+    python experiments/tables.py dta_temporal | dta_temporal_order | dta_temporal_12ep | ... | taaf_temporal
+
+Any dta_temporal* name is one results file of experiments/dta_temporal.py (its dataset and epochs).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ def _difference(d: dict) -> str:
     return f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
 
 
-def dta_temporal() -> str:
-    data = json.loads((RESULTS / "dta_temporal.json").read_text())
+def dta_temporal(name: str = "dta_temporal") -> str:
+    data = json.loads((RESULTS / f"{name}.json").read_text())
     lines = ["| arm | parameters | test accuracy, mean [95% interval] | val accuracy | per seed (test) | train s per run |", "|---|---|---|---|---|---|"]
     for arm, s in data["arms"].items():
         lines.append(f"| {arm} | {s['parameters']:,} | {_ci(s['test_acc'])} | {_ci(s['val_acc'])} | {', '.join(f'{v:.3f}' for v in s['test_acc']['values'])} | {s['train_seconds']:.0f} |")
@@ -48,4 +50,5 @@ def taaf_temporal() -> str:
 
 
 if __name__ == "__main__":
-    print({"dta_temporal": dta_temporal, "taaf_temporal": taaf_temporal}[sys.argv[1]]())
+    name = sys.argv[1]
+    print(taaf_temporal() if name == "taaf_temporal" else dta_temporal(name))
