@@ -25,9 +25,11 @@ engine's (baseline / spikeport: above 1 means the engine is faster), the median 
 ratios, and the median CPU time of the process per step, which on a shared machine does not count
 the waits for a core (run with OMP_NUM_THREADS=1 to make it the step's work). Each model's peak
 memory per step is measured in a fresh process per model, as train_step.py describes
-(`peak_memory`); `--compile` adds the engine under torch.compile, as there. The layer-share bound
-(benchmarks/layer_share.py) is profiled on the snnTorch copy in the same run, with the share of
-it that the engine's speedup reaches.
+(`peak_memory`); `spikeport_free_neuron`, the engine with a neuron that costs nothing
+(layer_share.py), is timed in the same rounds as the ceiling of any neuron in this engine; `--compile` adds the engine under torch.compile, as there. The layer-share bound
+(benchmarks/layer_share.py: the work every engine does alike, the DTA block included) is profiled
+on the engine and the snnTorch copy in the same run, with the share of it that the engine's paired
+CPU-time speedup over the snnTorch copy reaches.
 
     OMP_NUM_THREADS=1 python benchmarks/dta_train_step.py [--steps 10] [--warmup 2] [--full] [--batch 16] [--compile] [--note "..."]
 """
@@ -75,6 +77,9 @@ def models(config: dict, timesteps: int, batch: int, device: str, compile_engine
         built["spikeport_compiled"] = compiled(engine)
     x = torch.rand(timesteps, batch, 3, 32, 32, device=device) * 2
     y = torch.randint(0, 10, (batch,), device=device)
+    from layer_share import free_neuron_copy  # benchmarks/ is on sys.path; it imports this module
+
+    built["spikeport_free_neuron"] = free_neuron_copy(engine, x)  # the engine with a neuron that costs nothing: the ceiling
     return built, x, y
 
 
@@ -88,9 +93,9 @@ def run(config: dict, timesteps: int, batch: int, steps: int, warmup: int, devic
     baselines = [name for name in trainers if name != "spikeport"]
     from layer_share import bound_in_this_run  # benchmarks/ is on sys.path; it imports this module
 
-    engines = {name: medians["snntorch_stepwise"] / medians[name] for name in medians if name.startswith("spikeport")}
+    paired_cpu = {name: statistics.median(b / o for b, o in zip(trainers["snntorch_stepwise"].cpu_times, trainer.cpu_times)) for name, trainer in trainers.items() if name.startswith("spikeport")}
     return {
-        "layer_share_bound": bound_in_this_run(built["snntorch_stepwise"], x, y, engines),
+        "layer_share_bound": bound_in_this_run(built, x, y, paired_cpu),
         "first_step_loss": {name: trainer.first_loss for name, trainer in trainers.items()},
         "median_step_s": medians,
         "ratio_vs_spikeport": {name: medians[name] / medians["spikeport"] for name in baselines},
@@ -101,6 +106,9 @@ def run(config: dict, timesteps: int, batch: int, steps: int, warmup: int, devic
         },
         "median_step_cpu_s": cpu_medians,
         "cpu_ratio_vs_spikeport": {name: cpu_medians[name] / cpu_medians["spikeport"] for name in baselines},
+        "paired_cpu_ratio_median": {
+            name: statistics.median(b / o for b, o in zip(trainers[name].cpu_times, ours.cpu_times)) for name in baselines
+        },
         "parameters": sum(p.numel() for p in engine.parameters()),
         **({"compile_and_first_step_s": trainers["spikeport_compiled"].first_step_s} if compile_engine else {}),
     }
@@ -137,7 +145,7 @@ def main() -> None:
         "warmup": args.warmup,
         "note": args.note,
         **timed,
-        "peak_memory": peak_memory(__file__, shape, list(timed["median_step_s"])),
+        "peak_memory": peak_memory(__file__, shape, [name for name in timed["median_step_s"] if name != "spikeport_free_neuron"]),
         "machine": machine(),
     }
     write_json(args.output, result)

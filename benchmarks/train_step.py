@@ -16,11 +16,14 @@ allocations, which bypass Python's allocator); on CUDA `max_memory_allocated` ov
 minus what was allocated before them. Both count what a step adds to the model, its
 optimizer state and its input: activations kept for the backward pass, gradients, scratch.
 
+`spikeport_free_neuron` is the engine with a neuron that costs nothing (layer_share.py), timed
+in the same rounds: its speedup over the loop is the ceiling of any neuron in this engine.
 `--compile` adds `spikeport_compiled`: the engine's model under torch.compile (forward and
 backward through inductor; the LIF as `neuron._lif_traceable`). Its compilation falls in the
 first warm-up step, reported apart. Each case also carries the layer-share bound
-(benchmarks/layer_share.py), profiled on the snnTorch copy in the same run, and the share of it
-that each engine's speedup reaches.
+(benchmarks/layer_share.py: the work every engine does alike, profiled on the engine and the
+snnTorch copy in the same run), and the share of it that each engine's paired CPU-time speedup
+reaches.
 
     python benchmarks/train_step.py [--steps 20] [--warmup 3] [--cases NAME ...] [--compile] [--note "..."] [--output PATH]
 """
@@ -189,6 +192,9 @@ def models(shape, channels, timesteps, batch, device, compile_engine: bool):
         built["spikeport_compiled"] = compiled(engine)
     x = torch.rand(timesteps, batch, *shape, device=device) * 2
     y = torch.randint(0, 10, (batch,), device=device)
+    from layer_share import free_neuron_copy  # benchmarks/ is on sys.path; it imports this module
+
+    built["spikeport_free_neuron"] = free_neuron_copy(engine, x)  # the engine with a neuron that costs nothing: the ceiling
     return built, x, y
 
 
@@ -228,7 +234,7 @@ def run_case(shape, channels, timesteps, batch, steps, warmup, device, compile_e
         result["compile_and_first_step_s"] = trainers["spikeport_compiled"].first_step_s
     from layer_share import bound_in_this_run  # benchmarks/ is on sys.path; it imports this module
 
-    result["layer_share_bound"] = bound_in_this_run(built["snntorch_stepwise"], x, y, result["speedup_vs_snntorch_stepwise"])
+    result["layer_share_bound"] = bound_in_this_run(built, x, y, result["paired_cpu_speedup_median"])
     return result
 
 
@@ -251,7 +257,7 @@ def main() -> None:
     cases = {}
     for name in args.cases:
         cases[name] = run_case(*CASES[name], args.steps, args.warmup, args.device, args.compile)
-        engines = list(cases[name]["median_step_s"])
+        engines = [engine for engine in cases[name]["median_step_s"] if engine != "spikeport_free_neuron"]
         cases[name]["peak_memory"] = peak_memory(__file__, ["--device", args.device, "--cases", name], engines)
     result = {
         "benchmark": "train_step",
