@@ -9,7 +9,7 @@ Two networks, each run by both on the same inputs, with equality checked in this
   chip by fold_avgpool, the average pools folded into the convolutions, as model.net holds them),
   run by the float runtime (NIRExecutor); the emulator is the host layer (input_bias) plus
   simulate_netx on each block's sample steps. Both with their files read beforehand, alternated
-  over several repeats (medians). The end-to-end runners (`run_reference_loihi`, `run_reference`,
+  over several repeats (medians). The end-to-end runners (`reference_backend.run(mode="loihi")`, `reference_backend.run(mode="float")`,
   file reading included) are timed too.
 - lava-dl's pilotnet_lif (../shared/peer-tests/lava-dl, network.net as lava-dl wrote it), driven as
   tests/test_runtime_loihi.py drives it: image.npy as the input layer's bias, one window of 17 steps
@@ -20,9 +20,9 @@ Two networks, each run by both on the same inputs, with equality checked in this
   two minutes per sample on 2 cores), so it runs a few samples only. Skipped, with a note, without ../shared.
 
 - the small DTA MS-ResNet of configs/dta-small-digits.yaml (NIR + host ONNX + NIR, membrane
-  shortcuts, the gate's graded payload; no model.net): the emulator (`run_reference_loihi`, i.e.
+  shortcuts, the gate's graded payload; no model.net): the emulator (`reference_backend.run(mode="loihi")`, i.e.
   loihi_fixed.simulate_export, host partitions in ONNX Runtime included) on the whole test set
-  against Lava fixed_pt on spikeport's graph with the host process (`run_in_lava(mode="loihi")`,
+  against Lava fixed_pt on spikeport's graph with the host process (`lava_backend.run(mode="loihi")`,
   one session for its samples, start-up included); every layer's spike counts at every timestep
   and the logits must be equal on the samples Lava ran.
 
@@ -52,19 +52,12 @@ from spikeport.export.loihi import input_bias, read_loihi_json
 from spikeport.export.lower import fold_avgpool
 from spikeport.io import write_json
 from spikeport.export.netx_read import read_netx
-from spikeport.runtime.loihi_fixed import from_lava_order, simulate_netx
-from spikeport.runtime.reference import NIRExecutor
-from spikeport.runtime.simulate import (
-    load_inputs,
-    export_outputs,
-    netx_drive,
-    read_nir,
-    resolve_target,
-    run_in_lava,
-    run_netx_in_lava,
-    run_reference,
-    run_reference_loihi,
-)
+from spikeport.deployment import Deployment, read_nir
+from spikeport.runtime import reference as reference_backend
+from spikeport.runtime.lava import run as lava_backend
+from spikeport.runtime.loihi_fixed import from_lava_order, netx_drive, simulate_netx
+from spikeport.runtime.reference import NIRExecutor, export_outputs
+from spikeport.runtime.simulate import load_inputs
 from spikeport.train.loop import train
 
 from train_step import machine  # the same machine description as the other benchmark (same folder)
@@ -139,7 +132,7 @@ def pilotnet(samples: int, lava_samples: int, device: torch.device, timeout_s: f
     from spikeport.runtime.lava.run import run_netx_fixed
 
     path = PILOTNET / "network.net"
-    target = resolve_target(path)
+    target = Deployment.load(path)
     network = target.netx
     k = len(network.blocks) - 1
     window = PILOTNET_T + k
@@ -150,7 +143,7 @@ def pilotnet(samples: int, lava_samples: int, device: torch.device, timeout_s: f
     # Lava: one session for all its samples, start-up and compile included, one step per run call.
     drive = netx_drive(network, few["input"])["bias"]  # exactly what the reference runtime feeds simulate_netx
     lava_s, (lava_spikes, lava_v) = timed(lambda: run_netx_fixed(path, drive, window, timeout_s=timeout_s), 1)
-    reference_s, _ = timed(lambda: run_reference_loihi(target, inputs, device), 3)
+    reference_s, _ = timed(lambda: reference_backend.run(target, inputs, mode="loihi", device=device), 3)
 
     # Equality on the samples Lava ran. Lava streams its samples back to back, and block i is reset at
     # step i of each window, so its steps 0..i-1 still hold the previous sample's tail; the batched
@@ -172,7 +165,7 @@ def pilotnet(samples: int, lava_samples: int, device: torch.device, timeout_s: f
     mismatches["streamed read-out voltage"] = int((ours != shape(lava_v, ours)).sum())
     readout_v = records[-1].v.cpu().numpy()
     mismatches["batched read-out voltage"] = int((readout_v[:, k:] != shape(lava_v, readout_v)[:, k:]).sum())
-    check = run_reference_loihi(target, few, device)
+    check = reference_backend.run(target, few, mode="loihi", device=device)
     # the runtime's output: the last block's voltage if netx made it an integrator (du -1), else its
     # spikes (pilotnet_lif's fc-3 is a LIF whose threshold, 131071, it never reaches: zeros)
     last = lava_v if network.blocks[-1].neuron.du < 0 else lava_spikes[-1]
@@ -220,13 +213,13 @@ def pilotnet(samples: int, lava_samples: int, device: torch.device, timeout_s: f
 def dta_small(run: Path, lava_samples: int, device: torch.device, repeats: int) -> dict:
     """The small DTA export: the emulator on the whole test set vs Lava fixed_pt (module docstring)."""
     ensure_run(run, config=Path("configs/dta-small-digits.yaml"))
-    target = resolve_target(run)
-    inputs, _ = load_inputs(target, None, None)
+    target = Deployment.load(run)
+    target, inputs, _ = load_inputs(target, None, None)
     samples = next(iter(inputs.values())).shape[0]
     few = {k: v[:lava_samples] for k, v in inputs.items()}
-    lava_s, lava = timed(lambda: run_in_lava(target, few, device, mode="loihi"), 1)
-    reference_s = alternated({"reference_loihi": lambda: run_reference_loihi(target, inputs, device)}, repeats)["reference_loihi"]
-    check = run_reference_loihi(target, few, device)
+    lava_s, lava = timed(lambda: lava_backend.run(target, few, mode="loihi"), 1)
+    reference_s = alternated({"reference_loihi": lambda: reference_backend.run(target, inputs, mode="loihi", device=device)}, repeats)["reference_loihi"]
+    check = reference_backend.run(target, few, mode="loihi", device=device)
     mismatches = {k: int((check.spikes[k] != lava.spikes[k]).sum()) for k in check.spikes}
     output_difference = float(np.abs(check.output - lava.output).max())
     if sorted(check.spikes) != sorted(lava.spikes) or any(mismatches.values()) or output_difference != 0:
@@ -274,20 +267,20 @@ def main() -> None:
         print(json.dumps(result.get("dta_small"), indent=2))
         return
     ensure_run(args.run)
-    target = resolve_target(args.run)
-    inputs, _ = load_inputs(target, None, None)
+    target = Deployment.load(args.run)
+    target, inputs, _ = load_inputs(target, None, None)
     samples = next(iter(inputs.values())).shape[0]
     device = torch.device(args.device)
     few = {k: v[: args.lava_samples] for k, v in inputs.items()}
 
-    lava_s, lava = timed(lambda: run_netx_in_lava(target, few, device), 1)
+    lava_s, lava = timed(lambda: lava_backend.run_export_netx(target, few), 1)
     runners = alternated(
-        {"reference_loihi": lambda: run_reference_loihi(target, inputs, device), "reference_float": lambda: run_reference(target, inputs, device)},
+        {"reference_loihi": lambda: reference_backend.run(target, inputs, mode="loihi", device=device), "reference_float": lambda: reference_backend.run(target, inputs, mode="float", device=device)},
         args.repeats,
     )
     reference_s = runners["reference_loihi"]
     arithmetic = emulator_vs_float_bound(target, next(iter(inputs.values())), device, args.repeats)
-    check = run_reference_loihi(target, few, device)
+    check = reference_backend.run(target, few, mode="loihi", device=device)
     equal = bool(np.array_equal(check.output, lava.output)) and all(np.array_equal(check.spikes[k], lava.spikes[k]) for k in check.spikes)
     if not equal:
         raise SystemExit("reference-loihi and Lava fixed_pt differ: the speed comparison is void")

@@ -132,12 +132,11 @@ def sinabs_cnn(tmp: Path) -> list[dict]:
 
     from spikeport.hwprofiles import memory
     from spikeport.runtime.measure import measure
-    from spikeport.runtime.simulate import resolve_target
+    from spikeport.deployment import Deployment
 
     speck, net, rows = report["profiles"]["speck"], "NIR paper CNN (cnn_sinabs.nir)", []
     # report.json keeps no memory per layer: the same layers, measured again, through memory.py
-    target = resolve_target(SHARED / "nir" / "02_cnn" / "cnn_sinabs.nir")
-    target.dt = 1e-3
+    target = Deployment.load(SHARED / "nir" / "02_cnn" / "cnn_sinabs.nir", dt=1e-3)
     network = measure(target, {"input": x[:1, :2]}, torch.device("cpu"), name="cnn", backend="reference", mode="float")
     assert [layer.name for layer in network.layers] == [layer["name"] for layer in report["layers"]]
     for layer in network.layers:

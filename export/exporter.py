@@ -319,7 +319,7 @@ def export_nir_file(
     refused with one line naming it (export/nir_graph.py `check_resets_to_zero`, export/loihi.py)."""
     from spikeport.errors import recorded_warnings
     from spikeport.runtime.reference import timestep
-    from spikeport.runtime.simulate import read_nir
+    from spikeport.deployment import read_nir
 
     path = Path(path)
     unknown = [f for f in formats if f not in FOREIGN_FORMATS]

@@ -197,7 +197,7 @@ def handoff(manifest, name: str) -> bool:
 def read_deployed(manifest, export_dir: Path, name: str, read: Callable[[Path], nir.NIRGraph] = nir.read) -> nir.NIRGraph:
     """Neuromorphic partition `name` of an export as the chip runs it: its deployed file, or (an
     export written before deployed files) its exported graph lowered here. `read` reads an NIR file
-    (the runtimes pass their bounded reader, runtime/simulate.py `read_nir`). A deployed file whose
+    (the runtimes pass their bounded reader, spikeport/deployment.py `read_nir`). A deployed file whose
     inputs or outputs are not the partition's (a file of another export) is refused, naming it."""
     (entry,) = [p for p in manifest.partitions if p.name == name]
     if entry.deployed is None:

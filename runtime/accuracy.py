@@ -35,21 +35,23 @@ def _quantizes_as_loihi(profiles: list[Profile]) -> bool:
     return any(profile.chip.startswith("Loihi") for profile in profiles)
 
 
-def task_accuracy(target, inputs: dict[str, np.ndarray], labels: np.ndarray | None, device, profiles: list[Profile]) -> dict | None:
-    """{"float": {"accuracy", "samples"}, "loihi": {...}}: the modes that apply; None without labels."""
+def task_accuracy(deployment, inputs: dict[str, np.ndarray], labels: np.ndarray | None, device, profiles: list[Profile],
+                  known: dict[str, np.ndarray] | None = None) -> dict | None:
+    """{"float": {"accuracy", "samples"}, "loihi": {...}}: the modes that apply; None without labels.
+    `known`: outputs [N, T, ...] by mode already computed on these inputs by the reference backend."""
     if labels is None:
         return None
-    from spikeport.runtime.simulate import run_reference, run_reference_loihi
+    from spikeport.runtime import reference
 
-    modes = {}
-    if target.netx is None:
-        modes["float"] = run_reference
-    has_loihi_export = target.netx is not None or (target.manifest is not None and "netx" in target.manifest.files)
-    if has_loihi_export and (target.netx is not None or _quantizes_as_loihi(profiles)):
-        modes["loihi"] = run_reference_loihi
+    modes = [] if deployment.netx is not None else ["float"]
+    has_loihi_export = deployment.netx is not None or (deployment.manifest is not None and "netx" in deployment.manifest.files)
+    if has_loihi_export and (deployment.netx is not None or _quantizes_as_loihi(profiles)):
+        modes.append("loihi")
     out = {}
-    for mode, run in modes.items():
-        output = np.asarray(run(target, inputs, device).output)
-        predictions = output.mean(1).reshape(len(labels), -1).argmax(-1)
+    for mode in modes:
+        output = (known or {}).get(mode)
+        if output is None:
+            output = reference.run(deployment, inputs, mode=mode, device=device).output
+        predictions = np.asarray(output).mean(1).reshape(len(labels), -1).argmax(-1)
         out[mode] = {"accuracy": float((predictions == labels).mean()), "samples": int(len(labels))}
     return out

@@ -851,3 +851,25 @@ def _run_lif(layer, a: Tensor, bias_mant: np.ndarray, device: torch.device, reco
 def _pair(value) -> tuple[int, int]:
     flat = np.broadcast_to(np.asarray(value, dtype=int).ravel(), (2,))
     return int(flat[0]), int(flat[1])
+
+
+def hold_last(x: np.ndarray, k: int) -> np.ndarray:
+    """x [N, T, ...] with its last step repeated k more times: [N, T + k, ...]."""
+    return np.concatenate([x, np.repeat(x[:, -1:], k, axis=1)], axis=1)
+
+
+def netx_drive(network: NetxNetwork, x: np.ndarray) -> dict[str, np.ndarray]:
+    """simulate_netx's drive for samples x [N, T, ...], padded to windows of T + K steps: the input
+    layer's bias (held at the last frame: those steps are never read), a sigma-delta input layer's
+    a_in (integers, as Lava's RingBuffer sends them), or the first synapse's spikes. Both backends
+    drive a .net file with it (Lava's worker: "bias", "a_in", or "inp" for the spikes)."""
+    k = len(network.blocks) - 1
+    if network.has_input_layer and network.blocks[0].neuron.sigma_delta:
+        return {"a_in": hold_last(x, k)}
+    if network.has_input_layer:
+        return {"bias": hold_last(x, k).round().astype(np.int64)}
+    first = network.blocks[0]
+    if first.input_message_bits == 0 and not np.isin(x, (0, 1)).all():  # netx would take any non-zero value as a spike
+        raise UserError(f"{network.path}: its first block {first.name} reads spikes, 0 or 1 (netx's input_message_bits 0); the input holds "
+                        "other values")
+    return {"spikes": np.concatenate([x, np.zeros((x.shape[0], k, *x.shape[2:]), x.dtype)], axis=1)}

@@ -13,13 +13,12 @@ differ where an average pool sits between two layers:
 - as the model computes it (its operations): pooled spikes are graded values, so those operations
   are MACs, exactly as NeuroBench counts them on the torch model.
 
-Where the spikes come from (ACTIVITY): the reference runtime in float, which shows every NIR
-node's summed input and output while the exported graph runs; or Lava's Loihi fixed-point
-arithmetic (on the export's model.net for a plain chain, on loihi.json's integers for any other
-export), run by the reference runtime or by Lava itself, which give every neuron layer's spikes
-(and what each neuromorphic partition receives from a host), from which each layer's input is
-rebuilt; a layer reading a sum of currents (a projection shortcut) gets the sum of the synaptic
-layers it reads, applied to their own rebuilt inputs.
+Where the spikes come from (ACTIVITY): the run itself. Every backend that gives spike trains
+(reference and Lava, float and Loihi fixed point; a lava-dl .net file in either) records every
+neuron layer's spikes and what each neuromorphic partition reads from a host, and `count` rebuilds
+each layer's input from them through the exported nodes between (pools, Flatten, a sum of
+currents), as the NIR executor computes it. So `spikeport simulate` writes the activity of the run
+it made (sim/activity.json), and a report counts that run, not another.
 
 Synaptic operations follow NeuroBench's definitions (neurobench/metrics/workload/
 synaptic_operations.py), so that the numbers can be compared with published ones, and a test
@@ -42,13 +41,12 @@ import nir
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from spikeport.activity import HostPartition, Layer, Network
+from spikeport.deployment import Deployment
 from spikeport.errors import UserError
-from spikeport.export.lower import fold_avgpool, read_deployed
-from spikeport.activity import HostPartition, Layer, Measured, Network, fingerprint, inputs_fingerprint, write_activity
+from spikeport.export.lower import fold_avgpool
 from spikeport.runtime.reference import NEURONS, _module, _pair
-from spikeport.runtime.simulate import Target, fixed_point_spikes, netx_drive, read_nir, run_reference
 
 SYNAPTIC = (nir.Conv2d, nir.Affine, nir.Linear)
 
@@ -77,7 +75,6 @@ class _Synapse:
     neuron: str | None  # the neuron node it feeds (layer-style name), None for a read-out
     neuron_node: nir.NIRNode | None
     source: str | None  # the neuron layer or input it reads (through Flatten, pools); None: several
-    route: list[nn.Module]  # the exported nodes between `source` and this layer, in order
     deployed_from: str  # the exported node whose input is this layer's input as deployed
     mask: torch.Tensor = field(init=False)
 
@@ -159,12 +156,11 @@ def _fan(node: nir.NIRNode, mask: torch.Tensor) -> tuple[int, int]:
     return int(mask.sum(1).max()), int(mask.sum(0).max())
 
 
-def _layers_of(exported: nir.NIRGraph, deployed: nir.NIRGraph, prefix: str, dt: float) -> dict[str, _Synapse]:
+def _layers_of(exported: nir.NIRGraph, deployed: nir.NIRGraph, prefix: str) -> dict[str, _Synapse]:
     """The synaptic layers, by name (lowering keeps the names of the layers it folds pools into).
 
     Each is told which exported node shows its deployed input when the exported graph runs: itself,
-    or the pool folded into it (that pool's input is what the folded layer reads), and the exported
-    nodes between its source and itself, which loihi mode applies to the source's spikes."""
+    or the pool folded into it (that pool's input is what the folded layer reads)."""
     synapses = {}
     for name, node in _graph_order(exported):
         if isinstance(node, SYNAPTIC):
@@ -174,11 +170,10 @@ def _layers_of(exported: nir.NIRGraph, deployed: nir.NIRGraph, prefix: str, dt: 
             path = [name]
             while source is not None and path[-1] != source:
                 path.append(_upstream(exported, path[-1], lambda n: False))  # one node further back
-            route = [_module(n, exported.nodes[n], dt) for n in reversed(path[1:-1])]
             pools = [n for n in path[1:-1] if isinstance(exported.nodes[n], nir.AvgPool2d) and n not in deployed.nodes]
             synapses[f"{prefix}{name}"] = _Synapse(
                 node, deployed.nodes.get(name, node), neuron and f"{prefix}{neuron}", neuron and exported.nodes[neuron],
-                source=source and f"{prefix}{source}", route=route, deployed_from=f"{prefix}{pools[-1] if pools else name}",
+                source=source and f"{prefix}{source}", deployed_from=f"{prefix}{pools[-1] if pools else name}",
             )
     return synapses
 
@@ -209,20 +204,18 @@ def _pipeline_delay(graph: nir.NIRGraph) -> int:
     return max((visit(n) for n in graph.nodes), default=0)
 
 
-def measure_netx(network, x: np.ndarray, device: torch.device, name: str) -> Network:
-    """Activity of a lava-dl .net file run in Lava's fixed-point arithmetic (runtime/loihi_fixed.py),
-    one window per sample as `spikeport simulate` runs it. Its input layer (neurons driven by bias,
-    no synapses) is a layer with no weights and a graded drive; every later block reads the spikes
-    of the one before, one step later, as Lava delivers them."""
-    from spikeport.runtime.loihi_fixed import simulate_netx
-
+def measure_netx(network, x: np.ndarray, trains: dict[str, np.ndarray], device: torch.device, name: str, activity: str) -> Network:
+    """Activity of a lava-dl .net file from a run's trains (each block's outputs on the steps that
+    carry the sample, [N, T, *shape]; none for a non-spiking read-out). Its input layer (neurons
+    driven by bias, no synapses) is a layer with no weights and a graded drive; every later block
+    reads the outputs of the one before, one step later, as Lava delivers them."""
     n, t = x.shape[:2]
     k = len(network.blocks) - 1
-    records = simulate_netx(network, steps=t + k, aligned=True, device=device, record=("s",), **netx_drive(network, x))
     layers = []
-    for i, (block, record) in enumerate(zip(network.blocks, records)):
+    for i, block in enumerate(network.blocks):
         readout = block.neuron.du < 0 and not block.neuron.sigma_delta  # netx's non-spiking read-out integrator
-        per_step = (record.s != 0).flatten(2).sum(2).double().sum(0).cpu().numpy()  # messages sent: a sigma-delta one is graded
+        sent = trains.get(block.name)
+        per_step = np.zeros(t) if sent is None else (np.asarray(sent) != 0).reshape(n, t, -1).sum(2).sum(0).astype(np.float64)  # messages sent: a sigma-delta one is graded
         neurons = int(np.prod(block.shape))
         common = dict(
             name=block.name,
@@ -240,12 +233,10 @@ def measure_netx(network, x: np.ndarray, device: torch.device, name: str) -> Net
                                 out_channels=None, weights=0, nonzero_weights=0, weight_bits=0, fan_in=0, fan_out=0,
                                 input_kind="graded", deployed_input_kind="graded", sops_dense=0.0, sops_effective_ac=0.0, sops_effective_mac=0.0, flops=0.0, **common))
             continue
-        weight = torch.as_tensor(block.weight, dtype=torch.float32)
+        weight = torch.as_tensor(block.weight, dtype=torch.float32, device=device)
         mask = (weight != 0).float()
-        if i:
-            inputs = records[i - 1].s.float()  # what this block receives: the previous block's sample steps, one step later
-        else:
-            inputs = torch.as_tensor(x, dtype=torch.float32)
+        # what this block receives: the previous block's sample steps, one step later
+        inputs = torch.as_tensor(np.asarray(trains[network.blocks[i - 1].name] if i else x), device=device).float()
         flat = inputs.flatten(0, 1)
         if block.kind == "conv":
             conv = lambda v, w: F.conv2d(v, w, None, block.stride, block.padding, block.dilation, block.groups)  # noqa: E731
@@ -266,103 +257,95 @@ def measure_netx(network, x: np.ndarray, device: torch.device, name: str) -> Net
             sops_dense=dense / n, sops_effective_ac=0.0 if graded else effective / n, sops_effective_mac=effective / n if graded else 0.0,
             flops=dense / n, **geometry, **common,
         ))
-    return Network(name=name, layers=layers, host=[], timesteps=t, dt=0.0, samples=n, pipeline_delay=k,
-                   activity=ACTIVITY["reference", "loihi"].replace("export/model.net", "the .net file"), lowering="as given (a lava-dl .net file)")
+    return Network(name=name, layers=layers, host=[], timesteps=t, dt=0.0, samples=n, pipeline_delay=k, activity=activity,
+                   lowering="as given (a lava-dl .net file)")
 
 
-ACTIVITY = {  # (backend, mode) -> where a report's spikes come from
+ACTIVITY = {  # (backend, mode) -> where a report's spikes come from, for an export that is one plain chain or a .nir file
     ("reference", "float"): "reference runtime, float (runtime/reference.py)",
     ("reference", "loihi"): "reference runtime, Loihi fixed point on export/model.net (runtime/loihi_fixed.py)",
-    ("lava", "loihi"): "Lava, Loihi2SimCfg fixed_pt on export/model.net (lava-dl netx)",
+    ("lava", "float"): "Lava, Loihi2SimCfg floating_pt on spikeport's graph (runtime/lava/, in the Lava worker)",
+    ("lava", "loihi"): "Lava, Loihi2SimCfg fixed_pt on spikeport's graph with export/loihi.json's integers (runtime/lava/, in the Lava worker)",
 }
 GRAPH_ACTIVITY = {  # an export that is not one plain chain: its integers are loihi.json's
     ("reference", "loihi"): "reference runtime, Loihi fixed point on export/loihi.json (runtime/loihi_fixed.py simulate_export)",
-    ("lava", "loihi"): "Lava, Loihi2SimCfg fixed_pt on spikeport's graph with export/loihi.json's integers (runtime/lava/, in the Lava worker)",
+}
+NETX_ACTIVITY = {  # a lava-dl .net file
+    ("reference", "loihi"): "reference runtime, Loihi fixed point on the .net file (runtime/loihi_fixed.py)",
+    ("lava", "loihi"): "Lava, Loihi2SimCfg fixed_pt on the .net file (lava-dl netx, in the Lava worker)",
 }
 
 
-def _check_source(target: Target, backend: str, mode: str) -> None:
-    if target.netx is not None and (backend, mode) != ("reference", "loihi"):
-        raise UserError("a lava-dl .net file is measured with --backend reference --mode loihi (Lava's arithmetic, bit for bit)")
-    if (backend, mode) == ("lava", "float"):
-        raise UserError(
-            "--backend lava --mode float: Lava's floating-point runner gives spike counts per layer, not which neurons "
-            "spiked, and synaptic operations need that; use --mode loihi, or the reference runtime "
-            "(equal to Lava's float run spike for spike, tests/test_runtime_lava.py)"
-        )
+def check_source(deployment: Deployment, backend: str, mode: str) -> None:
+    if deployment.netx is not None and (backend, mode) not in NETX_ACTIVITY:
+        raise UserError("a lava-dl .net file is measured in Lava's arithmetic: --mode loihi (--backend reference or lava)")
     if (backend, mode) not in ACTIVITY:
-        raise UserError(f"--backend {backend} --mode {mode}: reports take their activity from {'; '.join(f'{b} {m}' for b, m in ACTIVITY)}")
+        raise UserError(f"--backend {backend} --mode {mode}: gives no spike trains; reports take their activity from "
+                        f"{'; '.join(f'{b} {m}' for b, m in ACTIVITY)}")
 
 
-def measure(
-    target: Target, inputs: dict[str, np.ndarray], device: torch.device, batch_size: int = 128, name: str = "network",
-    backend: str = "reference", mode: str = "float",
+def measure(deployment: Deployment, inputs: dict[str, np.ndarray], device: torch.device, name: str = "network",
+            backend: str = "reference", mode: str = "float", batch_size: int = 128) -> Network:
+    """Run `deployment` on `inputs` ([N, T, ...] by name) on `backend` in `mode`, its trains
+    recorded, and `count` them (`batch_size` samples at a time)."""
+    from spikeport.runtime.backends import backend_module
+
+    check_source(deployment, backend, mode)
+    result = backend_module(backend, mode).run(deployment, inputs, mode=mode, device=device, record=True)
+    return count(deployment, inputs, result.trains, device, name=name, backend=backend, mode=mode, batch_size=batch_size)
+
+
+def count(
+    deployment: Deployment, inputs: dict[str, np.ndarray], trains: dict[str, np.ndarray], device: torch.device, name: str = "network",
+    backend: str = "reference", mode: str = "float", batch_size: int = 128,
 ) -> Network:
-    """Run `target` on `inputs` ([N, T, ...] by name) and count what every layer does (module docstring).
-
-    `backend`/`mode` pick where the spikes come from (ACTIVITY). In float mode the exported graph
-    runs and each layer's input is observed as it runs. In loihi mode every neuron layer's spikes
-    come from model.net in Loihi arithmetic, and each layer's input is rebuilt from its source's
-    spikes (or the inputs) through the exported nodes between them (pools, Flatten); the first
-    layer, which export/loihi.py runs on the host in float, reads the inputs."""
-    _check_source(target, backend, mode)
-    if target.netx is not None:
-        network = measure_netx(target.netx, next(iter(inputs.values())), device, name)
-        network.dt = target.dt or 0.0  # a .net file records no timestep; --dt gives the input's
+    """What every layer did in a run (module docstring), from the run's inputs and trains: every
+    neuron layer's spikes [N, T, *shape] ("partition.layer"), and what each neuromorphic partition
+    read from a host ("partition.tensor"). Each layer's input is rebuilt from those through the
+    exported nodes between them (pools, Flatten, a sum of currents), so it is the input the
+    exported graph computes: the same figures as observing the float graph while it runs."""
+    check_source(deployment, backend, mode)
+    if deployment.netx is not None:
+        network = measure_netx(deployment.netx, next(iter(inputs.values())), trains, device, name, NETX_ACTIVITY[backend, mode])
+        network.dt = deployment.dt or 0.0  # a .net file records no timestep; --dt gives the input's
         return network
-    if target.manifest is None:
-        exported = {"": target.nir_graph}
+    if deployment.manifest is None:
+        exported = {"": deployment.graph}
         timesteps = next(iter(inputs.values())).shape[1]
-        dt = float((target.nir_graph.metadata or {}).get("dt", target.dt or 0.0))
+        dt = float((deployment.graph.metadata or {}).get("dt", deployment.dt or 0.0))
     else:
-        exported = {f"{p.name}.": read_nir(target.export_dir / p.file) for p in target.manifest.partitions if p.kind == "neuromorphic"}
-        timesteps, dt = target.manifest.timesteps, target.manifest.dt
+        exported = {f"{name}.": graph for name, graph in deployment.graphs().items()}
+        timesteps, dt = deployment.manifest.timesteps, deployment.manifest.dt
     synapses: dict[str, _Synapse] = {}
+    where: dict[str, tuple[str, str]] = {}  # layer -> (its partition's prefix, its node)
     notes = []
     for prefix, graph in exported.items():
-        deployed, how = _as_deployed(target, prefix.rstrip("."), graph)
-        synapses.update(_layers_of(graph, deployed, prefix, dt or 1.0))  # dt changes no routing node
+        deployed, how = _as_deployed(deployment, prefix.rstrip("."), graph)
+        layers = _layers_of(graph, deployed, prefix)
+        synapses.update(layers)
+        where.update({layer: (prefix, layer[len(prefix):]) for layer in layers})
         notes.append(f"{prefix.rstrip('.')}: {how}" if prefix else how)
     tally = _Tally(synapses, timesteps)
     samples = next(iter(inputs.values())).shape[0]
-    if mode == "float":
-        deployed_from = {s.deployed_from: layer for layer, s in synapses.items()}
-
-        def observe(node: str, x: torch.Tensor, y: torch.Tensor) -> None:
-            if node in synapses:
-                tally.synaptic_input(node, x)
-            if node in deployed_from:
-                tally.deployed_input(deployed_from[node], x)
-            tally.spikes(node, y)
-
-        for start in range(0, samples, batch_size):
-            run_reference(target, {k: v[start : start + batch_size] for k, v in inputs.items()}, device, observe)
-    else:
-        spikes = fixed_point_spikes(target, inputs, device, backend)
-        sources = {**{f"{prefix}{k}": v for prefix in exported for k, v in inputs.items()}, **spikes}
-        for start in range(0, samples, batch_size):
-            window = {k: torch.as_tensor(v[start : start + batch_size], dtype=torch.float32, device=device).transpose(0, 1) for k, v in sources.items()}
-            for layer, s in synapses.items():
-                if s.source is None:  # it reads a sum of currents (a membrane shortcut): rebuilt from the synapses summed
-                    x = _summed_currents(layer, synapses, exported, window, device, dt or 1.0)
-                    tally.deployed_input(layer, x)
-                    tally.synaptic_input(layer, x)
-                    continue
-                x = window[s.source]
-                tally.deployed_input(layer, x)
-                for module in s.route:
-                    x = module.to(device)(x)
-                tally.synaptic_input(layer, x)
-            for neuron, y in window.items():
-                tally.spikes(neuron, y)
+    sources = {**{f"{prefix}{k}": v for prefix in exported for k, v in inputs.items()}, **trains}
+    for start in range(0, samples, batch_size):
+        window = {k: torch.as_tensor(np.asarray(v[start : start + batch_size]), device=device).float().transpose(0, 1) for k, v in sources.items()}
+        graph_values = _Rebuilt(exported, window, device, dt or 1.0)  # dt changes no synaptic or routing node
+        for layer, s in synapses.items():
+            prefix, node = where[layer]
+            tally.synaptic_input(layer, graph_values.input(prefix, node))
+            tally.deployed_input(layer, graph_values.input(prefix, s.deployed_from[len(prefix):]))
+        for neuron, y in window.items():
+            tally.spikes(neuron, y)
     host = []
-    if target.manifest is not None:
+    if deployment.manifest is not None:
         host = [
-            HostPartition(p.name, p.macs_per_sample, p.buffer_timesteps, p.causal) for p in target.manifest.partitions if p.kind == "host"
+            HostPartition(p.name, p.macs_per_sample, p.buffer_timesteps, p.causal) for p in deployment.manifest.partitions if p.kind == "host"
         ]
     # A Loihi-quantized export holds 8-bit weight mantissas (export/loihi.py); otherwise the weights
     # are float, quantized to each chip's precision when deployed.
-    weight_bits = 8 if target.manifest is not None and "loihi" in target.manifest.files else None
+    weight_bits = 8 if deployment.file("loihi") is not None else None
+    graph_loihi = mode == "loihi" and deployment.manifest is not None and "netx" not in deployment.manifest.files
     return Network(
         name=name,
         layers=tally.layers(samples, weight_bits),
@@ -371,41 +354,47 @@ def measure(
         dt=dt,
         samples=samples,
         pipeline_delay=max((_pipeline_delay(g) for g in exported.values()), default=0),
-        activity=(GRAPH_ACTIVITY if mode == "loihi" and target.manifest is not None and "netx" not in target.manifest.files else ACTIVITY)[backend, mode],
+        activity=GRAPH_ACTIVITY.get((backend, mode), ACTIVITY[backend, mode]) if graph_loihi else ACTIVITY[backend, mode],
         lowering="; ".join(notes),
     )
 
 
-def _as_deployed(target: Target, partition: str, exported: nir.NIRGraph) -> tuple[nir.NIRGraph, str]:
+def _as_deployed(deployment: Deployment, partition: str, exported: nir.NIRGraph) -> tuple[nir.NIRGraph, str]:
     """The partition as the chip runs it, and how it came from `exported`: the export's deployed
     file when it wrote one (nothing is lowered again here), else `lower`."""
-    entry = next((p for p in target.manifest.partitions if p.name == partition), None) if target.manifest else None
+    entry = deployment.partitions.get(partition)
     if entry is None or entry.deployed is None:
         return lower(exported)
-    deployed = read_deployed(target.manifest, target.export_dir, partition, read_nir)
+    deployed = deployment.deployed(partition)
     return deployed, lowering(exported, deployed)
 
 
-def _summed_currents(layer: str, synapses: dict[str, _Synapse], exported: dict[str, nir.NIRGraph], window: dict[str, torch.Tensor],
-                     device: torch.device, dt: float) -> torch.Tensor:
-    """The input of a synaptic layer that reads several nodes (a sum of currents, MS-ResNet's
-    projection shortcut), rebuilt in loihi mode from the fixed-point spikes: each summed node is a
-    neuron layer or input (its values), or a synaptic layer applied, with its bias, to its own input."""
-    prefix, name = layer.split(".", 1) if "." in layer else ("", layer)
-    prefix = f"{prefix}." if prefix else ""
-    graph = exported[prefix]
-    total = 0
-    for source in [a for a, b in graph.edges if b == name]:
-        node = graph.nodes[source]
-        if isinstance(node, SYNAPTIC):
-            s = synapses[f"{prefix}{source}"]
-            x = _summed_currents(f"{prefix}{source}", synapses, exported, window, device, dt) if s.source is None else window[s.source]
-            for module in ([] if s.source is None else s.route):
-                x = module.to(device)(x)
-            total = total + _module(source, node, dt).to(device)(x)
-        else:
-            total = total + window[f"{prefix}{source}"]
-    return total
+class _Rebuilt:
+    """Every exported node's values in one batch [T, B, ...], computed from the run's trains: a node
+    the run recorded (a neuron layer, an input, a tensor from a host) is its recording, any other
+    node (a synaptic layer, a pool, a Flatten) is its torch module applied to the sum of its
+    sources, as the NIR executor computes it. A neuron's recurrent input is its own recording, so
+    no cycle is walked."""
+
+    def __init__(self, exported: dict[str, nir.NIRGraph], window: dict[str, torch.Tensor], device: torch.device, dt: float):
+        self.exported, self.window, self.device, self.dt = exported, window, device, dt
+        self.values: dict[str, torch.Tensor] = {}
+
+    def input(self, prefix: str, node: str) -> torch.Tensor:
+        """The summed input of `node` (NIR sums a node's inputs)."""
+        incoming = [self.value(prefix, source) for source, dst in self.exported[prefix].edges if dst == node]
+        return incoming[0] if len(incoming) == 1 else torch.stack(incoming).sum(0)
+
+    def value(self, prefix: str, node: str) -> torch.Tensor:
+        key = f"{prefix}{node}"
+        if key in self.window:
+            return self.window[key]
+        if key not in self.values:
+            graph = self.exported[prefix]
+            if isinstance(graph.nodes[node], NEURONS):
+                raise UserError(f"{key}: the run recorded no spikes of this neuron layer, which a later layer reads")
+            self.values[key] = _module(node, graph.nodes[node], self.dt).to(self.device)(self.input(prefix, node))
+        return self.values[key]
 
 
 class _Tally:
@@ -499,17 +488,3 @@ def _padding(node: nir.Conv2d) -> tuple[int, int]:
         kernel = np.asarray(node.weight).shape[2:]
         return (int(kernel[0]) // 2, int(kernel[1]) // 2)
     return (0, 0)  # "valid"
-
-
-def write_measured_activity(path: Path, target: Target, inputs: dict[str, np.ndarray], device: torch.device, given: Path,
-                            backend: str, mode: str) -> Network:
-    """Measure the activity of `target` on `inputs` and write it, with what it was measured on, to
-    `path` (sim/activity.json: the file a report reads)."""
-    name = given.stem if given.suffix else given.name
-    network = measure(target, inputs, device, name=name, backend=backend, mode=mode)
-    write_activity(path, network, measured_on(target, inputs, backend, mode))
-    return network
-
-
-def measured_on(target: Target, inputs: dict[str, np.ndarray], backend: str, mode: str) -> Measured:
-    return Measured(fingerprint(target.source), backend, mode, inputs_fingerprint(inputs))

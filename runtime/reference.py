@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import nir
 import numpy as np
@@ -31,6 +31,11 @@ from torch import Tensor, nn
 from spikeport.errors import DeploymentWarning, UserError
 from spikeport.export.neuron_constants import neuron_constants
 from spikeport.export.nir_graph import reachable, reset_rule
+from spikeport.runtime.loihi_fixed import hold_last, netx_drive, simulate_export, simulate_netx
+from spikeport.runtime.result import SimResult
+
+if TYPE_CHECKING:
+    from spikeport.deployment import Deployment  # which imports this module to check a .nir file it reads
 
 NEURONS = (nir.LIF, nir.IF, nir.CubaLIF)
 MAX_INPUT_ELEMENTS = 10**7  # values per sample and step of one Input node: a file declaring more is refused
@@ -213,6 +218,7 @@ class _Lambda(nn.Module):
 class Result:
     outputs: dict[str, Tensor]  # output node -> [T, B, ...]
     spikes: dict[str, Tensor]  # neuron node -> spike counts per sample and timestep, [B, T]
+    trains: dict[str, Tensor] | None = None  # with record: neuron node -> its spikes [T, B, ...]
 
 
 class NIRExecutor(nn.Module):
@@ -229,18 +235,18 @@ class NIRExecutor(nn.Module):
         )
         self.neurons = [n for n in self.order if isinstance(graph.nodes[n], NEURONS)]
 
-    def forward(self, inputs: dict[str, Tensor], observe: Callable[[str, Tensor, Tensor], None] | None = None) -> Result:
+    def forward(self, inputs: dict[str, Tensor], observe: Callable[[str, Tensor, Tensor], None] | None = None, record: bool = False) -> Result:
         """Run the graph; `observe(node, input, output)`, if given, sees every node's summed input
-        and its output (how the reports count synaptic operations)."""
+        and its output; `record` keeps every neuron node's spikes (Result.trains)."""
         if any(self.delayed.values()):
-            return self._stepped(inputs, observe)
+            return self._stepped(inputs, observe, record)
         values: dict[str, Tensor] = {}
         spikes: dict[str, Tensor] = {}
         for name in self.order:
             self._run_node(name, inputs, values, spikes, observe)
-        return Result({n: values[n] for n in self.outputs}, spikes)
+        return Result({n: values[n] for n in self.outputs}, spikes, {n: values[n] for n in self.neurons} if record else None)
 
-    def _stepped(self, inputs: dict[str, Tensor], observe) -> Result:
+    def _stepped(self, inputs: dict[str, Tensor], observe, record: bool = False) -> Result:
         """A recurrent graph, one timestep at a time: a neuron's recurrent inputs (`delayed`) are
         what their sources produced at the step before (nothing at the first step), as snnTorch's
         RLeaky/RSynaptic and the NIR paper's platforms run them. Neurons carry their state across
@@ -270,7 +276,7 @@ class NIRExecutor(nn.Module):
                 if name in joined and name not in self.outputs:
                     observe(name, *joined[name])
         spikes = {n: joined[n][1].flatten(2).sum(2).transpose(0, 1) for n in self.neurons}
-        return Result({n: joined[n][1] for n in self.outputs}, spikes)
+        return Result({n: joined[n][1] for n in self.outputs}, spikes, {n: joined[n][1] for n in self.neurons} if record else None)
 
     def _run_node(self, name: str, inputs: dict[str, Tensor], values: dict[str, Tensor], spikes: dict[str, Tensor], observe) -> None:
         if name in self.inputs:
@@ -417,3 +423,194 @@ def _topological_order(graph: nir.NIRGraph, sources: dict[str, list[str]]) -> li
             placed.add(n)
         pending = [n for n in pending if n not in placed]
     return order
+
+
+# ----------------------------------------------------------------------------------------------- the backend
+
+MODES = ("float", "loihi")  # NIR's float equations; Lava's fixed-point arithmetic (runtime/loihi_fixed.py)
+
+
+def run(deployment: Deployment, inputs: dict[str, np.ndarray], *, mode: str = "float", device: str | torch.device = "cpu",
+        record: bool = False) -> SimResult:
+    """The reference backend: `inputs` {name: [N, T, *shape]} through the deployment, batched in torch.
+
+    float: the manifest's partitions in order, each NIR partition in the NIR executor, each host
+    partition from its ONNX file in ONNX Runtime (a single .nir file: its graph). loihi: Lava's
+    fixed-point arithmetic (runtime/loihi_fixed.py) on the export's model.net (a plain chain), on
+    its loihi.json's integers (any other export, `simulate_export`), or on a lava-dl .net file.
+    `record`: every neuron layer's spikes [N, T, *shape] in `trains`, and what each neuromorphic
+    partition reads from a host partition ("partition.tensor", in float units)."""
+    if mode not in MODES:
+        raise UserError(f"--mode {mode}: the reference backend runs {', '.join(MODES)}")
+    device = _torch_device(device)
+    if mode == "float":
+        return _run_float(deployment, inputs, device, record)
+    if deployment.netx is not None:
+        return _run_netx_file(deployment.netx, next(iter(inputs.values())), device)
+    if deployment.manifest is not None and "netx" not in deployment.manifest.files and "loihi" in deployment.manifest.files:
+        return _run_export_fixed(deployment, inputs, device, record)
+    return _run_chain_fixed(deployment, inputs, device, record)
+
+
+def _torch_device(device: str | torch.device) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    from spikeport.device import resolve_device
+
+    return resolve_device(device)
+
+
+def _time_major(inputs: dict[str, np.ndarray], device: torch.device) -> dict[str, Tensor]:
+    return {n: torch.as_tensor(x, dtype=torch.float32, device=device).transpose(0, 1) for n, x in inputs.items()}
+
+
+def _batch_major(x: Tensor) -> np.ndarray:
+    return x.transpose(0, 1).cpu().numpy()
+
+
+def _run_float(deployment: Deployment, inputs: dict[str, np.ndarray], device: torch.device, record: bool) -> SimResult:
+    if deployment.netx is not None:
+        raise UserError(f"{deployment.path}: a lava-dl .net file holds Loihi integers; it runs with --mode loihi")
+    trains = {} if record else None
+    if deployment.manifest is None:
+        executor = NIRExecutor(deployment.graph, dt=deployment.dt).to(device)
+        with torch.no_grad():
+            result = executor(_time_major(inputs, device), record=record)
+        (output,) = result.outputs.values()
+        if record:
+            trains.update({k: _batch_major(v).astype(bool) for k, v in result.trains.items()})
+        return SimResult(_batch_major(output), {k: v.cpu().numpy() for k, v in result.spikes.items()}, trains=trains)
+    values = _time_major(inputs, device)
+    spikes: dict[str, np.ndarray] = {}
+    missing = [p.name for p in deployment.manifest.partitions if p.file is None]
+    if missing:
+        raise UserError(f"partition {missing[0]}: the export has no file for it; export with --formats nir,onnx")
+    graphs = deployment.graphs()
+    for p in deployment.manifest.partitions:
+        path = deployment.export_dir / p.file
+        if p.kind == "neuromorphic":
+            executor = NIRExecutor(graphs[p.name], dt=deployment.manifest.dt).to(device)
+            with torch.no_grad():
+                result = executor({t.name: values[t.name] for t in p.inputs}, record=record)
+            for t in p.outputs:  # Output node names: see export/exporter.py
+                values[t.name] = result.outputs["output" if len(p.outputs) == 1 else f"output_{t.name}"]
+            spikes.update({f"{p.name}.{k}": v.cpu().numpy() for k, v in result.spikes.items()})
+            if record:
+                trains.update({f"{p.name}.{t.name}": _batch_major(values[t.name]) for t in p.inputs})
+                trains.update({f"{p.name}.{k}": _batch_major(v).astype(bool) for k, v in result.trains.items()})
+        else:
+            from spikeport.runtime.onnx import session
+
+            outs = session(path, ["CPUExecutionProvider"]).run([t.name for t in p.outputs], {t.name: values[t.name].cpu().numpy() for t in p.inputs})
+            values.update({t.name: torch.as_tensor(o, device=device) for t, o in zip(p.outputs, outs)})
+    output = values[deployment.manifest.outputs[0].name]
+    return SimResult(_batch_major(output), spikes, trains=trains)
+
+
+@dataclass
+class _FixedPoint:
+    """What running an export's model.net needs: the Loihi parameters and the input layer's drive."""
+
+    layers: list  # export.loihi.LoihiLayer, one per netx block
+    bias: np.ndarray  # [N, T, *input layer shape]: the host layer's current, per step of the sample
+    window: int  # steps per sample: T + the synaptic stages after the input layer
+    timesteps: int
+    prefix: str
+
+    def window_bias(self) -> np.ndarray:
+        """The bias for whole windows [N, window, ...], as Lava runs them: after the sample's last
+        frame the input layer's steps are never read, so the last frame is held."""
+        return hold_last(self.bias, self.window - self.timesteps)
+
+    def result(self, spikes: list, voltage, record: bool) -> SimResult:
+        """From every block's spikes and the read-out's voltage on the steps that carry the sample
+        ([N, T, ...], block i from step i of its window on): the read-out's voltage is 64 s times
+        the running sum of the logits (export/loihi.py), so its increments are the logits per step."""
+        named = {f"{self.prefix}{layer.neuron}": np.asarray(spikes[i]) for i, layer in enumerate(self.layers) if layer.neuron is not None}
+        counts = {name: s.reshape(len(self.bias), self.timesteps, -1).sum(-1) for name, s in named.items()}
+        v = np.asarray(voltage, dtype=np.float64)
+        logits = np.diff(v, axis=1, prepend=0.0) / (64 * self.layers[-1].scale)
+        return SimResult(logits, counts, delay=len(self.layers) - 1, trains=named if record else None)
+
+
+def fixed_point_chain(deployment: Deployment, inputs: dict[str, np.ndarray]) -> _FixedPoint:
+    """An export that is one plain chain (its model.net) in fixed point: its Loihi layers and the
+    input layer's drive. The first layer runs on the host (export/loihi.py): its current, one frame
+    per step, is the input layer's bias."""
+    from spikeport.export.loihi import input_bias, read_loihi_json
+
+    if deployment.file("netx") is None or deployment.file("loihi") is None:
+        raise UserError("--mode loihi: needs an export with loihi.json and model.net (spikeport export RUN --formats nir,onnx,lava)")
+    partition = deployment.manifest.partitions[0]
+    model = read_loihi_json(deployment.file("loihi"))
+    (x,) = inputs.values()
+    t = x.shape[1]
+    frames = input_bias(deployment.deployed(partition.name), model, x)  # [N, T, *input layer shape]
+    return _FixedPoint(model.layers, frames, t + len(model.layers) - 1, t, f"{partition.name}.")
+
+
+def _run_chain_fixed(deployment: Deployment, inputs: dict[str, np.ndarray], device: torch.device, record: bool) -> SimResult:
+    from spikeport.export.netx_read import read_netx
+
+    if deployment.manifest is None:
+        raise UserError(f"{deployment.path}: --mode loihi runs an export with Loihi integers (spikeport export FILE.nir) or a lava-dl .net file")
+    fp = fixed_point_chain(deployment, inputs)
+    network = read_netx(deployment.file("netx"))
+    records = simulate_netx(network, bias=fp.bias, steps=fp.window, aligned=True, device=device, record=export_outputs(network))
+    return fp.result([None if r.s is None else r.s.cpu().numpy() for r in records], records[-1].v.cpu().numpy(), record)
+
+
+def export_outputs(network) -> dict[int, tuple[str, ...]]:
+    """simulate_netx's `record` for an export's model.net: the spikes of every block but the
+    read-out, and the read-out's voltage (export/netx.py: it integrates the logits)."""
+    last = len(network.blocks) - 1
+    return {**{i: ("s",) for i in range(last)}, last: ("v",)}
+
+
+def _run_export_fixed(deployment: Deployment, inputs: dict[str, np.ndarray], device: torch.device, record: bool) -> SimResult:
+    """An export that is not one plain chain, on loihi.json's integers (loihi_fixed.simulate_export)."""
+    from spikeport.export.loihi import read_loihi_json
+    from spikeport.runtime.lava.worker.payload import from_payload
+
+    loihi = read_loihi_json(deployment.file("loihi"))
+    done = simulate_export(deployment.manifest, deployment.export_dir, deployment.graphs(), loihi, inputs, device)
+    counts = {k: v.flatten(2).sum(2).cpu().numpy() for k, v in done.spikes.items()}
+    trains = None
+    if record:
+        trains = {k: v.cpu().numpy() for k, v in done.spikes.items()}
+        trains.update(host_inputs(deployment, loihi, {k: v.cpu().numpy() for k, v in done.tensors.items()}, from_payload))
+    return SimResult(done.output, counts, trains=trains)
+
+
+def host_inputs(deployment: Deployment, loihi, sent: dict[str, np.ndarray], from_payload) -> dict[str, np.ndarray]:
+    """What each neuromorphic partition reads from a host partition, "partition.tensor" in float
+    units (the payload / its scale), from the tensors as sent (by tensor name)."""
+    boundaries = {b.tensor: b for b in loihi.boundaries if b.direction == "to_chip"}
+    return {f"{p.name}.{t.name}": from_payload(sent[t.name], boundaries[t.name])
+            for p in deployment.manifest.partitions if p.kind == "neuromorphic" for t in p.inputs if t.name in boundaries}
+
+
+def _run_netx_file(network, x: np.ndarray, device: torch.device) -> SimResult:
+    """A lava-dl .net file in Lava's fixed-point arithmetic, one fresh window of T + K steps per
+    sample (K: the blocks after the first; netx resets every layer once per window).
+
+    x [N, T, *input shape] is the input layer's bias_mant per step (a network that starts with
+    an input layer; a sigma-delta one: its a_in) or the spikes into the first synapse; the output
+    is the last block's spikes (a sigma-delta block: its graded messages, a Sigma read-out its
+    sigma), or the voltage of a non-spiking read-out, aligned to the input timesteps. The spike
+    counts of a sigma-delta block count its non-zero messages; its trains are the messages."""
+    t, k = x.shape[1], len(network.blocks) - 1
+    wanted = {i: ("v",) if block.neuron.du < 0 else ("s",) for i, block in enumerate(network.blocks)}  # netx's read-out integrator: its voltage
+    records = simulate_netx(network, steps=t + k, aligned=True, device=device, record=wanted, **netx_drive(network, x))
+    trains = {block.name: record.s.cpu().numpy() for block, record in zip(network.blocks, records) if record.s is not None}
+    return netx_result(network, trains, None if records[-1].v is None else records[-1].v.cpu().numpy())
+
+
+def netx_result(network, trains: dict[str, np.ndarray], voltage: np.ndarray | None) -> SimResult:
+    """A .net file's result from its blocks' outputs [N, T, *shape] (every block but a non-spiking
+    read-out) and, for such a read-out, its voltage [N, T, *shape]: what both backends return."""
+    spikes = {name: (s != 0).reshape(*s.shape[:2], -1).sum(-1) for name, s in trains.items()}
+    last = network.blocks[-1]
+    output = voltage if last.neuron.du < 0 else trains[last.name]
+    return SimResult(np.asarray(output).astype(np.float64), spikes, delay=len(network.blocks) - 1, trains=trains)
+

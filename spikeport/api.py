@@ -20,10 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
+from spikeport.deployment import Deployment
 from spikeport.errors import UserError
 from spikeport.readers import load_npz
+from spikeport.runtime.result import SimResult
 
 PathLike = str | Path
 
@@ -53,115 +54,6 @@ class Run:
 
 
 @dataclass(frozen=True)
-class Deployment:
-    """What the chip runs: an export folder (manifest and the files it names), a .nir or a .net file."""
-
-    path: Path  # the export folder, or the single .nir / .net file
-    manifest: dict | None  # manifest.json as written by export; None for a single file
-
-    @property
-    def folder(self) -> Path:
-        """Where sim/ and report/ go by default: the run folder, or the file's folder."""
-        return self.path.parent
-
-    @property
-    def timesteps(self) -> int | None:
-        return self.manifest["timesteps"] if self.manifest else None
-
-    @property
-    def partitions(self) -> dict[str, dict]:
-        """Partition name -> its manifest entry (kind, file, boundary tensors, host buffer)."""
-        return {p["name"]: p for p in self.manifest["partitions"]} if self.manifest else {}
-
-    @classmethod
-    def load(cls, path: PathLike) -> Deployment:
-        """A run folder, an export folder, a manifest.json, a .nir or a lava-dl .net file. An export
-        whose manifest names a file that is not in its folder is refused, naming both."""
-        from spikeport.export.manifest import read_manifest
-
-        path = Path(path)
-        if path.suffix in (".nir", ".net"):
-            if not path.is_file():
-                raise UserError(f"{path}: no such file")
-            return cls(path, None)
-        manifest = path if path.name == "manifest.json" else path / "manifest.json" if (path / "manifest.json").exists() else path / "export" / "manifest.json"
-        if not manifest.is_file():
-            raise UserError(f"{path}: no deployment there (no export/manifest.json: run `spikeport export` first)")
-        checked = read_manifest(manifest)  # validates it, naming the field that is wrong
-        named = [*checked.files.values(), *(name for p in checked.partitions for name in (p.file, p.deployed) if name is not None)]
-        missing = [name for name in named if not (manifest.parent / name).is_file()]
-        if missing:
-            raise UserError(f"{manifest}: names {', '.join(missing)}, not in {manifest.parent}; export again (`spikeport export`)")
-        return cls(manifest.parent, json.loads(manifest.read_text()))
-
-    def deployed(self, partition: str | None = None):
-        """The nir.NIRGraph the chip runs for a neuromorphic partition (the only one when None): the
-        export's deployed file, written once by `export` (export/lower.py `read_deployed`); for a
-        single .nir file, that file lowered (pools folded, synapses composed)."""
-        from spikeport.export.lower import deploy, read_deployed
-        from spikeport.export.manifest import read_manifest
-        from spikeport.runtime.simulate import read_nir
-
-        if self.manifest is None:
-            if self.path.suffix != ".nir":
-                raise UserError(f"{self.path}: a lava-dl .net file holds netx blocks, not a NIR graph")
-            return deploy(read_nir(self.path))
-        chips = [name for name, p in self.partitions.items() if p["kind"] == "neuromorphic"]
-        if partition is None:
-            if len(chips) != 1:
-                raise UserError(f"{self.path}: {len(chips)} neuromorphic partitions ({', '.join(chips)}); name one")
-            partition = chips[0]
-        if partition not in chips:
-            raise UserError(f"{self.path}: no neuromorphic partition {partition!r} (there are: {', '.join(chips)})")
-        return read_deployed(read_manifest(self.path / "manifest.json"), self.path, partition, read_nir)
-
-    def target(self) -> Path:
-        """The path the stages take: the run folder for a run's export, else the file itself."""
-        if self.manifest is None:
-            return self.path
-        return self.path.parent if self.path.name == "export" else self.path / "manifest.json"
-
-
-@dataclass(frozen=True)
-class SimResult:
-    """One backend's run, read from its sim/<backend>-<mode>.npz."""
-
-    path: Path
-    output: np.ndarray  # [N, T, *output_shape], aligned to the input timesteps
-    spikes: dict[str, np.ndarray]  # neuron layer -> spike counts [N, T]
-    labels: np.ndarray | None = None
-    delay: int = 0  # pipeline steps the backend's output was shifted back by
-
-    @property
-    def predictions(self) -> np.ndarray:
-        """Class per sample: the output averaged over time (the rate read-out)."""
-        return self.output.reshape(*self.output.shape[:2], -1).mean(1).argmax(-1)
-
-    @property
-    def accuracy(self) -> float | None:
-        return None if self.labels is None else float((self.predictions == self.labels).mean())
-
-    @property
-    def activity(self) -> dict[str, float]:
-        """Spikes per sample in each neuron layer."""
-        return {layer: float(counts.sum(1).mean()) for layer, counts in self.spikes.items()}
-
-    @classmethod
-    def load(cls, path: PathLike) -> SimResult:
-        path = Path(path)
-        _, data = load_npz(path)  # bounded like every npz spikeport reads (spikeport/readers.py)
-        if "output" not in data:
-            raise UserError(f"{path}: no 'output' array; not a spikeport simulation result")
-        return cls(
-            path,
-            data["output"],
-            {key.removeprefix("spikes."): value for key, value in data.items() if key.startswith("spikes.")},
-            data.get("labels"),
-            int(data["delay"]) if "delay" in data else 0,
-        )
-
-
-@dataclass(frozen=True)
 class Report:
     """report.json of one network against several chips."""
 
@@ -175,9 +67,10 @@ class Report:
         return dict(self.data["profiles"])
 
 
-def _target(target: Deployment | Run | PathLike) -> Path:
+def _target(target: Deployment | Run | PathLike) -> Deployment | Path:
+    """What the stages take: a Deployment as it is, a run's folder, or the path given."""
     if isinstance(target, Deployment):
-        return target.target()
+        return target
     if isinstance(target, Run):
         return target.folder
     return Path(target)
@@ -329,13 +222,13 @@ def _export_nir(path: Path, out: PathLike | None, formats: Sequence[str] | None,
         raise UserError(f"{path}: no such file")
     arrays = None
     if inputs is not None:
-        from spikeport.runtime.simulate import read_nir, read_npz
-
         import nir as nir_format
+
+        from spikeport.deployment import read_nir
 
         names = [n for n, node in read_nir(path).nodes.items() if isinstance(node, nir_format.Input)]
         keys = ["input"] if len(names) == 1 else [f"input.{n}" for n in names]
-        found, data = read_npz(Path(inputs), keys)
+        found, data = load_npz(Path(inputs), keys)
         missing = [k for k in keys if k not in data]
         if missing:
             raise UserError(f"{inputs}: missing key {missing[0]!r} (has: {', '.join(found) or 'nothing'})")
@@ -357,11 +250,11 @@ def simulate(
     out: PathLike | None = None,
     dt: float | None = None,
 ) -> SimResult:
-    """Run the deployment on one backend (reference, onnx, lava) in float or Loihi fixed point."""
+    """Run the deployment on one backend (reference, onnx, lava) in float or Loihi fixed point;
+    writes sim/<backend>-<mode>.npz and, where the backend gives spike trains, sim/activity.json."""
     from spikeport.runtime.simulate import simulate as run_simulation
 
-    path = run_simulation(_target(target), backend, mode, samples, Path(inputs) if inputs else None, device, Path(out) if out else None, dt)
-    return SimResult.load(path)
+    return run_simulation(_target(target), backend, mode, samples, Path(inputs) if inputs else None, device, Path(out) if out else None, dt)
 
 
 @dataclass(frozen=True)

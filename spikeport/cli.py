@@ -156,9 +156,9 @@ def export(
 
 @app.command()
 def simulate(
-    target: Path = typer.Argument(..., help="A run folder (after export), a manifest.json or a .nir file."),
+    target: Path = typer.Argument(..., help="A run folder (after export), an export folder, a manifest.json, a .nir or a lava-dl .net file."),
     backend: str = typer.Option("reference", help="reference | onnx | lava"),
-    mode: str = typer.Option("float", help="float | loihi (fixed point; reference and lava)"),
+    mode: str = typer.Option("float", help="float | loihi (fixed point; reference and lava; a .net file: loihi only)"),
     samples: Optional[int] = typer.Option(None, help="How many test samples (default: the whole test set)."),
     input: Optional[Path] = typer.Option(None, "--input", help="npz with key `input` [N, T, *input_shape]."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -194,7 +194,7 @@ def simulate(
 
 @app.command()
 def report(
-    target: Path = typer.Argument(..., help="A run folder (after export), a manifest.json or a .nir file."),
+    target: Path = typer.Argument(..., help="A run folder (after export), an export folder, a manifest.json, a .nir or a lava-dl .net file."),
     profiles: str = typer.Option("all", help="all, or comma-separated profile names or .yaml paths."),
     profiles_dir: list[Path] = typer.Option([], "--profiles-dir", help="A folder of your own profile YAML files (repeatable)."),
     input: Optional[Path] = typer.Option(None, "--input", help="npz with key `input` [N, T, *input_shape]."),

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from conftest import load_trained_model
 from spikeport.export.exporter import export_model
 from spikeport.runtime.measure import measure
-from spikeport.runtime.simulate import load_inputs, resolve_target
+from spikeport.deployment import Deployment
+from spikeport.runtime.simulate import load_inputs
 from spikeport.train import layers
 from spikeport.train.neuron import LIF
 
@@ -49,8 +50,8 @@ def ours(target, inputs, batch_size):
 
 
 def test_digits_cnn_sops_equal_neurobench(trained_run):
-    target = resolve_target(trained_run)
-    inputs, labels = load_inputs(target, None, 96)
+    target = Deployment.load(trained_run)
+    target, inputs, labels = load_inputs(target, None, 96)
     got, network = ours(target, inputs, batch_size=32)
     want = neurobench_sops(load_trained_model(trained_run), inputs["input"], labels, batch_size=32)
     assert got == pytest.approx(want, rel=1e-9)
@@ -75,8 +76,8 @@ def test_spiking_inputs_count_as_accumulates(tmp_path):
     export_model(model, (2, 8, 8), 5, tmp_path / "export")
     x = (torch.rand(40, 5, 2, 8, 8) < 0.3).float().numpy()  # spike input
     np.savez(tmp_path / "in.npz", input=x)
-    target = resolve_target(tmp_path / "export" / "manifest.json")
-    inputs, _ = load_inputs(target, tmp_path / "in.npz", None)
+    target = Deployment.load(tmp_path / "export" / "manifest.json")
+    target, inputs, _ = load_inputs(target, tmp_path / "in.npz", None)
     got, network = ours(target, inputs, batch_size=16)
     want = neurobench_sops(model, x, np.zeros(40, dtype=np.int64), batch_size=16)
     assert got == pytest.approx(want, rel=1e-9)

@@ -15,8 +15,8 @@ from spikeport import Deployment, SimResult, UserError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def docs_example() -> str:
-    (block,) = re.findall(r"## A notebook, start to end.*?```python\n(.*?)```", (ROOT / "docs" / "api.md").read_text(), re.S)
+def docs_example(section: str = "A notebook, start to end") -> str:
+    (block,) = re.findall(rf"## {section}.*?```python\n(.*?)```", (ROOT / "docs" / "api.md").read_text(), re.S)
     return block
 
 
@@ -40,6 +40,11 @@ def test_the_docs_notebook_runs_as_written(tmp_path, monkeypatch, capsys):
     assert set(sim.activity) == set(sim.spikes) and all(v > 0 for v in sim.activity.values())
     assert set(report.profiles) == {"loihi2", "speck"} and (report.path / "report.json").is_file()
     assert Deployment.load("runs/api-demo") == Deployment.load("runs/api-demo/export/manifest.json") == deployment
+    exec(compile(docs_example("The backends"), "docs/api.md", "exec"), namespace)  # a backend called as docs/api.md shows
+    result = namespace["result"]
+    assert "spikes of every neuron, per layer:" in capsys.readouterr().out and result.output.shape[:2] == (16, 4)
+    assert {name: train.shape[:2] for name, train in result.trains.items()} == {name: (16, 4) for name in result.spikes}
+    np.testing.assert_array_equal(result.spikes["neuromorphic0.lif1"], result.trains["neuromorphic0.lif1"].reshape(16, 4, -1).sum(-1))
 
 
 def test_the_stage_packages_are_also_the_api_functions():

@@ -129,7 +129,7 @@ def test_dta_deploys_with_the_gate_on_the_host(causal, buffer, tmp_path):
 
     x = torch.rand(6, 4, 1, 8, 8) * 3
     np.savez(tmp_path / "in.npz", input=x.numpy())
-    got = np.load(simulate(export / "manifest.json", input_file=tmp_path / "in.npz", out=tmp_path))
+    got = np.load(simulate(export / "manifest.json", input_file=tmp_path / "in.npz", out=tmp_path).path)
     with torch.no_grad():
         want = model(x.transpose(0, 1)).transpose(0, 1).numpy()
     assert np.abs(got["output"] - want).max() < 1e-4

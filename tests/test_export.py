@@ -183,7 +183,8 @@ def test_the_deployed_graph_is_written_once_and_read_by_the_report(run_dir, tmp_
 
     from spikeport.export.lower import fold_avgpool
     from spikeport.runtime.measure import measure
-    from spikeport.runtime.simulate import load_inputs, resolve_target
+    from spikeport.deployment import Deployment
+    from spikeport.runtime.simulate import load_inputs
 
     export = run_dir / "export"
     (entry,) = read_manifest(export / "manifest.json").partitions
@@ -202,8 +203,8 @@ def test_the_deployed_graph_is_written_once_and_read_by_the_report(run_dir, tmp_
     (older / "export" / "deployed.nir").unlink()
     networks = []
     for folder in (run_dir, older):
-        target = resolve_target(folder)
-        inputs, _ = load_inputs(target, None, 16) if folder == run_dir else (inputs, None)
+        target = Deployment.load(folder)
+        target, inputs, _ = load_inputs(target, None, 16) if folder == run_dir else (target, inputs, None)
         networks.append(measure(target, inputs, torch.device("cpu"), name="digits"))
     new, old = networks
     assert new.lowering == old.lowering == "neuromorphic0: average pools pool1, pool2 folded into the next synaptic layer (export/lower.py)"

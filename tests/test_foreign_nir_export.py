@@ -94,16 +94,18 @@ def test_the_nir_papers_cnn_in_fixed_point_differs_from_float_by_what_its_intege
     1/scale, which no float graph holds."""
     from spikeport.export.loihi import integers, read_loihi_json
     from spikeport.runtime.reference import NIRExecutor
-    from spikeport.runtime.simulate import fixed_point_spikes, load_inputs, resolve_target
+    from spikeport.deployment import Deployment
+    from spikeport.runtime.simulate import load_inputs
+    from spikeport.runtime import reference as reference_backend
 
     import torch
 
     x = events((32, 10, 2, 34, 34), 0.15)
     np.savez(tmp_path / "x.npz", input=x)
     folder = export(cli, needs_shared("peer-tests/nir/02_cnn/cnn_sinabs.nir"), tmp_path, "--dt", "1", "--input", tmp_path / "x.npz")
-    target = resolve_target(tmp_path)
-    inputs, _ = load_inputs(target, tmp_path / "x.npz", None)
-    fixed = {k.split(".", 1)[1]: v for k, v in fixed_point_spikes(target, inputs, torch.device("cpu")).items()}
+    target = Deployment.load(tmp_path)
+    target, inputs, _ = load_inputs(target, tmp_path / "x.npz", None)
+    fixed = {k.split(".", 1)[1]: v for k, v in reference_backend.run(target, inputs, mode="loihi", device="cpu", record=True).trains.items()}
     deployed = nir.read(folder / "deployed.nir")
     model = read_loihi_json(folder / "loihi.json")
     nodes = dict(deployed.nodes)
@@ -179,11 +181,13 @@ def test_the_exported_integers_run_bit_exact_in_lava_fixed_pt(cli, case, tmp_pat
         assert parity["output_max_abs_diff"] == 0, parity
         import torch
 
-        from spikeport.runtime.simulate import load_inputs, resolve_target, run_netx_in_lava
+        from spikeport.deployment import Deployment
+        from spikeport.runtime.simulate import load_inputs
+        from spikeport.runtime.lava import run as lava_backend
 
-        target = resolve_target(tmp_path)
-        inputs, _ = load_inputs(target, tmp_path / "x.npz", None)
-        netx = run_netx_in_lava(target, inputs, torch.device("cpu"))
+        target = Deployment.load(tmp_path)
+        target, inputs, _ = load_inputs(target, tmp_path / "x.npz", None)
+        netx = lava_backend.run_export_netx(target, inputs)
         emulated = np.load(tmp_path / "sim" / "reference-loihi.npz")
         assert np.array_equal(netx.output, emulated["output"])
         assert (folder / "model.net").is_file()

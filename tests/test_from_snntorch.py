@@ -18,7 +18,7 @@ from torch import nn
 import spikeport
 from spikeport.errors import UserError
 from spikeport.export.from_snntorch import convert
-from spikeport.runtime.simulate import resolve_target, run_reference
+from spikeport.runtime import reference as reference_backend
 
 T = 6
 SETTINGS = [
@@ -97,10 +97,8 @@ def snntorch_spikes(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 
 def reference_spikes(deployment, x: torch.Tensor) -> list[torch.Tensor]:
     """Each neuron layer's spikes [T, B, ...] in the reference runtime running the exported graph."""
-    seen = []
-    observe = lambda name, inp, out: seen.append(out) if name.split(".")[-1].startswith(("leaky", "lif")) else None  # noqa: E731
-    run_reference(resolve_target(deployment.target()), {"input": x.transpose(0, 1).numpy()}, torch.device("cpu"), observe)
-    return seen
+    trains = reference_backend.run(deployment, {"input": x.transpose(0, 1).numpy()}, mode="float", device="cpu", record=True).trains
+    return [torch.as_tensor(s).float().transpose(0, 1) for name, s in trains.items() if name.split(".")[-1].startswith(("leaky", "lif"))]
 
 
 def inputs(shape) -> torch.Tensor:

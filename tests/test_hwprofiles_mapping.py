@@ -94,10 +94,10 @@ def test_speck_memory_and_placement_of_the_nir_papers_cnn_match_sinabs(sinabs_cn
 def test_speck_memory_formulas_are_sinabs(sinabs_cnn_report):
     """The same layers as the activity run builds them, through memory.py's formulas."""
     from spikeport.runtime.measure import measure
-    from spikeport.runtime.simulate import resolve_target
+    from spikeport.deployment import Deployment
     import torch
 
-    target = resolve_target(needs_shared("peer-tests/nir/02_cnn/cnn_sinabs.nir"))
+    target = Deployment.load(needs_shared("peer-tests/nir/02_cnn/cnn_sinabs.nir"))
     target.dt = 1e-3
     x = np.zeros((1, 2, 2, 34, 34), dtype=np.float32)
     network = measure(target, {"input": x}, torch.device("cpu"), name="cnn", backend="reference", mode="float")

@@ -3,6 +3,8 @@
 import json
 import math
 
+from pathlib import Path
+
 import nir
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from spikeport.hwprofiles.registry import BUILTIN_DIR, available_profiles
 from spikeport.hwprofiles.report import build_report, write_report
 from spikeport.hwprofiles.table import print_profiles, print_report
 from spikeport.hwprofiles.timing import latency_s
-from spikeport.runtime.simulate import Target
+from spikeport.deployment import Deployment
 from spikeport.train.models import spiking_cnn
 
 PROFILES = available_profiles()
@@ -403,7 +405,7 @@ def test_a_profile_written_before_the_new_limits_still_loads_and_says_they_are_u
 
 
 def measured(graph: nir.NIRGraph, x: np.ndarray):
-    return measure(Target(None, None, None, graph), {"input": x}, torch.device("cpu"))
+    return measure(Deployment(Path("graph.nir"), None, Path("."), Path("graph.nir"), graph=graph), {"input": x}, torch.device("cpu"))
 
 
 def test_a_folded_pool_is_no_layer_and_the_layer_after_it_reads_spikes():

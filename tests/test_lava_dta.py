@@ -12,7 +12,10 @@ import torch
 from spikeport.export.exporter import export_model
 from spikeport.export.loihi import read_loihi_json
 from spikeport.runtime.lava.run import run_lava_manifest
-from spikeport.runtime.simulate import read_nir, resolve_target, run_export_fixed, run_in_lava, run_reference, run_reference_loihi
+from spikeport.deployment import Deployment
+from spikeport.runtime import reference as reference_backend
+from spikeport.runtime.lava import run as lava_backend
+from spikeport.runtime.loihi_fixed import simulate_export
 from spikeport.train.models import build_model
 
 pytestmark = pytest.mark.lava
@@ -42,7 +45,7 @@ def test_dta_fixed_point_in_lava_equals_the_emulator_bit_for_bit(causal, tmp_pat
     model = _dta(causal)
     calibration = [3 * torch.rand(T, 32, 1, 8, 8)]
     export_model(model, (1, 8, 8), T, tmp_path / "export", formats=("nir", "onnx"), input_bound=3.0, calibration=calibration)
-    target = resolve_target(tmp_path / "export" / "manifest.json")
+    target = Deployment.load(tmp_path / "export" / "manifest.json")
     loihi = read_loihi_json(tmp_path / "export" / "loihi.json")
     assert {(b.tensor, b.kind, b.direction, b.payload_bits) for b in loihi.boundaries} == {
         ("bn_in", "graded", "to_host", 18), ("lif_in", "spike", "to_host", 1), ("dta", "graded", "to_chip", 8)}
@@ -50,15 +53,15 @@ def test_dta_fixed_point_in_lava_equals_the_emulator_bit_for_bit(causal, tmp_pat
     assert len(shared) == 3 and len({l.scale for l in shared}) == 1  # a membrane shortcut: three inputs, one scale
     x = {"x": 3 * torch.rand(SAMPLES, T, 1, 8, 8).numpy()}
 
-    graphs = {p.name: read_nir(target.export_dir / p.file) for p in target.manifest.partitions if p.kind == "neuromorphic"}
+    graphs = target.graphs()
     lava = run_lava_manifest(target.manifest, target.export_dir, graphs, x, loihi=loihi)  # what --backend lava --mode loihi runs
-    emulator = run_reference_loihi(target, x, torch.device("cpu"))
+    emulator = reference_backend.run(target, x, mode="loihi", device=torch.device("cpu"))
     assert sorted(lava.spikes) == sorted(emulator.spikes) and len(lava.spikes) == 6
     for name, counts in emulator.spikes.items():
         assert counts.sum() > 0, f"{name}: the comparison needs spikes"
         assert int((lava.spikes[name] != counts).sum()) == 0, name
     assert np.abs(lava.output - emulator.output).max() == 0.0 and np.abs(emulator.output).max() > 0
-    record = run_export_fixed(target, x, torch.device("cpu"))  # every neuron at every timestep, not only the counts
+    record = simulate_export(target.manifest, target.export_dir, graphs, loihi, x)  # every neuron at every timestep, not only the counts
     for name, spikes in record.spikes.items():
         np.testing.assert_array_equal(lava.trains[name], spikes.numpy(), err_msg=name)
     np.testing.assert_array_equal(lava.trains["dta"], record.tensors["dta"].numpy())  # the gate's payload, as sent
@@ -71,12 +74,12 @@ def test_dta_export_in_lava_equals_the_reference_runtime(causal, buffer, tmp_pat
     first block's LIF, two blocks of two convolutions, the read-out) plus the gate's buffer."""
     model = _dta(causal)
     export_model(model, (1, 8, 8), T, tmp_path / "export", formats=("nir", "onnx"))
-    target = resolve_target(tmp_path / "export" / "manifest.json")
+    target = Deployment.load(tmp_path / "export" / "manifest.json")
     assert [(p.kind, p.buffer_timesteps) for p in target.manifest.partitions] == [("neuromorphic", 0), ("host", buffer), ("neuromorphic", 0)]
     x = {"x": 3 * torch.rand(SAMPLES, T, 1, 8, 8).numpy()}
 
-    lava = run_in_lava(target, x, torch.device("cpu"))
-    reference = run_reference(target, x, torch.device("cpu"))
+    lava = lava_backend.run(target, x, mode="float")
+    reference = reference_backend.run(target, x, mode="float", device=torch.device("cpu"))
     assert lava.delay == 7 + buffer
     assert sorted(lava.spikes) == sorted(reference.spikes) and len(reference.spikes) == 6
     for name, counts in reference.spikes.items():

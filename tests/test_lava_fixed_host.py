@@ -16,7 +16,9 @@ from spikeport.export.exporter import export_model
 from spikeport.export.loihi import read_loihi_json
 from spikeport.train import layers
 from spikeport.train.neuron import LIF
-from spikeport.runtime.simulate import resolve_target, run_in_lava, run_reference_loihi
+from spikeport.deployment import Deployment
+from spikeport.runtime import reference as reference_backend
+from spikeport.runtime.lava import run as lava_backend
 from test_export import Gated
 
 SAMPLES, T = 3, 4
@@ -31,10 +33,10 @@ def test_gated_fixed_point_in_lava_equals_the_emulator(over_time, tmp_path):
     loihi = read_loihi_json(tmp_path / "export" / "loihi.json")
     hosts = [layer for layer in loihi.layers if layer.on_host]
     assert {layer.neuron for layer in hosts} == {"lif", None}  # the LIF's first layer, and the gate's input current
-    target = resolve_target(tmp_path / "export" / "manifest.json")
+    target = Deployment.load(tmp_path / "export" / "manifest.json")
     x = {"x": torch.rand(SAMPLES, T, 1, 8, 8).numpy()}
-    lava = run_in_lava(target, x, torch.device("cpu"), mode="loihi")
-    emulator = run_reference_loihi(target, x, torch.device("cpu"))
+    lava = lava_backend.run(target, x, mode="loihi")
+    emulator = reference_backend.run(target, x, mode="loihi", device=torch.device("cpu"))
     assert sorted(lava.spikes) == sorted(emulator.spikes) and sum(int(c.sum()) for c in emulator.spikes.values()) > 0
     for name, counts in emulator.spikes.items():
         assert int((lava.spikes[name] != counts).sum()) == 0, name

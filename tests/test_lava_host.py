@@ -17,7 +17,9 @@ from lava_env import patched_worker
 from spikeport.errors import UserError
 from spikeport.export.exporter import export_model
 from spikeport.runtime.lava.worker.group import SHARED_MEMORY
-from spikeport.runtime.simulate import resolve_target, run_in_lava, run_reference
+from spikeport.deployment import Deployment
+from spikeport.runtime import reference as reference_backend
+from spikeport.runtime.lava import run as lava_backend
 from spikeport.train import layers
 from spikeport.train.neuron import LIF
 
@@ -74,10 +76,10 @@ def test_gated_export_in_lava_equals_the_reference_runtime(gate, buffer, tmp_pat
     the logits agree, and the host partition's buffer is part of the reported delay: conv (1 stage),
     the gate's buffer, then fc and out (2 stages)."""
     inputs = exported(gate, tmp_path)
-    target = resolve_target(tmp_path)
+    target = Deployment.load(tmp_path)
     assert [(p.kind, p.buffer_timesteps) for p in target.manifest.partitions] == [("neuromorphic", 0), ("host", buffer), ("neuromorphic", 0)]
-    lava = run_in_lava(target, inputs, torch.device("cpu"))
-    reference = run_reference(target, inputs, torch.device("cpu"))
+    lava = lava_backend.run(target, inputs, mode="float")
+    reference = reference_backend.run(target, inputs, mode="float", device=torch.device("cpu"))
 
     assert lava.delay == 1 + buffer + 2
     assert sorted(lava.spikes) == sorted(reference.spikes) == ["neuromorphic0.lif1", "neuromorphic1.lif2"]
@@ -110,7 +112,7 @@ def test_a_failing_host_process_is_a_user_error_and_leaves_no_process(tmp_path, 
     """The host partition's ONNX step fails once its buffer is full (step 6: conv's stage, then T
     buffered steps): the run ends with that error, not at the timeout, and nothing of it is left."""
     inputs = exported(MeanGate(), tmp_path)
-    target = resolve_target(tmp_path)
+    target = Deployment.load(tmp_path)
     patched_worker(monkeypatch, tmp_path, """
         import host  # runtime/lava/worker/host.py, as the worker imports it
         def failing(self, frames):
@@ -119,7 +121,7 @@ def test_a_failing_host_process_is_a_user_error_and_leaves_no_process(tmp_path, 
     """)
     before = {p.name for p in SHARED_MEMORY.glob("psm_*")}
     with pytest.raises(UserError, match=r"PyHostPartitionModel failed in step 6: RuntimeError: provoked ONNX failure"):
-        run_in_lava(target, inputs, torch.device("cpu"))
+        lava_backend.run(target, inputs, mode="float")
     assert psutil.Process().children(recursive=True) == []
     assert {p.name for p in SHARED_MEMORY.glob("psm_*")} <= before
 
@@ -132,11 +134,11 @@ def test_a_host_partition_reading_spikes_and_a_current_runs_in_lava(tmp_path):
 
     torch.manual_seed(0)
     export_model(Gated(over_time=True).eval(), (1, 8, 8), TIMESTEPS, tmp_path / "export", formats=("nir", "onnx"))
-    target = resolve_target(tmp_path)
+    target = Deployment.load(tmp_path)
     assert [len(p.outputs) for p in target.manifest.partitions] == [2, 1, 1]
     x = torch.rand(SAMPLES, TIMESTEPS, 1, 8, 8, generator=torch.Generator().manual_seed(1)).numpy() * 2
-    lava = run_in_lava(target, {"x": x}, torch.device("cpu"))
-    reference = run_reference(target, {"x": x}, torch.device("cpu"))
+    lava = lava_backend.run(target, {"x": x}, mode="float")
+    reference = reference_backend.run(target, {"x": x}, mode="float", device=torch.device("cpu"))
     assert lava.delay == 1 + TIMESTEPS + 1
     assert reference.spikes["neuromorphic0.lif"].sum() > 0
     np.testing.assert_array_equal(lava.spikes["neuromorphic0.lif"], reference.spikes["neuromorphic0.lif"])
@@ -149,7 +151,7 @@ def test_a_partition_lava_cannot_run_is_named_before_lava_starts(tmp_path):
     import nir
 
     inputs = exported(MeanGate(), tmp_path)
-    target = resolve_target(tmp_path)
+    target = Deployment.load(tmp_path)
     last = target.manifest.partitions[-1]
     path = tmp_path / "export" / last.file
     graph = nir.read(path)
@@ -157,5 +159,5 @@ def test_a_partition_lava_cannot_run_is_named_before_lava_starts(tmp_path):
     graph.nodes[name].v_reset[:] = 0.25
     nir.write(path, graph)
     with pytest.raises(UserError, match=rf"^partition {last.name}: {name} \(LIF\): v_reset must be 0"):
-        run_in_lava(target, inputs, torch.device("cpu"))
+        lava_backend.run(target, inputs, mode="float")
     assert psutil.Process().children(recursive=True) == []

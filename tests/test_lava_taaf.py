@@ -11,7 +11,9 @@ import torch
 
 from spikeport.export.exporter import export
 from spikeport.export.loihi import read_loihi_json
-from spikeport.runtime.simulate import resolve_target, run_in_lava, run_reference, run_reference_loihi
+from spikeport.deployment import Deployment
+from spikeport.runtime import reference as reference_backend
+from spikeport.runtime.lava import run as lava_backend
 from spikeport.train import datasets
 from spikeport.train.loop import train
 from test_taaf_pipeline import OPTIONS, av_config, av_root  # noqa: F401 - av_root is a fixture
@@ -42,14 +44,14 @@ def test_taaf_fixed_point_in_lava_equals_the_emulator_bit_for_bit(taaf_run, av_r
     currents; Lava's fixed_pt run and the reference runtime's loihi mode agree exactly on every
     layer and timestep, and on the head's logits."""
     export(taaf_run, ("nir", "onnx"))
-    target = resolve_target(taaf_run)
+    target = Deployment.load(taaf_run)
     loihi = read_loihi_json(taaf_run / "export" / "loihi.json")
     payloads = {b.tensor: b for b in loihi.boundaries}
     assert payloads["unflatten"].scale == 1.0 and payloads["audio_flatten"].direction == "to_host"
     assert all(b.saturated_fraction in (None, 0.0) for b in loihi.boundaries)
     inputs = _inputs(av_root)
-    lava = run_in_lava(target, inputs, torch.device("cpu"), mode="loihi")
-    emulator = run_reference_loihi(target, inputs, torch.device("cpu"))
+    lava = lava_backend.run(target, inputs, mode="loihi")
+    emulator = reference_backend.run(target, inputs, mode="loihi", device=torch.device("cpu"))
     assert sorted(lava.spikes) == sorted(emulator.spikes) and len(emulator.spikes) == 10
     for name, counts in emulator.spikes.items():
         assert int((lava.spikes[name] != counts).sum()) == 0, name
@@ -63,13 +65,13 @@ def test_taaf_export_in_lava_equals_the_reference_runtime(taaf_run, av_root):  #
     residual stages of two convolutions, the pool's Dense) plus the head's buffer of T = 3."""
     run = taaf_run
     export(run, ("nir", "onnx"), "none")
-    target = resolve_target(run)
+    target = Deployment.load(run)
     assert [(p.name, len(p.inputs), len(p.outputs), p.buffer_timesteps) for p in target.manifest.partitions] == [
         ("neuromorphic0", 2, 2, 0), ("host0", 2, 2, 0), ("neuromorphic1", 2, 2, 0), ("host1", 2, 1, 3)]
     inputs = _inputs(av_root)
 
-    lava = run_in_lava(target, inputs, torch.device("cpu"))
-    reference = run_reference(target, inputs, torch.device("cpu"))
+    lava = lava_backend.run(target, inputs, mode="float")
+    reference = reference_backend.run(target, inputs, mode="float", device=torch.device("cpu"))
     assert lava.delay == 6 + 3
     assert sorted(lava.spikes) == sorted(reference.spikes) and len(reference.spikes) == 10
     for name, counts in reference.spikes.items():

@@ -224,3 +224,52 @@ def test_pilotnet_sdnn_on_cuda_equals_cpu():
     for a, b in zip(cpu, cuda):
         for state in ("s", "u", "v"):
             np.testing.assert_array_equal(getattr(a, state).numpy(), getattr(b, state).cpu().numpy(), err_msg=f"{a.name}.{state}")
+
+
+def _both_backends(cli, path, x: np.ndarray, tmp_path) -> tuple[dict, dict]:
+    """`spikeport simulate FILE.net --mode loihi` on the reference backend and on Lava (netx loading
+    the unchanged file, driven as the emulator is: loihi_fixed.netx_drive), their npz files."""
+    np.savez(tmp_path / "x.npz", input=x)
+    results = []
+    for backend in ("reference", "lava"):
+        code, _, err = cli("simulate", path, "--backend", backend, "--mode", "loihi", "--input", tmp_path / "x.npz", "--out", tmp_path / backend)
+        assert code == 0, err
+        results.append(dict(np.load(tmp_path / backend / "sim" / f"{backend}-loihi.npz")))
+    return results[0], results[1]
+
+
+def _assert_bit_for_bit(reference: dict, lava: dict) -> None:
+    assert sorted(reference) == sorted(lava) and any(k.startswith("spikes.") for k in reference)
+    for key in reference:
+        if key != "warnings":
+            np.testing.assert_array_equal(lava[key], reference[key], err_msg=key)
+
+
+@pytest.mark.lava
+def test_pilotnet_sdnn_with_backend_lava_equals_the_reference_bit_for_bit(cli, tmp_path):
+    """`--backend lava` on lava-dl's PilotNet SDNN (a sigma-delta input layer: its a_in): output,
+    delay and every layer's message counts equal `--backend reference --mode loihi`, and the
+    output is lava-dl's own output.npy at the steps it covers; two samples (each from a fresh network)."""
+    folder = needs_shared(PILOTNET)
+    frame = _pilotnet_frame(folder)
+    x = np.stack([np.repeat(frame[None], 2, axis=0), np.repeat(np.roll(frame, 7, axis=-1)[None], 2, axis=0)]).astype(np.float32)
+    reference, lava = _both_backends(cli, folder / "network.net", x, tmp_path)
+    _assert_bit_for_bit(reference, lava)
+    assert int(lava["delay"]) == 8 and lava["output"][0, 0, 0] == np.load(folder / "output.npy")[0, -1]
+    assert not np.array_equal(lava["output"][0], lava["output"][1])  # the samples differ, and each ran fresh
+
+
+@pytest.mark.lava
+def test_slayer_net_without_input_layer_with_backend_lava_equals_the_reference_bit_for_bit(cli, tmp_path):
+    """SLAYER's own export (conv -> conv -> flatten -> dense, no input layer): the spikes go into
+    netx's `inp` with the shape of the input file; every layer's counts and the output equal."""
+    from lava_env import in_lava
+    from test_runtime_loihi import _SLAYER_NETWORK
+
+    rng = np.random.default_rng(3)
+    x = (rng.random((2, 12, 2, 8, 8)) < 0.4).astype(np.float32)
+    path = tmp_path / "slayer.net"
+    in_lava(_SLAYER_NETWORK, path=np.array(str(path)), spikes=x)
+    reference, lava = _both_backends(cli, path, x, tmp_path)
+    _assert_bit_for_bit(reference, lava)
+    assert int(lava["delay"]) == 2 and all(reference[k].sum() > 10 for k in reference if k.startswith("spikes."))

@@ -12,7 +12,7 @@ import torch
 
 from spikeport.export.exporter import export_model
 from spikeport.runtime.measure import measure
-from spikeport.runtime.simulate import resolve_target
+from spikeport.deployment import Deployment
 from test_lava_dta import SAMPLES, T, _dta
 
 pytestmark = pytest.mark.lava
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.lava
 def test_fixed_point_activity_from_the_emulator_equals_lavas(tmp_path):
     export_model(_dta(False), (1, 8, 8), T, tmp_path / "export", formats=("nir", "onnx"), input_bound=3.0,
                  calibration=[3 * torch.rand(T, 32, 1, 8, 8)])
-    target = resolve_target(tmp_path / "export" / "manifest.json")
+    target = Deployment.load(tmp_path / "export" / "manifest.json")
     x = {"x": 3 * torch.rand(SAMPLES, T, 1, 8, 8).numpy()}
     emulator = measure(target, x, torch.device("cpu"), backend="reference", mode="loihi")
     lava = measure(target, x, torch.device("cpu"), backend="lava", mode="loihi")

@@ -26,7 +26,10 @@ from spikeport.export.nir_graph import to_nir
 from spikeport.runtime.lava.run import run_lava
 from spikeport.runtime.lava.worker.group import SHARED_MEMORY
 from spikeport.runtime.reference import NIRExecutor
-from spikeport.runtime.simulate import load_inputs, resolve_target, run_lava_loihi, run_netx_in_lava, run_reference_loihi
+from spikeport.deployment import Deployment
+from spikeport.runtime.simulate import load_inputs
+from spikeport.runtime import reference as reference_backend
+from spikeport.runtime.lava import run as lava_backend
 from spikeport.train import datasets, layers
 from spikeport.train.checkpoint import load_checkpoint, load_weights
 from spikeport.train.loop import model_for, train
@@ -168,12 +171,12 @@ def test_own_fixed_pt_graph_equals_model_net_in_lava_and_the_reference(trained_r
     """spikeport's Lava graph (model.nir + loihi.json) in fixed_pt, the export's model.net loaded by
     lava-dl netx in fixed_pt, and the reference runtime's loihi mode on model.net: the same read-out
     voltage and the same spike count in every layer, sample by sample and step by step."""
-    target = resolve_target(trained_run)
-    inputs, _ = load_inputs(target, None, 4)
+    target = Deployment.load(trained_run)
+    target, inputs, _ = load_inputs(target, None, 4)
     cpu = torch.device("cpu")
-    ours = run_lava_loihi(target, inputs, cpu)
-    netx = run_netx_in_lava(target, inputs, cpu)
-    reference = run_reference_loihi(target, inputs, cpu)
+    ours = lava_backend.run(target, inputs, mode="loihi")
+    netx = lava_backend.run_export_netx(target, inputs)
+    reference = reference_backend.run(target, inputs, mode="loihi", device=cpu)
 
     assert ours.output.shape == (4, 4, 10) and np.abs(ours.output).max() > 0.1
     assert sorted(ours.spikes) == ["neuromorphic0.lif1", "neuromorphic0.lif2"]

@@ -43,7 +43,7 @@ def test_manifest_with_a_host_partition(tmp_path):
     export_model(model, (1, 8, 8), 4, tmp_path / "export", formats=("nir", "onnx"))
     x = torch.rand(5, 4, 1, 8, 8) * 2
     np.savez(tmp_path / "in.npz", input=x.numpy())
-    path = simulate(tmp_path / "export" / "manifest.json", input_file=tmp_path / "in.npz", out=tmp_path)
+    path = simulate(tmp_path / "export" / "manifest.json", input_file=tmp_path / "in.npz", out=tmp_path).path
     with torch.no_grad():
         want = model(x.transpose(0, 1)).transpose(0, 1).numpy()
     got = np.load(path)["output"]
@@ -116,4 +116,4 @@ def test_simulate_a_lava_dl_netx_file(cli, tmp_path):
     assert reference.sum() > 50 and int(sim["delay"]) == 2
     np.testing.assert_array_equal(np.moveaxis(sim["output"][0], 0, -1), reference)
     code, _, err = cli("simulate", folder / "network.net", "--input", tmp_path / "in.npz", "--out", tmp_path)
-    assert code == 2 and "runs with --backend reference --mode loihi" in err
+    assert code == 2 and "a lava-dl .net file holds Loihi integers; it runs with --mode loihi" in err

@@ -4,7 +4,8 @@ simulator, in the Lava worker's own environment.
     run_lava(graph, inputs [N, T, *input_shape], mode="float") -> LavaResult
     run_lava(graph, inputs, mode="loihi", loihi=read_loihi_json("loihi.json")) -> LavaResult
     run_lava_manifest(manifest, export_dir, {partition: graph}, {input: [N, T, *shape]}) -> LavaResult
-    run_netx_fixed(path, drive [N, window, *shape], window, drive="bias" | "a_in" | "inp") -> (outputs per layer, last voltage)
+    run_netx_fixed(path, values [N, window, *shape], window, drive="bias" | "a_in" | "inp") -> (outputs per layer, last voltage)
+    run(deployment, inputs, mode="float" | "loihi", device="cpu", record=False) -> SimResult   (the backend)
 
 The core plans the network (plan.py), the worker builds and runs it (worker/network.py) in a
 process group of its own (sandbox.py), and this module turns the worker's recordings back into
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import nir
 import numpy as np
 
+from spikeport.deployment import Deployment, read_nir
 from spikeport.errors import UserError
 from spikeport.export.loihi import LoihiModel, host_current, input_bias
 from spikeport.export.lower import deploy, fold_avgpool
@@ -27,6 +29,7 @@ from spikeport.export.manifest import Manifest
 from spikeport.readers import check_hdf5, check_onnx_external
 from spikeport.runtime.lava.plan import Host, Plan, aligned, plan_network, plan_output, spike_counts
 from spikeport.runtime.lava.sandbox import run_worker
+from spikeport.runtime.result import SimResult
 
 MODES = ("float", "loihi")  # Lava's floating_pt models; its fixed_pt ones with loihi.json's integers
 
@@ -43,8 +46,8 @@ class LavaResult:
     output: np.ndarray
     delay: int
     spikes: dict[str, np.ndarray]
-    trains: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # run_lava_manifest: every neuron layer's spikes
-    # [N, T, *shape] ("partition.layer"), and every tensor a host partition sends, as sent ([N, T, *shape], by tensor name)
+    trains: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # every neuron layer's spikes [N, T, *shape]
+    # (run_lava_manifest: "partition.layer", and every tensor a host partition sends, as sent, by tensor name)
 
 
 def run_lava(
@@ -71,7 +74,13 @@ def run_lava(
     output = plan_output(plan, recordings, n, t)
     if plan.fixed_pt and plan.readout:  # the read-out integrates: its increments are the logits (plan.py, "Fixed point")
         output = np.diff(output.astype(np.float64), axis=1, prepend=0.0) / (64 * plan.readout_scale)
-    return LavaResult(output=output, delay=plan.delay, spikes=spike_counts(plan, recordings, n, t))
+    return LavaResult(output=output, delay=plan.delay, spikes=spike_counts(plan, recordings, n, t), trains=_trains(plan, recordings, n, t))
+
+
+def _trains(plan: Plan, recorded: dict[str, np.ndarray], n: int, t: int) -> dict[str, np.ndarray]:
+    """Every neuron layer's spikes [N, T, *shape] but a read-out's (its voltage is the output)."""
+    return {neuron.name: aligned(recorded[neuron.name], neuron.depth, neuron.shape, n, t)
+            for neuron in plan.neurons if not (plan.readout and neuron.name == plan.output)}
 
 
 def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs: dict[str, nir.NIRGraph], inputs: dict[str, np.ndarray],
@@ -145,8 +154,7 @@ def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs:
     for p, stage, recorded in zip(manifest.partitions, stages, recordings):
         if isinstance(stage, Plan):
             spikes.update({f"{p.name}.{layer}": counts for layer, counts in spike_counts(stage, recorded, n, t).items()})
-            trains.update({f"{p.name}.{neuron.name}": aligned(recorded[neuron.name], neuron.depth, neuron.shape, n, t)
-                           for neuron in stage.neurons if not (stage.readout and neuron.name == stage.output)})
+            trains.update({f"{p.name}.{layer}": train for layer, train in _trains(stage, recorded, n, t).items()})
             if model_output in stage.outputs:
                 output = plan_output(stage, recorded, n, t)
                 if stage.fixed_pt and stage.readout:
@@ -181,11 +189,11 @@ def _first_layer_currents(manifest: Manifest, stages: list, graphs: dict[str, ni
     return drives
 
 
-def run_netx_fixed(path: str | os.PathLike, bias: np.ndarray, window: int, timeout_s: float = 600, *, drive: str = "bias",
+def run_netx_fixed(path: str | os.PathLike, values: np.ndarray, window: int, timeout_s: float = 600, *, drive: str = "bias",
                    input_shape: tuple[int, ...] | None = None, input_message_bits: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
     """A lava-dl netx file in Loihi2SimCfg fixed_pt: samples back to back, `window` steps each.
 
-    `bias` [N, window, *shape] drives the network per step, as `drive` says: "bias", the input
+    `values` [N, window, *shape] drive the network per step, as `drive` says: "bias", the input
     layer's bias_mant (as bias_mant.set would); "a_in", a sigma-delta input layer's a_in through a
     RingBuffer (as lava-dl's PilotNet SDNN test drives it); "inp", the spikes into the first
     synapse of a file without an input layer through a RingBuffer (as lava-dl drives SLAYER's
@@ -200,11 +208,11 @@ def run_netx_fixed(path: str | os.PathLike, bias: np.ndarray, window: int, timeo
     if drive not in ("bias", "a_in", "inp"):
         raise UserError(f"drive: {drive!r}; choose bias, a_in or inp")
     check_hdf5(path, "netx HDF5")  # lava-dl's netx opens it with h5py: nothing outside the file
-    values = np.asarray(bias)
+    values = np.asarray(values)
     if drive != "bias":
         values = {"port": drive, "values": values, "input_shape": None if input_shape is None else [int(d) for d in input_shape],
                   "input_message_bits": int(input_message_bits)}
-    result = run_worker({"run": "netx", "path": os.path.abspath(path), "bias": values, "window": int(window)}, timeout_s)
+    result = run_worker({"run": "netx", "path": os.path.abspath(path), "drive": values, "window": int(window)}, timeout_s)
     return [result[f"spikes/{i}"] for i in range(len(result) - 1)], result["voltage"]
 
 
@@ -225,3 +233,111 @@ def _stage_request(stage: Plan | Host) -> dict:
     if isinstance(stage, Plan):
         return {"kind": "plan", **dataclasses.asdict(stage), "readout_layer": stage.output if stage.readout else None}
     return {"kind": "host", **dataclasses.asdict(stage), "delay": stage.delay}
+
+
+# ----------------------------------------------------------------------------------------------- the backend
+
+def run(deployment: Deployment, inputs: dict[str, np.ndarray], *, mode: str = "float", device="cpu", record: bool = False,
+        timeout_s: float = 600) -> SimResult:
+    """The Lava backend: the deployment in Loihi2SimCfg, floating_pt (mode "float") or fixed_pt
+    with the export's loihi.json (mode "loihi"); a lava-dl .net file in fixed_pt through netx.
+
+    An export of one neuromorphic partition (or a .nir file) runs as `run_lava`; one with host
+    partitions, or in fixed point one that is not a plain chain, as `run_lava_manifest`. Lava
+    records every neuron layer, so `trains` holds their spikes [N, T, *shape] ("partition.layer"),
+    and what each neuromorphic partition reads from a host ("partition.tensor", float units).
+    `device` is the one signature's: Lava's CPU simulator runs on the CPU."""
+    if mode not in MODES:
+        raise UserError(f"--mode {mode}: the lava backend runs {', '.join(MODES)}")
+    if deployment.netx is not None:
+        if mode != "loihi":
+            raise UserError(f"{deployment.path}: a lava-dl .net file holds Loihi integers; it runs with --mode loihi")
+        return _run_netx_file(deployment.netx, next(iter(inputs.values())), timeout_s)
+    if deployment.manifest is None:  # a foreign file: --dt (or its own), checked as the reference runtime checks it
+        from spikeport.runtime.reference import timestep
+
+        if mode == "loihi":
+            raise UserError(f"{deployment.path}: --mode loihi needs the Loihi integers of an export (spikeport export {deployment.path.name})")
+        graph = deployment.graph
+        graph = nir.NIRGraph(nodes=graph.nodes, edges=graph.edges, metadata={**(graph.metadata or {}), "dt": timestep(graph, deployment.dt)}, type_check=False)
+        (x,) = inputs.values()
+        result = run_lava(graph, x, timeout_s=timeout_s)
+        return _result(result, result.trains, record)
+    manifest = deployment.manifest
+    loihi = _loihi_json(deployment) if mode == "loihi" else None
+    if len(manifest.partitions) > 1 or (loihi is not None and "netx" not in manifest.files):
+        graphs = deployment.graphs()
+        result = run_lava_manifest(manifest, deployment.export_dir, graphs, inputs, timeout_s, loihi=loihi)
+        trains = {k: v for k, v in result.trains.items() if "." in k and k.split(".", 1)[0] in graphs}
+        sent = {k: v for k, v in result.trains.items() if k not in trains}
+        if loihi is None:
+            trains.update({f"{p.name}.{t.name}": sent[t.name] for p in manifest.partitions if p.kind == "neuromorphic" for t in p.inputs if t.name in sent})
+        else:
+            from spikeport.runtime.lava.worker.payload import from_payload
+            from spikeport.runtime.reference import host_inputs
+
+            trains.update(host_inputs(deployment, loihi, sent, from_payload))
+        return _result(result, trains, record)
+    (partition,) = manifest.partitions
+    if partition.kind != "neuromorphic" or partition.file is None:
+        raise UserError(f"partition {partition.name}: --backend lava runs neuromorphic partitions from their .nir file; this one is {partition.kind}"
+                        + ("" if partition.file else " with no file"))
+    (x,) = inputs.values()
+    graph = read_nir(deployment.export_dir / partition.file)
+    try:
+        plan_network(graph, loihi)  # what Lava cannot run is refused naming the partition, before the worker starts
+    except UserError as e:
+        raise UserError(f"partition {partition.name}: {e}") from None
+    result = run_lava(graph, x, mode=mode, loihi=loihi, timeout_s=timeout_s)
+    prefix = f"{partition.name}."
+    named = lambda d: {f"{prefix}{k}": v for k, v in d.items()}  # noqa: E731
+    return SimResult(result.output, named(result.spikes), result.delay, trains=named(result.trains) if record else None)
+
+
+def _result(result: LavaResult, trains: dict[str, np.ndarray], record: bool) -> SimResult:
+    return SimResult(result.output, result.spikes, result.delay, trains=trains if record else None)
+
+
+def _loihi_json(deployment: Deployment) -> LoihiModel:
+    from spikeport.export.loihi import read_loihi_json
+
+    if deployment.file("loihi") is None:
+        raise UserError(f"{deployment.path}: --mode loihi needs an export with loihi.json (spikeport export RUN --quantize loihi)")
+    return read_loihi_json(deployment.file("loihi"))
+
+
+def _run_netx_file(network, x: np.ndarray, timeout_s: float) -> SimResult:
+    """A lava-dl .net file as netx loads it, in fixed_pt, driven as the reference backend drives it
+    (loihi_fixed.netx_drive: the input layer's bias, a sigma-delta input layer's a_in, or the
+    spikes into the first synapse through "inp"), one window of T + K steps per sample; every
+    block's outputs cut to the steps that carry the sample (block i from window step i on), so the
+    result is the reference backend's, bit for bit (tests/test_netx_sdnn.py). Sigma-delta neurons
+    never reset, so each sample of such a file runs from a fresh network, in a Lava run of its own."""
+    from spikeport.runtime.loihi_fixed import _as_int_tensor, netx_drive
+    from spikeport.runtime.reference import netx_result
+
+    ((kind, values),) = netx_drive(network, x).items()
+    t, k = x.shape[1], len(network.blocks) - 1
+    options = {"drive": kind}
+    if kind == "a_in":
+        _as_int_tensor(values, "cpu", "a_in")  # refused as the emulator refuses it: Lava's RingBuffer sends integers
+    if kind == "spikes":
+        options = {"drive": "inp", "input_shape": network.input_shape, "input_message_bits": network.blocks[0].input_message_bits}
+    fresh = any(block.neuron.sigma_delta for block in network.blocks)
+    runs = [run_netx_fixed(network.path, values[i : i + 1] if fresh else values, t + k, timeout_s, **options) for i in range(len(values) if fresh else 1)]
+    outputs = [np.concatenate([r[0][i] for r in runs]) for i in range(len(network.blocks))]
+    voltage = np.concatenate([r[1] for r in runs])
+    trains = {block.name: outputs[i][:, i : i + t] for i, block in enumerate(network.blocks) if block.neuron.du >= 0}
+    return netx_result(network, trains, voltage[:, k : k + t] if network.blocks[-1].neuron.du < 0 else None)
+
+
+def run_export_netx(deployment: Deployment, inputs: dict[str, np.ndarray], timeout_s: float = 600) -> SimResult:
+    """The export's model.net loaded unchanged by lava-dl netx in fixed_pt: what a lava-dl user gets
+    from the file, equal to `run(deployment, inputs, mode="loihi")` on spikeport's own Lava graph
+    (tests/test_runtime_lava.py) and to the reference backend's loihi mode."""
+    from spikeport.runtime.reference import fixed_point_chain
+
+    fp = fixed_point_chain(deployment, inputs)
+    spikes, voltage = run_netx_fixed(deployment.file("netx"), fp.window_bias(), fp.window, timeout_s)
+    readout = len(fp.layers) - 1
+    return fp.result([np.asarray(r)[:, i : i + fp.timesteps] for i, r in enumerate(spikes)], np.asarray(voltage)[:, readout : readout + fp.timesteps], True)

@@ -200,7 +200,7 @@ def run_nir(content: bytes) -> None:
     """An NIR file as `spikeport simulate FILE.nir` reads and runs it."""
     import nir
 
-    from spikeport.runtime.simulate import read_nir
+    from spikeport.deployment import read_nir
 
     def read_and_run(path: Path) -> None:
         graph = read_nir(path)

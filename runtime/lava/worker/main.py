@@ -47,7 +47,7 @@ def main(folder: Path) -> int:
             recordings = network.simulate(request["stages"], request["drives"], request["fixed_pt"])
             result = {f"{i}/{name}": array for i, stage in enumerate(recordings) for name, array in stage.items()}
         else:
-            spikes, voltage = network.simulate_netx(request["path"], request["bias"], request["window"])
+            spikes, voltage = network.simulate_netx(request["path"], request["drive"], request["window"])
             result = {**{f"spikes/{i}": s for i, s in enumerate(spikes)}, "voltage": voltage}
         exchange.write_result(folder, result)
     except BaseException as e:  # noqa: BLE001 - every failure is reported, in one line
