@@ -50,7 +50,8 @@ def keep_large_blocks_on_the_heap() -> bool:
 def _unfold(y: Tensor, timesteps: int) -> Tensor:
     """y [T*B, ...] as [T, B, ...]; the first time a training step on the CPU folds an activation
     larger than glibc's mmap ceiling, large blocks are kept on the heap from then on."""
-    if y.is_cpu and torch.is_grad_enabled() and not torch.compiler.is_compiling() and y.numel() * y.element_size() > GLIBC_DYNAMIC_MMAP_CEILING:
+    tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()  # an export or compilation: no step runs
+    if y.is_cpu and torch.is_grad_enabled() and not tracing and y.numel() * y.element_size() > GLIBC_DYNAMIC_MMAP_CEILING:
         keep_large_blocks_on_the_heap()
     return y.unflatten(0, (timesteps, -1))
 
