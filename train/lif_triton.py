@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from spikeport.train.neuron import SURROGATE_WIDTH
+from spikeport.train.neuron import SURROGATE_WIDTH, _like, _slices_in_memory
 
 BLOCK = 1024  # neurons per program; a [T, B, C, H, W] layer has 10^4 to 10^7 of them per slice
 NUM_WARPS = 4
@@ -103,27 +103,6 @@ def _lif_backward_kernel(
         gs_ptr += back
         gm_ptr += back
         gx_ptr += back
-
-
-def _slices_in_memory(x: Tensor) -> bool:
-    """True when x [T, ...] is T consecutive dense slices (time outermost, no gaps or overlaps
-    inside a slice), so that a kernel may index it flat."""
-    if x.dim() == 0 or x.numel() == 0:
-        return False
-    dims = sorted((x.stride(d), x.shape[d]) for d in range(1, x.dim()) if x.shape[d] > 1)
-    span = 1
-    for stride, size in dims:
-        if stride != span:
-            return False
-        span *= size
-    return x.shape[0] == 1 or x.stride(0) == span
-
-
-def _like(reference: Tensor, grad: Tensor | None) -> Tensor | None:
-    """grad with reference's strides (autograd may hand a gradient in another layout)."""
-    if grad is None or grad.stride() == reference.stride():
-        return grad
-    return torch.empty_like(reference).copy_(grad)
 
 
 class LIFMultiStepTriton(torch.autograd.Function):

@@ -16,8 +16,9 @@ the pre-reset membrane, and the backward runs the recurrence in reverse by hand.
 letting autograd record every timestep (what stepping snnTorch's `Leaky` does) this saves the
 per-step graph bookkeeping, and it lets every layer without state run on all T*B samples at once.
 `tests/test_neuron.py` proves spikes, membranes and gradients equal snnTorch's `Leaky` stepped
-in a loop. On CUDA the same function runs as two fused Triton kernels (train/lif_triton.py; one
-selection point, `_engine`), which compute the same floats (tests/test_lif_triton.py).
+in a loop. On CUDA the same function runs as two fused Triton kernels (train/lif_triton.py), and
+for large float32 CPU tensors as a fused C++ kernel (train/lif_cpu.py); one selection point,
+`_engine`; both compute the same floats (tests/test_lif_triton.py, tests/test_lif_cpu.py).
 
 `beta` and `threshold` are plain floats, one per layer: the deployment targets have one decay
 per core, so a learnable or per-neuron value could not be exported.
@@ -117,6 +118,27 @@ class _LIFMultiStep(torch.autograd.Function):
         return grad_x, None, None
 
 
+def _slices_in_memory(x: Tensor) -> bool:
+    """True when x [T, ...] is T consecutive dense slices (time outermost, no gaps or overlaps
+    inside a slice), so that a kernel may index it flat."""
+    if x.dim() == 0 or x.numel() == 0:
+        return False
+    dims = sorted((x.stride(d), x.shape[d]) for d in range(1, x.dim()) if x.shape[d] > 1)
+    span = 1
+    for stride, size in dims:
+        if stride != span:
+            return False
+        span *= size
+    return x.shape[0] == 1 or x.stride(0) == span
+
+
+def _like(reference: Tensor, grad: Tensor | None) -> Tensor | None:
+    """grad with reference's strides (autograd may hand a gradient in another layout)."""
+    if grad is None or grad.stride() == reference.stride():
+        return grad
+    return torch.empty_like(reference).copy_(grad)
+
+
 FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what the Triton kernels compute in
 
 
@@ -162,14 +184,36 @@ def _lif_traceable(x: Tensor, beta: float, threshold: float) -> tuple[Tensor, Te
     return torch.stack(spikes), torch.stack(mems)
 
 
+# Where the fused CPU kernel is used: from 2^18 neurons x timesteps (1 MiB of float32) up. It is
+# faster at every size (a 4 x 32 x 16 x 8 x 8 layer: 0.20 against 0.70 ms forward and backward,
+# docs/train.md), but its build takes about 13 s of one core, once per machine (then cached), which
+# a small model's run would not earn back: the digits CNN of `make demo` (2^17 per layer) and the
+# tests' small networks keep the torch engine and never start it.
+FUSED_CPU_FROM = 1 << 18
+
+
+@functools.cache
+def _fused_cpu_kernel() -> type[torch.autograd.Function] | None:
+    """lif_cpu's autograd Function, or None where its kernel cannot be built (no C++ compiler)."""
+    from spikeport.train import lif_cpu
+
+    return lif_cpu.LIFMultiStepCPU if lif_cpu.kernel_ops() is not None else None
+
+
 def _engine(x: Tensor) -> Callable[[Tensor, float, float], tuple[Tensor, Tensor]]:
     """The one place that picks the implementation: under torch.compile the traceable loop; the
-    fused Triton kernels (train/lif_triton.py) for CUDA tensors when triton imports; the torch
-    engine above everywhere else. The last two compute the same floats (tests/test_lif_triton.py)."""
+    fused Triton kernels (train/lif_triton.py) for CUDA tensors when triton imports; the fused C++
+    kernel (train/lif_cpu.py) for large float32 CPU tensors when it builds; the torch engine above
+    everywhere else (and under a TorchScript trace, which export/onnx.py handles). The fused
+    paths compute the torch engine's floats (tests/test_lif_triton.py, tests/test_lif_cpu.py)."""
     if torch.compiler.is_compiling():
         return _lif_traceable
     if x.is_cuda and x.dtype in FUSED_DTYPES:
         fused = _fused_kernel()
+        if fused is not None:
+            return fused.apply
+    if x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() >= FUSED_CPU_FROM and not torch.jit.is_tracing():
+        fused = _fused_cpu_kernel()
         if fused is not None:
             return fused.apply
     return _LIFMultiStep.apply

@@ -1,0 +1,117 @@
+"""The multi-step LIF neuron of `neuron.py` as one fused pass per direction, for float32 CPU tensors.
+
+`neuron._LIFMultiStep` runs the recurrence as a handful of whole-slice torch operations per
+timestep, each streaming the [B, ...] slice through memory: 4 per step forward and about 10
+backward. Here (train/lif_cpu.cpp) each task owns a block of 512 neurons and runs all T steps on
+it with the membrane (forward) or dL/du (backward) in L1, so x, h, spikes and the gradients each
+cross memory once, as the Triton kernels of `lif_triton.py` do on CUDA.
+
+Why a C++ kernel and not torch.compile of the two loops: inductor's C++ backend computes
+`torch.addcmul` as a multiply and an add, rounded twice (it emits an FMA only for CUDA and XPU),
+where torch's own CPU addcmul kernel rounds once, so compiled gradients differ from the engine's in
+the last bits (docs/train.md, "A fused CPU neuron", with the numbers); and it compiles once per
+layer shape. The kernel here is built once per machine by `torch.utils.cpp_extension` (cached in
+torch's extension folder, ~/.cache/torch_extensions) and needs a C++ compiler on the user's
+machine; without one, or if the build fails, `neuron._engine` keeps the torch engine.
+
+The kernel does the torch engine's float operations in its order, each rounded to float32: it is
+compiled with -ffp-contract=off, so no multiply and add merge where torch rounds twice, and it
+calls std::fma exactly where torch's addcmul rounds once. Whether that addcmul is fused depends on
+how torch's CPU kernels were compiled, so `_addcmul_is_fused` asks torch.addcmul itself and the
+kernel is built to match. `tests/test_lif_cpu.py` compares spikes, membranes and gradients with the
+torch engine by `torch.equal`.
+
+Like the Triton kernels it treats a [T, ...] tensor as T consecutive slices of N elements, whatever
+the layout inside a slice (the channels-last output of `layers.Conv2d` qualifies); other layouts
+are copied first.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from spikeport.train.neuron import SURROGATE_WIDTH, _like, _slices_in_memory  # the Triton kernels' layout rules
+
+SOURCE = Path(__file__).with_name("lif_cpu.cpp")
+log = logging.getLogger(__name__)
+
+
+def _addcmul_is_fused() -> bool | None:
+    """True when torch's CPU addcmul rounds a + b * c once (an FMA), False when twice, None when it
+    does either depending on where an element falls (vector body or tail): then no kernel matches.
+
+    The probe: (1 + 2^-23)(1 - 2^-23) = 1 - 2^-46 rounds to 1 in float32, so -1 + that product is
+    -2^-46 fused and 0 unfused."""
+    e = 2.0**-23
+    n = 67  # a vector body and a scalar tail at any vector width up to 64
+    got = torch.addcmul(torch.full((n,), -1.0), torch.full((n,), 1 + e), torch.full((n,), 1 - e))
+    fused = got == -(2.0**-46)
+    return True if bool(fused.all()) else False if not bool(fused.any()) and bool((got == 0).all()) else None
+
+
+def _machine_tag() -> str:
+    """A short hash of the CPU's flags: the build uses -march=native, so a home folder shared by
+    machines with other CPUs must not reuse it."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = ""
+    return hashlib.sha1(flags.encode() + SOURCE.read_bytes()).hexdigest()[:10]
+
+
+@functools.cache
+def kernel_ops():
+    """`torch.ops.spikeport_lif_cpu`, built on first use; None where it cannot be (no compiler, a
+    failed build, or a torch whose addcmul rounds inconsistently), logged once."""
+    fused = _addcmul_is_fused()
+    if fused is None:
+        log.info("fused CPU LIF kernel not used: torch.addcmul rounds differently in its vector body and tail")
+        return None
+    try:
+        from torch.utils import cpp_extension
+
+        cpp_extension.load(
+            name=f"spikeport_lif_cpu_{int(fused)}_{_machine_tag()}",
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-march=native", "-ffp-contract=off", f"-DFUSED_ADDCMUL={int(fused)}"],
+            is_python_module=False,
+            verbose=False,
+        )
+    except Exception as error:  # no compiler, a failed build: the torch engine computes the same
+        log.info("fused CPU LIF kernel not built (%s); using the torch engine", str(error).splitlines()[0] if str(error) else type(error).__name__)
+        return None
+    return torch.ops.spikeport_lif_cpu
+
+
+class LIFMultiStepCPU(torch.autograd.Function):
+    """`neuron._LIFMultiStep` with each pass one call of the fused kernel."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, beta: float, threshold: float):
+        if not _slices_in_memory(x):
+            x = x.contiguous()
+        pre_reset, spikes, mem = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
+        if x.numel():
+            kernel_ops().forward(x, pre_reset, spikes, mem, beta, threshold)
+        ctx.save_for_backward(pre_reset, spikes)
+        ctx.beta, ctx.threshold = beta, threshold
+        ctx.set_materialize_grads(False)
+        return spikes, mem
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor | None, grad_mem: Tensor | None):
+        pre_reset, spikes = ctx.saved_tensors
+        grad_x = torch.empty_like(pre_reset)
+        if pre_reset.numel():
+            grad_spikes, grad_mem = _like(pre_reset, grad_spikes), _like(pre_reset, grad_mem)
+            kernel_ops().backward(pre_reset, spikes, grad_spikes, grad_mem, grad_x, ctx.beta, ctx.threshold)
+        return grad_x, None, None
+
+
+assert SURROGATE_WIDTH == 1.0, "lif_cpu.cpp computes the triangle surrogate of width 1"
