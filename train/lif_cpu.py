@@ -1,7 +1,7 @@
 """The multi-step LIF neuron of `neuron.py` as one fused pass per direction, for float32 CPU tensors.
 
 `neuron._LIFMultiStep` runs the recurrence as a handful of whole-slice torch operations per
-timestep, each streaming the [B, ...] slice through memory: 4 per step forward and about 10
+timestep, each streaming the [B, ...] slice through memory: 4 per step forward and 11 or 12
 backward. Here (train/lif_cpu.cpp) each task owns a block of 512 neurons and runs all T steps on
 it with the membrane (forward) or dL/du (backward) in L1, so x, h, spikes and the gradients each
 cross memory once, as the Triton kernels of `lif_triton.py` do on CUDA.
@@ -9,7 +9,7 @@ cross memory once, as the Triton kernels of `lif_triton.py` do on CUDA.
 Why a C++ kernel and not torch.compile of the two loops: inductor's C++ backend computes
 `torch.addcmul` as a multiply and an add, rounded twice (it emits an FMA only for CUDA and XPU),
 where torch's own CPU addcmul kernel rounds once, so compiled gradients differ from the engine's in
-the last bits (docs/train.md, "A fused CPU neuron", with the numbers); and it compiles once per
+the last bits (docs/train.md, "Issue 18, third round: a fused CPU neuron", has the numbers); and it compiles once per
 layer shape. The kernel here is built once per machine by `torch.utils.cpp_extension` (cached in
 torch's extension folder, ~/.cache/torch_extensions) and needs a C++ compiler on the user's
 machine; without one, or if the build fails, `neuron._engine` keeps the torch engine.
@@ -76,7 +76,7 @@ def kernel_ops():
     try:
         from torch.utils import cpp_extension
 
-        cpp_extension.load(
+        cpp_extension.load(  # a build killed midway is redone: torch 2.14 locks the folder with flock
             name=f"spikeport_lif_cpu_{int(fused)}_{_machine_tag()}",
             sources=[str(SOURCE)],
             extra_cflags=["-O3", "-march=native", "-ffp-contract=off", f"-DFUSED_ADDCMUL={int(fused)}"],

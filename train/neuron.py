@@ -186,9 +186,9 @@ def _lif_traceable(x: Tensor, beta: float, threshold: float) -> tuple[Tensor, Te
 
 # Where the fused CPU kernel is used: from 2^18 neurons x timesteps (1 MiB of float32) up. It is
 # faster at every size (a 4 x 32 x 16 x 8 x 8 layer: 0.20 against 0.70 ms forward and backward,
-# docs/train.md), but its build takes about 13 s of one core, once per machine (then cached), which
-# a small model's run would not earn back: the digits CNN of `make demo` (2^17 per layer) and the
-# tests' small networks keep the torch engine and never start it.
+# docs/train.md), but its build takes 13 s of CPU (20 s on a loaded machine), once per machine,
+# then cached, which a small model's run would not earn back: the digits CNN of `make demo` (2^17
+# per layer) and the tests' small networks keep the torch engine and never start the build.
 FUSED_CPU_FROM = 1 << 18
 
 
