@@ -34,7 +34,7 @@ from spikeport.export.manifest import Manifest
 from spikeport.io import atomic_open, check_file_writable, write_json
 from spikeport.progress import stage
 from spikeport.readers import check_onnx_external, load_npz, memory_budget
-from spikeport.runtime.backends import BACKENDS, backend_module
+from spikeport.runtime.backends import backend_module, check_backend
 from spikeport.runtime.result import SimResult
 
 
@@ -176,8 +176,7 @@ def simulate(
 
     `dt` (seconds per step) is needed only for a .nir file whose metadata does not give it.
     """
-    if backend not in BACKENDS:
-        raise UserError(f"--backend: unknown backend {backend!r} (built: {', '.join(BACKENDS)})")
+    check_backend(backend, mode)
     if samples is not None and samples < 1:
         raise UserError(f"--samples: must be at least 1, got {samples}")
     deployment = load(target, dt)
@@ -187,9 +186,8 @@ def simulate(
         check_onnx_external(deployment.file("onnx"))  # before torch: refused at once
     path = Path(out or deployment.folder) / "sim" / f"{backend}-{mode}.npz"
     check_file_writable(path)
-    backend_module(backend, mode)
+    deployment, inputs, labels = load_inputs(deployment, Path(input_file) if input_file else None, samples)  # before torch, for a file
     deployment.check_deployed()
-    deployment, inputs, labels = load_inputs(deployment, Path(input_file) if input_file else None, samples)
     from spikeport.activity import Measured, fingerprint, inputs_fingerprint, write_activity
 
     with recorded_warnings() as notes:  # one list, each warning once, for the run and its activity

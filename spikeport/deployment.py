@@ -121,8 +121,8 @@ class Deployment:
         is not what its name says is refused naming the file."""
         path = Path(path)
         if path.suffix == ".nir" or path.suffix == ".net":
-            if not path.is_file():
-                raise UserError(f"{path}: no such file or folder")
+            if not path.exists():
+                raise UserError(f"{path}: no such file or folder")  # anything else there (a FIFO, a folder) its reader names
             if path.suffix == ".nir":
                 return cls(path, None, path.parent, path, graph=read_nir(path), dt=dt)
             from spikeport.export.netx_read import read_netx
@@ -137,18 +137,20 @@ class Deployment:
                 if not manifest.is_file():
                     raise UserError(f"{path}: no deployment there (no export/manifest.json; run `spikeport export {path}` first)")
         elif path.suffix == ".json":
-            if not path.is_file():
+            if not path.exists():
                 raise UserError(f"{path}: no such file or folder")
             manifest, folder = path, path.parent
         elif not path.exists():
             raise UserError(f"{path}: no deployment there (no such file or folder)")
         else:
             raise UserError(f"{path}: expected a run folder, a manifest.json, a .nir or a lava-dl .net file")
+        if not manifest.is_file():  # a FIFO would block the read
+            raise UserError(f"{manifest}: not a regular file; a manifest.json is the one `spikeport export` writes")
         checked = read_manifest(manifest)  # validates it, naming the field that is wrong
         named = [*checked.files.values(), *(name for p in checked.partitions for name in (p.file, p.deployed) if name is not None)]
         missing = [name for name in named if not (manifest.parent / name).is_file()]
         if missing:
-            raise UserError(f"{manifest}: names {', '.join(missing)}, not in {manifest.parent}; export again (`spikeport export`)")
+            raise UserError(f"{manifest}: names {', '.join(missing)}, not in {manifest.parent}; export again (`spikeport export`): no such file")
         return cls(manifest.parent, checked, folder, manifest, dt=dt)
 
 

@@ -48,16 +48,17 @@ def make_report(
     mode), float otherwise. Without `activity` the report runs what `simulate` runs
     (runtime/simulate.py `run`), in memory, and counts it."""
     chosen = resolve_profiles(list(profiles), list(profiles_dirs))  # bad profiles fail before any work
+    from spikeport.runtime.backends import check_backend
     from spikeport.runtime.simulate import deployment_name, load, load_inputs, run  # no torch: nir, h5py, onnxruntime
 
     deployment = load(target, dt)
     final = Path(out or deployment.folder) / "report"
     check_replaceable(final)  # before any work: a report/ spikeport did not write is refused
-    deployment.check_deployed()
     # The runtime (torch) and the plots (matplotlib) are imported only after the checks of the
     # target, the report folder and the activity or --input file: they take seconds and most of a GB.
     if activity is not None:
         network = _read_activity_of(Path(activity), deployment, target)
+        deployment.check_deployed()
         from spikeport.hwprofiles.report import write_report
 
         with stage(f"report for {', '.join(p.name for p in chosen)}"), replacing_folder(final, "report") as build:
@@ -65,14 +66,16 @@ def make_report(
         report.out_dir = final
         return report
     mode = mode or ("loihi" if backend == "lava" or deployment.netx is not None else "float")
-    from spikeport.runtime.measure import check_source
-
-    check_source(deployment, backend, mode)
+    check_backend(backend, mode)
     deployment, inputs, labels = load_inputs(deployment, Path(input_file) if input_file else None, None if input_file else samples)
     from spikeport.runtime.accuracy import check_labels, task_accuracy
 
     check_labels(labels, inputs, input_file)
+    deployment.check_deployed()
     from spikeport.hwprofiles.report import write_report
+    from spikeport.runtime.measure import check_source
+
+    check_source(deployment, backend, mode)
 
     with recorded_warnings() as notes:  # the run `simulate` makes, in memory, and its activity
         result, network = run(deployment, inputs, backend, mode, device, name=deployment_name(deployment))

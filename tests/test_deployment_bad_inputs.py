@@ -85,3 +85,25 @@ def test_a_net_file_in_float_mode_is_refused_before_its_inputs_are_read(cli, run
     err = refused(cli, run, "simulate", run / "export" / "model.net", "--input", tmp_path / "absent.npz")
     assert "a lava-dl .net file holds Loihi integers; it runs with --mode loihi" in err
     assert not (run / "export" / "sim").exists()
+
+
+def test_a_mode_a_backend_lacks_is_refused_before_it_is_imported(cli, run):
+    """runtime/backends.py holds each backend's modes, so a wrong one is refused at once; they are
+    the modes each backend's module says it runs."""
+    import importlib
+
+    from spikeport.runtime.backends import BACKENDS
+
+    for name, (module, modes) in BACKENDS.items():
+        assert importlib.import_module(module).MODES == modes, name
+    err = refused(cli, run, "simulate", run, "--samples", "2", "--backend", "onnx", "--mode", "loihi")
+    assert "--mode loihi: backend onnx runs float only" in err
+
+
+def test_a_manifest_that_is_not_a_regular_file_is_refused_without_reading_it(cli, tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "manifest.json")  # a read would block
+    code, _, err = cli("simulate", tmp_path / "manifest.json", "--input", tmp_path / "x.npz")
+    assert code == 2 and "manifest.json: not a regular file" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "sim").exists()

@@ -1,9 +1,9 @@
 """Lava as a backend: a NIR graph, an export's partitions, or a netx file run in Lava's CPU
 simulator, in the Lava worker's own environment.
 
-    run_lava(graph, inputs [N, T, *input_shape], mode="float") -> LavaResult
-    run_lava(graph, inputs, mode="loihi", loihi=read_loihi_json("loihi.json")) -> LavaResult
-    run_lava_manifest(manifest, export_dir, {partition: graph}, {input: [N, T, *shape]}) -> LavaResult
+    run_lava(graph, inputs [N, T, *input_shape], mode="float") -> SimResult
+    run_lava(graph, inputs, mode="loihi", loihi=read_loihi_json("loihi.json")) -> SimResult
+    run_lava_manifest(manifest, export_dir, {partition: graph}, {input: [N, T, *shape]}) -> SimResult
     run_netx_fixed(path, values [N, window, *shape], window, drive="bias" | "a_in" | "inp") -> (outputs per layer, last voltage)
     run(deployment, inputs, mode="float" | "loihi", device="cpu", record=False) -> SimResult   (the backend)
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
-
 import nir
 import numpy as np
 
@@ -33,27 +31,14 @@ from spikeport.runtime.result import SimResult
 
 MODES = ("float", "loihi")  # Lava's floating_pt models; its fixed_pt ones with loihi.json's integers
 
-@dataclass(frozen=True)
-class LavaResult:
-    """What a Lava run gives, aligned to the input timesteps (the pipeline delay removed).
-
-    output: [N, T, *output_shape], the read-out's values, logits per step in both modes (or the
-        output layer's spikes).
-    delay: how many Lava steps of pipeline delay were removed (the synaptic stages to the output).
-    spikes: per neuron layer, spike counts [N, T].
-    """
-
-    output: np.ndarray
-    delay: int
-    spikes: dict[str, np.ndarray]
-    trains: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # every neuron layer's spikes [N, T, *shape]
-    # (run_lava_manifest: "partition.layer", and every tensor a host partition sends, as sent, by tensor name)
-
-
 def run_lava(
     graph: nir.NIRGraph, inputs: np.ndarray, mode: str = "float", loihi: LoihiModel | None = None, timeout_s: float = 600
-) -> LavaResult:
-    """Run `graph` on `inputs` [N, T, *input_shape] in Lava's Loihi2SimCfg and return what it computed.
+) -> SimResult:
+    """Run `graph` on `inputs` [N, T, *input_shape] in Lava's Loihi2SimCfg and return what it computed,
+    aligned to the input timesteps: `output` [N, T, *output_shape] (the read-out's logits per step in
+    both modes, or the output layer's spikes), `delay` (the Lava steps of pipeline removed: the
+    synaptic stages to the output), `spikes` (counts [N, T] per neuron layer) and `trains` (every
+    neuron layer's spikes [N, T, *shape] but a read-out's).
 
     mode "float" runs Lava's floating_pt models; "loihi" its fixed_pt ones with the integers of
     `loihi` (the export's loihi.json, `export.loihi.read_loihi_json`), which that mode needs.
@@ -74,7 +59,7 @@ def run_lava(
     output = plan_output(plan, recordings, n, t)
     if plan.fixed_pt and plan.readout:  # the read-out integrates: its increments are the logits (plan.py, "Fixed point")
         output = np.diff(output.astype(np.float64), axis=1, prepend=0.0) / (64 * plan.readout_scale)
-    return LavaResult(output=output, delay=plan.delay, spikes=spike_counts(plan, recordings, n, t), trains=_trains(plan, recordings, n, t))
+    return SimResult(output, spike_counts(plan, recordings, n, t), plan.delay, trains=_trains(plan, recordings, n, t))
 
 
 def _trains(plan: Plan, recorded: dict[str, np.ndarray], n: int, t: int) -> dict[str, np.ndarray]:
@@ -84,7 +69,7 @@ def _trains(plan: Plan, recorded: dict[str, np.ndarray], n: int, t: int) -> dict
 
 
 def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs: dict[str, nir.NIRGraph], inputs: dict[str, np.ndarray],
-                      timeout_s: float = 600, loihi: LoihiModel | None = None) -> LavaResult:
+                      timeout_s: float = 600, loihi: LoihiModel | None = None) -> SimResult:
     """Every partition of an export in one Lava run (floating_pt): each neuromorphic partition as
     in `run_lava`, each host partition as a HostPartition process (worker/host.py) running its ONNX file.
 
@@ -165,7 +150,7 @@ def run_lava_manifest(manifest: Manifest, export_dir: str | os.PathLike, graphs:
             output = aligned(recorded[model_output], stage.delay, stage.outputs[model_output], n, t)
             if loihi is not None:  # float32 values sent bit for bit through the int32 port (worker/host.py)
                 output = np.ascontiguousarray(output).astype(np.int32).view(np.float32).astype(np.float64)
-    return LavaResult(output=output, delay=arrival[model_output], spikes=spikes, trains=trains)
+    return SimResult(output, spikes, arrival[model_output], trains=trains)
 
 
 def _first_layer_currents(manifest: Manifest, stages: list, graphs: dict[str, nir.NIRGraph], loihi: LoihiModel,
@@ -294,7 +279,7 @@ def run(deployment: Deployment, inputs: dict[str, np.ndarray], *, mode: str = "f
     return SimResult(result.output, named(result.spikes), result.delay, trains=named(result.trains) if record else None)
 
 
-def _result(result: LavaResult, trains: dict[str, np.ndarray], record: bool) -> SimResult:
+def _result(result: SimResult, trains: dict[str, np.ndarray], record: bool) -> SimResult:
     return SimResult(result.output, result.spikes, result.delay, trains=trains if record else None)
 
 
