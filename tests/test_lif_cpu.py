@@ -49,6 +49,16 @@ def test_equal_to_the_engine_bit_for_bit(kernel, beta, threshold):
     _assert_equal_to_engine(kernel, x, beta, threshold)
 
 
+def test_blocks_spread_over_two_threads(kernel):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randn(5, 8, 1500, generator=torch.Generator().manual_seed(10)) + 0.8  # 24 blocks
+        _assert_equal_to_engine(kernel, x)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_a_channels_last_convolution_output(kernel):
     conv = layers.Conv2d(3, 8, 3, padding=1)
     with torch.no_grad():
@@ -81,7 +91,7 @@ def test_the_addcmul_probe_says_what_torch_computes(kernel):
     assert torch.equal(torch.addcmul(a, b, c), once if fused else twice)
 
 
-def test_the_engine_picks_the_kernel_for_large_float32_cpu_tensors(kernel, monkeypatch):
+def test_the_engine_picks_the_kernel_for_large_float32_cpu_tensors(kernel):
     large = torch.zeros(neuron.FUSED_CPU_FROM)
     assert neuron._engine(large) == kernel.apply
     assert neuron._engine(large[: neuron.FUSED_CPU_FROM // 2]) == _LIFMultiStep.apply  # a small model never builds it
