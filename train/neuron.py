@@ -184,11 +184,13 @@ def _lif_traceable(x: Tensor, beta: float, threshold: float) -> tuple[Tensor, Te
     return torch.stack(spikes), torch.stack(mems)
 
 
-# Where the fused CPU kernel is used: from 2^18 neurons x timesteps (1 MiB of float32) up. It is
-# faster at every size (a 4 x 32 x 16 x 8 x 8 layer: 0.20 against 0.70 ms forward and backward,
-# docs/train.md), but its build takes 13 s of CPU (20 s on a loaded machine), once per machine,
-# then cached, which a small model's run would not earn back: the digits CNN of `make demo` (2^17
-# per layer) and the tests' small networks keep the torch engine and never start the build.
+# Where the fused CPU kernel is used: in training (autograd records the neuron), from 2^18
+# neurons x timesteps (1 MiB of float32) up. It is faster at every size (a 4 x 32 x 16 x 8 x 8
+# layer: 0.20 against 0.70 ms forward and backward, docs/train.md), but its build takes 13 s of CPU
+# (20 s on a loaded machine), once per machine, then cached, which a small model's or a short
+# inference run would not earn back: the digits CNN of `make demo` (2^17 per layer in training), an
+# export's calibration (128 samples at once, without gradients) and the tests' small networks keep
+# the torch engine and never start the build.
 FUSED_CPU_FROM = 1 << 18
 
 
@@ -203,16 +205,17 @@ def _fused_cpu_kernel() -> type[torch.autograd.Function] | None:
 def _engine(x: Tensor) -> Callable[[Tensor, float, float], tuple[Tensor, Tensor]]:
     """The one place that picks the implementation: under torch.compile the traceable loop; the
     fused Triton kernels (train/lif_triton.py) for CUDA tensors when triton imports; the fused C++
-    kernel (train/lif_cpu.py) for large float32 CPU tensors when it builds; the torch engine above
-    everywhere else (and under a TorchScript trace, which export/onnx.py handles). The fused
-    paths compute the torch engine's floats (tests/test_lif_triton.py, tests/test_lif_cpu.py)."""
+    kernel (train/lif_cpu.py) for large float32 CPU tensors in training, when it builds; the torch
+    engine above everywhere else (and under a TorchScript trace, which export/onnx.py handles).
+    The fused paths compute the torch engine's floats (tests/test_lif_triton.py, test_lif_cpu.py)."""
     if torch.compiler.is_compiling():
         return _lif_traceable
     if x.is_cuda and x.dtype in FUSED_DTYPES:
         fused = _fused_kernel()
         if fused is not None:
             return fused.apply
-    if x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() >= FUSED_CPU_FROM and not torch.jit.is_tracing():
+    training = torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing()
+    if training and x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() >= FUSED_CPU_FROM:
         fused = _fused_cpu_kernel()
         if fused is not None:
             return fused.apply
