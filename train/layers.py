@@ -50,8 +50,9 @@ def keep_large_blocks_on_the_heap() -> bool:
 def _unfold(y: Tensor, timesteps: int) -> Tensor:
     """y [T*B, ...] as [T, B, ...]; the first time a training step on the CPU folds an activation
     larger than glibc's mmap ceiling, large blocks are kept on the heap from then on."""
-    tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()  # an export or compilation: no step runs
-    if y.is_cpu and torch.is_grad_enabled() and not tracing and y.numel() * y.element_size() > GLIBC_DYNAMIC_MMAP_CEILING:
+    # An export (jit or fx tracing: y is then a Proxy, not a tensor) or a compilation runs no step.
+    tracing = not isinstance(y, Tensor) or torch.jit.is_tracing() or torch.compiler.is_compiling()
+    if not tracing and y.is_cpu and torch.is_grad_enabled() and y.numel() * y.element_size() > GLIBC_DYNAMIC_MMAP_CEILING:
         keep_large_blocks_on_the_heap()
     return y.unflatten(0, (timesteps, -1))
 
