@@ -91,14 +91,13 @@ def test_the_addcmul_probe_says_what_torch_computes(kernel):
     assert torch.equal(torch.addcmul(a, b, c), once if fused else twice)
 
 
-def test_the_engine_picks_the_kernel_for_large_float32_cpu_tensors_in_training(kernel):
-    large = torch.zeros(neuron.FUSED_CPU_FROM, requires_grad=True)
-    assert neuron._engine(large) == kernel.apply
-    assert neuron._engine(large[: neuron.FUSED_CPU_FROM // 2]) == _LIFMultiStep.apply  # a small model never builds it
-    assert neuron._engine(large.double()) == _LIFMultiStep.apply
-    assert neuron._engine(large.detach()) == _LIFMultiStep.apply  # inference (an export's calibration) neither
+def test_the_engine_picks_the_kernel_for_float32_cpu_tensors_in_training(kernel):
+    x = torch.zeros(3, requires_grad=True)  # in training, at every size (neuron.FUSED_CPU_FROM)
+    assert neuron._engine(x) == kernel.apply
+    assert neuron._engine(x.double()) == _LIFMultiStep.apply
+    assert neuron._engine(x.detach()) == _LIFMultiStep.apply  # inference (an export's calibration) neither
     with torch.no_grad():
-        assert neuron._engine(large) == _LIFMultiStep.apply
+        assert neuron._engine(x) == _LIFMultiStep.apply
 
 
 def test_a_network_trains_to_the_engines_gradients(kernel, monkeypatch):

@@ -184,14 +184,12 @@ def _lif_traceable(x: Tensor, beta: float, threshold: float) -> tuple[Tensor, Te
     return torch.stack(spikes), torch.stack(mems)
 
 
-# Where the fused CPU kernel is used: in training (autograd records the neuron), from 2^18
-# neurons x timesteps (1 MiB of float32) up. It is faster at every size (a 4 x 32 x 16 x 8 x 8
-# layer: 0.20 against 0.70 ms forward and backward, docs/train.md), but its build takes 13 s of CPU
-# (20 s on a loaded machine), once per machine, then cached, which a small model's or a short
-# inference run would not earn back: the digits CNN of `make demo` (2^17 per layer in training), an
-# export's calibration (128 samples at once, without gradients) and the tests' small networks keep
-# the torch engine and never start the build.
-FUSED_CPU_FROM = 1 << 18
+# Where the fused CPU kernel is used: in training (autograd records the neuron), at every size. It
+# is faster at every size (a 4 x 32 x 16 x 8 x 8 layer: 0.20 against 0.70 ms forward and backward;
+# the digits CNN's whole step 0.785x, docs/train.md). Its build takes 13 s of CPU (20 s on a loaded
+# machine) once per machine, then cached: the first training run on a machine pays it. Inference
+# (an export's calibration, without gradients) keeps the torch engine and never starts the build.
+FUSED_CPU_FROM = 1
 
 
 @functools.cache
