@@ -47,14 +47,26 @@ def keep_large_blocks_on_the_heap() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, HEAP_BLOCKS_UP_TO)) and bool(libc.mallopt(m_trim_threshold, HEAP_BLOCKS_UP_TO))
 
 
+def _tracing(y) -> bool:
+    """An export (jit or fx tracing: y is then a Proxy, not a tensor) or a compilation: no step runs."""
+    return not isinstance(y, Tensor) or torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def _unfold(y: Tensor, timesteps: int) -> Tensor:
     """y [T*B, ...] as [T, B, ...]; the first time a training step on the CPU folds an activation
     larger than glibc's mmap ceiling, large blocks are kept on the heap from then on."""
-    # An export (jit or fx tracing: y is then a Proxy, not a tensor) or a compilation runs no step.
-    tracing = not isinstance(y, Tensor) or torch.jit.is_tracing() or torch.compiler.is_compiling()
-    if not tracing and y.is_cpu and torch.is_grad_enabled() and y.numel() * y.element_size() > GLIBC_DYNAMIC_MMAP_CEILING:
+    if not _tracing(y) and y.is_cpu and torch.is_grad_enabled() and y.numel() * y.element_size() > GLIBC_DYNAMIC_MMAP_CEILING:
         keep_large_blocks_on_the_heap()
     return y.unflatten(0, (timesteps, -1))
+
+
+def _one_channel_as_channels_last(x: Tensor) -> Tensor:
+    """x [N, 1, H, W] with channels-last strides. With one channel the standard strides count as
+    channels-last too, so `contiguous(memory_format=channels_last)` keeps them, and oneDNN then
+    writes the convolution's output in the standard layout, where the layers after it are slower
+    (the digits CNN's first average pool: 0.43 against 0.07 ms on [128, 16, 8, 8])."""
+    n, _, h, w = x.shape
+    return torch.empty_strided(x.shape, (h * w, 1, w, 1), dtype=x.dtype, device=x.device).copy_(x)
 
 
 class _FoldTime:
@@ -79,6 +91,8 @@ class Conv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         layout = torch.contiguous_format if self._strided_pointwise_few_channels() else torch.channels_last
         folded = x.flatten(0, 1).contiguous(memory_format=layout)
+        if not _tracing(folded) and layout == torch.channels_last and self.in_channels == 1:
+            folded = _one_channel_as_channels_last(folded)
         return _unfold(super().forward(folded), x.shape[0])
 
     def _strided_pointwise_few_channels(self) -> bool:
