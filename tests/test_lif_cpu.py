@@ -20,7 +20,7 @@ def kernel():
     if shutil.which(cpp_extension.get_cxx_compiler()) is None:
         pytest.skip(f"no C++ compiler ({cpp_extension.get_cxx_compiler()}) to build train/lif_cpu.cpp")
     assert lif_cpu.kernel_ops() is not None, "a C++ compiler is there, but train/lif_cpu.cpp did not build (see the log)"
-    return lif_cpu.LIFMultiStepCPU
+    return lif_cpu.lif_multistep_cpu
 
 
 def _run(function, x, beta, threshold, grad_spikes, grad_mem):
@@ -36,7 +36,7 @@ def _assert_equal_to_engine(kernel, x, beta=0.5, threshold=1.0, grad_spikes=True
     gen = torch.Generator().manual_seed(1)
     gs, gm = (torch.randn(x.shape, generator=gen) if g is True else g if g is not False else None for g in (grad_spikes, grad_mem))
     want = _run(_LIFMultiStep.apply, x, beta, threshold, gs, gm)
-    got = _run(kernel.apply, x, beta, threshold, gs, gm)
+    got = _run(kernel, x, beta, threshold, gs, gm)
     for name, w, g in zip(("spikes", "membranes", "input gradient"), want, got):
         assert torch.equal(w, g), f"{name} differ: up to {(w - g).abs().max().item():.3g}"
     assert 0 < want[0].mean() < 1, "the case must fire some spikes and not all"
@@ -93,7 +93,7 @@ def test_the_addcmul_probe_says_what_torch_computes(kernel):
 
 def test_the_engine_picks_the_kernel_for_float32_cpu_tensors_in_training(kernel):
     x = torch.zeros(3, requires_grad=True)  # in training, at every size (neuron.FUSED_CPU_FROM)
-    assert neuron._engine(x) == kernel.apply
+    assert neuron._engine(x) == kernel
     assert neuron._engine(x.double()) == _LIFMultiStep.apply
     assert neuron._engine(x.detach()) == _LIFMultiStep.apply  # inference (an export's calibration) neither
     with torch.no_grad():

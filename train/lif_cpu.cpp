@@ -1,5 +1,6 @@
 // The multi-step LIF neuron of train/neuron.py (`_LIFMultiStep`) as one pass over memory per
-// direction, for float32 CPU tensors; loaded and explained by train/lif_cpu.py.
+// direction, for float32 CPU tensors, with its autograd node in C++; loaded and explained by
+// train/lif_cpu.py.
 //
 // Each task owns a block of neurons and runs all T steps on it, the membrane (forward) or
 // dL/du (backward) in a small array that stays in L1, so each element of x, h, s and the
@@ -7,8 +8,9 @@
 // rounded to float32. This file must be compiled with -ffp-contract=off so that no multiply and
 // add are merged where torch rounds twice; `std::fma` stands exactly where torch's addcmul kernel
 // rounds once (FUSED_ADDCMUL, which lif_cpu.py sets from a probe of torch.addcmul itself).
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -47,17 +49,18 @@ void forward_block(const float* __restrict__ x, float* __restrict__ h, float* __
   }
 }
 
-// h, s: the forward's pre-reset membranes and spikes; gs, gm: dL/ds and dL/du, or null where no
-// gradient reached them; gx: dL/dx, written. The steps run backwards.
+// h: the forward's pre-reset membranes (its spikes are h > threshold again, exactly, so they are not
+// kept); gs, gm: dL/ds and dL/du, or null where no gradient reached them; gx: dL/dx, written. The
+// steps run backwards.
 template <bool HAS_GS, bool HAS_GM>
-void backward_block(const float* __restrict__ h, const float* __restrict__ s, const float* __restrict__ gs,
+void backward_block(const float* __restrict__ h, const float* __restrict__ gs,
                     const float* __restrict__ gm, float* __restrict__ gx, int64_t T, int64_t n, int64_t lo, int64_t len,
                     float beta, float thr) {
   alignas(64) float gu[BLOCK] = {};
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t o = t * n + lo;
     for (int64_t i = 0; i < len; ++i) {
-      const float hi = h[o + i], si = s[o + i];
+      const float hi = h[o + i], si = hi > thr ? 1.0f : 0.0f;
       const float g_u = HAS_GM ? gu[i] + gm[o + i] : gu[i];
       // triangle_surrogate(h - threshold), width 1: clamp(-|h - threshold| + 1, min=0)
       const float sg = std::max(-std::fabs(hi - thr) + 1.0f, 0.0f);
@@ -72,7 +75,7 @@ void backward_block(const float* __restrict__ h, const float* __restrict__ s, co
 
 int64_t slice_size(const at::Tensor& x) { return x.size(0) ? x.numel() / x.size(0) : 0; }
 
-// x, h, s, u: T consecutive slices of n floats each (lif_cpu.py checks the layout).
+// x, h, s, u: T consecutive slices of n floats each (`slices_in_memory`).
 void lif_forward(const at::Tensor& x, at::Tensor& h, at::Tensor& s, at::Tensor& u, double beta, double threshold) {
   const int64_t T = x.size(0), n = slice_size(x);
   const float* xp = x.const_data_ptr<float>();
@@ -85,30 +88,81 @@ void lif_forward(const at::Tensor& x, at::Tensor& h, at::Tensor& s, at::Tensor& 
   });
 }
 
-void lif_backward(const at::Tensor& h, const at::Tensor& s, const std::optional<at::Tensor>& gs,
-                  const std::optional<at::Tensor>& gm, at::Tensor& gx, double beta, double threshold) {
+void lif_backward(const at::Tensor& h, const at::Tensor& gs, const at::Tensor& gm, at::Tensor& gx,
+                  double beta, double threshold) {
   const int64_t T = h.size(0), n = slice_size(h);
-  const float *hp = h.const_data_ptr<float>(), *sp = s.const_data_ptr<float>();
-  const float* gsp = gs.has_value() && gs->defined() ? gs->const_data_ptr<float>() : nullptr;
-  const float* gmp = gm.has_value() && gm->defined() ? gm->const_data_ptr<float>() : nullptr;
+  const float* hp = h.const_data_ptr<float>();
+  const float* gsp = gs.defined() ? gs.const_data_ptr<float>() : nullptr;
+  const float* gmp = gm.defined() ? gm.const_data_ptr<float>() : nullptr;
   float* gxp = gx.mutable_data_ptr<float>();
   const float b = static_cast<float>(beta), thr = static_cast<float>(threshold);
   auto block = gsp ? (gmp ? backward_block<true, true> : backward_block<true, false>)
                    : (gmp ? backward_block<false, true> : backward_block<false, false>);
   at::parallel_for(0, (n + BLOCK - 1) / BLOCK, 1, [=](int64_t b0, int64_t b1) {
     for (int64_t k = b0; k < b1; ++k)
-      block(hp, sp, gsp, gmp, gxp, T, n, k * BLOCK, std::min(BLOCK, n - k * BLOCK), b, thr);
+      block(hp, gsp, gmp, gxp, T, n, k * BLOCK, std::min(BLOCK, n - k * BLOCK), b, thr);
   });
+}
+
+// neuron._slices_in_memory: x [T, ...] is T consecutive dense slices (time outermost, no gaps or
+// overlaps inside a slice), whatever the order of the axes inside a slice.
+bool slices_in_memory(const at::Tensor& x) {
+  if (x.dim() == 0 || x.numel() == 0) return false;
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of the axes after time
+  for (int64_t d = 1; d < x.dim(); ++d)
+    if (x.size(d) > 1) dims.emplace_back(x.stride(d), x.size(d));
+  std::sort(dims.begin(), dims.end());
+  int64_t span = 1;
+  for (const auto& [stride, size] : dims) {
+    if (stride != span) return false;
+    span *= size;
+  }
+  return x.size(0) == 1 || x.stride(0) == span;
+}
+
+// neuron._like: a gradient in the layout of the forward's tensors (autograd may hand another).
+at::Tensor like(const at::Tensor& reference, const at::Tensor& grad) {
+  if (!grad.defined() || grad.strides() == reference.strides()) return grad;
+  return at::empty_like(reference).copy_(grad);
+}
+
+// The autograd node in C++: a Python torch.autograd.Function costs tens of microseconds per call and
+// direction, which on the digits CNN's small layers is as much as the kernels themselves.
+struct LIFMultiStep : public torch::autograd::Function<LIFMultiStep> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input,
+                                                double beta, double threshold) {
+    TORCH_CHECK(input.device().is_cpu() && input.scalar_type() == at::kFloat, "spikeport_lif_cpu::lif takes float32 CPU tensors");
+    const at::Tensor x = slices_in_memory(input) ? input : input.contiguous();
+    at::Tensor h = at::empty_like(x), s = at::empty_like(x), u = at::empty_like(x);
+    if (x.numel()) lif_forward(x, h, s, u, beta, threshold);
+    ctx->save_for_backward({h});
+    ctx->saved_data["beta"] = beta;
+    ctx->saved_data["threshold"] = threshold;
+    ctx->set_materialize_grads(false);
+    return {s, u};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    const at::Tensor h = ctx->get_saved_variables()[0];
+    at::Tensor gx = at::empty_like(h);
+    if (h.numel())
+      lif_backward(h, like(h, grads[0]), like(h, grads[1]), gx, ctx->saved_data["beta"].toDouble(),
+                   ctx->saved_data["threshold"].toDouble());
+    return {gx, at::Tensor(), at::Tensor()};
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> lif(const at::Tensor& x, double beta, double threshold) {
+  auto out = LIFMultiStep::apply(x, beta, threshold);
+  return {out[0], out[1]};
 }
 
 }  // namespace
 
 TORCH_LIBRARY(spikeport_lif_cpu, m) {
-  m.def("forward(Tensor x, Tensor(a!) h, Tensor(b!) s, Tensor(c!) u, float beta, float threshold) -> ()");
-  m.def("backward(Tensor h, Tensor s, Tensor? gs, Tensor? gm, Tensor(a!) gx, float beta, float threshold) -> ()");
+  m.def("lif(Tensor x, float beta, float threshold) -> (Tensor spikes, Tensor mem)");
 }
 
-TORCH_LIBRARY_IMPL(spikeport_lif_cpu, CPU, m) {
-  m.impl("forward", &lif_forward);
-  m.impl("backward", &lif_backward);
-}
+// One kernel for every dispatch key of a CPU tensor, autograd included: the Function records the
+// node itself when x requires a gradient.
+TORCH_LIBRARY_IMPL(spikeport_lif_cpu, CompositeImplicitAutograd, m) { m.impl("lif", &lif); }

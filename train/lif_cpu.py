@@ -4,7 +4,10 @@
 timestep, each streaming the [B, ...] slice through memory: 4 per step forward and 11 or 12
 backward. Here (train/lif_cpu.cpp) each task owns a block of 512 neurons and runs all T steps on
 it with the membrane (forward) or dL/du (backward) in L1, so x, h, spikes and the gradients each
-cross memory once, as the Triton kernels of `lif_triton.py` do on CUDA.
+cross memory once, as the Triton kernels of `lif_triton.py` do on CUDA. Only h is kept for the
+backward pass: the spikes are h > threshold again, exactly. The autograd node is C++ as well
+(`torch::autograd::Function`, registered as `torch.ops.spikeport_lif_cpu.lif`): a Python
+`torch.autograd.Function` cost the digits CNN's step about as much as its two kernels' runs.
 
 Why a C++ kernel and not torch.compile of the two loops: inductor's C++ backend computes
 `torch.addcmul` as a multiply and an add, rounded twice (it emits an FMA only for CUDA and XPU),
@@ -36,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from spikeport.train.neuron import SURROGATE_WIDTH, _like, _slices_in_memory  # the Triton kernels' layout rules
+from spikeport.train.neuron import SURROGATE_WIDTH
 
 SOURCE = Path(__file__).with_name("lif_cpu.cpp")
 log = logging.getLogger(__name__)
@@ -89,29 +92,10 @@ def kernel_ops():
     return torch.ops.spikeport_lif_cpu
 
 
-class LIFMultiStepCPU(torch.autograd.Function):
-    """`neuron._LIFMultiStep` with each pass one call of the fused kernel."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, beta: float, threshold: float):
-        if not _slices_in_memory(x):
-            x = x.contiguous()
-        pre_reset, spikes, mem = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
-        if x.numel():
-            kernel_ops().forward(x, pre_reset, spikes, mem, beta, threshold)
-        ctx.save_for_backward(pre_reset, spikes)
-        ctx.beta, ctx.threshold = beta, threshold
-        ctx.set_materialize_grads(False)
-        return spikes, mem
-
-    @staticmethod
-    def backward(ctx, grad_spikes: Tensor | None, grad_mem: Tensor | None):
-        pre_reset, spikes = ctx.saved_tensors
-        grad_x = torch.empty_like(pre_reset)
-        if pre_reset.numel():
-            grad_spikes, grad_mem = _like(pre_reset, grad_spikes), _like(pre_reset, grad_mem)
-            kernel_ops().backward(pre_reset, spikes, grad_spikes, grad_mem, grad_x, ctx.beta, ctx.threshold)
-        return grad_x, None, None
+def lif_multistep_cpu(x: Tensor, beta: float, threshold: float) -> tuple[Tensor, Tensor]:
+    """`neuron.lif_multistep` through the fused kernel: (spikes, membrane after reset). Its autograd
+    node is C++ too (lif_cpu.cpp), so that a call costs no Python beyond this line."""
+    return kernel_ops().lif(x, beta, threshold)
 
 
 assert SURROGATE_WIDTH == 1.0, "lif_cpu.cpp computes the triangle surrogate of width 1"

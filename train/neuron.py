@@ -193,11 +193,11 @@ FUSED_CPU_FROM = 1
 
 
 @functools.cache
-def _fused_cpu_kernel() -> type[torch.autograd.Function] | None:
-    """lif_cpu's autograd Function, or None where its kernel cannot be built (no C++ compiler)."""
+def _fused_cpu_kernel() -> Callable[[Tensor, float, float], tuple[Tensor, Tensor]] | None:
+    """lif_cpu's multi-step function, or None where its kernel cannot be built (no C++ compiler)."""
     from spikeport.train import lif_cpu
 
-    return lif_cpu.LIFMultiStepCPU if lif_cpu.kernel_ops() is not None else None
+    return lif_cpu.lif_multistep_cpu if lif_cpu.kernel_ops() is not None else None
 
 
 def _engine(x: Tensor) -> Callable[[Tensor, float, float], tuple[Tensor, Tensor]]:
@@ -216,7 +216,7 @@ def _engine(x: Tensor) -> Callable[[Tensor, float, float], tuple[Tensor, Tensor]
     if training and x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() >= FUSED_CPU_FROM:
         fused = _fused_cpu_kernel()
         if fused is not None:
-            return fused.apply
+            return fused
     return _LIFMultiStep.apply
 
 
