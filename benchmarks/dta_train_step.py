@@ -95,7 +95,7 @@ def run(config: dict, timesteps: int, batch: int, steps: int, warmup: int, devic
 
     paired_cpu = {name: statistics.median(b / o for b, o in zip(trainers["snntorch_stepwise"].cpu_times, trainer.cpu_times)) for name, trainer in trainers.items() if name.startswith("spikeport")}
     return {
-        "layer_share_bound": bound_in_this_run(built, x, y, paired_cpu),
+        "layer_share_bound": bound_in_this_run(built, x, y, paired_cpu, cpu_medians),
         "first_step_loss": {name: trainer.first_loss for name, trainer in trainers.items()},
         "median_step_s": medians,
         "ratio_vs_spikeport": {name: medians[name] / medians["spikeport"] for name in baselines},

@@ -3,8 +3,11 @@ can gain by a faster neuron or by folding time into the batch (Amdahl).
 
 For the two benchmark networks (train_step.py's 64/128/256-channel CNN, dta_train_step.py's small
 DTA MS-ResNet), each run by spikeport's engine and by the snnTorch per-timestep baseline with the
-same weights and batch, torch.profiler times every operator of a few training steps, forward and
-backward, and `categorised_profile` sorts each operator's self time into
+same weights and batch, torch.profiler times every operator of training steps, forward and
+backward, on a schedule: after one unprofiled step, 2 profiled steps thrown away (the first
+profiled steps carry outliers: single operators several times their usual time), then 5 active
+ones (`--steps`). Each operator's self time is put in its step (its top-level caller, the
+profiler's `ProfilerStep#k`), and `categorised_profile` sorts it into
 
 - `layers`: the stateless layers' arithmetic, operators named convolution, batch_norm, pool,
   addmm or linear (and what they call), with their backward;
@@ -22,13 +25,17 @@ fixed for every engine is `layers + dta_block + loss_and_optimizer`, each at the
 two engines' profiled times (the engine's folded convolutions, for one, are faster than the
 loop's per-step ones: a cost of the loop's dispatch, so removable). If the baseline's profiled
 step takes t and the fixed work f, an engine can be at most t / f times faster: the bound. The
-share of it an engine reaches is its measured speedup over the loop divided by the bound. The
-profiler's own cost per operator inflates the loop's many small operators; on torch 2.14.1 the
-profiled steps summed to within 1% of the unprofiled steps' CPU time for both engines (812 and
-975 ms against 805 and 969 ms for the CNN), so the bound is taken from the profile itself.
-Written to benchmarks/results/layer_share.json, with each category per engine and the costliest
-operators of `other`. The profiler times operators by the wall clock: on a loaded machine the
-waits for a core fall into the operators that were running.
+share of it an engine reaches is its measured speedup over the loop divided by the bound. Each
+category's time per step is the median over the active steps (robust to one slow step); the
+profiled total is the sum of those medians, the operators' self time only (the Python between
+operators falls in no category; `step_wall_ms`, the median wall-clock length of a profiled step,
+includes it). The profiler's own cost per operator inflates the steps, most for many small
+operators, so the training benchmarks also give, per engine, the profiled total over the
+unprofiled median CPU time of a step in the same run (`profiled_over_unprofiled`), which shows
+how far the bound's times are from the real ones in that case; the bound is taken from the
+profile itself, without a correction. Written to benchmarks/results/layer_share.json, with each
+category per engine and the costliest operators of `other`. The profiler times operators by the
+wall clock: on a loaded machine the waits for a core fall into the operators that were running.
 
 A second measure, by process CPU time, which load disturbs less than the profiler's wall-clock
 operator times: `free_neuron_copy(engine, x)` is the engine with a neuron that costs nothing (each
@@ -44,7 +51,7 @@ with their category) for both engines side by side: the op-by-op comparison of t
 engines, the convolutions folded and per step, the DTA block in two layouts), which on a shared
 machine, unlike the profiler's wall-clock operator times, does not count the waits for a core.
 
-    python benchmarks/layer_share.py [--steps 3] [--ops N | --components]
+    python benchmarks/layer_share.py [--steps 5] [--ops N | --components]
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.autograd.profiler import record_function
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, schedule
 
 from spikeport.io import write_json
 from spikeport.train.layers import TimeMixing
@@ -76,6 +83,10 @@ LAYER_OPERATORS = ("convolution", "batch_norm", "pool", "addmm", "linear")  # at
 SCOPES = ((LIF, "neuron"), (SnnTorchLIF, "neuron"), (TimeMixing, "dta_block"))  # modules whose every operator is one category
 FIXED = ("layers", "dta_block", "loss_and_optimizer")  # the same computation in every engine
 SCOPE = "scope::"
+STEP = "ProfilerStep"  # the profiler's record of each scheduled step (named ProfilerStep* in its events): every operator of a step is under it
+CATEGORIES = ("layers", "dta_block", "neuron", "loss_and_optimizer", "other")
+WARMUP = 2  # profiled steps thrown away before the active ones: the first profiled steps have outliers
+ACTIVE = 5  # profiled steps whose median per category is taken
 
 
 def _scoped(model: nn.Module) -> list:
@@ -124,10 +135,13 @@ def _categories(events) -> dict[int, str]:
     return found
 
 
-def categorised_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> dict:
-    """Milliseconds per training step in each category (module docstring), profiled over `steps`
-    steps after a warm-up step (oneDNN builds its kernels), with the costliest operators of `other`
-    and the per-operator table for `--ops`."""
+def categorised_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, warmup: int = WARMUP) -> dict:
+    """Milliseconds per training step in each category (module docstring): after one unprofiled
+    step (oneDNN builds its kernels), the profiler runs on a schedule of `warmup` profiled steps
+    that are thrown away and `steps` active ones; each operator's self time is put in its step (its
+    top-level caller, the profiler's `ProfilerStep#k`) and each category's time is the median over the active
+    steps. Also the median wall-clock length of a profiled step (operators and the Python between
+    them), the costliest operators of `other` and the per-operator table for `--ops`."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> None:
@@ -139,31 +153,54 @@ def categorised_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step
         with record_function(SCOPE + "loss_and_optimizer"):
             optimizer.step()
 
+    collected = []  # the profiler clears its events at the end of the cycle: keep them when the trace is ready
     step()
     hooks = _scoped(model)
     try:
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(steps):
+        with profile(activities=[ProfilerActivity.CPU], schedule=schedule(wait=0, warmup=warmup, active=steps, repeat=1),
+                     on_trace_ready=lambda p: collected.extend(p.events())) as prof:
+            for _ in range(warmup + steps):
                 step()
+                prof.step()
     finally:
         for hook in hooks:
             hook.remove()
-    events = prof.events()
-    category = _categories(events)
-    per_category: dict[str, float] = collections.Counter()
-    operators: dict[tuple[str, str], list] = {}
-    for event in events:
-        ms = event.self_cpu_time_total / steps / 1e3
-        per_category[category[event.id]] += ms
-        entry = operators.setdefault((category[event.id], event.name), [0.0, 0])
-        entry[0] += ms
-        entry[1] += 1
+    category = _categories(collected)
+    per_step: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)  # step -> category -> ms
+    per_operator: dict[tuple[str, str], collections.Counter] = collections.defaultdict(collections.Counter)  # (category, name) -> step -> ms
+    calls: dict[tuple[str, str], int] = collections.Counter()
+    step_ms: dict[str, float] = {}
+    outside = 0
+    for event in collected:
+        if event.name.startswith(STEP):
+            step_ms[event.id] = (event.time_range.end - event.time_range.start) / 1e3
+            continue
+        top = event
+        while top.cpu_parent is not None:
+            top = top.cpu_parent
+        if not top.name.startswith(STEP):
+            outside += 1
+            continue
+        ms = event.self_cpu_time_total / 1e3
+        key = (category[event.id], event.name)
+        per_step[top.id][category[event.id]] += ms
+        per_operator[key][top.id] += ms
+        calls[key] += 1
+    active = sorted(step_ms)
+    if len(active) != steps:
+        raise RuntimeError(f"the profiler recorded {len(active)} steps, not {steps}")
+    median = lambda values: statistics.median(values.get(s, 0.0) for s in active)  # noqa: E731
+    per_category = {c: median(collections.Counter({s: per_step[s][c] for s in active})) for c in CATEGORIES}
+    operators = {key: (median(by_step), calls[key] // steps) for key, by_step in per_operator.items()}
     other = sorted(((name, ms) for (c, name), (ms, _) in operators.items() if c == "other"), key=lambda o: -o[1])
     return {
         "ms_per_step": sum(per_category.values()),
-        "ms_per_category": {c: per_category.get(c, 0.0) for c in ("layers", "dta_block", "neuron", "loss_and_optimizer", "other")},
+        "ms_per_category": per_category,
+        "step_wall_ms": statistics.median(step_ms.values()),
+        "operators_ms_per_active_step": [sum(per_step[s].values()) for s in active],
+        "events_outside_the_steps": outside,
         "costliest_other_ms": dict(other[:5]),
-        "operators": {key: (ms, calls // steps) for key, (ms, calls) in operators.items()},
+        "operators": operators,
     }
 
 
@@ -206,17 +243,23 @@ def bound(profiles: dict[str, dict], baseline: str = "snntorch_stepwise") -> dic
         "fixed_work_ms_per_step": fixed,
         "baseline_profiled_ms_per_step": total,
         "max_speedup_over_snntorch_with_the_same_work": total / sum(fixed.values()),
-        "profiles_ms_per_category": {name: {**p["ms_per_category"], "all": p["ms_per_step"], "costliest_other": p["costliest_other_ms"]} for name, p in profiles.items()},
+        "profiles_ms_per_category": {
+            name: {**p["ms_per_category"], "all": p["ms_per_step"], "step_wall_ms": p["step_wall_ms"], "operators_ms_per_active_step": p["operators_ms_per_active_step"], "costliest_other": p["costliest_other_ms"]}
+            for name, p in profiles.items()
+        },
     }
 
 
-def bound_in_this_run(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, speedups: dict, steps: int = 2) -> dict:
-    speedups = dict(speedups)
-    ceiling = speedups.pop("spikeport_free_neuron", None)
+def bound_in_this_run(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, speedups: dict, unprofiled_cpu_s: dict | None = None, steps: int = ACTIVE, warmup: int = WARMUP) -> dict:
     """The bound of the snnTorch copy against spikeport's engine (`models` has both), profiled by
     the training benchmarks in the same run as their times, and what share of it each engine's
-    measured speedup reaches. (It trains the models `steps + 1` steps more: call it after the timing.)"""
-    profiles = {name: categorised_profile(models[name], x, y, steps) for name in ("spikeport", "snntorch_stepwise")}
+    measured speedup reaches. With `unprofiled_cpu_s`, the median CPU time of each engine's
+    unprofiled steps in the same run, it also gives each profiled engine's profiled operator time
+    per step over it (`profiled_over_unprofiled`): how far the profiler inflates that case. (It
+    trains the models `warmup + steps + 1` steps more: call it after the timing.)"""
+    speedups = dict(speedups)
+    ceiling = speedups.pop("spikeport_free_neuron", None)
+    profiles = {name: categorised_profile(models[name], x, y, steps, warmup) for name in ("spikeport", "snntorch_stepwise")}
     result = bound(profiles)
     limit = result["max_speedup_over_snntorch_with_the_same_work"]
     return {
@@ -224,6 +267,19 @@ def bound_in_this_run(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Te
         "fraction_of_bound_reached": {name: speedup / limit for name, speedup in speedups.items()},
         "speedup_used": "the median over rounds of the snnTorch step's CPU time over the engine's in the same round",
         "profiled_steps": steps,
+        "profiler_warmup_steps": warmup,
+        **({} if unprofiled_cpu_s is None else {
+            "profiled_over_unprofiled": {
+                name: {
+                    "profiled_operators_ms_per_step": p["ms_per_step"],
+                    "profiled_step_wall_ms": p["step_wall_ms"],
+                    "unprofiled_median_step_cpu_ms": unprofiled_cpu_s[name] * 1e3,
+                    "ratio": p["ms_per_step"] / (unprofiled_cpu_s[name] * 1e3),
+                    "step_wall_ratio": p["step_wall_ms"] / (unprofiled_cpu_s[name] * 1e3),
+                }
+                for name, p in profiles.items()
+            },
+        }),
         **({} if ceiling is None else {
             "free_neuron_ceiling": ceiling,
             "fraction_of_free_neuron_ceiling_reached": {name: speedup / ceiling for name, speedup in speedups.items()},
@@ -302,7 +358,7 @@ def print_components(dta: nn.Module, x: torch.Tensor) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=ACTIVE, help="active profiled steps (after %d thrown away)" % WARMUP)
     parser.add_argument("--ops", type=int, metavar="N", help="print each case's N costliest operators for both engines instead")
     parser.add_argument("--components", action="store_true", help="print the DTA step's parts timed apart by CPU time instead")
     args = parser.parse_args()

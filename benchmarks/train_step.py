@@ -1,12 +1,18 @@
-"""Training-step time: spikeport's multi-step engine vs snnTorch stepped one timestep at a time.
+"""Training-step time: spikeport's multi-step engine vs snnTorch stepped one timestep at a time and
+vs SpikingJelly's multi-step mode.
 
-Both run the same model with the same weights, batch and seed (cases below: the 3-stage spiking
+All run the same model with the same weights, batch and seed (cases below: the 3-stage spiking
 CNN with 64/128/256 channels, 32x32 input, T=6, batch 32, and the digits CNN); the baseline is `train.reference.stepwise_snntorch`, i.e.
-snn.Leaky with the project's neuron settings, the whole network called once per timestep. Batch
-norm runs in eval mode in both so that they compute the same function, checked by equal first-step
-losses. A step is forward + cross-entropy + backward + SGD update; the median over the timed steps
-is reported, with the median of the per-round ratios (each round's two steps ran under the same
-load), and written to benchmarks/results/train_step.json with a description of the machine.
+snn.Leaky with the project's neuron settings, the whole network called once per timestep; the second,
+`train.reference.spikingjelly_multistep`, SpikingJelly 2.0's `LIFNode` (its pure-torch neuron) in
+multi-step mode with the layers in `SeqToANNContainer`, skipped with a note when spikingjelly is
+not installed. Batch norm runs in eval mode in all so that they compute the same function, checked
+by equal first-step losses; SpikingJelly's neurons stay in training mode, which its surrogate
+gradient needs (as in dta_train_step.py). A step is forward + cross-entropy + backward + SGD update; the median over the timed steps
+is reported, with the median of the per-round ratios (each round's steps ran under the same
+load): each engine's speedup over the snnTorch loop, and spikeport's speedup over each baseline
+(`spikeport_paired_cpu_speedup_over`, by CPU time; `spikeport_paired_speedup_over`, wall clock),
+written to benchmarks/results/train_step.json with a description of the machine.
 
 Peak memory of a training step, per engine, is measured in a fresh Python process per engine
 (`peak_memory`), over 2 steps after a warm-up step: on the CPU the rise of the process's resident
@@ -22,8 +28,8 @@ in the same rounds: its speedup over the loop is the ceiling of any neuron in th
 backward through inductor; the LIF as `neuron._lif_traceable`). Its compilation falls in the
 first warm-up step, reported apart. Each case also carries the layer-share bound
 (benchmarks/layer_share.py: the work every engine does alike, profiled on the engine and the
-snnTorch copy in the same run), and the share of it that each engine's paired CPU-time speedup
-reaches.
+snnTorch copy in the same run), the share of it that each engine's paired CPU-time speedup
+reaches, and the profiled step over the unprofiled one for both (`profiled_over_unprofiled`).
 
     python benchmarks/train_step.py [--steps 20] [--warmup 3] [--cases NAME ...] [--compile] [--note "..."] [--output PATH]
 """
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import copy
 import ctypes
+import importlib.util
 import json
 import os
 import platform
@@ -47,9 +54,10 @@ from torch import nn
 
 from spikeport.io import write_json
 from spikeport.train.models import spiking_cnn
-from spikeport.train.reference import stepwise_snntorch
+from spikeport.train.reference import spikingjelly_multistep, stepwise_snntorch
 
 RESULTS = Path(__file__).parent / "results" / "train_step.json"
+BASELINES = ("snntorch_stepwise", "spikingjelly_multistep")
 
 
 def machine() -> dict:
@@ -188,6 +196,13 @@ def models(shape, channels, timesteps, batch, device, compile_engine: bool):
     torch.manual_seed(0)
     engine = spiking_cnn(shape, 10, channels=channels).to(device).eval()
     built = {"spikeport": engine, "snntorch_stepwise": stepwise_snntorch(engine)}  # a copy: same weights
+    if importlib.util.find_spec("spikingjelly") is not None:
+        from dta_train_step import batch_norm_eval  # benchmarks/ is on sys.path; it imports this module
+
+        # the copy's neurons in training mode (LIFNode's surrogate gradient), its batch norms in eval mode as the engine's
+        built["spikingjelly_multistep"] = batch_norm_eval(spikingjelly_multistep(engine).train())
+    else:
+        print("note: spikingjelly is not installed (pip install -e .[dev]); its baseline is skipped", file=sys.stderr)
     if compile_engine:
         built["spikeport_compiled"] = compiled(engine)
     x = torch.rand(timesteps, batch, *shape, device=device) * 2
@@ -229,12 +244,15 @@ def run_case(shape, channels, timesteps, batch, steps, warmup, device, compile_e
         "paired_speedup_median": {name: paired_ratio(trainers["snntorch_stepwise"].times, trainer.times) for name, trainer in trainers.items() if name != "snntorch_stepwise"},
         "median_step_cpu_s": {name: statistics.median(trainer.cpu_times) for name, trainer in trainers.items()},
         "paired_cpu_speedup_median": {name: paired_ratio(trainers["snntorch_stepwise"].cpu_times, trainer.cpu_times) for name, trainer in trainers.items() if name != "snntorch_stepwise"},
+        # spikeport's speedup over each baseline (as dta_train_step.py's ratios: above 1, the engine is faster)
+        "spikeport_paired_cpu_speedup_over": {name: paired_ratio(trainers[name].cpu_times, trainers["spikeport"].cpu_times) for name in BASELINES if name in trainers},
+        "spikeport_paired_speedup_over": {name: paired_ratio(trainers[name].times, trainers["spikeport"].times) for name in BASELINES if name in trainers},
     }
     if compile_engine:
         result["compile_and_first_step_s"] = trainers["spikeport_compiled"].first_step_s
     from layer_share import bound_in_this_run  # benchmarks/ is on sys.path; it imports this module
 
-    result["layer_share_bound"] = bound_in_this_run(built, x, y, result["paired_cpu_speedup_median"])
+    result["layer_share_bound"] = bound_in_this_run(built, x, y, result["paired_cpu_speedup_median"], result["median_step_cpu_s"])
     return result
 
 
@@ -261,7 +279,7 @@ def main() -> None:
         cases[name]["peak_memory"] = peak_memory(__file__, ["--device", args.device, "--cases", name], engines)
     result = {
         "benchmark": "train_step",
-        "baseline": "snnTorch Leaky stepped per timestep in plain torch layers (train/reference.py)",
+        "baseline": "snnTorch Leaky stepped per timestep in plain torch layers; SpikingJelly 2.0 multi-step LIFNode in SeqToANNContainer layers (train/reference.py)",
         "device": args.device,
         "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else "none: no GPU was lent for this run, so there are no CUDA figures",
         "steps": args.steps,
