@@ -2,15 +2,16 @@
 vs SpikingJelly's multi-step mode.
 
 All run the same model with the same weights, batch and seed (cases below: the 3-stage spiking
-CNN with 64/128/256 channels, 32x32 input, T=6, batch 32, and the digits CNN); the baseline is `train.reference.stepwise_snntorch`, i.e.
-snn.Leaky with the project's neuron settings, the whole network called once per timestep; the second,
-`train.reference.spikingjelly_multistep`, SpikingJelly 2.0's `LIFNode` (its pure-torch neuron) in
-multi-step mode with the layers in `SeqToANNContainer`, skipped with a note when spikingjelly is
-not installed. Batch norm runs in eval mode in all so that they compute the same function, checked
-by equal first-step losses; SpikingJelly's neurons stay in training mode, which its surrogate
-gradient needs (as in dta_train_step.py). A step is forward + cross-entropy + backward + SGD update; the median over the timed steps
-is reported, with the median of the per-round ratios (each round's steps ran under the same
-load): each engine's speedup over the snnTorch loop, and spikeport's speedup over each baseline
+CNN with 64/128/256 channels, 32x32 input, T=6, batch 32, and the digits CNN); the first baseline
+is `train.reference.stepwise_snntorch`, i.e. snn.Leaky with the project's neuron settings, the
+whole network called once per timestep; the second, `train.reference.spikingjelly_multistep`,
+SpikingJelly 2.0's `LIFNode` (its pure-torch neuron) in multi-step mode with the layers in
+`SeqToANNContainer`, skipped with a note when spikingjelly is not installed. Batch norm runs in
+eval mode in all so that they compute the same function, checked by equal first-step losses;
+SpikingJelly's neurons stay in training mode, which its surrogate gradient needs (as in
+dta_train_step.py). A step is forward + cross-entropy + backward + SGD update; the median over
+the timed steps is reported, with the median of the per-round ratios (each round's steps ran
+under the same load): each engine's speedup over the snnTorch loop, and spikeport's speedup over each baseline
 (`spikeport_paired_cpu_speedup_over`, by CPU time; `spikeport_paired_speedup_over`, wall clock),
 written to benchmarks/results/train_step.json with a description of the machine.
 
