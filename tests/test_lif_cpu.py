@@ -1,7 +1,7 @@
 """The fused CPU LIF kernel (train/lif_cpu.py) equals the torch engine bit for bit.
 
 Spikes, membranes and input gradients are compared with `torch.equal`, no tolerance, against
-`neuron._LIFMultiStep` on the same input. The kernel is built once per machine (about 13 s, then
+`neuron._LIFMultiStep` on the same input. The kernel is built once per machine (about 25 s, then
 cached by torch.utils.cpp_extension); without a C++ compiler the tests skip with a reason.
 """
 

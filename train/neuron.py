@@ -186,7 +186,7 @@ def _lif_traceable(x: Tensor, beta: float, threshold: float) -> tuple[Tensor, Te
 
 # Where the fused CPU kernel is used: in training (autograd records the neuron), at every size. It
 # is faster at every size (a 4 x 32 x 16 x 8 x 8 layer: 0.20 against 0.70 ms forward and backward;
-# the digits CNN's whole step 0.785x, docs/train.md). Its build takes 13 s of CPU (20 s on a loaded
+# the digits CNN's whole step 0.785x, docs/train.md). Its build takes 25 s of CPU (28 s wall on an idle
 # machine) once per machine, then cached: the first training run on a machine pays it. Inference
 # (an export's calibration, without gradients) keeps the torch engine and never starts the build.
 FUSED_CPU_FROM = 1
