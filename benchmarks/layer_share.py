@@ -175,7 +175,6 @@ def categorised_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step
     per_operator: dict[tuple[str, str], collections.Counter] = collections.defaultdict(collections.Counter)  # (category, name) -> step -> ms
     calls: dict[tuple[str, str], int] = collections.Counter()
     step_ms: dict[str, float] = {}
-    outside = 0
     for event in collected:
         if event.name.startswith(STEP):
             step_ms[event.id] = (event.time_range.end - event.time_range.start) / 1e3
@@ -184,7 +183,6 @@ def categorised_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step
         while top.cpu_parent is not None:
             top = top.cpu_parent
         if not top.name.startswith(STEP):
-            outside += 1
             continue
         ms = event.self_cpu_time_total / 1e3
         key = (category[event.id], event.name)
@@ -194,16 +192,14 @@ def categorised_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step
     active = sorted(step_ms)
     if len(active) != steps:
         raise RuntimeError(f"the profiler recorded {len(active)} steps, not {steps}")
-    median = lambda values: statistics.median(values.get(s, 0.0) for s in active)  # noqa: E731
-    per_category = {c: median(collections.Counter({s: per_step[s][c] for s in active})) for c in CATEGORIES}
-    operators = {key: (median(by_step), calls[key] // steps) for key, by_step in per_operator.items()}
+    per_category = {c: statistics.median(per_step[s][c] for s in active) for c in CATEGORIES}
+    operators = {key: (statistics.median(by_step[s] for s in active), calls[key] // steps) for key, by_step in per_operator.items()}
     other = sorted(((name, ms) for (c, name), (ms, _) in operators.items() if c == "other"), key=lambda o: -o[1])
     return {
         "ms_per_step": sum(per_category.values()),
         "ms_per_category": per_category,
         "step_wall_ms": statistics.median(step_ms.values()),
         "operators_ms_per_active_step": [sum(per_step[s].values()) for s in active],
-        "events_outside_the_steps": outside,
         "costliest_other_ms": dict(other[:5]),
         "operators": operators,
     }
