@@ -10,14 +10,28 @@ from spikeport.export.exporter import export_model
 from spikeport.runtime.reference import NIRExecutor
 from spikeport.runtime.simulate import simulate
 from spikeport.train import datasets
+from spikeport.train.neuron import lif_multistep
 from test_export import Gated
 
 
+LIFS = ("lif1", "lif2")
+
+
 def test_reference_float_equals_the_trained_model(trained_run, cli):
+    """The exported graph has each batch norm folded into its convolution, so its currents differ from
+    the model's in the last bits, and a neuron whose membrane lies that close to the threshold can
+    fire in one and not in the other: a tie, which then changes that sample's later spikes and
+    logits (seen on an Intel Xeon with AVX-512, a membrane of exactly 1.0 against the threshold 1.0;
+    on an AMD EPYC there was none). So every sample whose spike counts are the model's has its
+    logits to 1e-5, at most 1% of the samples differ, and each of those first differs where the
+    model had a membrane within 1e-5 of the threshold."""
     model = load_trained_model(trained_run)
-    recorded = {}
-    for name in ("lif1", "lif2"):
-        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: recorded.__setitem__(name, o))
+    currents, fired = {}, {}
+    def keep(module, inputs, spikes, name):
+        currents[name], fired[name] = inputs[0], spikes
+
+    for name in LIFS:
+        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: keep(m, i, o, name))
     code, _, err = cli("simulate", trained_run, "--compare", "reference-float,onnx-float")
     assert code == 0, err
     sim = np.load(trained_run / "sim" / "reference-float.npz")
@@ -26,14 +40,29 @@ def test_reference_float_equals_the_trained_model(trained_run, cli):
     x = torch.stack([test[i][0] for i in range(len(test))]).transpose(0, 1)
     with torch.no_grad():
         want = model(x).transpose(0, 1).numpy()
-    assert np.abs(sim["output"] - want).max() <= 1e-5
-    for name in ("lif1", "lif2"):
-        counts = recorded[name].flatten(2).sum(2).transpose(0, 1).numpy()
-        assert 0 < counts.mean() and np.array_equal(sim[f"spikes.neuromorphic0.{name}"], counts), name
+    counts = {name: fired[name].flatten(2).sum(2).transpose(0, 1).numpy() for name in LIFS}  # [B, T]
+    assert all(0 < c.mean() for c in counts.values())
+    differs = {name: sim[f"spikes.neuromorphic0.{name}"] != counts[name] for name in LIFS}
+    same = ~np.logical_or.reduce([d.any(1) for d in differs.values()])
+    assert same.sum() >= 0.99 * len(same), f"{(~same).sum()} of {len(same)} samples fire otherwise"
+    assert np.abs(sim["output"][same] - want[same]).max() <= 1e-5
+    for sample in np.flatnonzero(~same):
+        step, name = min((int(np.flatnonzero(differs[n][sample])[0]), n) for n in LIFS if differs[n][sample].any())
+        gap = _closest_to_threshold(getattr(model, name), currents[name][:, sample], step)
+        assert gap <= 1e-5, f"sample {sample}: {name} fires otherwise at step {step}, its closest membrane {gap} from the threshold"
     assert np.array_equal(sim["labels"], [test[i][1] for i in range(len(test))])
 
     parity = (trained_run / "sim" / "parity-reference-float-vs-onnx-float.json").read_text()
     assert '"prediction_agreement": 1.0' in parity
+
+
+def _closest_to_threshold(lif, current: torch.Tensor, step: int) -> float:
+    """How close the LIF layer's membrane before the reset, h = beta u[t-1] + x[t], came to its
+    threshold at `step`, over the layer's neurons, for one sample's input current [T, ...]."""
+    with torch.no_grad():
+        _, after_reset = lif_multistep(current, lif.beta, lif.threshold)
+    before = after_reset[step - 1] * lif.beta if step else torch.zeros_like(current[0])
+    return float((before + current[step] - lif.threshold).abs().min())
 
 
 def test_manifest_with_a_host_partition(tmp_path):
