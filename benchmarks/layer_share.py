@@ -77,7 +77,7 @@ from torch.profiler import ProfilerActivity, profile, schedule
 from spikeport.io import write_json
 from spikeport.train.layers import TimeMixing
 from spikeport.train.models import dta_msresnet, spiking_cnn
-from spikeport.train.neuron import LIF, lif_multistep
+from spikeport.train.neuron import LIF, lif_spikes
 from spikeport.train.reference import SnnTorchLIF, stepwise_snntorch
 
 from dta_train_step import SMALL, batch_norm_eval  # benchmarks/ is the script's folder, so on sys.path
@@ -335,7 +335,7 @@ def print_components(dta: nn.Module, x: torch.Tensor) -> None:
     same_strides = lambda v: lambda: torch.empty_strided(v.shape, v.stride()).copy_(v)  # noqa: E731
     totals = [0.0, 0.0]
     for name, v in inputs.items():
-        ours, theirs = cpu_ms(lambda t: lif_multistep(t, 0.5, 1.0)[0], same_strides(v)), cpu_ms(snntorch_loop, same_strides(v))
+        ours, theirs = cpu_ms(lambda t: lif_spikes(t, 0.5, 1.0), same_strides(v)), cpu_ms(snntorch_loop, same_strides(v))
         totals = [totals[0] + ours, totals[1] + theirs]
         print(f"LIF {name:<14} {str(tuple(v.shape)):<22} engine {ours:7.1f} ms   snnTorch Leaky stepped {theirs:7.1f} ms")
     print(f"LIF, all layers {'':<22} engine {totals[0]:7.1f} ms   snnTorch Leaky stepped {totals[1]:7.1f} ms")

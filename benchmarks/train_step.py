@@ -61,14 +61,47 @@ RESULTS = Path(__file__).parent / "results" / "train_step.json"
 BASELINES = ("snntorch_stepwise", "spikingjelly_multistep")
 
 
-def machine() -> dict:
-    cpu = platform.processor()
+VECTOR_EXTENSIONS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except OSError:
         pass
+    return fields
+
+
+def _caches() -> dict[str, str]:
+    """Cache sizes per level of the first core (sysfs), e.g. {"L1d": "48K", "L2": "2048K"}."""
+    found = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            kind = (index / "type").read_text().strip()
+            level = (index / "level").read_text().strip()
+            found[f"L{level}" + {"Data": "d", "Instruction": "i"}.get(kind, "")] = (index / "size").read_text().strip()
+        except OSError:
+            continue
+    return found
+
+
+def machine() -> dict:
+    """What the figures depend on: the CPU model with the vector extensions and caches oneDNN and the
+    LIF kernel's -march=native build pick their code by (a ratio may differ from one CPU to another),
+    the threads, the load and the versions."""
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
     return {
-        "cpu": cpu,
+        "cpu": info.get("model name", platform.processor()),
+        "cpu_id": {"vendor": info.get("vendor_id"), "family": info.get("cpu family"), "model": info.get("model")},
+        "vector_extensions": [name for name in VECTOR_EXTENSIONS if name in flags],
+        "caches_per_core": _caches(),
         "cores": os.cpu_count(),
         "load_average_1_5_15_min": [round(v, 2) for v in os.getloadavg()],
         "torch_threads": torch.get_num_threads(),

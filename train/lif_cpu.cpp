@@ -3,8 +3,8 @@
 // train/lif_cpu.py.
 //
 // Each task owns a block of neurons and runs all T steps on it, the membrane (forward) or
-// dL/du (backward) in a small array that stays in L1, so each element of x, h, s and the
-// gradients crosses memory once. The float operations are the torch engine's, in its order, each
+// dL/du (backward) in a small array that stays in L1, so each element of x and the spikes (forward)
+// and of x and the gradients (backward) crosses memory once. The float operations are the torch engine's, in its order, each
 // rounded to float32. This file must be compiled with -ffp-contract=off so that no multiply and
 // add are merged where torch rounds twice; `std::fma` stands exactly where torch's addcmul kernel
 // rounds once (FUSED_ADDCMUL, which lif_cpu.py sets from a probe of torch.addcmul itself).
@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace {
 
@@ -31,41 +32,52 @@ inline float addcmul(float self, float a, float b) {  // torch.addcmul(self, a, 
 
 // One block of `len` neurons starting at `lo`, all T steps. Plain functions with restrict
 // pointers (the arrays never overlap): inside parallel_for's lambda the compiler cannot see that and
-// does not vectorize the inner loop.
-void forward_block(const float* __restrict__ x, float* __restrict__ h, float* __restrict__ s, float* __restrict__ u,
-                   int64_t T, int64_t n, int64_t lo, int64_t len, float beta, float thr) {
+// does not vectorize the inner loop. The float operations of one step, shared by both passes so that
+// the backward's h is the forward's, bit for bit:
+inline float pre_reset(float u, float x, float beta) { return u * beta + x; }  // two roundings: torch.mul(u, beta).add_(x)
+inline float spike(float h, float thr) { return h > thr ? 1.0f : 0.0f; }        // torch.gt(h, threshold)
+inline float reset(float h, float s) { return h - h * s; }                      // addcmul(h, h, s, value=-1): h * s is exact
+
+// The forward writes the spikes only: x is what the backward keeps, and neither h nor the membranes
+// leave the block, so a step crosses memory twice (x in, spikes out) instead of four times. On the
+// 64/128/256 CNN the pass runs at the speed of a copy (memory-bound), so that halves its time.
+void forward_block(const float* __restrict__ x, float* __restrict__ s, int64_t T, int64_t n, int64_t lo, int64_t len,
+                   float beta, float thr) {
   alignas(64) float mem[BLOCK] = {};
   for (int64_t t = 0; t < T; ++t) {
     const int64_t o = t * n + lo;
     for (int64_t i = 0; i < len; ++i) {
-      const float hi = mem[i] * beta + x[o + i];  // two roundings: torch.mul(u, beta).add_(x)
-      const float si = hi > thr ? 1.0f : 0.0f;     // torch.gt(h, threshold)
-      const float ui = hi - hi * si;               // addcmul(h, h, s, value=-1): h * s is exact
-      h[o + i] = hi;
+      const float hi = pre_reset(mem[i], x[o + i], beta), si = spike(hi, thr);
       s[o + i] = si;
-      u[o + i] = ui;
-      mem[i] = ui;
+      mem[i] = reset(hi, si);
     }
   }
 }
 
-// h: the forward's pre-reset membranes (its spikes are h > threshold again, exactly, so they are not
-// kept); gs, gm: dL/ds and dL/du, or null where no gradient reached them; gx: dL/dx, written. The
-// steps run backwards.
-template <bool HAS_GS, bool HAS_GM>
-void backward_block(const float* __restrict__ h, const float* __restrict__ gs,
-                    const float* __restrict__ gm, float* __restrict__ gx, int64_t T, int64_t n, int64_t lo, int64_t len,
-                    float beta, float thr) {
-  alignas(64) float gu[BLOCK] = {};
+// x: the forward's input; gs: dL/ds; gx: dL/dx, written; h: scratch of T * BLOCK floats, where the
+// forward's pre-reset membranes of this block are computed again (T steps of 2 KiB: L1 or L2), then
+// the steps run backwards.
+void backward_block(const float* __restrict__ x, const float* __restrict__ gs, float* __restrict__ gx,
+                    float* __restrict__ h, int64_t T, int64_t n, int64_t lo, int64_t len, float beta, float thr) {
+  alignas(64) float mem[BLOCK] = {};
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t o = t * n + lo;
+    float* __restrict__ ht = h + t * BLOCK;
+    for (int64_t i = 0; i < len; ++i) {
+      const float hi = pre_reset(mem[i], x[o + i], beta);
+      ht[i] = hi;
+      mem[i] = reset(hi, spike(hi, thr));
+    }
+  }
+  alignas(64) float gu[BLOCK] = {};  // dL/du[t], from h[t+1] = beta u[t] + x[t+1]
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t o = t * n + lo;
+    const float* __restrict__ ht = h + t * BLOCK;
     for (int64_t i = 0; i < len; ++i) {
-      const float hi = h[o + i], si = hi > thr ? 1.0f : 0.0f;
-      const float g_u = HAS_GM ? gu[i] + gm[o + i] : gu[i];
+      const float hi = ht[i], si = spike(hi, thr), g_u = gu[i];
       // triangle_surrogate(h - threshold), width 1: clamp(-|h - threshold| + 1, min=0)
       const float sg = std::max(-std::fabs(hi - thr) + 1.0f, 0.0f);
-      const float through = HAS_GS ? -(g_u * hi) + gs[o + i] : -(g_u * hi);
-      float g = addcmul(g_u, through, sg);
+      float g = addcmul(g_u, -(g_u * hi) + gs[o + i], sg);
       g = g - g_u * si;  // addcmul(g, grad_u, s, value=-1): the product is exact
       gx[o + i] = g;
       gu[i] = g * beta;
@@ -75,32 +87,27 @@ void backward_block(const float* __restrict__ h, const float* __restrict__ gs,
 
 int64_t slice_size(const at::Tensor& x) { return x.size(0) ? x.numel() / x.size(0) : 0; }
 
-// x, h, s, u: T consecutive slices of n floats each (`slices_in_memory`).
-void lif_forward(const at::Tensor& x, at::Tensor& h, at::Tensor& s, at::Tensor& u, double beta, double threshold) {
+// x, s: T consecutive slices of n floats each (`slices_in_memory`).
+void lif_forward(const at::Tensor& x, at::Tensor& s, double beta, double threshold) {
   const int64_t T = x.size(0), n = slice_size(x);
   const float* xp = x.const_data_ptr<float>();
-  float *hp = h.mutable_data_ptr<float>(), *sp = s.mutable_data_ptr<float>(), *up = u.mutable_data_ptr<float>();
+  float* sp = s.mutable_data_ptr<float>();
   // torch casts a Python float to the tensor's float32 before it multiplies or compares
   const float b = static_cast<float>(beta), thr = static_cast<float>(threshold);
   at::parallel_for(0, (n + BLOCK - 1) / BLOCK, 1, [=](int64_t b0, int64_t b1) {
-    for (int64_t k = b0; k < b1; ++k)
-      forward_block(xp, hp, sp, up, T, n, k * BLOCK, std::min(BLOCK, n - k * BLOCK), b, thr);
+    for (int64_t k = b0; k < b1; ++k) forward_block(xp, sp, T, n, k * BLOCK, std::min(BLOCK, n - k * BLOCK), b, thr);
   });
 }
 
-void lif_backward(const at::Tensor& h, const at::Tensor& gs, const at::Tensor& gm, at::Tensor& gx,
-                  double beta, double threshold) {
-  const int64_t T = h.size(0), n = slice_size(h);
-  const float* hp = h.const_data_ptr<float>();
-  const float* gsp = gs.defined() ? gs.const_data_ptr<float>() : nullptr;
-  const float* gmp = gm.defined() ? gm.const_data_ptr<float>() : nullptr;
+void lif_backward(const at::Tensor& x, const at::Tensor& gs, at::Tensor& gx, double beta, double threshold) {
+  const int64_t T = x.size(0), n = slice_size(x);
+  const float *xp = x.const_data_ptr<float>(), *gsp = gs.const_data_ptr<float>();
   float* gxp = gx.mutable_data_ptr<float>();
   const float b = static_cast<float>(beta), thr = static_cast<float>(threshold);
-  auto block = gsp ? (gmp ? backward_block<true, true> : backward_block<true, false>)
-                   : (gmp ? backward_block<false, true> : backward_block<false, false>);
   at::parallel_for(0, (n + BLOCK - 1) / BLOCK, 1, [=](int64_t b0, int64_t b1) {
+    std::vector<float> h(T * BLOCK);  // one scratch per task, reused by its blocks
     for (int64_t k = b0; k < b1; ++k)
-      block(hp, gsp, gmp, gxp, T, n, k * BLOCK, std::min(BLOCK, n - k * BLOCK), b, thr);
+      backward_block(xp, gsp, gxp, h.data(), T, n, k * BLOCK, std::min(BLOCK, n - k * BLOCK), b, thr);
   });
 }
 
@@ -129,38 +136,32 @@ at::Tensor like(const at::Tensor& reference, const at::Tensor& grad) {
 // The autograd node in C++: a Python torch.autograd.Function costs tens of microseconds per call and
 // direction, which on the digits CNN's small layers is as much as the kernels themselves.
 struct LIFMultiStep : public torch::autograd::Function<LIFMultiStep> {
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input,
-                                                double beta, double threshold) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, double beta, double threshold) {
     TORCH_CHECK(input.device().is_cpu() && input.scalar_type() == at::kFloat, "spikeport_lif_cpu::lif takes float32 CPU tensors");
     const at::Tensor x = slices_in_memory(input) ? input : input.contiguous();
-    at::Tensor h = at::empty_like(x), s = at::empty_like(x), u = at::empty_like(x);
-    if (x.numel()) lif_forward(x, h, s, u, beta, threshold);
-    ctx->save_for_backward({h});
+    at::Tensor s = at::empty_like(x);
+    if (x.numel()) lif_forward(x, s, beta, threshold);
+    ctx->save_for_backward({x});
     ctx->saved_data["beta"] = beta;
     ctx->saved_data["threshold"] = threshold;
-    ctx->set_materialize_grads(false);
-    return {s, u};
+    return s;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
-    const at::Tensor h = ctx->get_saved_variables()[0];
-    at::Tensor gx = at::empty_like(h);
-    if (h.numel())
-      lif_backward(h, like(h, grads[0]), like(h, grads[1]), gx, ctx->saved_data["beta"].toDouble(),
-                   ctx->saved_data["threshold"].toDouble());
+    const at::Tensor x = ctx->get_saved_variables()[0];
+    at::Tensor gx = at::empty_like(x);
+    if (x.numel())
+      lif_backward(x, like(x, grads[0]), gx, ctx->saved_data["beta"].toDouble(), ctx->saved_data["threshold"].toDouble());
     return {gx, at::Tensor(), at::Tensor()};
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> lif(const at::Tensor& x, double beta, double threshold) {
-  auto out = LIFMultiStep::apply(x, beta, threshold);
-  return {out[0], out[1]};
-}
+at::Tensor lif(const at::Tensor& x, double beta, double threshold) { return LIFMultiStep::apply(x, beta, threshold); }
 
 }  // namespace
 
 TORCH_LIBRARY(spikeport_lif_cpu, m) {
-  m.def("lif(Tensor x, float beta, float threshold) -> (Tensor spikes, Tensor mem)");
+  m.def("lif(Tensor x, float beta, float threshold) -> Tensor");
 }
 
 // One kernel for every dispatch key of a CPU tensor, autograd included: the Function records the

@@ -1,13 +1,19 @@
-"""The multi-step LIF neuron of `neuron.py` as one fused pass per direction, for float32 CPU tensors.
+"""The spikes of the multi-step LIF neuron of `neuron.py`, one fused pass per direction, for
+float32 CPU tensors in training.
 
 `neuron._LIFMultiStep` runs the recurrence as a handful of whole-slice torch operations per
 timestep, each streaming the [B, ...] slice through memory: 4 per step forward and 11 or 12
 backward. Here (train/lif_cpu.cpp) each task owns a block of 512 neurons and runs all T steps on
-it with the membrane (forward) or dL/du (backward) in L1, so x, h, spikes and the gradients each
-cross memory once, as the Triton kernels of `lif_triton.py` do on CUDA. Only h is kept for the
-backward pass: the spikes are h > threshold again, exactly. The autograd node is C++ as well
-(`torch::autograd::Function`, registered as `torch.ops.spikeport_lif_cpu.lif`): a Python
-`torch.autograd.Function` cost the digits CNN's step about as much as its two kernels' runs.
+it with the membrane (forward) or dL/du (backward) in L1, as the Triton kernels of
+`lif_triton.py` do on CUDA. The forward reads x and writes the spikes, nothing else: a LIF layer
+passes on its spikes only (`neuron.lif_spikes`), so the membranes are not written, and the node
+keeps x rather than h. The backward computes each block's h again from x (the same float
+operations, so the same bits) into a scratch of T x 512 floats, then runs the steps backwards. On
+the 64/128/256 CNN of benchmarks/train_step.py both passes run at the speed of a copy of the layer
+(memory-bound), so the forward's two arrays instead of four (x, h, spikes, membranes) halve its
+time. The autograd node is C++ as well (`torch::autograd::Function`, registered as
+`torch.ops.spikeport_lif_cpu.lif`): a Python `torch.autograd.Function` cost the digits CNN's step
+about as much as its two kernels' runs.
 
 Why a C++ kernel and not torch.compile of the two loops: inductor's C++ backend computes
 `torch.addcmul` as a multiply and an add, rounded twice (it emits an FMA only for CUDA and XPU),
@@ -15,14 +21,14 @@ where torch's own CPU addcmul kernel rounds once, so compiled gradients differ f
 the last bits (docs/train.md, "Issue 18, third round: a fused CPU neuron", has the numbers); and it compiles once per
 layer shape. The kernel here is built once per machine by `torch.utils.cpp_extension` (cached in
 torch's extension folder, ~/.cache/torch_extensions) and needs a C++ compiler on the user's
-machine; without one, or if the build fails, `neuron._engine` keeps the torch engine.
+machine; without one, or if the build fails, `neuron.lif_spikes` keeps the torch engine.
 
 The kernel does the torch engine's float operations in its order, each rounded to float32: it is
 compiled with -ffp-contract=off, so no multiply and add merge where torch rounds twice, and it
 calls std::fma exactly where torch's addcmul rounds once. Whether that addcmul is fused depends on
 how torch's CPU kernels were compiled, so `_addcmul_is_fused` asks torch.addcmul itself and the
-kernel is built to match. `tests/test_lif_cpu.py` compares spikes, membranes and gradients with the
-torch engine by `torch.equal`.
+kernel is built to match. `tests/test_lif_cpu.py` compares the spikes and input gradients with the
+torch engine's by `torch.equal`.
 
 Like the Triton kernels it treats a [T, ...] tensor as T consecutive slices of N elements, whatever
 the layout inside a slice (the channels-last output of `layers.Conv2d` qualifies); other layouts
@@ -92,9 +98,9 @@ def kernel_ops():
     return torch.ops.spikeport_lif_cpu
 
 
-def lif_multistep_cpu(x: Tensor, beta: float, threshold: float) -> tuple[Tensor, Tensor]:
-    """`neuron.lif_multistep` through the fused kernel: (spikes, membrane after reset). Its autograd
-    node is C++ too (lif_cpu.cpp), so that a call costs no Python beyond this line."""
+def lif_spikes_cpu(x: Tensor, beta: float, threshold: float) -> Tensor:
+    """`neuron.lif_spikes` through the fused kernel. Its autograd node is C++ too (lif_cpu.cpp), so
+    that a call costs no Python beyond this line."""
     return kernel_ops().lif(x, beta, threshold)
 
 

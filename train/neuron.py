@@ -16,9 +16,10 @@ the pre-reset membrane, and the backward runs the recurrence in reverse by hand.
 letting autograd record every timestep (what stepping snnTorch's `Leaky` does) this saves the
 per-step graph bookkeeping, and it lets every layer without state run on all T*B samples at once.
 `tests/test_neuron.py` proves spikes, membranes and gradients equal snnTorch's `Leaky` stepped
-in a loop. On CUDA the same function runs as two fused Triton kernels (train/lif_triton.py), and
-for large float32 CPU tensors as a fused C++ kernel (train/lif_cpu.py); one selection point,
-`_engine`; both compute the same floats (tests/test_lif_triton.py, tests/test_lif_cpu.py).
+in a loop. On CUDA the same function runs as two fused Triton kernels (train/lif_triton.py),
+picked by `_engine`. A LIF layer passes on its spikes only, through `lif_spikes`: in CPU training
+they come from a fused C++ kernel (train/lif_cpu.py) that writes no membranes at all. Both fused
+paths compute the same floats (tests/test_lif_triton.py, tests/test_lif_cpu.py).
 
 `beta` and `threshold` are plain floats, one per layer: the deployment targets have one decay
 per core, so a learnable or per-neuron value could not be exported.
@@ -193,36 +194,49 @@ FUSED_CPU_FROM = 1
 
 
 @functools.cache
-def _fused_cpu_kernel() -> Callable[[Tensor, float, float], tuple[Tensor, Tensor]] | None:
-    """lif_cpu's multi-step function, or None where its kernel cannot be built (no C++ compiler)."""
+def _fused_cpu_kernel() -> Callable[[Tensor, float, float], Tensor] | None:
+    """lif_cpu's spike function, or None where its kernel cannot be built (no C++ compiler)."""
     from spikeport.train import lif_cpu
 
-    return lif_cpu.lif_multistep_cpu if lif_cpu.kernel_ops() is not None else None
+    return lif_cpu.lif_spikes_cpu if lif_cpu.kernel_ops() is not None else None
 
 
 def _engine(x: Tensor) -> Callable[[Tensor, float, float], tuple[Tensor, Tensor]]:
-    """The one place that picks the implementation: under torch.compile the traceable loop; the
-    fused Triton kernels (train/lif_triton.py) for CUDA tensors when triton imports; the fused C++
-    kernel (train/lif_cpu.py) for large float32 CPU tensors in training, when it builds; the torch
-    engine above everywhere else (and under a TorchScript trace, which export/onnx.py handles).
-    The fused paths compute the torch engine's floats (tests/test_lif_triton.py, test_lif_cpu.py)."""
+    """The one place that picks the implementation of `lif_multistep`: under torch.compile the
+    traceable loop; the fused Triton kernels (train/lif_triton.py) for CUDA tensors when triton
+    imports; the torch engine above everywhere else (and under a TorchScript trace, which
+    export/onnx.py handles). The Triton kernels compute the torch engine's floats
+    (tests/test_lif_triton.py)."""
     if torch.compiler.is_compiling():
         return _lif_traceable
     if x.is_cuda and x.dtype in FUSED_DTYPES:
         fused = _fused_kernel()
         if fused is not None:
             return fused.apply
-    training = torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing()
-    if training and x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() >= FUSED_CPU_FROM:
-        fused = _fused_cpu_kernel()
-        if fused is not None:
-            return fused
     return _LIFMultiStep.apply
+
+
+def _cpu_training(x: Tensor) -> bool:
+    """A float32 CPU tensor that autograd records (a training step, not an export's trace or
+    compilation, nor an inference without gradients), of at least FUSED_CPU_FROM elements."""
+    return (torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+            and x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() >= FUSED_CPU_FROM)
 
 
 def lif_multistep(x: Tensor, beta: float, threshold: float) -> tuple[Tensor, Tensor]:
     """Run the LIF neuron over x of shape [T, ...]; return (spikes, membrane after reset)."""
     return _engine(x)(x, float(beta), float(threshold))
+
+
+def lif_spikes(x: Tensor, beta: float, threshold: float) -> Tensor:
+    """The spikes of `lif_multistep`, all that a LIF layer passes on. In CPU training they come from
+    the fused C++ kernel when it builds (the same floats, tests/test_lif_cpu.py), which writes
+    neither the membranes nor h: its forward crosses memory twice per step instead of four times."""
+    if _cpu_training(x):
+        fused = _fused_cpu_kernel()
+        if fused is not None:
+            return fused(x, float(beta), float(threshold))
+    return lif_multistep(x, beta, threshold)[0]
 
 
 def lif_steps(x: Tensor, beta: float, threshold: float, reset: str = "zero", reset_delay: bool = False) -> tuple[Tensor, Tensor]:
@@ -274,7 +288,7 @@ class LIF(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.resets_to_zero_at_once:
-            return lif_multistep(x, self.beta, self.threshold)[0]
+            return lif_spikes(x, self.beta, self.threshold)
         return lif_steps(x, self.beta, self.threshold, self.reset, self.reset_delay)[0]
 
     def extra_repr(self) -> str:
