@@ -111,9 +111,9 @@ def one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
     ],
     ids=["export", "report"],
 )
-def test_a_swap_killed_between_its_renames_is_finished_by_the_next_run(trained_run, tmp_path, command, final, next_run):
+def test_a_swap_killed_between_its_renames_is_finished_by_the_next_run(trained_run, tmp_path, cli, command, final, next_run):
     run = run_copy(trained_run, tmp_path)
-    assert spikeport(command[0], run, *command[1:]).returncode == 0  # the folder the swap replaces
+    assert cli(command[0], run, *command[1:])[0] == 0  # the folder the swap replaces (in this process: only the next two are the test's)
     flag = tmp_path / "killed"
     process = child("kill-after-rename", "", "", flag, command[0], run, *command[1:])
     assert process.wait(300) == -signal.SIGKILL, process.stderr.read()
@@ -228,10 +228,11 @@ def no_temporaries(folder: Path) -> list[str]:
     return [str(p.relative_to(folder)) for p in folder.rglob(".*") if p.name not in (MARKER,)]
 
 
-def test_a_full_disk_is_one_line_and_keeps_the_previous_result(trained_run, small_disk, tmp_path):
+def test_a_full_disk_is_one_line_and_keeps_the_previous_result(trained_run, small_disk, tmp_path, cli):
     run = run_copy(trained_run, small_disk)
-    assert spikeport("simulate", run, "--samples", "2").returncode == 0
-    assert spikeport("report", run, "--samples", "4", "--profiles", "loihi2").returncode == 0
+    # The previous results, written in this process; the three runs on the full disk are real processes.
+    assert cli("simulate", run, "--samples", "2")[0] == 0
+    assert cli("report", run, "--samples", "4", "--profiles", "loihi2")[0] == 0
     before = snapshot(run)
 
     fill(small_disk, leave=32 * 1024)  # export: model.nir (about 100 KiB) fails half-way
