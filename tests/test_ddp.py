@@ -10,7 +10,7 @@ import yaml
 from spikeport.train.checkpoint import load_checkpoint
 
 
-def test_two_processes_match_one(tmp_path):
+def test_two_processes_match_one(tmp_path, cli):
     config = {
         "model": {"name": "spiking-cnn", "channels": [4, 8], "batch_norm": False},
         "data": {"name": "digits", "root": str(tmp_path / "data"), "timesteps": 2, "batch_size": 64},
@@ -19,8 +19,8 @@ def test_two_processes_match_one(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     spikeport = [sys.executable, "-m", "spikeport.cli", "train", str(path), "--device", "cpu"]
-    one = subprocess.run([*spikeport, "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr
+    code, _, err = cli("train", path, "--device", "cpu", "--out", tmp_path / "one")  # the one process: this one
+    assert code == 0, err
     two = subprocess.run([*spikeport, "--out", str(tmp_path / "two"), "--nproc", "2"], capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
 
