@@ -28,6 +28,13 @@ def folder(runs: Path, arm: str, seed: int, prefix: str = "") -> Path:
     return runs / f"{prefix}{slug}-seed{seed}"
 
 
+def experiment_name(stem: str, epochs: int | None, config_epochs: int) -> str:
+    """`stem` at the config's own epochs, `stem_<E>ep` for --epochs E other than those: the name of
+    the results file, the plot and the runs folder, so that no experiment overwrites another's
+    results or resumes another's runs (a run resumed at other epochs would keep training its checkpoint)."""
+    return stem + ("" if epochs in (None, config_epochs) else f"_{epochs}ep")
+
+
 def finished(out: Path, config: dict) -> bool:
     """Whether the run in `out` has trained all its epochs."""
     metrics = out / "metrics.jsonl"

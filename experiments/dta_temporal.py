@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 import torch
-from arm_runs import arguments, folder, trained  # first: it sets the thread count
+import arm_runs  # first: it sets the thread count
+from arm_runs import arguments, folder, trained
 
 import matplotlib
 
@@ -84,8 +85,7 @@ def arm_config(base: dict, arm: str, seed: int, epochs: int | None, dataset: str
 
 def experiment_name(dataset: str, epochs: int | None, config_epochs: int) -> str:
     """dta_temporal for the config as it is; a suffix for the other dataset and for other epochs."""
-    name = "dta_temporal" + ("" if dataset == DATASETS[0] else "_" + dataset.removeprefix("event-digits-"))
-    return name + ("" if epochs in (None, config_epochs) else f"_{epochs}ep")
+    return arm_runs.experiment_name("dta_temporal" + ("" if dataset == DATASETS[0] else "_" + dataset.removeprefix("event-digits-")), epochs, config_epochs)
 
 
 def main() -> None:

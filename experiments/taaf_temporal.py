@@ -11,7 +11,10 @@ Besides the fused accuracy and each classifier half's accuracy (OGM-GE's measure
 unimodal losses train directly), each modality is measured by a linear probe on its frozen
 encoder: logistic regression on the features of all T steps, fitted on the training split,
 scored on the test split. Alpha per timestep is logged, with the share of it on the steps that
-show the image. Writes experiments/results/taaf_temporal.json and docs/images/taaf_temporal.png.
+show the image. Writes experiments/results/NAME.json and docs/images/NAME.png, and trains in
+runs/NAME (dashes for underscores): NAME is taaf_temporal at the config's epochs and
+taaf_temporal_<E>ep for --epochs E other than those (arm_runs.experiment_name), so no call
+overwrites another's results or resumes another's runs.
 
     OMP_NUM_THREADS=1 python experiments/taaf_temporal.py --seeds 0 1 2 3 4 [--noise 0.5] [--arms TAAF ...]
 
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from arm_runs import arguments, folder, trained  # first: it sets the thread count
+from arm_runs import arguments, experiment_name, folder, trained  # first: it sets the thread count
 
 import matplotlib
 
@@ -128,8 +131,9 @@ def main() -> None:
     parser.add_argument("--noise", type=float, nargs="+", default=list(NOISE))
     parser.add_argument("--sweep-arms", nargs="+", default=None, choices=list(ARMS), help="the arms at the noise levels other than 0.5 (default: --arms)")
     args = parser.parse_args()
-    runs_root = args.runs or Path("runs/taaf-temporal")
     base = load_config(CONFIG).to_dict()
+    name = experiment_name("taaf_temporal", args.epochs, base["train"]["epochs"])
+    runs_root = args.runs or Path("runs") / name.replace("_", "-")  # runs/taaf-temporal at the config's epochs
     runs: dict[float, dict[str, dict[int, dict]]] = {}
     for noise in args.noise:
         runs[noise] = {}
@@ -174,14 +178,14 @@ def main() -> None:
             low, high = difference["ci95"]
             print(f"noise {noise}: {a} - {b} [{metric}]: {difference['mean']:+.4f} [{low:+.4f}, {high:+.4f}] {verdict(difference)}", flush=True)
     write_json(
-        Path(__file__).parent / "results" / "taaf_temporal.json",
+        Path(__file__).parent / "results" / f"{name}.json",
         {
             "dataset": base["data"]["name"], "config": CONFIG, "epochs": args.epochs or base["train"]["epochs"], "seeds": args.seeds,
             "torch_threads": torch.get_num_threads(), "noise": summary, "claims": claims,
             "runs": {str(n): {arm: {str(s): r for s, r in per.items()} for arm, per in arms.items()} for n, arms in runs.items()},
         },
     )
-    _plot(summary, Path(__file__).parents[1] / "docs" / "images" / "taaf_temporal.png", len(args.seeds))
+    _plot(summary, Path(__file__).parents[1] / "docs" / "images" / f"{name}.png", len(args.seeds))
 
 
 def _plot(summary: dict, path: Path, seeds: int) -> None:

@@ -86,3 +86,15 @@ def test_dta_temporal_order_task_changes_only_the_data(dta_temporal):
     assert {**order, "data": sparse["data"]} == sparse
     config_from_dict(order)  # a valid config: the options (seed, validation) are the order task's too
     assert spec("event-digits-order").input_shape == spec("event-digits-sparse").input_shape
+
+
+def test_taaf_temporal_at_other_epochs_has_its_own_results_and_runs(arm_runs):
+    """taaf_temporal.py names its results, plot and runs folder by arm_runs.experiment_name: at the
+    config's epochs the recorded ones (runs/taaf-temporal), at --epochs 12 others, never resumed from them."""
+    taaf_temporal = _load("taaf_temporal")
+    source = (EXPERIMENTS / "taaf_temporal.py").read_text()
+    assert 'experiment_name("taaf_temporal", args.epochs' in source and "taaf_temporal.json" not in source
+    from spikeport.config import load_config
+
+    epochs = load_config(taaf_temporal.CONFIG).to_dict()["train"]["epochs"]
+    assert [arm_runs.experiment_name("taaf_temporal", e, epochs) for e in (None, epochs, 12)] == ["taaf_temporal", "taaf_temporal", "taaf_temporal_12ep"]
