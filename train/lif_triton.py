@@ -5,7 +5,8 @@ timestep: on a GPU each is a kernel launch that reads and writes the [B, ...] sl
 memory, 4 launches per step forward and about 13 backward. Here one program owns a block of
 neurons and loops over T with the membrane (forward) or dL/du (backward) in registers, so each
 element of x, h, spikes and the gradients crosses global memory once: one launch per layer and
-pass instead of 4 T forward and about 13 T backward.
+pass instead of 4 T forward and about 13 T backward. Only h is kept for the backward pass (the
+spikes are h > threshold again, exactly, as in the CPU kernel), which halves what a layer keeps.
 
 The kernels compute what `_LIFMultiStep` computes, operation for operation and in the same order,
 each rounded to the tensors' dtype. Where torch rounds twice (beta * u, then + x) the kernels are
@@ -70,7 +71,7 @@ def _lif_forward_kernel(x_ptr, h_ptr, s_ptr, u_ptr, n, beta, threshold, T: tl.co
 
 @triton.jit
 def _lif_backward_kernel(
-    h_ptr, s_ptr, gs_ptr, gm_ptr, gx_ptr, n, beta, threshold, width,
+    h_ptr, gs_ptr, gm_ptr, gx_ptr, n, beta, threshold, width,
     T: tl.constexpr, HAS_GRAD_SPIKES: tl.constexpr, HAS_GRAD_MEM: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """The pointers address the last slice (t = T - 1) and step back one slice per iteration."""
@@ -82,7 +83,7 @@ def _lif_backward_kernel(
     back = n * -1  # added, not subtracted: the interpreter cannot subtract from a pointer
     for _ in range(T):
         h = tl.load(h_ptr + offsets, mask=mask)
-        s = tl.load(s_ptr + offsets, mask=mask)
+        s = (h > thr).to(dtype)  # the forward's spike, exactly: not kept, so not read
         if HAS_GRAD_MEM:
             grad_u = grad_u + tl.load(gm_ptr + offsets, mask=mask)
         # neuron.triangle_surrogate(h - threshold): max(0, width - |h - threshold|) / width**2
@@ -99,7 +100,6 @@ def _lif_backward_kernel(
         tl.store(gx_ptr + offsets, g, mask=mask)
         grad_u = (g.to(tl.float32) * beta).to(dtype)  # in float32, as in the forward
         h_ptr += back
-        s_ptr += back
         gs_ptr += back
         gm_ptr += back
         gx_ptr += back
@@ -119,14 +119,14 @@ class LIFMultiStepTriton(torch.autograd.Function):
             _lif_forward_kernel[grid](
                 x, pre_reset, spikes, mem, n, beta, threshold, T=t, BLOCK=BLOCK, num_warps=NUM_WARPS, enable_fp_fusion=False
             )
-        ctx.save_for_backward(pre_reset, spikes)
+        ctx.save_for_backward(pre_reset)  # the spikes are pre_reset > threshold again: half the memory kept
         ctx.beta, ctx.threshold = beta, threshold
         ctx.set_materialize_grads(False)
         return spikes, mem
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor | None, grad_mem: Tensor | None):
-        pre_reset, spikes = ctx.saved_tensors
+        (pre_reset,) = ctx.saved_tensors
         grad_x = torch.empty_like(pre_reset)
         t, n = pre_reset.shape[0], pre_reset[0].numel()
         if n and t:
@@ -134,7 +134,7 @@ class LIFMultiStepTriton(torch.autograd.Function):
             last = lambda g: g[t - 1] if g is not None else pre_reset[t - 1]  # noqa: E731 (unused pointer when absent)
             grid = (triton.cdiv(n, BLOCK),)
             _lif_backward_kernel[grid](
-                last(pre_reset), last(spikes), last(grad_spikes), last(grad_mem), last(grad_x),
+                last(pre_reset), last(grad_spikes), last(grad_mem), last(grad_x),
                 n, ctx.beta, ctx.threshold, SURROGATE_WIDTH,
                 T=t, HAS_GRAD_SPIKES=grad_spikes is not None, HAS_GRAD_MEM=grad_mem is not None,
                 BLOCK=BLOCK, num_warps=NUM_WARPS, enable_fp_fusion=False,
