@@ -99,6 +99,23 @@ def trained_run(tmp_path_factory) -> Path:
     return train_digits_run(tmp_path_factory.mktemp("trained"))
 
 
+@pytest.fixture(scope="session")
+def slayer_net(tmp_path_factory) -> Path:
+    """lava-dl SLAYER's own export_hdf5 of a CUBA conv -> conv -> flatten -> dense network (no input
+    layer; test_runtime_loihi._SLAYER_NETWORK), written once in the Lava environment and only read
+    by the tests that use it. Its weights come from torch.manual_seed(0); the spikes (2 samples of
+    12 steps of 2x8x8, default_rng(3), as those tests draw them) only give the neurons their shapes."""
+    import numpy as np
+
+    from lava_env import in_lava
+    from test_runtime_loihi import _SLAYER_NETWORK
+
+    x = (np.random.default_rng(3).random((2, 12, 2, 8, 8)) < 0.4).astype(np.float32)
+    path = tmp_path_factory.mktemp("slayer") / "slayer.net"
+    in_lava(_SLAYER_NETWORK, path=np.array(str(path)), spikes=x)
+    return path
+
+
 def load_trained_model(run: Path):
     """The torch model of a run folder, in eval mode."""
     from spikeport.train.checkpoint import checkpoint_config, load_checkpoint, load_weights

@@ -260,16 +260,11 @@ def test_pilotnet_sdnn_with_backend_lava_equals_the_reference_bit_for_bit(cli, t
 
 
 @pytest.mark.lava
-def test_slayer_net_without_input_layer_with_backend_lava_equals_the_reference_bit_for_bit(cli, tmp_path):
+def test_slayer_net_without_input_layer_with_backend_lava_equals_the_reference_bit_for_bit(cli, slayer_net, tmp_path):
     """SLAYER's own export (conv -> conv -> flatten -> dense, no input layer): the spikes go into
     netx's `inp` with the shape of the input file; every layer's counts and the output equal."""
-    from lava_env import in_lava
-    from test_runtime_loihi import _SLAYER_NETWORK
-
     rng = np.random.default_rng(3)
     x = (rng.random((2, 12, 2, 8, 8)) < 0.4).astype(np.float32)
-    path = tmp_path / "slayer.net"
-    in_lava(_SLAYER_NETWORK, path=np.array(str(path)), spikes=x)
-    reference, lava = _both_backends(cli, path, x, tmp_path)
+    reference, lava = _both_backends(cli, slayer_net, x, tmp_path)  # test_runtime_loihi._SLAYER_NETWORK's file (conftest.py)
     _assert_bit_for_bit(reference, lava)
     assert int(lava["delay"]) == 2 and all(reference[k].sum() > 10 for k in reference if k.startswith("spikes."))

@@ -747,7 +747,7 @@ with h5py.File(str(path), "w") as h:
 
 
 @pytest.mark.lava
-def test_slayer_conv_net_without_input_layer_equals_lava(cli, tmp_path):
+def test_slayer_conv_net_without_input_layer_equals_lava(cli, slayer_net, tmp_path):
     """lava-dl's SLAYER (in the Lava environment) writes a CUBA conv -> conv -> flatten -> dense
     network with its own export_hdf5: no input layer, a conv first, so the input shape comes from
     the input. Lava fixed_pt (netx given input_shape, spikes into net.inp, as lava-dl drives such
@@ -759,8 +759,7 @@ def test_slayer_conv_net_without_input_layer_equals_lava(cli, tmp_path):
     rng = np.random.default_rng(3)
     n, t, k = 2, 12, 2  # k: the synaptic stages after the first
     x = (rng.random((n, t, 2, 8, 8)) < 0.4).astype(np.float32)
-    path = tmp_path / "slayer.net"
-    in_lava(_SLAYER_NETWORK, path=np.array(str(path)), spikes=x)
+    path = slayer_net  # _SLAYER_NETWORK's file, written once (conftest.py)
     with pytest.raises(UserError, match=r"slayer\.net: layer/0: a conv layer with no input layer before it; its input shape"):
         read_netx(path)
     net = read_netx(path, input_shape=(2, 8, 8))
