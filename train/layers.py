@@ -15,11 +15,15 @@ crosses a line in glibc's malloc, which torch's CPU allocator calls: a block abo
 threshold (which follows the largest freed block, up to 32 MiB on 64-bit) is a fresh mmap, so its
 pages are faulted in and zeroed by the kernel every time, and returned at every free. The 64/128/256
 CNN of benchmarks/train_step.py has [T*B, 64, 32, 32] activations of 48 MiB: 89,000 page faults per
-training step, none in the snnTorch loop, whose per-step slices stay on the heap. So the first
-folded activation above that line, in a training step on the CPU, raises glibc's thresholds once
-for the process (`keep_large_blocks_on_the_heap`): blocks up to 1 GiB are then reused from the
-heap, as torch's caching allocator reuses them on CUDA (docs/train.md has the measurements). Freed
-memory then stays with the process for the next step (malloc_trim(0) gives it back).
+training step, none in the snnTorch loop, whose per-step slices stay on the heap. Below that line
+the heap's top is still given back at a free once it exceeds the trim threshold (twice the mmap
+threshold), and faulted in again at the next step: the small DTA MS-ResNet of
+benchmarks/dta_train_step.py ([96, 32, 32, 32] activations, 12 MiB) had 12,000-45,000 page faults
+per step. So the first fold of a training step on the CPU raises glibc's thresholds once for the
+process (`keep_large_blocks_on_the_heap`): blocks up to 1 GiB are then reused from the heap, as
+torch's caching allocator reuses them on CUDA (docs/train.md has the measurements: the small DTA's
+step then had none, and took 549-560 ms against 579-612 ms). Freed memory then stays with the
+process for the next step (malloc_trim(0) gives it back).
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ import platform
 import torch
 from torch import Tensor, nn
 
-GLIBC_DYNAMIC_MMAP_CEILING = 32 * 2**20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: larger blocks are always fresh mmaps
 HEAP_BLOCKS_UP_TO = 2**30
 
 
@@ -53,9 +56,9 @@ def _tracing(y) -> bool:
 
 
 def _unfold(y: Tensor, timesteps: int) -> Tensor:
-    """y [T*B, ...] as [T, B, ...]; the first time a training step on the CPU folds an activation
-    larger than glibc's mmap ceiling, large blocks are kept on the heap from then on."""
-    if not _tracing(y) and y.is_cpu and torch.is_grad_enabled() and y.numel() * y.element_size() > GLIBC_DYNAMIC_MMAP_CEILING:
+    """y [T*B, ...] as [T, B, ...]; the first time a training step on the CPU folds an activation,
+    large blocks are kept on the heap from then on."""
+    if not _tracing(y) and y.is_cpu and torch.is_grad_enabled():
         keep_large_blocks_on_the_heap()
     return y.unflatten(0, (timesteps, -1))
 
