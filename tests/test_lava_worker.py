@@ -16,7 +16,7 @@ import pytest
 
 from lava_env import patched_worker, python_without_lava
 from spikeport.errors import UserError, WorkerCrashed
-from spikeport.runtime.lava.run import run_lava
+from spikeport.runtime.lava.run import run_lava, run_netx_fixed
 from spikeport.runtime.lava.sandbox import ENVIRONMENT_VARIABLE
 from spikeport.runtime.lava.worker.group import SHARED_MEMORY
 from spikeport.runtime.lava.worker import exchange
@@ -92,6 +92,37 @@ def test_an_environment_without_lava_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv(ENVIRONMENT_VARIABLE, str(python_without_lava(tmp_path)))
     with pytest.raises(UserError, match=r"the Lava environment \(.*bare/bin/python\) lacks Lava: ModuleNotFoundError"):
         run_lava(small_graph(), INPUTS)
+
+
+def test_an_environment_without_netx_is_named(monkeypatch, tmp_path):
+    """The worker only looks netx up at its start (importing it takes seconds), as missing as before."""
+    patched_worker(monkeypatch, tmp_path, "sys.modules['lava.lib.dl.netx'] = None  # not installed, to importlib\n")
+    with pytest.raises(UserError, match=r"the Lava environment \(.*\) lacks Lava: ModuleNotFoundError: No module named 'lava.lib.dl.netx'; create it"):
+        run_lava(small_graph(), INPUTS)
+
+
+def test_a_netx_that_fails_to_import_is_one_line(monkeypatch, tmp_path):
+    """A netx that is there but does not import is named in one line by the netx run that imports it."""
+    import h5py
+
+    patched_worker(monkeypatch, tmp_path, """
+        import importlib.abc, importlib.machinery
+        class BrokenNetx(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+            def find_spec(self, name, path, target=None):
+                return importlib.machinery.ModuleSpec(name, self) if name == "lava.lib.dl.netx" else None
+            def create_module(self, spec):
+                return None
+            def exec_module(self, module):
+                raise ImportError("libtorch_cpu.so: cannot open shared object file: No such file or directory")
+        sys.meta_path.insert(0, BrokenNetx())
+    """)
+    h5py.File(tmp_path / "model.net", "w").close()
+    before = shared_memory()
+    with pytest.raises(UserError, match=r"^Lava run failed: the Lava environment \(.*\) cannot import lava.lib.dl.netx: ImportError: "
+                                        r"libtorch_cpu.so: cannot open shared object file: No such file or directory; create it") as e:
+        run_netx_fixed(tmp_path / "model.net", np.zeros((1, 2, 3)), 2)
+    assert "\n" not in str(e.value)
+    assert_nothing_left(before)
 
 
 def test_a_worker_that_dies_mid_run_is_a_crash_with_its_last_words(monkeypatch, tmp_path):
