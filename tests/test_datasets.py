@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -140,6 +143,17 @@ def test_cache_is_reused(tmp_path, monkeypatch):
     assert len(datasets.load("digits", tmp_path, "test", 2)) == 450
     assert path.stat().st_mtime_ns == stamp
     assert [p.name for p in path.parent.iterdir()] == [path.name], "no stray temp files"
+
+
+def test_a_cached_dataset_loads_without_sklearn_or_torchvision(tmp_path):
+    """Their imports (0.9 s and 1.7 s) wait for the functions that use them: building a digits cache,
+    reading CIFAR, augmenting; not every command that imports the datasets, nor a cached load."""
+    datasets.build("digits", tmp_path)
+    code = (f"import sys\nfrom spikeport.train import datasets\nx, y = datasets.load('digits', {str(tmp_path)!r}, 'test', 2)[0]\n"
+            "print(sorted(m for m in ('sklearn', 'torchvision') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def test_failed_build_leaves_nothing(tmp_path, monkeypatch):

@@ -81,8 +81,6 @@ import numpy as np
 import soundfile
 import torch
 from PIL import Image
-from torchvision import transforms
-from torchvision.transforms import functional as F
 
 from spikeport.errors import UserError
 from spikeport.train.dataset_specs import SPECS
@@ -364,6 +362,8 @@ class _AVSplit(torch.utils.data.Dataset):
         images = {j: _read_image(frames[j]) for j in sorted(set(picks))}
         crop, flip = None, False
         if self.train:
+            from torchvision import transforms  # here, not at the top: importing torchvision takes 1.7 s
+
             crop = transforms.RandomResizedCrop.get_params(images[picks[0]], (0.08, 1.0), (3 / 4, 4 / 3))
             flip = bool(torch.rand(1) < 0.5)
         tensors = {j: _frame_tensor(image, crop, flip) for j, image in images.items()}
@@ -373,6 +373,8 @@ class _AVSplit(torch.utils.data.Dataset):
 def _frame_tensor(image: Image.Image, crop: tuple[int, int, int, int] | None, flip: bool) -> torch.Tensor:
     """OGM-GE's frame transform: the crop (top, left, height, width) resized to 224x224 (train) or
     the whole frame resized (test), flipped if `flip`, then ToTensor and ImageNet normalisation."""
+    from torchvision.transforms import functional as F  # here, not at the top: importing torchvision takes 1.7 s
+
     size = [FRAME_SIZE, FRAME_SIZE]
     if crop is None:
         image = F.resize(image, size, antialias=True)

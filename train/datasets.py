@@ -34,8 +34,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from tonic.io import make_structured_array
 from tonic.transforms import ToFrame
 
@@ -228,6 +226,9 @@ def _digits_and_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     Both datasets share this split (random_state=0), so results on `digits` and `event-digits`
     are comparable sample for sample.
     """
+    from sklearn.datasets import load_digits  # here, not at the top: importing sklearn takes 0.9 s, needed only to build a cache
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     images = bunch.images.astype(np.uint8)
     labels = bunch.target.astype(np.int64)

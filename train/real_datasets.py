@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tonic
 import torch
-import torchvision
 from tonic.io import get_aer_events_from_file, make_structured_array, read_aedat_header_from_file
 from tonic.transforms import ToFrame
-from torchvision import transforms
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as F
 
 from spikeport.errors import UserError
+
+if TYPE_CHECKING:  # torchvision is imported in the functions that use it: its import takes 1.7 s (torch._dynamo, sympy)
+    import torchvision
 
 # DTA's CIFAR-10 statistics (methods-spec 1.5). For CIFAR-100 the spec only says "its own
 # statistics"; these are the commonly used per-channel mean and std of its training images.
@@ -52,7 +52,7 @@ def locate(name: str, root: str | Path, download: bool = False) -> Path:
     root = Path(root)
     if name in _CIFAR:  # torchvision checks the md5 of every file of both splits
         _cifar(name, root, train=False, timesteps=1, download=download)
-        return root / _CIFAR[name][0].base_folder
+        return root / _cifar_class(name).base_folder
     if name == "cifar10-dvs":
         _cifar10dvs_files(root, download)
         return root / CIFAR10DVS_FOLDER
@@ -91,15 +91,23 @@ class _RepeatTimesteps:
         return image.repeat(self.timesteps, 1, 1, 1)
 
 
-_CIFAR = {
-    "cifar10": (torchvision.datasets.CIFAR10, CIFAR10_MEAN, CIFAR10_STD),
-    "cifar100": (torchvision.datasets.CIFAR100, CIFAR100_MEAN, CIFAR100_STD),
+_CIFAR = {  # name -> torchvision.datasets' class, mean, std
+    "cifar10": ("CIFAR10", CIFAR10_MEAN, CIFAR10_STD),
+    "cifar100": ("CIFAR100", CIFAR100_MEAN, CIFAR100_STD),
 }
+
+
+def _cifar_class(name: str) -> type[torchvision.datasets.CIFAR10]:
+    import torchvision.datasets  # here, not at the top: importing torchvision takes 1.7 s
+
+    return getattr(torchvision.datasets, _CIFAR[name][0])
 
 
 def _cifar(name: str, root: Path, train: bool, timesteps: int, download: bool) -> torchvision.datasets.CIFAR10:
     """torchvision's CIFAR reader, md5 checks included; its errors become one-line UserErrors."""
-    cls, mean, std = _CIFAR[name]
+    from torchvision import transforms  # here, not at the top: importing torchvision takes 1.7 s
+
+    cls, (_, mean, std) = _cifar_class(name), _CIFAR[name]
     folder = root / cls.base_folder
     if not download and not folder.is_dir():
         raise UserError(
@@ -257,6 +265,8 @@ class _CIFAR10DVSSplit(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from torchvision.transforms.v2 import functional as F  # here, not at the top: importing torchvision takes 1.7 s
+
         path, label = self.samples[i]
         counts = torch.from_numpy(self.frames(read_cifar10dvs_events(path)).astype(np.float32))
         x = F.resize(counts, [CIFAR10DVS_SIZE, CIFAR10DVS_SIZE], antialias=True)
@@ -295,6 +305,10 @@ def apply_snn_augment_op(frames: torch.Tensor, op: str, magnitude: float) -> tor
     As in the official op set: nearest-neighbour resampling, zero fill, the shear magnitude passed
     to affine as degrees(magnitude), translations truncated towards zero to whole pixels.
     """
+    from torchvision import transforms  # here, not at the top: importing torchvision takes 1.7 s
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
     nearest = InterpolationMode.NEAREST
     if op == "Identity":
         return frames
