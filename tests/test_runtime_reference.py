@@ -26,12 +26,9 @@ def test_reference_float_equals_the_trained_model(trained_run, cli):
     logits to 1e-5, at most 1% of the samples differ, and each of those first differs where the
     model had a membrane within 1e-5 of the threshold."""
     model = load_trained_model(trained_run)
-    currents, fired = {}, {}
-    def keep(module, inputs, spikes, name):
-        currents[name], fired[name] = inputs[0], spikes
-
+    currents, fired = {}, {}  # each LIF layer's input and spikes on the test set
     for name in LIFS:
-        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: keep(m, i, o, name))
+        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: currents.update({name: i[0]}) or fired.update({name: o}))
     code, _, err = cli("simulate", trained_run, "--compare", "reference-float,onnx-float")
     assert code == 0, err
     sim = np.load(trained_run / "sim" / "reference-float.npz")
