@@ -91,11 +91,13 @@ def run(config: dict, timesteps: int, batch: int, steps: int, warmup: int, devic
     medians = {name: statistics.median(trainer.times) for name, trainer in trainers.items()}
     cpu_medians = {name: statistics.median(trainer.cpu_times) for name, trainer in trainers.items()}
     baselines = [name for name in trainers if name != "spikeport"]
-    from layer_share import bound_in_this_run  # benchmarks/ is on sys.path; it imports this module
+    from layer_share import bound_in_this_run, step_clock  # benchmarks/ is on sys.path; it imports this module
 
-    paired_cpu = {name: statistics.median(b / o for b, o in zip(trainers["snntorch_stepwise"].cpu_times, trainer.cpu_times)) for name, trainer in trainers.items() if name.startswith("spikeport")}
+    by_cpu = step_clock() == "CPU time"
+    clock = "cpu_times" if by_cpu else "times"
+    paired = {name: statistics.median(b / o for b, o in zip(getattr(trainers["snntorch_stepwise"], clock), getattr(trainer, clock))) for name, trainer in trainers.items() if name.startswith("spikeport")}
     return {
-        "layer_share_bound": bound_in_this_run(built, x, y, paired_cpu, cpu_medians),
+        "layer_share_bound": bound_in_this_run(built, x, y, paired, cpu_medians if by_cpu else medians),
         "first_step_loss": {name: trainer.first_loss for name, trainer in trainers.items()},
         "median_step_s": medians,
         "ratio_vs_spikeport": {name: medians[name] / medians["spikeport"] for name in baselines},

@@ -284,9 +284,11 @@ def run_case(shape, channels, timesteps, batch, steps, warmup, device, compile_e
     }
     if compile_engine:
         result["compile_and_first_step_s"] = trainers["spikeport_compiled"].first_step_s
-    from layer_share import bound_in_this_run  # benchmarks/ is on sys.path; it imports this module
+    from layer_share import bound_in_this_run, step_clock  # benchmarks/ is on sys.path; it imports this module
 
-    result["layer_share_bound"] = bound_in_this_run(built, x, y, result["paired_cpu_speedup_median"], result["median_step_cpu_s"])
+    by_cpu = step_clock() == "CPU time"
+    speedups = result["paired_cpu_speedup_median" if by_cpu else "paired_speedup_median"]
+    result["layer_share_bound"] = bound_in_this_run(built, x, y, speedups, result["median_step_cpu_s" if by_cpu else "median_step_s"])
     return result
 
 
