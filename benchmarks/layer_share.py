@@ -27,14 +27,15 @@ loop's per-step ones: a cost of the loop's dispatch, so removable). If the basel
 t and the fixed work f, an engine can be at most t / f times faster: the bound. The share of it an
 engine reaches is its measured speedup over the loop divided by the bound, which is f over the
 engine's own step time: the part of its step that no engine can remove. In the training
-benchmarks t is the loop's unprofiled median CPU time of the same run, measured as the speedups
-are (`baseline_ms_per_step`); alone, this script takes the loop's profiled step. Each
+benchmarks t is the loop's unprofiled median step of the same run, measured as the speedups
+are (`baseline_ms_per_step`): by process CPU time with one torch thread, by the wall clock with
+more (`step_clock`); alone, this script takes the loop's profiled step. Each
 category's time per step is the median over the active steps (robust to one slow step); the
 profiled total is the sum of those medians, the operators' self time only (the Python between
 operators falls in no category; `step_wall_ms`, the median wall-clock length of a profiled step,
 includes it). The profiler's own cost per operator inflates the steps, most for many small
 operators, so the training benchmarks also give, per engine, the profiled total over the
-unprofiled median CPU time of a step in the same run (`profiled_over_unprofiled`), which shows
+unprofiled median step in the same run (`profiled_over_unprofiled`), which shows
 how far the profiled times are from the real ones in that case. On the digits CNN the loop's
 profiled step was 1.43 times its unprofiled one (its thousand small operators), the engine's 1.03
 times: a bound from the loop's profile would be 1.4 times too high there, so the training

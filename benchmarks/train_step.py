@@ -29,8 +29,8 @@ in the same rounds: its speedup over the loop is the ceiling of any neuron in th
 backward through inductor; the LIF as `neuron._lif_traceable`). Its compilation falls in the
 first warm-up step, reported apart. Each case also carries the layer-share bound
 (benchmarks/layer_share.py: the work every engine does alike, profiled on the engine and the
-snnTorch copy in the same run), the share of it that each engine's paired CPU-time speedup
-reaches, and the profiled step over the unprofiled one for both (`profiled_over_unprofiled`).
+snnTorch copy in the same run), the share of it that each engine's paired speedup (by CPU
+time with one torch thread, by the wall clock with more) reaches, and the profiled step over the unprofiled one for both (`profiled_over_unprofiled`).
 
     python benchmarks/train_step.py [--steps 20] [--warmup 3] [--cases NAME ...] [--compile] [--note "..."] [--output PATH]
 """
