@@ -4,10 +4,11 @@ can gain by a faster neuron or by folding time into the batch (Amdahl).
 For the two benchmark networks (train_step.py's 64/128/256-channel CNN, dta_train_step.py's small
 DTA MS-ResNet), each run by spikeport's engine and by the snnTorch per-timestep baseline with the
 same weights and batch, torch.profiler times every operator of training steps, forward and
-backward, on a schedule: after one unprofiled step, 2 profiled steps thrown away (the first
-profiled steps carry outliers: single operators several times their usual time), then 5 active
-ones (`--steps`). Each operator's self time is put in its step (its top-level caller, the
-profiler's `ProfilerStep#k`), and `categorised_profile` sorts it into
+backward, in rounds (`paired_bound`): in each round each engine runs one window of unprofiled
+steps, timed by `step_clock()`, then 2 profiled steps thrown away (the first profiled steps carry
+outliers: single operators several times their usual time), then the active ones (`--steps`;
+in the training benchmarks as many as fill PROFILED_S). Each operator's self time is put in its
+step (its top-level caller, the profiler's `ProfilerStep#k`), and `profiled_window` sorts it into
 
 - `layers`: the stateless layers' arithmetic, operators named convolution, batch_norm, pool,
   addmm or linear (and what they call), with their backward;
@@ -22,26 +23,26 @@ A backward operator is put where the forward operator that recorded its autograd
 profiler's sequence numbers). The first four are the same computation in every engine; only the
 neuron's recurrence and the rest (the per-timestep dispatch, copies) can be removed. The work
 fixed for every engine is `layers + dta_block + loss_and_optimizer`, each at the lower of the
-two engines' profiled times (the engine's folded convolutions, for one, are faster than the
-loop's per-step ones: a cost of the loop's dispatch, so removable). If the baseline's step takes
-t and the fixed work f, an engine can be at most t / f times faster: the bound. The share of it an
-engine reaches is its measured speedup over the loop divided by the bound, which is f over the
-engine's own step time: the part of its step that no engine can remove. In the training
-benchmarks t is the loop's unprofiled median step of the same run, measured as the speedups
-are (`baseline_ms_per_step`): by process CPU time with one torch thread, by the wall clock with
-more (`step_clock`); alone, this script takes the loop's profiled step. Each
-category's time per step is the median over the active steps (robust to one slow step); the
-profiled total is the sum of those medians, the operators' self time only (the Python between
-operators falls in no category; `step_wall_ms`, the median wall-clock length of a profiled step,
-includes it). The profiler's own cost per operator inflates the steps, most for many small
-operators, so the training benchmarks also give, per engine, the profiled total over the
-unprofiled median step in the same run (`profiled_over_unprofiled`), which shows
-how far the profiled times are from the real ones in that case. On the digits CNN the loop's
-profiled step was 1.43 times its unprofiled one (its thousand small operators), the engine's 1.03
-times: a bound from the loop's profile would be 1.4 times too high there, so the training
-benchmarks divide its unprofiled time instead; f comes from the profile without a correction. Written to benchmarks/results/layer_share.json, with each
-category per engine and the costliest operators of `other`. The profiler times operators by the
-wall clock: on a loaded machine the waits for a core fall into the operators that were running.
+two engines' profiled times in the round (the engine's folded convolutions, for one, are faster
+than the loop's per-step ones: a cost of the loop's dispatch, so removable). If the baseline's
+step takes t and the fixed work f, an engine can be at most t / f times faster: the bound. The
+share of it an engine reaches is its speedup over the loop divided by the bound, which is f over
+the engine's own step s: the part of its step that no engine can remove. t and s are the
+unprofiled steps of the same round (the profiler's own cost per operator inflates a profiled step,
+most for many small operators: on the digits CNN the loop's profiled step was 1.43 times its
+unprofiled one on the Xeon), so f, t and s come from the same seconds of the machine, whose speed
+drifts (the same digits step took 2.6 ms in one process and 4.0 ms in the next); the round's
+bound t / f and share f / s are reported with their medians over the rounds. Each category's time
+per step is the median over the active steps (robust to one slow step); the profiled total is the
+sum of those medians, the operators' self time only (the Python between operators falls in no
+category; `step_wall_ms`, the median wall-clock length of a profiled step, includes it). The
+profiled total over the unprofiled step (`profiled_over_unprofiled`) shows how far the profiled
+times are from the real ones in that case. The profiler's cost per operator also falls into the
+operators' self times, a few microseconds each: on the digits CNN's 20-60 us operators, that is
+the size of the gap being measured, and its rounds' shares spread from 0.70 to 1.08 in one run. Written to
+benchmarks/results/layer_share.json, with each category per engine and the costliest operators of
+`other`. The profiler times operators by the wall clock: on a loaded machine the waits for a core
+fall into the operators that were running.
 
 A second measure, by process CPU time, which load disturbs less than the profiler's wall-clock
 operator times: `free_neuron_copy(engine, x)` is the engine with a neuron that costs nothing (each
@@ -57,7 +58,7 @@ with their category) for both engines side by side: the op-by-op comparison of t
 engines, the convolutions folded and per step, the DTA block in two layouts), which on a shared
 machine, unlike the profiler's wall-clock operator times, does not count the waits for a core.
 
-    python benchmarks/layer_share.py [--steps 5] [--ops N | --components]
+    python benchmarks/layer_share.py [--steps 5] [--rounds 5] [--ops N | --components]
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -92,7 +94,10 @@ SCOPE = "scope::"
 STEP = "ProfilerStep"  # the profiler's record of each scheduled step (named ProfilerStep* in its events): every operator of a step is under it
 CATEGORIES = ("layers", "dta_block", "neuron", "loss_and_optimizer", "other")
 WARMUP = 2  # profiled steps thrown away before the active ones: the first profiled steps have outliers
-ACTIVE = 5  # profiled steps whose median per category is taken
+ACTIVE = 5  # profiled steps whose median per category is taken, at least
+UNPROFILED = 3  # steps timed without the profiler before each profiled window, at least
+CYCLES = 5  # rounds of one window per engine (`paired_bound`)
+PROFILED_S = 0.3  # in the training benchmarks, at least this much of the engine's step time is profiled per round
 
 
 def _scoped(model: nn.Module) -> list:
@@ -141,32 +146,40 @@ def _categories(events) -> dict[int, str]:
     return found
 
 
-def categorised_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, warmup: int = WARMUP) -> dict:
-    """Milliseconds per training step in each category (module docstring): after one unprofiled
-    step (oneDNN builds its kernels), the profiler runs on a schedule of `warmup` profiled steps
-    that are thrown away and `steps` active ones; each operator's self time is put in its step (its
-    top-level caller, the profiler's `ProfilerStep#k`) and each category's time is the median over the active
-    steps. Also the median wall-clock length of a profiled step (operators and the Python between
-    them), the costliest operators of `other` and the per-operator table for `--ops`."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+def _training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    """The training benchmarks' step, with the loss and the optimizer in their profiler scope."""
+    out = model(x)
+    with record_function(SCOPE + "loss_and_optimizer"):
+        loss = nn.functional.cross_entropy(out.mean(0), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    with record_function(SCOPE + "loss_and_optimizer"):
+        optimizer.step()
 
-    def step() -> None:
-        out = model(x)
-        with record_function(SCOPE + "loss_and_optimizer"):
-            loss = nn.functional.cross_entropy(out.mean(0), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        with record_function(SCOPE + "loss_and_optimizer"):
-            optimizer.step()
 
+def profiled_window(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, steps: int,
+                    unprofiled: int = 0, warmup: int = WARMUP) -> dict:
+    """Milliseconds per training step in each category (module docstring), from one window of
+    `unprofiled` steps timed by `step_clock()` without the profiler, then `warmup` profiled steps
+    that are thrown away and `steps` active ones. Each operator's self time is put in its step (its
+    top-level caller, the profiler's `ProfilerStep#k`) and each category's time is the median over
+    the active steps. Also the median of the unprofiled steps (`unprofiled_ms`, None without them),
+    the median wall-clock length of a profiled step (operators and the Python between them), the
+    costliest operators of `other` and the per-operator table for `--ops`."""
+    clock = time.process_time if step_clock() == "CPU time" else time.perf_counter
     collected = []  # the profiler clears its events at the end of the cycle: keep them when the trace is ready
-    step()
-    hooks = _scoped(model)
+    unprofiled_ms = []
+    hooks = []
     try:
-        with profile(activities=[ProfilerActivity.CPU], schedule=schedule(wait=0, warmup=warmup, active=steps, repeat=1),
+        with profile(activities=[ProfilerActivity.CPU], schedule=schedule(wait=unprofiled, warmup=warmup, active=steps, repeat=1),
                      on_trace_ready=lambda p: collected.extend(p.events())) as prof:
-            for _ in range(warmup + steps):
-                step()
+            for i in range(unprofiled + warmup + steps):
+                if i == unprofiled:  # the profiled steps begin: their scopes too
+                    hooks = _scoped(model)
+                started = clock()
+                _training_step(model, optimizer, x, y)
+                if i < unprofiled:
+                    unprofiled_ms.append((clock() - started) * 1e3)
                 prof.step()
     finally:
         for hook in hooks:
@@ -199,11 +212,20 @@ def categorised_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step
     return {
         "ms_per_step": sum(per_category.values()),
         "ms_per_category": per_category,
+        "unprofiled_ms": statistics.median(unprofiled_ms) if unprofiled_ms else None,
         "step_wall_ms": statistics.median(step_ms.values()),
         "operators_ms_per_active_step": [sum(per_step[s].values()) for s in active],
         "costliest_other_ms": dict(other[:5]),
         "operators": operators,
     }
+
+
+def categorised_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> dict:
+    """One profiled window of `steps` active steps after one unprofiled step (oneDNN builds its
+    kernels), with a fresh SGD optimizer: the profile of `--ops`."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    _training_step(model, optimizer, x, y)
+    return profiled_window(model, optimizer, x, y, steps)
 
 
 class _Replayed(torch.autograd.Function):
@@ -237,19 +259,43 @@ def free_neuron_copy(engine: nn.Module, x: torch.Tensor) -> nn.Module:
     return model
 
 
-def bound(profiles: dict[str, dict], baseline: str = "snntorch_stepwise", baseline_ms: float | None = None, clock: str = "CPU time") -> dict:
-    """The bound of the module docstring from the engines' categorised profiles of one run: the
-    baseline's step (`baseline_ms`, its unprofiled time, else its profiled one) over the fixed work."""
-    fixed = {c: min(p["ms_per_category"][c] for p in profiles.values()) for c in FIXED}
-    total = profiles[baseline]["ms_per_step"] if baseline_ms is None else baseline_ms
+def paired_bound(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, steps: dict[str, int], cycles: int = CYCLES,
+                 baseline: str = "snntorch_stepwise") -> dict:
+    """The bound of the module docstring, and the share of it spikeport's engine reaches, from
+    `cycles` rounds in which the engine and the baseline each run one `profiled_window` of
+    `steps[name]` unprofiled steps, then as many profiled ones (at least UNPROFILED and ACTIVE). A round's fixed work f, baseline step t and engine step s come from
+    the same seconds of the machine, so a change in its speed between the timing and the profile
+    (seen here: the same digits step 2.6 ms in one process, 4.0 ms in the next) moves all three
+    alike: the round's bound is t / f and the engine's share of it f / s (its speedup t / s over
+    the bound). The medians over the rounds are reported, with each round's share."""
+    optimizers = {name: torch.optim.SGD(models[name].parameters(), lr=0.01, momentum=0.9) for name in ("spikeport", baseline)}
+    for name, optimizer in optimizers.items():  # oneDNN builds its kernels; the momentum buffers are made
+        _training_step(models[name], optimizer, x, y)
+    steps = {name: max(ACTIVE, UNPROFILED, n) for name, n in steps.items()}
+    rounds = [{name: profiled_window(models[name], optimizer, x, y, steps[name], steps[name]) for name, optimizer in optimizers.items()} for _ in range(cycles)]
+    fixed = [{c: min(p["ms_per_category"][c] for p in r.values()) for c in FIXED} for r in rounds]
+    bounds = [r[baseline]["unprofiled_ms"] / sum(f.values()) for r, f in zip(rounds, fixed)]
+    shares = [sum(f.values()) / r["spikeport"]["unprofiled_ms"] for r, f in zip(rounds, fixed)]
     return {
-        "fixed_work_ms_per_step": fixed,
-        "baseline_profiled_ms_per_step": profiles[baseline]["ms_per_step"],
-        "baseline_ms_per_step": {"ms": total, "from": "the profile" if baseline_ms is None else f"its unprofiled median {clock} in the same run"},
-        "max_speedup_over_snntorch_with_the_same_work": total / sum(fixed.values()),
+        "fixed_work_ms_per_step": {c: statistics.median(f[c] for f in fixed) for c in FIXED},
+        "baseline_ms_per_step": statistics.median(r[baseline]["unprofiled_ms"] for r in rounds),
+        "max_speedup_over_snntorch_with_the_same_work": statistics.median(bounds),
+        "spikeport_share_of_bound_per_round": shares,
+        "spikeport_share_of_bound": statistics.median(shares),
+        "rounds": cycles,
+        "unprofiled_and_profiled_steps_per_round": steps,
+        "profiler_warmup_steps": WARMUP,
+        "clock": step_clock(),
         "profiles_ms_per_category": {
-            name: {**p["ms_per_category"], "all": p["ms_per_step"], "step_wall_ms": p["step_wall_ms"], "operators_ms_per_active_step": p["operators_ms_per_active_step"], "costliest_other": p["costliest_other_ms"]}
-            for name, p in profiles.items()
+            name: {
+                **{c: statistics.median(r[name]["ms_per_category"][c] for r in rounds) for c in CATEGORIES},
+                "all": statistics.median(r[name]["ms_per_step"] for r in rounds),
+                "unprofiled_step_ms": statistics.median(r[name]["unprofiled_ms"] for r in rounds),
+                "profiled_over_unprofiled": statistics.median(r[name]["ms_per_step"] / r[name]["unprofiled_ms"] for r in rounds),
+                "step_wall_ms": statistics.median(r[name]["step_wall_ms"] for r in rounds),
+                "costliest_other": rounds[-1][name]["costliest_other_ms"],
+            }
+            for name in optimizers
         },
     }
 
@@ -261,42 +307,23 @@ def step_clock() -> str:
     return "CPU time" if torch.get_num_threads() == 1 else "wall-clock time"
 
 
-def bound_in_this_run(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, speedups: dict, unprofiled_s: dict | None = None, steps: int = ACTIVE, warmup: int = WARMUP) -> dict:
-    """The bound of the snnTorch copy against spikeport's engine (`models` has both), profiled by
-    the training benchmarks in the same run as their times, and what share of it each engine's
-    measured speedup reaches. `speedups` and `unprofiled_s` are by `step_clock()`. With
-    `unprofiled_s`, the median time of each engine's unprofiled steps in the same run, the loop's is the bound's baseline step, and it also gives each profiled engine's profiled operator time
-    per step over it (`profiled_over_unprofiled`): how far the profiler inflates that case. (It
-    trains the models `warmup + steps + 1` steps more: call it after the timing.)"""
+def bound_in_this_run(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, speedups: dict, step_s: dict[str, float]) -> dict:
+    """The training benchmarks' bound (`paired_bound`) with their models, and the free-neuron
+    ceiling from their timed rounds: `speedups` (by `step_clock()`) over the snnTorch loop, with
+    `spikeport_free_neuron`'s among them. Each round profiles at least PROFILED_S of each engine's
+    steps (`step_s`, their unprofiled medians in the timed rounds): five of the digits CNN's 3 ms
+    steps would be at the mercy of one interruption. (It trains the models further: call it after the timing.)
+    SpikingJelly's share is its speedup in the timed rounds over the median bound."""
     speedups = dict(speedups)
-    ceiling = speedups.pop("spikeport_free_neuron", None)
-    profiles = {name: categorised_profile(models[name], x, y, steps, warmup) for name in ("spikeport", "snntorch_stepwise")}
-    clock = step_clock()
-    result = bound(profiles, baseline_ms=None if unprofiled_s is None else unprofiled_s["snntorch_stepwise"] * 1e3, clock=clock)
+    ceiling = speedups.pop("spikeport_free_neuron")
+    result = paired_bound(models, x, y, {name: math.ceil(PROFILED_S / step_s[name]) for name in ("spikeport", "snntorch_stepwise")})
     limit = result["max_speedup_over_snntorch_with_the_same_work"]
     return {
         **result,
-        "fraction_of_bound_reached": {name: speedup / limit for name, speedup in speedups.items()},
-        "speedup_used": f"the median over rounds of the snnTorch step's {clock} over the engine's in the same round",
-        "profiled_steps": steps,
-        "profiler_warmup_steps": warmup,
-        **({} if unprofiled_s is None else {
-            "profiled_over_unprofiled": {
-                name: {
-                    "profiled_operators_ms_per_step": p["ms_per_step"],
-                    "profiled_step_wall_ms": p["step_wall_ms"],
-                    "unprofiled_median_step_ms": unprofiled_s[name] * 1e3,
-                    "unprofiled_clock": clock,
-                    "ratio": p["ms_per_step"] / (unprofiled_s[name] * 1e3),
-                    "step_wall_ratio": p["step_wall_ms"] / (unprofiled_s[name] * 1e3),
-                }
-                for name, p in profiles.items()
-            },
-        }),
-        **({} if ceiling is None else {
-            "free_neuron_ceiling": ceiling,
-            "fraction_of_free_neuron_ceiling_reached": {name: speedup / ceiling for name, speedup in speedups.items()},
-        }),
+        "fraction_of_bound_reached": {"spikeport": result["spikeport_share_of_bound"],
+                                      **{name: speedup / limit for name, speedup in speedups.items() if name != "spikeport"}},
+        "free_neuron_ceiling": ceiling,
+        "fraction_of_free_neuron_ceiling_reached": {name: speedup / ceiling for name, speedup in speedups.items()},
     }
 
 
@@ -371,7 +398,8 @@ def print_components(dta: nn.Module, x: torch.Tensor) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=ACTIVE, help="active profiled steps (after %d thrown away)" % WARMUP)
+    parser.add_argument("--steps", type=int, default=ACTIVE, help="active profiled steps per window (after %d thrown away)" % WARMUP)
+    parser.add_argument("--rounds", type=int, default=CYCLES, help="rounds of one profiled window per engine")
     parser.add_argument("--ops", type=int, metavar="N", help="print each case's N costliest operators for both engines instead")
     parser.add_argument("--components", action="store_true", help="print the DTA step's parts timed apart by CPU time instead")
     args = parser.parse_args()
@@ -390,10 +418,10 @@ def main() -> None:
             print(name)
             print_operators({"spikeport": engine, "snntorch_stepwise": stepwise_snntorch(engine)}, x, y, args.steps, args.ops)
         return
-    result = {"benchmark": "layer_share", "steps": args.steps, "cases": {}, "machine": machine()}
+    result = {"benchmark": "layer_share", "cases": {}, "machine": machine()}
     for name, (engine, x, y) in cases.items():
-        profiles = {label: categorised_profile(model, x, y, args.steps) for label, model in (("spikeport", engine), ("snntorch_stepwise", stepwise_snntorch(engine)))}
-        result["cases"][name] = bound(profiles)
+        models = {"spikeport": engine, "snntorch_stepwise": stepwise_snntorch(engine)}
+        result["cases"][name] = paired_bound(models, x, y, dict.fromkeys(models, args.steps), args.rounds)
     write_json(RESULTS, result)
     print(json.dumps(result, indent=2))
 
