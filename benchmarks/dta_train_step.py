@@ -28,8 +28,9 @@ memory per step is measured in a fresh process per model, as train_step.py descr
 (`peak_memory`); `spikeport_free_neuron`, the engine with a neuron that costs nothing
 (layer_share.py), is timed in the same rounds as the ceiling of any neuron in this engine; `--compile` adds the engine under torch.compile, as there. The layer-share bound
 (benchmarks/layer_share.py: the work every engine does alike, the DTA block included) is profiled
-on the engine and the snnTorch copy in the same run, in rounds that pair each profile with
-unprofiled steps of the same engine, with the share of it that the engine reaches in each round.
+on the engine, the free-neuron copy and the snnTorch copy in the same run, in rounds that pair
+each profile with unprofiled steps of the same model, with the share of it that the engine and
+the free-neuron copy reach in each round.
 
     OMP_NUM_THREADS=1 python benchmarks/dta_train_step.py [--steps 10] [--warmup 2] [--full] [--batch 16] [--compile] [--note "..."]
 """
