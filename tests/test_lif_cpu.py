@@ -7,6 +7,7 @@ cached by torch.utils.cpp_extension); without a C++ compiler the tests skip with
 """
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,6 +55,12 @@ def test_equal_to_the_engine_bit_for_bit(kernel, beta, threshold):
 
 
 def test_blocks_spread_over_two_threads(kernel):
+    # at::parallel_for runs the blocks on torch's threads only in a file compiled with OpenMP; the
+    # kernel was once built without it and ran on one thread under any torch.set_num_threads
+    if torch.backends.openmp.is_available() and Path("/proc/self/maps").exists():
+        (library,) = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "spikeport_lif_cpu_" in line}
+        calls_openmp = b"GOMP_parallel" in Path(library).read_bytes()
+        assert calls_openmp, f"{library} was built without OpenMP: its blocks run on one thread"
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -74,6 +74,14 @@ def _machine_tag() -> str:
     return hashlib.sha1(flags.encode() + SOURCE.read_bytes()).hexdigest()[:10]
 
 
+# at::parallel_for runs its blocks on torch's threads only in a file compiled with OpenMP: without
+# the flag its header falls back to one loop on the calling thread, and the kernel used one core
+# where torch's own operators used two (docs/train.md, eighth round). The GOMP symbols this leaves
+# undefined resolve, when the library loads, to the libgomp that libtorch_cpu already loaded, so
+# torch.set_num_threads governs the kernel as it governs torch's operators.
+_OPENMP = ["-fopenmp"] if torch.backends.openmp.is_available() else []
+
+
 @functools.cache
 def kernel_ops():
     """`torch.ops.spikeport_lif_cpu`, built on first use; None where it cannot be (no compiler, a
@@ -88,7 +96,7 @@ def kernel_ops():
         cpp_extension.load(  # a build killed midway is redone: torch 2.14 locks the folder with flock
             name=f"spikeport_lif_cpu_{int(fused)}_{_machine_tag()}",
             sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-march=native", "-ffp-contract=off", f"-DFUSED_ADDCMUL={int(fused)}"],
+            extra_cflags=["-O3", "-march=native", "-ffp-contract=off", f"-DFUSED_ADDCMUL={int(fused)}", *_OPENMP],
             is_python_module=False,
             verbose=False,
         )
