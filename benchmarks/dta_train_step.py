@@ -30,7 +30,7 @@ memory per step is measured in a fresh process per model, as train_step.py descr
 (benchmarks/layer_share.py: the work every engine does alike, the DTA block included) is profiled
 on the engine, the free-neuron copy and the snnTorch copy in the same run, in rounds that pair
 each profile with unprofiled steps of the same model, with the share of it that the engine and
-the free-neuron copy reach in each round.
+the free-neuron copy reach in each round, the median and its 95% interval.
 
     OMP_NUM_THREADS=1 python benchmarks/dta_train_step.py [--steps 10] [--warmup 2] [--full] [--batch 16] [--compile] [--note "..."]
 """

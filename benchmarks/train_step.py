@@ -31,7 +31,7 @@ first warm-up step, reported apart. Each case also carries the layer-share bound
 (benchmarks/layer_share.py: the work every engine does alike, profiled on the engine and the
 snnTorch copy in the same run, in rounds that pair each profile with unprofiled steps of the same
 engine, by CPU time with one torch thread, by the wall clock with more), the engine's share of it
-in each round and their median, the free-neuron copy's (profiled in the same rounds: what a
+in each round, their median and its 95% interval, the free-neuron copy's (profiled in the same rounds: what a
 neuron that costs nothing would leave), SpikingJelly's (its speedup over the median bound), and the
 profiled step over the unprofiled one for both (`profiled_over_unprofiled`).
 
