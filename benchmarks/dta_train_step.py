@@ -7,10 +7,12 @@ the copies; tests/test_dta_reference.py proves their logits and gradients equal 
 - spikeport: `dta_msresnet`, time folded into the batch, the LIF recurrence in one autograd node;
 - snnTorch: plain torch layers and `snn.Leaky`, the encoder, residual stages and head called once
   per timestep, the DTA block (which mixes timesteps) once on the stacked sequence;
-- SpikingJelly 2.0: `layer.SeqToANNContainer` and `neuron.LIFNode` in multi-step mode (its
-  pure-torch neuron; the CuPy and Triton neurons are classes of their own, for CUDA), which folds
-  time into the batch as we do but records every neuron timestep in autograd; skipped with a note
-  when it is not installed (docs/environments.md).
+- SpikingJelly 2.0: `layer.SeqToANNContainer` and `neuron.LIFNode` in multi-step mode, which
+  folds time into the batch as we do, with its faster neuron on each device
+  (`train.reference.spikingjelly_multistep`): on the CPU its pure-torch neuron, every timestep
+  recorded by autograd; on a GPU its `sj_lif` op, its CUDA or Triton kernels
+  (SJ_LIF_CUDA_IMPLEMENTATION=cuda or triton picks; benchmarks/cuda_rows.sh times both); skipped
+  with a note when it is not installed (docs/environments.md).
 
 The default network is a shrunk MS-ResNet18 of the same topology that takes a fraction of a
 second per step on 2 CPU cores (stem 32, stages 32x1, 64x1/2, 128x1/2, 32x32 input, T=6,

@@ -5,8 +5,9 @@ All run the same model with the same weights, batch and seed (cases below: the 3
 CNN with 64/128/256 channels, 32x32 input, T=6, batch 32, and the digits CNN); the first baseline
 is `train.reference.stepwise_snntorch`, i.e. snn.Leaky with the project's neuron settings, the
 whole network called once per timestep; the second, `train.reference.spikingjelly_multistep`,
-SpikingJelly 2.0's `LIFNode` (its pure-torch neuron) in multi-step mode with the layers in
-`SeqToANNContainer`, skipped with a note when spikingjelly is not installed. Batch norm runs in
+SpikingJelly 2.0's `LIFNode` in multi-step mode with the layers in `SeqToANNContainer` (on the
+CPU its pure-torch neuron, on a GPU its CUDA or Triton kernels: its faster on each device,
+train/reference.py), skipped with a note when spikingjelly is not installed. Batch norm runs in
 eval mode in all so that they compute the same function, checked by equal first-step losses;
 SpikingJelly's neurons stay in training mode, which its surrogate gradient needs (as in
 dta_train_step.py). A step is forward + cross-entropy + backward + SGD update; the median over

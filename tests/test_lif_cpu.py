@@ -58,8 +58,8 @@ def test_blocks_spread_over_two_threads(kernel):
     # at::parallel_for runs the blocks on torch's threads only in a file compiled with OpenMP; the
     # kernel was once built without it and ran on one thread under any torch.set_num_threads
     if torch.backends.openmp.is_available() and Path("/proc/self/maps").exists():
-        (library,) = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "spikeport_lif_cpu_" in line}
-        calls_openmp = b"GOMP_parallel" in Path(library).read_bytes()
+        library = _loaded_library()
+        calls_openmp = b"GOMP_parallel" in library.read_bytes()
         assert calls_openmp, f"{library} was built without OpenMP: its blocks run on one thread"
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -68,6 +68,28 @@ def test_blocks_spread_over_two_threads(kernel):
         _assert_equal_to_engine(kernel, x)
     finally:
         torch.set_num_threads(threads)
+
+
+def _loaded_library() -> Path:
+    (library,) = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "spikeport_lif_cpu_" in line}
+    return Path(library)
+
+
+def test_the_step_loops_are_vectorized(kernel):
+    """Each step's loop must compile to packed float instructions: a scalar build with branches
+    ran 4.8 ns per neuron and step on random input against 0.2 vectorized (AMD EPYC Zen 3), and
+    its speed depended on how predictable the spikes were. Read from the loaded library's code."""
+    if shutil.which("objdump") is None or not Path("/proc/self/maps").exists():
+        pytest.skip("needs objdump and /proc to read the built kernel's instructions")
+    kernel(torch.randn(2, 3), 0.5, 1.0)  # loaded
+    import subprocess
+
+    listing = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(_loaded_library())], capture_output=True, text=True, check=True).stdout
+    for step in ("forward_step", "recompute_step", "backward_step"):
+        bodies = [body for body in listing.split("\n\n") if f"::{step}(" in body.split("\n", 1)[0]]
+        assert bodies, f"no {step} in the built library"
+        packed = [line for body in bodies for line in body.splitlines() if "ps " in line and ("mul" in line or "add" in line or "sub" in line)]
+        assert packed, f"{step} compiled to scalar code: no packed float multiply, add or subtract"
 
 
 def test_a_channels_last_convolution_output(kernel):

@@ -7,7 +7,8 @@
 // and of x and the gradients (backward) crosses memory once. The float operations are the torch engine's, in its order, each
 // rounded to float32. This file must be compiled with -ffp-contract=off so that no multiply and
 // add are merged where torch rounds twice; `std::fma` stands exactly where torch's addcmul kernel
-// rounds once (FUSED_ADDCMUL, which lif_cpu.py sets from a probe of torch.addcmul itself).
+// rounds once (FUSED_ADDCMUL, which lif_cpu.py sets from a probe of torch.addcmul itself); and with
+// -fno-trapping-math, without which its loops stay scalar (below).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
@@ -30,59 +31,71 @@ inline float addcmul(float self, float a, float b) {  // torch.addcmul(self, a, 
 #endif
 }
 
-// One block of `len` neurons starting at `lo`, all T steps. Plain functions with restrict
-// pointers (the arrays never overlap): inside parallel_for's lambda the compiler cannot see that and
-// does not vectorize the inner loop. The float operations of one step, shared by both passes so that
-// the backward's h is the forward's, bit for bit:
+// The float operations of one step, shared by both passes so that the backward's h is the
+// forward's, bit for bit:
 inline float pre_reset(float u, float x, float beta) { return u * beta + x; }  // two roundings: torch.mul(u, beta).add_(x)
 inline float spike(float h, float thr) { return h > thr ? 1.0f : 0.0f; }        // torch.gt(h, threshold)
 inline float reset(float h, float s) { return h - h * s; }                      // addcmul(h, h, s, value=-1): h * s is exact
 
+// One step of one block of `len` neurons, each loop in a function of its own with restrict pointers
+// (the arrays never overlap), which the compiler vectorizes: inlined into the loops over blocks
+// and steps, gcc 12 turns the spike's two values into branches through the loop and leaves it
+// scalar, and then the kernel's speed depends on how well the CPU predicts which neurons fire (on
+// an AMD EPYC Zen 3, 4.8 ns per neuron and step on random input, 0.8-1.0 ns where all or none fire;
+// docs/train.md, ninth round). It also needs -fno-trapping-math (lif_cpu.py): gcc does not compute
+// both sides of a float comparison that might trap. Neither changes a value: each operation is the
+// same IEEE operation, rounded to float32.
+
 // The forward writes the spikes only: x is what the backward keeps, and neither h nor the membranes
 // leave the block, so a step crosses memory twice (x in, spikes out) instead of four times. On the
 // 64/128/256 CNN the pass runs at the speed of a copy (memory-bound), so that halves its time.
-void forward_block(const float* __restrict__ x, float* __restrict__ s, int64_t T, int64_t n, int64_t lo, int64_t len,
-                   float beta, float thr) {
-  alignas(64) float mem[BLOCK] = {};
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t o = t * n + lo;
-    for (int64_t i = 0; i < len; ++i) {
-      const float hi = pre_reset(mem[i], x[o + i], beta), si = spike(hi, thr);
-      s[o + i] = si;
-      mem[i] = reset(hi, si);
-    }
+[[gnu::noinline]] void forward_step(const float* __restrict__ x, float* __restrict__ s, float* __restrict__ mem, int64_t len,
+                                    float beta, float thr) {
+  for (int64_t i = 0; i < len; ++i) {
+    const float hi = pre_reset(mem[i], x[i], beta), si = spike(hi, thr);
+    s[i] = si;
+    mem[i] = reset(hi, si);
   }
 }
 
-// x: the forward's input; gs: dL/ds; gx: dL/dx, written; h: scratch of T * BLOCK floats, where the
-// forward's pre-reset membranes of this block are computed again (T steps of 2 KiB: L1 or L2), then
-// the steps run backwards.
-void backward_block(const float* __restrict__ x, const float* __restrict__ gs, float* __restrict__ gx,
-                    float* __restrict__ h, int64_t T, int64_t n, int64_t lo, int64_t len, float beta, float thr) {
+// The backward computes the forward's pre-reset membranes h of its block again, from x.
+[[gnu::noinline]] void recompute_step(const float* __restrict__ x, float* __restrict__ h, float* __restrict__ mem, int64_t len,
+                                      float beta, float thr) {
+  for (int64_t i = 0; i < len; ++i) {
+    const float hi = pre_reset(mem[i], x[i], beta);
+    h[i] = hi;
+    mem[i] = reset(hi, spike(hi, thr));
+  }
+}
+
+// gs: dL/ds of the step; gx: dL/dx, written; gu: dL/du[t], from h[t+1] = beta u[t] + x[t+1].
+[[gnu::noinline]] void backward_step(const float* __restrict__ h, const float* __restrict__ gs, float* __restrict__ gx,
+                                     float* __restrict__ gu, int64_t len, float beta, float thr) {
+  for (int64_t i = 0; i < len; ++i) {
+    const float hi = h[i], si = spike(hi, thr), g_u = gu[i];
+    // triangle_surrogate(h - threshold), width 1: clamp(-|h - threshold| + 1, min=0)
+    const float sg = std::max(-std::fabs(hi - thr) + 1.0f, 0.0f);
+    float g = addcmul(g_u, -(g_u * hi) + gs[i], sg);
+    g = g - g_u * si;  // addcmul(g, grad_u, s, value=-1): the product is exact
+    gx[i] = g;
+    gu[i] = g * beta;
+  }
+}
+
+// One block of `len` neurons starting at `lo`, all T steps, its membrane in L1.
+void forward_block(const float* x, float* s, int64_t T, int64_t n, int64_t lo, int64_t len, float beta, float thr) {
   alignas(64) float mem[BLOCK] = {};
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t o = t * n + lo;
-    float* __restrict__ ht = h + t * BLOCK;
-    for (int64_t i = 0; i < len; ++i) {
-      const float hi = pre_reset(mem[i], x[o + i], beta);
-      ht[i] = hi;
-      mem[i] = reset(hi, spike(hi, thr));
-    }
-  }
-  alignas(64) float gu[BLOCK] = {};  // dL/du[t], from h[t+1] = beta u[t] + x[t+1]
-  for (int64_t t = T - 1; t >= 0; --t) {
-    const int64_t o = t * n + lo;
-    const float* __restrict__ ht = h + t * BLOCK;
-    for (int64_t i = 0; i < len; ++i) {
-      const float hi = ht[i], si = spike(hi, thr), g_u = gu[i];
-      // triangle_surrogate(h - threshold), width 1: clamp(-|h - threshold| + 1, min=0)
-      const float sg = std::max(-std::fabs(hi - thr) + 1.0f, 0.0f);
-      float g = addcmul(g_u, -(g_u * hi) + gs[o + i], sg);
-      g = g - g_u * si;  // addcmul(g, grad_u, s, value=-1): the product is exact
-      gx[o + i] = g;
-      gu[i] = g * beta;
-    }
-  }
+  for (int64_t t = 0; t < T; ++t) forward_step(x + t * n + lo, s + t * n + lo, mem, len, beta, thr);
+}
+
+// h: scratch of T * BLOCK floats for the block's pre-reset membranes (T steps of 2 KiB: L1 or L2),
+// computed forwards, then the steps run backwards.
+void backward_block(const float* x, const float* gs, float* gx, float* h, int64_t T, int64_t n, int64_t lo, int64_t len,
+                    float beta, float thr) {
+  alignas(64) float mem[BLOCK] = {};
+  for (int64_t t = 0; t < T; ++t) recompute_step(x + t * n + lo, h + t * BLOCK, mem, len, beta, thr);
+  alignas(64) float gu[BLOCK] = {};
+  for (int64_t t = T - 1; t >= 0; --t) backward_step(h + t * BLOCK, gs + t * n + lo, gx + t * n + lo, gu, len, beta, thr);
 }
 
 int64_t slice_size(const at::Tensor& x) { return x.size(0) ? x.numel() / x.size(0) : 0; }

@@ -65,13 +65,14 @@ def _addcmul_is_fused() -> bool | None:
 
 
 def _machine_tag() -> str:
-    """A short hash of the CPU's flags: the build uses -march=native, so a home folder shared by
-    machines with other CPUs must not reuse it."""
+    """A short hash of the CPU's flags, the source and the compiler flags: the build uses
+    -march=native, so a home folder shared by machines with other CPUs must not reuse it, nor one
+    built from another source or with other flags."""
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         flags = ""
-    return hashlib.sha1(flags.encode() + SOURCE.read_bytes()).hexdigest()[:10]
+    return hashlib.sha1(flags.encode() + SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:10]
 
 
 # at::parallel_for runs its blocks on torch's threads only in a file compiled with OpenMP: without
@@ -80,6 +81,9 @@ def _machine_tag() -> str:
 # undefined resolve, when the library loads, to the libgomp that libtorch_cpu already loaded, so
 # torch.set_num_threads governs the kernel as it governs torch's operators.
 _OPENMP = ["-fopenmp"] if torch.backends.openmp.is_available() else []
+# -ffp-contract=off: no multiply and add merged where torch rounds twice; -fno-trapping-math: gcc
+# vectorizes the loops (lif_cpu.cpp); neither changes a value.
+CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", *_OPENMP]
 
 
 @functools.cache
@@ -96,7 +100,7 @@ def kernel_ops():
         cpp_extension.load(  # a build killed midway is redone: torch 2.14 locks the folder with flock
             name=f"spikeport_lif_cpu_{int(fused)}_{_machine_tag()}",
             sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-march=native", "-ffp-contract=off", f"-DFUSED_ADDCMUL={int(fused)}", *_OPENMP],
+            extra_cflags=[*CFLAGS, f"-DFUSED_ADDCMUL={int(fused)}"],
             is_python_module=False,
             verbose=False,
         )

@@ -19,19 +19,31 @@ dependency, imported only there), which folds time into the batch as the engine 
 `layer.SeqToANNContainer` around each stateless layer and `neuron.LIFNode` in multi-step mode.
 Its neuron is configured to compute ours: `decay_input=False` and tau = 1 / (1 - beta), so that
 u = u * (1 - 1/tau) + x (exactly beta * u + x for beta = 0.5, where 1 - 1/2 is exact; other betas
-may differ in the last bit), hard reset to `v_reset=0` not detached, and as spike function the
-engine's `neuron.TriangleSpike` (SpikingJelly takes any callable there). SpikingJelly's own
-`surrogate.PiecewiseQuadratic(alpha=1)` has the same gradient, max(0, 1 - |u - threshold|), but
-fires at u >= threshold where ours fires at u > threshold, and in the DTA MS-ResNet that is no
-corner case: the gate's sigmoid saturates to exactly 1.0, so a gated spike arriving at a membrane
-at rest puts it exactly on the threshold (for one random batch through tests/test_dta_reference.py's
-network, 107 of the 1655 gated spikes were exactly 1.0 in float32, 9 in float64), and the spikes
-and logits would differ (they did, by up to 0.13 in the logits).
+may differ in the last bit), hard reset to `v_reset=0` not detached, and the triangle surrogate.
+
+Which of SpikingJelly's implementations runs depends on the spike function it is given. With any
+callable, such as the engine's `neuron.TriangleSpike`, `LIFNode` runs its pure-torch neuron, every
+timestep recorded by autograd. With one of its own surrogates it runs its registered `sj_lif`
+op: on a GPU its CUDA or Triton kernels (the environment variable SJ_LIF_CUDA_IMPLEMENTATION
+picks; by default CUDA first), on the CPU a loop of torch operations with a hand-written
+backward. Its `surrogate.PiecewiseQuadratic(alpha=1)` has our gradient, max(0, 1 - |u -
+threshold|), but fires at u >= threshold where ours fires at u > threshold, and in the DTA
+MS-ResNet that is no corner case: the gate's sigmoid saturates to exactly 1.0, so a gated spike
+arriving at a membrane at rest puts it exactly on the threshold (for one random batch through
+tests/test_dta_reference.py's network, 107 of the 1655 gated spikes were exactly 1.0 in float32),
+and the spikes and logits would differ (by up to 0.13 in the logits). So with its kernels
+(`kernels=True`, the default for a model on a GPU) the copy's threshold is the next float32 above
+ours: for a float32 membrane, u >= that is u > threshold, the same spikes; the surrogate is then
+evaluated one float32 step off (gradients equal to about 1e-7). Without them (the default on the
+CPU, and in float64) the spike function is the engine's own: on the CPU the pure-torch neuron
+took 0.96-0.97 times the time of the `sj_lif` op per training step (digits CNN and 64/128/256 CNN, one
+thread, AMD EPYC Zen 3; docs/train.md, ninth round), so each device gets SpikingJelly's faster.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable
 
 import snntorch as snn
@@ -160,26 +172,41 @@ class SpikingJellyModel(nn.Module):
         return self.network(x)
 
 
-def spikingjelly_multistep(model: nn.Module) -> SpikingJellyModel:
-    """A copy of `model` (same weights) in SpikingJelly's multi-step layers, its pure-torch neuron.
+def spikingjelly_lif(beta: float, threshold: float, kernels: bool) -> nn.Module:
+    """SpikingJelly's multi-step `LIFNode` computing our neuron (module docstring): with `kernels`
+    its `sj_lif` op, the threshold one float32 step up; else its pure-torch neuron."""
+    from spikingjelly.activation_based import neuron, surrogate
+
+    # float32's next value above the threshold: SpikingJelly's kernels fire at u >= it, ours at u > threshold
+    above = torch.nextafter(torch.tensor(threshold, dtype=torch.float32), torch.tensor(math.inf)).item()
+    return neuron.LIFNode(
+        tau=1.0 / (1.0 - beta),
+        decay_input=False,
+        v_threshold=above if kernels else threshold,
+        v_reset=0.0,
+        surrogate_function=surrogate.PiecewiseQuadratic(alpha=1.0) if kernels else TriangleSpike.apply,
+        detach_reset=False,
+        step_mode="m",
+    )
+
+
+def spikingjelly_multistep(model: nn.Module, kernels: bool | None = None) -> SpikingJellyModel:
+    """A copy of `model` (same weights) in SpikingJelly's multi-step layers: with `kernels` its
+    `sj_lif` op (its CUDA and Triton kernels on a GPU), else its pure-torch neuron; by default its
+    kernels where the model's parameters are on a GPU (module docstring).
 
     The copy keeps the model's own forward: with every layer taking [T, B, ...], it runs unchanged.
     Keep its neurons in training mode to train it: in eval mode `LIFNode` switches to a scripted
     forward without the surrogate gradient, so put only the batch norms in eval mode.
     """
-    from spikingjelly.activation_based import layer, neuron
+    from spikingjelly.activation_based import layer
+
+    if kernels is None:
+        kernels = next(model.parameters()).is_cuda
 
     def convert(module: nn.Module) -> nn.Module | None:
         if isinstance(module, LIF):
-            return neuron.LIFNode(
-                tau=1.0 / (1.0 - module.beta),
-                decay_input=False,
-                v_threshold=module.threshold,
-                v_reset=0.0,
-                surrogate_function=TriangleSpike.apply,
-                detach_reset=False,
-                step_mode="m",  # SpikingJelly 2.0's LIFNode is its pure-torch neuron (the CuPy and Triton ones are classes of their own)
-            )
+            return spikingjelly_lif(module.beta, module.threshold, kernels)
         plain = _plain(module)
         return None if plain is None else layer.SeqToANNContainer(plain)
 
