@@ -23,7 +23,7 @@ LAVA_PYTHON ?= $(call find_python,3.10)
 CORE_STAMP := $(VENV)/.installed-$(shell { cat pyproject.toml; echo $(ORACLES); } | sha256sum | cut -c1-16)
 LAVA_STAMP := $(LAVA_VENV)/.installed-$(shell sha256sum < $(LAVA_REQUIREMENTS) | cut -c1-16)
 
-.PHONY: demo test bench env core-env lava-env
+.PHONY: demo test bench env core-env lava-env gpu-wheels
 
 env:  # both at once: each is mostly downloads and unpacking
 	@$(MAKE) --no-print-directory -j2 core-env lava-env
@@ -63,3 +63,11 @@ demo: env
 
 bench: env
 	$(PY) benchmarks/train_step.py
+
+# For a GPU machine that has torch but no network: spikeport and what its CUDA benchmarks import
+# beyond torch, as wheels in .whl/ (benchmarks/cuda_rows.sh says how to install and run them there).
+GPU_WHEELS := snntorch==1.0.0 spikingjelly==2.0.0 loguru==0.7.3
+gpu-wheels: $(CORE_STAMP)
+	rm -rf .whl
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir .whl .
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --dest .whl $(GPU_WHEELS)

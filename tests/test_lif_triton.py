@@ -5,7 +5,9 @@ interpreter is chosen when triton is imported (TRITON_INTERPRET=1), so the compa
 fresh Python process: this file run as a script, which prints one JSON line per case. The
 interpreter cannot run inline PTX, which the kernels use for one instruction, fma.rn.f32, where
 torch's addcmul fuses a multiply and an add; the script supplies it, rounded once (`_exact_fma`),
-as the GPU computes it.
+as the GPU computes it. On a machine with a CUDA device the same cases also run compiled, on the
+GPU, against the torch engine there (`test_kernel_equals_the_torch_engine_on_cuda`; skipped
+elsewhere).
 """
 
 import json
@@ -27,17 +29,28 @@ def _needs_triton() -> None:
         pytest.skip("triton is not installed (torch ships it on x86_64 Linux only)")
 
 
-def _run_cases() -> list[dict]:
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve())], env=env, capture_output=True, text=True, timeout=600)
+def _run_cases(*args: str, interpret: bool = True) -> dict[str, dict]:
+    env = {**os.environ, "TRITON_INTERPRET": "1" if interpret else "0", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return {case["name"]: case for case in (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))}
 
 
 @pytest.fixture(scope="module")
 def cases() -> dict:
     _needs_triton()
-    return {case["name"]: case for case in _run_cases()}
+    return _run_cases()
+
+
+@pytest.fixture(scope="module")
+def cuda_cases() -> dict:
+    """The same cases compiled for the GPU and run on it, against the torch engine on CUDA."""
+    _needs_triton()
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the kernels run on the CPU through the interpreter only")
+    return _run_cases("cuda", interpret=False)
 
 
 CASE_NAMES = [
@@ -49,7 +62,15 @@ CASE_NAMES = [
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_kernel_equals_the_torch_engine(cases, name):
-    case = cases[name]
+    _assert_equal(cases[name], name)
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_kernel_equals_the_torch_engine_on_cuda(cuda_cases, name):
+    _assert_equal(cuda_cases[name], name)
+
+
+def _assert_equal(case: dict, name: str) -> None:
     assert case["spikes"] > 0 and case["silent"] > 0, "the case must have spikes and silent neurons"
     assert case["gradient_nonzero"], "the gradient must not vanish"
     for what, equal in case["equal"].items():
@@ -82,7 +103,7 @@ def test_cpu_tensors_use_the_torch_engine():
     assert _engine(torch.zeros(2, 3)) == _LIFMultiStep.apply
 
 
-# --- the script, run with TRITON_INTERPRET=1 ---------------------------------------------------
+# --- the script, run with TRITON_INTERPRET=1 (or on a GPU with the argument `cuda`) -------------
 
 
 def _exact_fma(a, b, c):
@@ -208,8 +229,11 @@ def main() -> None:
     if sys.argv[1:] == ["ptx"]:
         compile_to_ptx()
         return
-    assert os.environ.get("TRITON_INTERPRET") == "1"
-    _install_interpreter_fma()
+    if sys.argv[1:] == ["cuda"]:
+        torch.set_default_device("cuda")  # every tensor and the network's parameters below
+    else:
+        assert os.environ.get("TRITON_INTERPRET") == "1"
+        _install_interpreter_fma()
     torch.manual_seed(0)
     both = lambda s, m, ws, wm: (s * ws).sum() + (m * wm).sum()  # noqa: E731
     cases = []
