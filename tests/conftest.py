@@ -116,6 +116,21 @@ def slayer_net(tmp_path_factory) -> Path:
     return path
 
 
+def closest_to_threshold(lif, current, step: int) -> float:
+    """How close a LIF layer's membrane before the reset, h = beta u[t-1] + x[t], came to its
+    threshold at `step`, over the layer's neurons, for one sample's input current [T, ...]: a
+    neuron that close can fire in one runtime and not in another whose currents differ in the last
+    bits (a tie)."""
+    import torch
+
+    from spikeport.train.neuron import lif_multistep
+
+    with torch.no_grad():
+        _, after_reset = lif_multistep(current, lif.beta, lif.threshold)
+    before = after_reset[step - 1] * lif.beta if step else torch.zeros_like(current[0])
+    return float((before + current[step] - lif.threshold).abs().min())
+
+
 def load_trained_model(run: Path):
     """The torch model of a run folder, in eval mode."""
     from spikeport.train.checkpoint import checkpoint_config, load_checkpoint, load_weights

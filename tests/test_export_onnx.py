@@ -10,6 +10,7 @@ import torch
 import yaml
 from torch import nn
 
+from conftest import closest_to_threshold
 from spikeport.config import config_from_dict
 from spikeport.errors import UserError
 from spikeport.export.onnx import export_onnx, run_onnx
@@ -62,17 +63,33 @@ def spike_rates(model: nn.Module, x: torch.Tensor) -> list[float]:
 
 
 def assert_onnx_matches_torch(model: nn.Module, x: torch.Tensor, path: Path) -> np.ndarray:
-    """Export with a batch of 2, run ONNX Runtime on all of `x`, compare with torch in eval mode."""
+    """Export with a batch of 2, run ONNX Runtime on all of `x`, compare with torch in eval mode.
+
+    ONNX Runtime's convolutions round otherwise than torch's in the last bits, so a neuron whose
+    membrane lies that close to the threshold can fire in one and not in the other (a tie), and
+    that sample's later spikes and logits differ (seen once, on an AMD EPYC Zen 3: one of the
+    digits test set's 450 samples, a logit off by 0.07). So the logits of every sample agree to
+    1e-4 and so do its predictions, but for at most 1% of the samples, each of which must have a
+    membrane within 1e-5 of the threshold in torch's run."""
     export_onnx(model, x[:, :2], path)
     model.eval()
     rates = spike_rates(model, x)
     assert rates and all(0 < r < 1 for r in rates), rates  # the neurons spike, but not always
+    lifs = [m for m in model.modules() if isinstance(m, LIF)]
+    currents = {}
+    hooks = [m.register_forward_hook(lambda m, i, _o: currents.update({m: i[0]})) for m in lifs]  # returns None: the output stays
     with torch.no_grad():
         expected = model(x).numpy()
+    for hook in hooks:
+        hook.remove()
     got = run_onnx(path, x.numpy())
     assert got.shape == expected.shape
-    assert np.abs(got - expected).max() <= 1e-4
-    np.testing.assert_array_equal(got.mean(0).argmax(1), expected.mean(0).argmax(1))
+    off = np.abs(got - expected).max(axis=(0, 2)) > 1e-4  # per sample
+    assert off.sum() <= 0.01 * len(off), f"{off.sum()} of {len(off)} samples differ beyond 1e-4"
+    for sample in np.flatnonzero(off):
+        gap = min(closest_to_threshold(m, currents[m][:, sample], t) for m in lifs for t in range(x.shape[0]))
+        assert gap <= 1e-5, f"sample {sample}'s logits differ, with no membrane nearer the threshold than {gap}"
+    np.testing.assert_array_equal(got.mean(0).argmax(1)[~off], expected.mean(0).argmax(1)[~off])
     return got
 
 

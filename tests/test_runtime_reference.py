@@ -5,12 +5,11 @@ import nir
 import pytest
 import torch
 
-from conftest import load_trained_model, needs_shared
+from conftest import closest_to_threshold, load_trained_model, needs_shared
 from spikeport.export.exporter import export_model
 from spikeport.runtime.reference import NIRExecutor
 from spikeport.runtime.simulate import simulate
 from spikeport.train import datasets
-from spikeport.train.neuron import lif_multistep
 from test_export import Gated
 
 
@@ -45,21 +44,12 @@ def test_reference_float_equals_the_trained_model(trained_run, cli):
     assert np.abs(sim["output"][same] - want[same]).max() <= 1e-5
     for sample in np.flatnonzero(~same):
         step, name = min((int(np.flatnonzero(differs[n][sample])[0]), n) for n in LIFS if differs[n][sample].any())
-        gap = _closest_to_threshold(getattr(model, name), currents[name][:, sample], step)
+        gap = closest_to_threshold(getattr(model, name), currents[name][:, sample], step)
         assert gap <= 1e-5, f"sample {sample}: {name} fires otherwise at step {step}, its closest membrane {gap} from the threshold"
     assert np.array_equal(sim["labels"], [test[i][1] for i in range(len(test))])
 
     parity = (trained_run / "sim" / "parity-reference-float-vs-onnx-float.json").read_text()
     assert '"prediction_agreement": 1.0' in parity
-
-
-def _closest_to_threshold(lif, current: torch.Tensor, step: int) -> float:
-    """How close the LIF layer's membrane before the reset, h = beta u[t-1] + x[t], came to its
-    threshold at `step`, over the layer's neurons, for one sample's input current [T, ...]."""
-    with torch.no_grad():
-        _, after_reset = lif_multistep(current, lif.beta, lif.threshold)
-    before = after_reset[step - 1] * lif.beta if step else torch.zeros_like(current[0])
-    return float((before + current[step] - lif.threshold).abs().min())
 
 
 def test_manifest_with_a_host_partition(tmp_path):

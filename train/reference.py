@@ -34,10 +34,11 @@ tests/test_dta_reference.py's network, 107 of the 1655 gated spikes were exactly
 and the spikes and logits would differ (by up to 0.13 in the logits). So with its kernels
 (`kernels=True`, the default for a model on a GPU) the copy's threshold is the next float32 above
 ours: for a float32 membrane, u >= that is u > threshold, the same spikes; the surrogate is then
-evaluated one float32 step off (gradients equal to about 1e-7). Without them (the default on the
-CPU, and in float64) the spike function is the engine's own: on the CPU the pure-torch neuron
-took 0.96-0.97 times the time of the `sj_lif` op per training step (digits CNN and 64/128/256 CNN, one
-thread, AMD EPYC Zen 3; docs/train.md, ninth round), so each device gets SpikingJelly's faster.
+evaluated one float32 step off (the gradients agree to float32's precision; its backward sums in
+another order). Without them (the default on the CPU, and in float64) the spike function is the
+engine's own: on the CPU the pure-torch neuron took 0.96-0.97 times the time of the `sj_lif` op
+per training step (digits CNN and 64/128/256 CNN, one thread, AMD EPYC Zen 3; docs/train.md,
+ninth round), so each device gets SpikingJelly's faster.
 """
 
 from __future__ import annotations
