@@ -45,7 +45,8 @@ from spikeport.io import write_json
 from spikeport.train import layers, neuron
 from spikeport.train.reference import SnnTorchLIF, spikingjelly_lif
 
-from train_step import machine  # benchmarks/ is the script's folder, so on sys.path
+from layer_share import step_clock  # benchmarks/ is the script's folder, so on sys.path
+from train_step import machine
 
 RESULTS = Path(__file__).parent / "results" / "lif_kernel.json"
 BETA, THRESHOLD = 0.5, 1.0
@@ -90,7 +91,7 @@ def timed_call(f: Callable[[Tensor], Tensor], x: Tensor, grad: Tensor) -> tuple[
         end.record()
         torch.cuda.synchronize()
         return start.elapsed_time(end), spikes.detach(), leaf.grad
-    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+    clock = time.process_time if step_clock() == "CPU time" else time.perf_counter
     started = clock()
     spikes = f(leaf)
     spikes.backward(grad)
@@ -138,7 +139,7 @@ def main() -> None:
         "device": args.device,
         "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
         "spikingjelly_cuda_implementation": os.environ.get("SJ_LIF_CUDA_IMPLEMENTATION", "auto") if args.device.startswith("cuda") else None,
-        "clock": "CUDA events" if args.device.startswith("cuda") else "CPU time" if torch.get_num_threads() == 1 else "wall-clock time",
+        "clock": "CUDA events" if args.device.startswith("cuda") else step_clock(),
         "rounds": args.rounds,
         "note": args.note,
         "cases": cases,

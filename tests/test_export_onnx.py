@@ -50,18 +50,6 @@ def trained(data_root, tmp_path_factory) -> nn.Module:
     return model
 
 
-def spike_rates(model: nn.Module, x: torch.Tensor) -> list[float]:
-    """The fraction of neurons spiking, per LIF layer, while `model` runs on `x`."""
-    rates = []
-    hooks = [m.register_forward_hook(lambda m, i, out: rates.append(out.mean().item()))
-             for m in model.modules() if isinstance(m, LIF)]
-    with torch.no_grad():
-        model(x)
-    for hook in hooks:
-        hook.remove()
-    return rates
-
-
 def assert_onnx_matches_torch(model: nn.Module, x: torch.Tensor, path: Path) -> np.ndarray:
     """Export with a batch of 2, run ONNX Runtime on all of `x`, compare with torch in eval mode.
 
@@ -73,15 +61,14 @@ def assert_onnx_matches_torch(model: nn.Module, x: torch.Tensor, path: Path) -> 
     membrane within 1e-5 of the threshold in torch's run."""
     export_onnx(model, x[:, :2], path)
     model.eval()
-    rates = spike_rates(model, x)
-    assert rates and all(0 < r < 1 for r in rates), rates  # the neurons spike, but not always
     lifs = [m for m in model.modules() if isinstance(m, LIF)]
-    currents = {}
-    hooks = [m.register_forward_hook(lambda m, i, _o: currents.update({m: i[0]})) for m in lifs]  # returns None: the output stays
+    currents, rates = {}, []
+    hooks = [m.register_forward_hook(lambda m, i, o: currents.update({m: i[0]}) or rates.append(o.mean().item())) for m in lifs]  # None: the output stays
     with torch.no_grad():
         expected = model(x).numpy()
     for hook in hooks:
         hook.remove()
+    assert rates and all(0 < r < 1 for r in rates), rates  # the neurons spike, but not always
     got = run_onnx(path, x.numpy())
     assert got.shape == expected.shape
     off = np.abs(got - expected).max(axis=(0, 2)) > 1e-4  # per sample
