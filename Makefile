@@ -49,8 +49,10 @@ $(LAVA_STAMP):
 	$(LAVA_VENV)/bin/python -m pip install --quiet -r $(LAVA_REQUIREMENTS)
 	@rm -f $(LAVA_VENV)/.installed-* && touch $@
 
+# Two test processes (pytest-xdist): the suite is half subprocess and Lava waits, and CI has 2 cores.
+# The tests marked `lava` share one of them (tests/conftest.py); --durations lists the slowest.
 test: env
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations 15
 
 demo: env
 	$(SPIKEPORT) train configs/digits-cnn.yaml --out runs/demo $$(test -f runs/demo/checkpoint.pt && echo --resume)

@@ -22,6 +22,25 @@ def needs_shared(subpath: str) -> Path:
     return path
 
 
+@pytest.hookimpl(wrapper=True)  # around pytest-xdist's own, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the tests in two processes (pytest-xdist, --dist loadgroup): every test
+    marked `lava` goes to one of them, so no two Lava runs overlap. Their processes share the
+    machine's /dev/shm, where the tests look for segments a run left behind, and a timeout test
+    waits for its run's processes, which a second run would slow. pytest-xdist marks a group in
+    the test's node id; where it could not (pytest-dev/pytest-xdist#1386: with pytest 9.2 it
+    silently does not), the run stops here rather than run Lava tests side by side."""
+    lava = [item for item in items if item.get_closest_marker("lava")]
+    for item in lava:
+        item.add_marker(pytest.mark.xdist_group("lava"))
+    result = yield
+    if getattr(config.option, "loadgroup", False) and not all(item.nodeid.endswith("@lava") for item in lava):
+        message = "pytest-xdist did not group the Lava tests (pytest-dev/pytest-xdist#1386): install a pytest it supports (pyproject.toml, [dev])"
+        print(message, file=sys.__stderr__)  # a worker's own error reaches the terminal as the controller's INTERNALERROR only
+        raise pytest.UsageError(message)
+    return result
+
+
 def pytest_runtest_setup(item):
     """Tests marked `lava` run Lava through the worker: skip them where there is no Lava
     environment (a user who never built .venv-lava), fail on CI, where `make test` builds it."""
@@ -156,3 +175,5 @@ def interrupt_after_first_epoch(monkeypatch):
 
     monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     return lambda: monkeypatch.setattr(loop, "save_checkpoint", real_save)
+
+

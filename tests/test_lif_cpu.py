@@ -7,6 +7,8 @@ cached by torch.utils.cpp_extension); without a C++ compiler the tests skip with
 """
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,6 +134,23 @@ def test_the_addcmul_probe_says_what_torch_computes(kernel):
     twice = a + b * c
     fused = lif_cpu._addcmul_is_fused()
     assert torch.equal(torch.addcmul(a, b, c), once if fused else twice)
+
+
+def test_a_process_whose_output_streams_are_none_builds_it(kernel):
+    """NeuroBench's quiet Benchmark.run runs the model under redirect_stdout(None): the first LIF
+    call of a process there builds the kernel, where torch's build flushes sys.stdout and
+    sys.stderr. In a fresh process, whose kernel is not yet loaded."""
+    script = (
+        "import contextlib, sys\n"
+        "from spikeport.train import lif_cpu\n"
+        "sys.stderr = None\n"
+        "with contextlib.redirect_stdout(None):\n"
+        "    ops = lif_cpu.kernel_ops()\n"
+        "assert sys.stdout is sys.__stdout__ and sys.stderr is None\n"
+        "print(ops is not None)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.split() == ["True"], (done.stdout, done.stderr[-500:])
 
 
 def test_the_kernel_is_used_for_float32_cpu_tensors_in_training(kernel):

@@ -37,9 +37,12 @@ are copied first.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -97,17 +100,38 @@ def kernel_ops():
     try:
         from torch.utils import cpp_extension
 
-        cpp_extension.load(  # a build killed midway is redone: torch 2.14 locks the folder with flock
-            name=f"spikeport_lif_cpu_{int(fused)}_{_machine_tag()}",
-            sources=[str(SOURCE)],
-            extra_cflags=[*CFLAGS, f"-DFUSED_ADDCMUL={int(fused)}"],
-            is_python_module=False,
-            verbose=False,
-        )
+        with _streams_for_the_build():
+            cpp_extension.load(  # a build killed midway is redone: torch 2.14 locks the folder with flock
+                name=f"spikeport_lif_cpu_{int(fused)}_{_machine_tag()}",
+                sources=[str(SOURCE)],
+                extra_cflags=[*CFLAGS, f"-DFUSED_ADDCMUL={int(fused)}"],
+                is_python_module=False,
+                verbose=False,
+            )
     except Exception as error:  # no compiler, a failed build: the torch engine computes the same
         log.info("fused CPU LIF kernel not built (%s); using the torch engine", str(error).splitlines()[0] if str(error) else type(error).__name__)
         return None
     return torch.ops.spikeport_lif_cpu
+
+
+@contextlib.contextmanager
+def _streams_for_the_build():
+    """sys.stdout and sys.stderr, where they are None, as os.devnull while the kernel builds.
+
+    torch's build flushes both before it runs ninja, even when the library is already built, and
+    fails where one is None: inside NeuroBench's quiet `Benchmark.run`, which runs the model under
+    redirect_stdout(None), or in a process started without them. The first LIF call of the process
+    builds the kernel, so without this a model first run there kept the torch engine for good
+    (found when pytest-xdist happened to give a worker test_activity.py's NeuroBench test first)."""
+    missing = [name for name in ("stdout", "stderr") if getattr(sys, name) is None]
+    with contextlib.ExitStack() as stack:
+        for name in missing:
+            setattr(sys, name, stack.enter_context(open(os.devnull, "w")))
+        try:
+            yield
+        finally:
+            for name in missing:
+                setattr(sys, name, None)
 
 
 def lif_spikes_cpu(x: Tensor, beta: float, threshold: float) -> Tensor:
