@@ -175,5 +175,3 @@ def interrupt_after_first_epoch(monkeypatch):
 
     monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     return lambda: monkeypatch.setattr(loop, "save_checkpoint", real_save)
-
-
