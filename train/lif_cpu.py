@@ -124,9 +124,9 @@ def _streams_for_the_build():
     builds the kernel, so without this a model first run there kept the torch engine for good
     (found when pytest-xdist happened to give a worker test_activity.py's NeuroBench test first)."""
     missing = [name for name in ("stdout", "stderr") if getattr(sys, name) is None]
-    with contextlib.ExitStack() as stack:
+    with open(os.devnull, "w") as devnull:
         for name in missing:
-            setattr(sys, name, stack.enter_context(open(os.devnull, "w")))
+            setattr(sys, name, devnull)
         try:
             yield
         finally:
