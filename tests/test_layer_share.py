@@ -48,3 +48,9 @@ def test_the_interval_holds_the_median_95_percent_of_the_time(layer_share):
         low, high = layer_share.median_interval([rng.lognormvariate(0.0, 0.3) for _ in range(layer_share.CYCLES)])
         held += low <= median <= high
     assert 0.945 <= held / draws <= 0.970  # 95.7% for 25 values; one binomial standard error is 0.3%
+
+
+def test_the_machine_record_counts_the_cpus_of_a_sysfs_list(layer_share):
+    train_step = sys.modules["train_step"]  # layer_share imports it
+    assert [train_step.logical_cpus(text) for text in ("0\n", "0-1\n", "0,8", "0-1,4,6-7")] == [1, 2, 2, 5]
+    assert train_step.machine()["threads_per_core"] in (None, 1, 2, 4, 8)
