@@ -95,21 +95,13 @@ def _caches() -> dict[str, str]:
     return found
 
 
-def logical_cpus(siblings_list: str) -> int:
-    """How many CPUs a sysfs CPU list names ("0-1,4" is three)."""
-    count = 0
-    for part in siblings_list.strip().split(","):
-        first, _, last = part.partition("-")
-        count += int(last or first) - int(first) + 1
-    return count
-
-
-def _threads_per_core() -> int | None:
-    """How many logical CPUs share the first core: 2 where SMT pairs them, and two threads on one
-    core then share its vector units, so two torch threads gain less than on two cores."""
+def threads_per_core(cpuinfo: dict[str, str]) -> int | None:
+    """How many logical CPUs share a core (/proc/cpuinfo's `siblings` over `cpu cores`): 2 where
+    SMT pairs them, and two threads on one core then share its vector units, so two torch threads
+    gain less than on two cores."""
     try:
-        return logical_cpus(Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text())
-    except OSError:
+        return int(cpuinfo["siblings"]) // int(cpuinfo["cpu cores"])
+    except (KeyError, ValueError, ZeroDivisionError):
         return None
 
 
@@ -125,7 +117,7 @@ def machine() -> dict:
         "vector_extensions": [name for name in VECTOR_EXTENSIONS if name in flags],
         "caches_per_core": _caches(),
         "cores": os.cpu_count(),
-        "threads_per_core": _threads_per_core(),
+        "threads_per_core": threads_per_core(info),
         "load_average_1_5_15_min": [round(v, 2) for v in os.getloadavg()],
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),

@@ -50,7 +50,8 @@ def test_the_interval_holds_the_median_95_percent_of_the_time(layer_share):
     assert 0.945 <= held / draws <= 0.970  # 95.7% for 25 values; one binomial standard error is 0.3%
 
 
-def test_the_machine_record_counts_the_cpus_of_a_sysfs_list(layer_share):
+def test_the_machine_record_counts_the_threads_per_core(layer_share):
     train_step = sys.modules["train_step"]  # layer_share imports it
-    assert [train_step.logical_cpus(text) for text in ("0\n", "0-1\n", "0,8", "0-1,4,6-7")] == [1, 2, 2, 5]
+    fields = [{"siblings": "2", "cpu cores": "2"}, {"siblings": "4", "cpu cores": "2"}, {"siblings": "2"}, {}]
+    assert [train_step.threads_per_core(f) for f in fields] == [1, 2, None, None]
     assert train_step.machine()["threads_per_core"] in (None, 1, 2, 4, 8)
