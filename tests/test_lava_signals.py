@@ -37,6 +37,34 @@ def members(group: int) -> list[int]:
     return found
 
 
+def groups_below(process: psutil.Process) -> set[int]:
+    """The process groups of `process`'s descendants other than its own; one that ends between
+    the listing and the look-up (a short-lived child) is skipped, not an error."""
+    groups = set()
+    for child in process.children(recursive=True):
+        try:
+            groups.add(os.getpgid(child.pid))
+        except ProcessLookupError:
+            pass
+    return groups - {os.getpgid(process.pid)}
+
+
+def end_all(process: subprocess.Popen) -> None:
+    """Kill `process` and every descendant still up, and reap it, so that a failed check here
+    leaves nothing running for the tests after it (which assert that no process is left)."""
+    try:
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []  # it has ended: its children, if any, were handed to init
+    for p in descendants:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    process.kill()
+    process.wait(30)
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         return psutil.Process(pid).cmdline()
@@ -66,29 +94,33 @@ def test_a_signal_to_spikeport_ends_every_lava_process_and_frees_its_shared_memo
         preexec_fn=lambda: ending == signal.SIGKILL or signal.signal(ending, signal.SIG_DFL),  # as from a terminal, even under nohup
     )
     spikeport = psutil.Process(process.pid)
-    deadline = time.monotonic() + 180
-    group, segments = None, set()
-    while not segments:  # Lava is running: its processes are up and their channels mapped
-        assert process.poll() is None, f"exited with {process.returncode} before the signal"
-        assert time.monotonic() < deadline, "Lava did not start"
-        groups = {os.getpgid(c.pid) for c in spikeport.children(recursive=True)} - {os.getpgid(process.pid)}
-        if groups:
-            (group,) = groups
-            segments = mapped_segments(group)
-        time.sleep(0.05)
-    # the worker (the Lava environment's Python running worker/main.py) leads the group, and with
-    # the channels mapped at least one fork of it (Lava forks its runtime's processes) is up beside
-    # it: a signal that reached the worker alone would leave that one behind. (How many more are
-    # started by then varies with the machine's load.)
-    worker = cmdline(group)
-    assert str(WORKER) in worker and str(sys.executable) not in worker
-    assert [pid for pid in members(group) if pid != group and cmdline(pid) == worker]
+    try:
+        deadline = time.monotonic() + 180
+        group, segments = None, set()
+        while not segments:  # Lava is running: its processes are up and their channels mapped
+            assert process.poll() is None, f"exited with {process.returncode} before the signal"
+            assert time.monotonic() < deadline, "Lava did not start"
+            groups = groups_below(spikeport)
+            if groups:
+                (group,) = groups
+                segments = mapped_segments(group)
+            time.sleep(0.05)
+        # the worker (the Lava environment's Python running worker/main.py) leads the group, and with
+        # the channels mapped at least one fork of it (Lava forks its runtime's processes) is up beside
+        # it: a signal that reached the worker alone would leave that one behind. (How many more are
+        # started by then varies with the machine's load.)
+        worker = cmdline(group)
+        assert str(WORKER) in worker and str(sys.executable) not in worker
+        assert [pid for pid in members(group) if pid != group and cmdline(pid) == worker]
 
-    process.send_signal(ending)
-    assert process.wait(60) == -ending, "spikeport ends by the signal, as it would have without Lava"
-    deadline = time.monotonic() + 10  # SIGKILL: the worker notices within its poll (worker/main.py), then ends its group
-    while members(group) and time.monotonic() < deadline:  # killed ones may still be reaped by init
-        time.sleep(0.05)
-    assert members(group) == [], "no Lava process outlives spikeport"
-    assert [s for s in segments if s.exists()] == [], "no shared-memory segment of the run is left"
+        process.send_signal(ending)
+        assert process.wait(60) == -ending, "spikeport ends by the signal, as it would have without Lava"
+        deadline = time.monotonic() + 10  # SIGKILL: the worker notices within its poll (worker/main.py), then ends its group
+        while members(group) and time.monotonic() < deadline:  # killed ones may still be reaped by init
+            time.sleep(0.05)
+        assert members(group) == [], "no Lava process outlives spikeport"
+        assert [s for s in segments if s.exists()] == [], "no shared-memory segment of the run is left"
+    except BaseException:
+        end_all(process)
+        raise
     assert not (run / "sim").exists()
